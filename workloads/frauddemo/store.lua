@@ -1,0 +1,407 @@
+#!lua name=frauddemo
+--[[
+FraudDemo store library: every data write goes through these functions, which change the data and
+append the operation to this store's op log in one atomic call. Remote operations are merged by
+fd_merge, which never appends to the op log (no echo) and stores the link checkpoint in the same call.
+
+Key schema (data keys are replicated, `fd:` keys are local to one store):
+  h:<name>  LWW hash: field -> value, and "~field" -> its tag "<clock16>:<replica>" (a tag without a
+            value is a deletion's tombstone; field names never start with "~")
+  s:<name>  add-wins set: add tag -> element   x:<name>  its removed tags (tombstones)
+  c:<name>  counter: "p:<replica>"/"n:<replica>" -> that replica's monotone part
+  b:<name>  immutable blob (content-addressed), set once, optional TTL
+  fd:meta   replica id, epoch, hlc (hybrid logical clock, 16-digit microseconds), seq (last op-log
+            sequence number), retention (op-log entries kept)
+  fd:log    op log (stream): c=clock s=seq o=msgpack ops      fd:ckpt:<src>  link checkpoint: epoch, seq, id
+  fd:link:<src>  link status written by the syncer that pulls from <src>
+
+Logged operations (msgpack arrays; all idempotent and commutative, so any order or duplicate converges):
+  {"h", key, {field=value}}   {"hd", key, {field...}}   {"sa", key, element, tag}
+  {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
+]]
+
+local VERSION = '5'
+local LOG = 'fd:log'
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function clock_str(c)
+  return string.format('%016d', c)
+end
+
+-- 's:x' -> 'x:x'
+local function sibling(prefix, key)
+  return prefix .. string.sub(key, 2)
+end
+
+local function split_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_gt(a, b)
+  local am, as = split_id(a)
+  local bm, bs = split_id(b)
+  if am ~= bm then return am > bm end
+  return as > bs
+end
+
+---------------------------------------------------------------------------------------------------
+-- CRDT primitives, shared by local writes, remote merges and full-state imports.
+
+local function apply_h(key, fields, tag)
+  local names, tnames = {}, {}
+  for f, _ in pairs(fields) do
+    names[#names + 1] = f
+    tnames[#tnames + 1] = '~' .. f
+  end
+  if #names == 0 then return end
+  local cur = redis.call('HMGET', key, unpack(tnames))
+  local set = {}
+  for i, f in ipairs(names) do
+    local old = cur[i]
+    if (not old) or tag > old then
+      set[#set + 1] = f; set[#set + 1] = fields[f]
+      set[#set + 1] = tnames[i]; set[#set + 1] = tag
+    end
+  end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+end
+
+local function apply_hd(key, names, tag)
+  if #names == 0 then return end
+  local tnames = {}
+  for i, f in ipairs(names) do tnames[i] = '~' .. f end
+  local cur = redis.call('HMGET', key, unpack(tnames))
+  local dels, tags = {}, {}
+  for i, f in ipairs(names) do
+    local old = cur[i]
+    if (not old) or tag > old then
+      dels[#dels + 1] = f
+      tags[#tags + 1] = tnames[i]; tags[#tags + 1] = tag
+    end
+  end
+  if #dels > 0 then
+    redis.call('HDEL', key, unpack(dels))
+    redis.call('HSET', key, unpack(tags))
+  end
+end
+
+local function apply_sa(key, element, tag)
+  if redis.call('SISMEMBER', sibling('x', key), tag) == 0 then
+    redis.call('HSET', key, tag, element)
+  end
+end
+
+local function apply_sr(key, tags)
+  if #tags == 0 then return end
+  redis.call('HDEL', key, unpack(tags))
+  redis.call('SADD', sibling('x', key), unpack(tags))
+end
+
+local function apply_c(key, part, total)
+  local cur = redis.call('HGET', key, part)
+  if (not cur) or tonumber(total) > tonumber(cur) then
+    redis.call('HSET', key, part, total)
+  end
+end
+
+local function apply_b(key, value, ttl_ms)
+  if redis.call('EXISTS', key) == 0 then
+    if ttl_ms and tonumber(ttl_ms) and tonumber(ttl_ms) > 0 then
+      redis.call('SET', key, value, 'PX', tonumber(ttl_ms))
+    else
+      redis.call('SET', key, value)
+    end
+  end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Validation: a malformed operation is rejected before anything is written.
+
+local PREFIX = { h = 'h', hd = 'h', sa = 's', sr = 's', c = 'c', b = 'b' }
+
+local function is_str(v) return type(v) == 'string' end
+
+local function check_key(op)
+  local want = PREFIX[op[1]]
+  local key = op[2]
+  return want ~= nil and is_str(key) and string.sub(key, 1, 2) == want .. ':' and #key > 2
+end
+
+-- Shape of an operation as logged (origin form for `c` and `sr` differs, see fd_write).
+local function valid_logged(op)
+  if type(op) ~= 'table' or not check_key(op) then return false end
+  local k = op[1]
+  if k == 'h' then
+    if type(op[3]) ~= 'table' then return false end
+    for f, v in pairs(op[3]) do
+      if not is_str(f) or not is_str(v) or string.byte(f, 1) == 126 then return false end
+    end
+    return true
+  elseif k == 'hd' or k == 'sr' then
+    if type(op[3]) ~= 'table' then return false end
+    for _, f in ipairs(op[3]) do
+      if not is_str(f) or (k == 'hd' and string.byte(f, 1) == 126) then return false end
+    end
+    return true
+  elseif k == 'sa' then
+    return is_str(op[3]) and is_str(op[4])
+  elseif k == 'c' then
+    return is_str(op[3]) and string.match(op[3], '^[pn]:') ~= nil and tonumber(op[4]) ~= nil
+  elseif k == 'b' then
+    return is_str(op[3]) and (op[4] == nil or tonumber(op[4]) ~= nil)
+  end
+  return false
+end
+
+local function apply_logged(op, tag)
+  local k = op[1]
+  if k == 'h' then apply_h(op[2], op[3], tag)
+  elseif k == 'hd' then apply_hd(op[2], op[3], tag)
+  elseif k == 'sa' then apply_sa(op[2], op[3], op[4])
+  elseif k == 'sr' then apply_sr(op[2], op[3])
+  elseif k == 'c' then apply_c(op[2], op[3], op[4])
+  elseif k == 'b' then apply_b(op[2], op[3], op[4])
+  end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Store identity and clock.
+
+local function advance_clock(remote)
+  local last = tonumber(redis.call('HGET', 'fd:meta', 'hlc') or '0')
+  if remote > last then redis.call('HSET', 'fd:meta', 'hlc', clock_str(remote)) end
+end
+
+-- args: replica id, a fresh epoch (kept only the first time), optional retention.
+local function fd_init(keys, args)
+  local replica, epoch = args[1], args[2]
+  if not replica or not string.match(replica, '^[a-z0-9][a-z0-9-]*$') or #replica > 32 then
+    return redis.error_reply('ERR replica id must match [a-z0-9][a-z0-9-]* (max 32)')
+  end
+  local cur = redis.call('HMGET', 'fd:meta', 'replica', 'epoch')
+  if cur[1] and cur[1] ~= replica then
+    return redis.error_reply('WRONGREPLICA this store is replica ' .. cur[1] .. ', not ' .. replica)
+  end
+  if not cur[1] then
+    redis.call('HSET', 'fd:meta', 'replica', replica, 'epoch', epoch, 'hlc', clock_str(0), 'seq', 0,
+      'retention', 1000000)
+    cur = { replica, epoch }
+  end
+  if args[3] then redis.call('HSET', 'fd:meta', 'retention', args[3]) end
+  return cur
+end
+
+---------------------------------------------------------------------------------------------------
+-- Local writes.
+
+local function check_origin(op)
+  if type(op) ~= 'table' or not check_key(op) then return false end
+  local k = op[1]
+  if k == 'c' then return tonumber(op[3]) ~= nil and tonumber(op[3]) ~= 0 end
+  if k == 'sa' or k == 'sr' then return is_str(op[3]) end
+  return valid_logged(op)
+end
+
+-- args: msgpack array of operations (origin form). Returns {clock, seq, op-log id}.
+local function fd_write(keys, args)
+  local m = redis.call('HMGET', 'fd:meta', 'replica', 'hlc', 'seq', 'retention')
+  local replica = m[1]
+  if not replica then return redis.error_reply('NOTINIT store has no replica id: call fd_init first') end
+  local ok, ops = pcall(cmsgpack.unpack, args[1] or '')
+  if not ok or type(ops) ~= 'table' or #ops == 0 then
+    return redis.error_reply('BADOP payload must be a non-empty msgpack array of operations')
+  end
+  -- Validate everything first: Redis does not roll back a script that fails half-way.
+  local rewrite = false
+  for i, op in ipairs(ops) do
+    if not check_origin(op) then
+      return redis.error_reply('BADOP operation ' .. i .. ' is malformed')
+    end
+    local k = op[1]
+    if k == 'c' or k == 'sa' or k == 'sr' then rewrite = true end
+  end
+  local t = redis.call('TIME')
+  local c = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(m[2])
+  if c <= last then c = last + 1 end
+  local cs = clock_str(c)
+  local tag = cs .. ':' .. replica
+  local logged = ops
+  if rewrite then logged = {} end
+  for i, op in ipairs(ops) do
+    local k = op[1]
+    local out = op
+    if k == 'c' then
+      local delta = tonumber(op[3])
+      local part = (delta > 0 and 'p:' or 'n:') .. replica
+      local total = redis.call('HINCRBY', op[2], part, math.abs(delta))
+      out = { 'c', op[2], part, string.format('%d', total) }
+    elseif k == 'sa' then
+      out = { 'sa', op[2], op[3], tag .. ':' .. i }
+      apply_logged(out, tag)
+    elseif k == 'sr' then
+      local all = redis.call('HGETALL', op[2])
+      local tags = {}
+      for j = 1, #all, 2 do
+        if all[j + 1] == op[3] then tags[#tags + 1] = all[j] end
+      end
+      out = { 'sr', op[2], tags }
+      apply_logged(out, tag)
+    else
+      apply_logged(out, tag)
+    end
+    if rewrite then logged[i] = out end
+  end
+  local seq = tonumber(m[3]) + 1
+  redis.call('HSET', 'fd:meta', 'hlc', cs, 'seq', seq)
+  local payload = args[1]
+  if rewrite then payload = cmsgpack.pack(logged) end
+  local id = redis.call('XADD', LOG, 'MAXLEN', '~', m[4], '*', 'c', cs, 's', seq, 'o', payload)
+  return { cs, seq, id }
+end
+
+---------------------------------------------------------------------------------------------------
+-- Replication.
+
+-- args: source replica, source epoch, then (id, clock, seq, ops) per op-log entry, ids ascending.
+-- Returns {applied, duplicates, now_us, gap, malformed id...}. gap=1 means entries are missing
+-- (trimmed by retention, or the source was reset): the caller must do a full resync.
+local function fd_merge(keys, args)
+  local src, epoch = args[1], args[2]
+  local ck = 'fd:ckpt:' .. src
+  local cur = redis.call('HMGET', ck, 'epoch', 'seq', 'id')
+  if cur[1] and cur[1] ~= epoch then
+    return { 0, 0, clock_str(now_us()), 1 }
+  end
+  local seq = tonumber(cur[2] or '0')
+  local last_id = cur[3] or '0-0'
+  local first = 3
+  -- ids ascend within a batch, so only its head can repeat what was already applied
+  while first <= #args and not id_gt(args[first], last_id) do first = first + 4 end
+  local dups = (first - 3) / 4
+  local applied, maxc, gap = 0, 0, 0
+  local bad = {}
+  for i = first, #args, 4 do
+    local id, c, s, o = args[i], args[i + 1], tonumber(args[i + 2]), args[i + 3]
+    if s and s > seq + 1 then
+      gap = 1
+      break
+    end
+    local cn = tonumber(c)
+    local ok, ops = pcall(cmsgpack.unpack, o)
+    local good = ok and cn ~= nil and s ~= nil and #c == 16 and type(ops) == 'table'
+    if good then
+      for _, op in ipairs(ops) do
+        if not valid_logged(op) then good = false; break end
+      end
+    end
+    if good then
+      local tag = c .. ':' .. src
+      for _, op in ipairs(ops) do apply_logged(op, tag) end
+      if cn > maxc then maxc = cn end
+      applied = applied + 1
+    else
+      bad[#bad + 1] = id
+    end
+    if s and s > seq then seq = s end
+    last_id = id
+  end
+  if maxc > 0 then advance_clock(maxc) end
+  redis.call('HSET', ck, 'epoch', epoch, 'seq', seq, 'id', last_id)
+  local out = { applied, dups, clock_str(now_us()), gap }
+  for _, id in ipairs(bad) do out[#out + 1] = id end
+  return out
+end
+
+-- The source's position, read atomically before a full-state export: {epoch, seq, last id}.
+local function fd_position(keys, args)
+  local m = redis.call('HMGET', 'fd:meta', 'epoch', 'seq')
+  if not m[1] then return redis.error_reply('NOTINIT store has no replica id: call fd_init first') end
+  local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
+  local id = '0-0'
+  if #last > 0 then id = last[1][1] end
+  return { m[1], tonumber(m[2]), id }
+end
+
+-- Full state of the given canonical data keys (h:, s:, c:, b:), as one msgpack array.
+local function fd_export(keys, args)
+  local out = {}
+  for _, key in ipairs(args) do
+    local p = string.sub(key, 1, 1)
+    if p == 'h' then
+      out[#out + 1] = { 'h', key, redis.call('HGETALL', key) }
+    elseif p == 's' then
+      out[#out + 1] = { 's', key, redis.call('HGETALL', key), redis.call('SMEMBERS', sibling('x', key)) }
+    elseif p == 'c' then
+      out[#out + 1] = { 'c', key, redis.call('HGETALL', key) }
+    elseif p == 'b' then
+      local v = redis.call('GET', key)
+      if v then out[#out + 1] = { 'b', key, v, redis.call('PTTL', key) } end
+    end
+  end
+  return cmsgpack.pack(out)
+end
+
+-- Merge a full-state export (state-based CRDT merge: same result as replaying the ops).
+local function fd_import(keys, args)
+  local ok, states = pcall(cmsgpack.unpack, args[1] or '')
+  if not ok or type(states) ~= 'table' then
+    return redis.error_reply('BADSTATE export payload is not a msgpack array')
+  end
+  local maxc = 0
+  for _, st in ipairs(states) do
+    local k, key = st[1], st[2]
+    if k == 'h' then
+      local vals, tags = {}, {}
+      for i = 1, #st[3], 2 do
+        local f = st[3][i]
+        if string.byte(f, 1) == 126 then tags[string.sub(f, 2)] = st[3][i + 1] else vals[f] = st[3][i + 1] end
+      end
+      for f, tag in pairs(tags) do
+        local c = tonumber(string.sub(tag, 1, 16))
+        if c and c > maxc then maxc = c end
+        if vals[f] then apply_h(key, { [f] = vals[f] }, tag) else apply_hd(key, { f }, tag) end
+      end
+    elseif k == 's' then
+      apply_sr(key, st[4])
+      for i = 1, #st[3], 2 do apply_sa(key, st[3][i + 1], st[3][i]) end
+    elseif k == 'c' then
+      for i = 1, #st[3], 2 do apply_c(key, st[3][i], st[3][i + 1]) end
+    elseif k == 'b' then
+      apply_b(key, st[3], (st[4] and st[4] > 0) and st[4] or nil)
+    end
+  end
+  if maxc > 0 then advance_clock(maxc) end
+  return #states
+end
+
+-- args: source replica, epoch, seq, id: the position a full resync started from.
+local function fd_checkpoint(keys, args)
+  redis.call('HSET', 'fd:ckpt:' .. args[1], 'epoch', args[2], 'seq', args[3], 'id', args[4])
+  return 1
+end
+
+-- args: source replica, then field/value pairs of the link's status (local metadata only).
+local function fd_link(keys, args)
+  local kv = {}
+  for i = 2, #args do kv[#kv + 1] = args[i] end
+  redis.call('HSET', 'fd:link:' .. args[1], unpack(kv))
+  return 1
+end
+
+local function fd_version() return VERSION end
+
+redis.register_function { function_name = 'fd_version', callback = fd_version, flags = { 'no-writes' } }
+redis.register_function('fd_init', fd_init)
+redis.register_function('fd_write', fd_write)
+redis.register_function('fd_merge', fd_merge)
+redis.register_function { function_name = 'fd_position', callback = fd_position, flags = { 'no-writes' } }
+redis.register_function { function_name = 'fd_export', callback = fd_export, flags = { 'no-writes' } }
+redis.register_function('fd_import', fd_import)
+redis.register_function('fd_checkpoint', fd_checkpoint)
+redis.register_function('fd_link', fd_link)

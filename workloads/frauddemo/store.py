@@ -1,0 +1,244 @@
+"""The store layer: one Redis-protocol server per store, written only through server-side functions.
+
+The Lua library (`store.lua`, beside this file) documents the key schema and the logged operations.
+This module loads it idempotently (version check), builds operations, and reads CRDT values back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import msgpack
+import redis
+
+LIBRARY_PATH = Path(__file__).with_name("store.lua")
+LIBRARY_CODE = LIBRARY_PATH.read_text()
+LIBRARY_VERSION = LIBRARY_CODE.split("local VERSION = '", 1)[1].split("'", 1)[0]
+LOG_KEY = "fd:log"
+DATA_PREFIXES = ("h:", "s:", "c:", "b:")
+DEFAULT_RETENTION = 1_000_000
+MAX_WRITE_BYTES = 8 * 1024 * 1024
+
+
+class StoreError(RuntimeError):
+    """A store refused an operation (malformed op, wrong replica id, ...)."""
+
+
+def _s(v) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return repr(v).encode()
+    raise TypeError(f"store values are str, bytes or numbers, not {type(v).__name__}")
+
+
+class ops:
+    """Operation builders (origin form). Keys carry their CRDT type as a prefix."""
+
+    @staticmethod
+    def hset(key: str, mapping: Mapping) -> list:
+        """Last-writer-wins fields, by (HLC, replica id)."""
+        _prefix(key, "h:")
+        return ["h", key, {_field(k): _s(v) for k, v in mapping.items()}]
+
+    @staticmethod
+    def hdel(key: str, fields: Iterable) -> list:
+        _prefix(key, "h:")
+        return ["hd", key, [_field(f) for f in fields]]
+
+    @staticmethod
+    def sadd(key: str, element) -> list:
+        """Add-wins set: every add has a unique tag, a remove only removes the tags it saw."""
+        _prefix(key, "s:")
+        return ["sa", key, _s(element)]
+
+    @staticmethod
+    def srem(key: str, element) -> list:
+        _prefix(key, "s:")
+        return ["sr", key, _s(element)]
+
+    @staticmethod
+    def incr(key: str, delta: int = 1) -> list:
+        """Counter: per-replica monotone parts (positive and negative), summed on read."""
+        _prefix(key, "c:")
+        if not isinstance(delta, int) or delta == 0:
+            raise ValueError("counter delta must be a non-zero int")
+        return ["c", key, delta]
+
+    @staticmethod
+    def blob(key: str, value: bytes, ttl_ms: int | None = None) -> list:
+        """Immutable content-addressed value: set once, never overwritten."""
+        _prefix(key, "b:")
+        return ["b", key, _s(value)] + ([int(ttl_ms)] if ttl_ms else [])
+
+
+def _field(name) -> bytes:
+    name = _s(name)
+    if not name or name.startswith(b"~"):
+        raise ValueError(f"field name {name!r} must be non-empty and not start with '~' (tags use it)")
+    return name
+
+
+def _prefix(key: str, want: str) -> None:
+    if not isinstance(key, str) or not key.startswith(want) or len(key) <= len(want):
+        raise ValueError(f"key {key!r} must start with {want!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    clock: str  # 16-digit HLC microseconds
+    seq: int
+    id: str  # op-log stream id
+
+
+def load_library(r: redis.Redis) -> None:
+    """Load the function library unless the same version is already there."""
+    try:
+        if r.fcall("fd_version", 0) == LIBRARY_VERSION.encode():
+            return
+    except redis.ResponseError:
+        pass
+    r.function_load(LIBRARY_CODE, replace=True)
+
+
+class Store:
+    """A client of one store (one replica of the active-active data set)."""
+
+    def __init__(self, client: redis.Redis, replica: str, epoch: str):
+        self.r = client
+        self.replica = replica
+        self.epoch = epoch
+
+    @classmethod
+    def connect(cls, url: str, password: str | None = None, replica: str | None = None,
+                retention: int | None = None, **kw) -> "Store":
+        """Connect, load the functions, and set (or check) the store's replica id.
+
+        Without `replica`, the store must already be initialised and its id is read back.
+        """
+        kw.setdefault("protocol", 2)  # raw replies (XREAD in the syncer) keep the RESP2 shape
+        kw.setdefault("socket_timeout", 10)
+        kw.setdefault("socket_connect_timeout", 5)
+        client = redis.Redis.from_url(url, password=password, **kw)
+        load_library(client)
+        if replica is None:
+            rep, epoch = client.hmget("fd:meta", "replica", "epoch")
+            if rep is None:
+                raise StoreError(f"store at {url} has no replica id yet")
+            return cls(client, rep.decode(), epoch.decode())
+        args = [replica, secrets.token_hex(8)] + ([retention] if retention else [])
+        try:
+            rep, epoch = client.fcall("fd_init", 0, *args)
+        except redis.ResponseError as e:
+            raise StoreError(str(e)) from None
+        return cls(client, rep.decode(), epoch.decode())
+
+    def close(self) -> None:
+        self.r.close()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write(self, operations: list) -> Commit:
+        """Apply operations atomically and append them to this store's op log as one entry."""
+        payload = pack_ops(operations)
+        try:
+            c, seq, sid = self.r.fcall("fd_write", 0, payload)
+        except redis.ResponseError as e:
+            raise StoreError(str(e)) from None
+        return Commit(c.decode(), int(seq), sid.decode())
+
+    def write_many(self, batches: list[list]) -> list[Commit]:
+        """Several independent writes in one round trip (each its own atomic op-log entry)."""
+        pipe = self.r.pipeline(transaction=False)
+        for operations in batches:
+            pipe.fcall("fd_write", 0, pack_ops(operations))
+        out = []
+        for res in pipe.execute(raise_on_error=False):
+            if isinstance(res, Exception):
+                raise StoreError(str(res))
+            out.append(Commit(res[0].decode(), int(res[1]), res[2].decode()))
+        return out
+
+    # -- reads ----------------------------------------------------------------------------------
+    def hgetall(self, key: str) -> dict[str, str]:
+        """The live fields of an LWW hash (tags, stored as "~field", left out)."""
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(key).items() if k[:1] != b"~"}
+
+    def smembers(self, key: str) -> set[str]:
+        return {v.decode() for v in self.r.hvals(key)}
+
+    def counter(self, key: str) -> int:
+        return counter_value(self.r.hgetall(key))
+
+    def get_blob(self, key: str) -> bytes | None:
+        return self.r.get(key)
+
+    def seq(self) -> int:
+        """Sequence number of the last entry this store appended to its op log."""
+        return int(self.r.hget("fd:meta", "seq") or 0)
+
+    def position(self) -> tuple[str, int, str]:
+        epoch, seq, sid = self.r.fcall("fd_position", 0)
+        return epoch.decode(), int(seq), sid.decode()
+
+    def checkpoint(self, source: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(f"fd:ckpt:{source}").items()}
+
+    def link_status(self, source: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(f"fd:link:{source}").items()}
+
+    def data_keys(self, count: int = 1000) -> set[str]:
+        """Canonical data keys (tag and tombstone keys folded into the key they belong to)."""
+        keys = set()
+        for k in self.r.scan_iter(count=count):
+            k = k.decode()
+            p = k[:2]
+            if p in DATA_PREFIXES:
+                keys.add(k)
+            elif p == "x:":
+                keys.add("s:" + k[2:])
+        return keys
+
+    def export(self, keys: list[str]) -> bytes:
+        return self.r.fcall("fd_export", 0, *keys)
+
+    def snapshot(self, batch: int = 500) -> dict:
+        """The whole replicated state, canonicalised: what two converged stores must share."""
+        keys = sorted(self.data_keys())
+        state = {}
+        for i in range(0, len(keys), batch):
+            for st in msgpack.unpackb(self.export(keys[i:i + batch]), raw=True):
+                kind, key = st[0].decode(), st[1].decode()
+                if kind == "s":
+                    state[key] = (_pairs(st[2]), frozenset(st[3]))
+                elif kind in ("h", "c"):
+                    state[key] = _pairs(st[2])
+                else:
+                    state[key] = st[2]  # blob value; the remaining TTL differs per store
+        return state
+
+
+def _pairs(flat) -> dict:
+    if isinstance(flat, dict):  # cmsgpack packs an empty table as a map
+        return dict(flat)
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def counter_value(parts: Mapping) -> int:
+    total = 0
+    for k, v in parts.items():
+        k = k.decode() if isinstance(k, bytes) else k
+        total += int(v) if k.startswith("p:") else -int(v)
+    return total
+
+
+def pack_ops(operations: list) -> bytes:
+    if not operations:
+        raise ValueError("a write needs at least one operation")
+    payload = msgpack.packb(operations, use_bin_type=False)
+    if len(payload) > MAX_WRITE_BYTES:
+        raise ValueError(f"write of {len(payload)} bytes exceeds the {MAX_WRITE_BYTES}-byte cap")
+    return payload
