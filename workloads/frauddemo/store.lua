@@ -12,7 +12,8 @@ Key schema (data keys are replicated, `fd:` keys are local to one store):
   b:<name>  immutable blob (content-addressed), set once, optional TTL
   fd:meta   replica id, epoch, hlc (hybrid logical clock, 16-digit microseconds), seq (last op-log
             sequence number), retention (op-log entries kept)
-  fd:log    op log (stream): c=clock s=seq o=msgpack ops      fd:ckpt:<src>  link checkpoint: epoch, seq, id
+  fd:log    op log (stream): c=clock s=seq o=msgpack ops      fd:ckpt:<src>  link checkpoint: epoch, seq, id,
+            applied (entries merged: a witness that none is merged twice)
   fd:link:<src>  link status written by the syncer that pulls from <src>
 
 Logged operations (msgpack arrays; all idempotent and commutative, so any order or duplicate converges):
@@ -20,7 +21,7 @@ Logged operations (msgpack arrays; all idempotent and commutative, so any order 
   {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
 ]]
 
-local VERSION = '5'
+local VERSION = '6'
 local LOG = 'fd:log'
 
 local function now_us()
@@ -313,6 +314,7 @@ local function fd_merge(keys, args)
   end
   if maxc > 0 then advance_clock(maxc) end
   redis.call('HSET', ck, 'epoch', epoch, 'seq', seq, 'id', last_id)
+  if applied > 0 then redis.call('HINCRBY', ck, 'applied', applied) end
   local out = { applied, dups, clock_str(now_us()), gap }
   for _, id in ipairs(bad) do out[#out + 1] = id end
   return out

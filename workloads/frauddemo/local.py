@@ -1,0 +1,262 @@
+"""The local supervisor behind `frauddemo up`: the same processes the pods run, on one machine.
+
+It starts the stores (embedded servers), one syncer per directed link, the detector service and
+the load, restarts any child that dies (with backoff, logged), describes every process in
+`<data-dir>/stack.json`, and on Ctrl-C, SIGTERM or the end of `--duration` stops them all.
+Children die with it even when it is killed -9 (PR_SET_PDEATHSIG).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import check_name
+from .procs import child_preexec
+from .servers import ServerSpec, find_server, free_port
+from .store import Store
+
+log = logging.getLogger("frauddemo.up")
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+HEALTHY_AFTER_S = 10.0  # a child that ran this long starts its next backoff from the minimum
+STOP_GRACE_S = 5.0
+
+
+@dataclasses.dataclass
+class Child:
+    name: str
+    role: str
+    argv: list[str]
+    env: dict
+    url: str | None = None
+    password_file: str | None = None
+    log_file: Path | None = None
+    to_terminal: bool = False
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_MIN_S
+    due: float | None = None  # when a crashed child is to be started again
+
+    def start(self) -> None:
+        out = None if self.to_terminal else open(self.log_file, "ab")
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT if out else None,
+                                         preexec_fn=child_preexec)
+        finally:
+            if out:
+                out.close()
+        self.started = time.monotonic()
+        self.due = None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "role": self.role, "pid": self.proc.pid if self.proc else None,
+                "url": self.url, "password_file": self.password_file, "restarts": self.restarts,
+                "log": str(self.log_file) if self.log_file else None}
+
+
+class Supervisor:
+    def __init__(self, stores: list[str], data_dir: str | None = None, port: int = 8080,
+                 redis_server: str | None = None, headless: bool = False, retention: int | None = None,
+                 rate: float = 5.0, host: str = "127.0.0.1"):
+        if len(stores) < 2:
+            raise ValueError("active-active needs at least two stores (--stores a,b)")
+        if len(set(stores)) != len(stores):
+            raise ValueError(f"store names repeat: {','.join(stores)}")
+        self.store_names = [check_name(s) for s in stores]
+        self.own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="frauddemo-")).resolve()
+        self.port, self.host, self.headless = port, host, headless
+        self.binary = find_server(redis_server)
+        self.retention, self.rate = retention, rate
+        self.children: list[Child] = []
+        self.stopping = False
+
+    # -- building the stack ---------------------------------------------------------------------
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "frauddemo", *args]
+
+    def plan(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self.logs_dir = self.data_dir / "logs"
+        self.logs_dir.mkdir(exist_ok=True)
+        self.metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir()
+        env = self._env()
+        self.servers = {n: ServerSpec.create(n, self.data_dir / "stores", self.binary,
+                                             port=self._known_port(n)) for n in self.store_names}
+        for n, spec in self.servers.items():
+            self.children.append(Child(f"store-{n}", "store", spec.argv(), env, url=spec.url,
+                                       password_file=str(spec.password_file),
+                                       log_file=self.logs_dir / f"store-{n}.log"))
+        for s in self.store_names:
+            for t in self.store_names:
+                if s == t:
+                    continue
+                src, dst = self.servers[s], self.servers[t]
+                argv = self._cmd("syncer", "--source", src.url, "--target", dst.url,
+                                 "--source-name", s, "--target-name", t,
+                                 "--source-password-file", str(src.password_file),
+                                 "--target-password-file", str(dst.password_file))
+                self.children.append(Child(f"syncer-{s}-{t}", "syncer", argv, env,
+                                           log_file=self.logs_dir / f"syncer-{s}-{t}.log"))
+        store_args = []
+        for n, spec in self.servers.items():
+            store_args += ["--store", f"{n}={spec.url}", "--password-file", f"{n}={spec.password_file}"]
+        self.service_url = f"http://{self.host}:{self.port}"
+        self.children.append(Child("detector", "detector",
+                                   self._cmd("detector", *store_args, "--host", self.host,
+                                             "--port", str(self.port)),
+                                   env, url=self.service_url, log_file=self.logs_dir / "detector.log"))
+        if self.rate > 0:
+            self.children.append(Child("load", "load",
+                                       self._cmd("load", *store_args, "--rate", str(self.rate)), env,
+                                       log_file=self.logs_dir / "load.log", to_terminal=not self.headless))
+
+    def _known_port(self, name: str) -> int:
+        """Reuse a store's port from an earlier run of the same data dir (its AOF lives there)."""
+        try:
+            for p in json.loads((self.data_dir / "stack.json").read_text())["processes"]:
+                if p["name"] == f"store-{name}" and p["url"]:
+                    port = int(p["url"].rsplit(":", 1)[1].split("/")[0])
+                    return port if _port_free(port) else free_port()
+        except (OSError, ValueError, KeyError):
+            pass
+        return free_port()
+
+    # -- running --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.plan()
+        for c in self.children:
+            if c.role != "store":
+                continue
+            c.start()
+            spec = self.servers[c.name.removeprefix("store-")]
+            spec.wait_ready(c.proc)
+            st = Store.connect(spec.url, spec.password, replica=spec.name, retention=self.retention)
+            st.close()
+        for c in self.children:
+            if c.role != "store":
+                c.start()
+        self.write_stack()
+        log.info("stack up: %s", self.service_url)
+
+    def write_stack(self) -> None:
+        doc = {"data_dir": str(self.data_dir), "service_url": self.service_url,
+               "supervisor_pid": os.getpid(), "stores": self.store_names,
+               "processes": [c.describe() for c in self.children]}
+        tmp = self.data_dir / "stack.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.data_dir / "stack.json")
+
+    def poll(self) -> None:
+        """Restart children that died, with exponential backoff; log every death."""
+        changed = False
+        now = time.monotonic()
+        for c in self.children:
+            if c.proc is None or self.stopping:
+                continue
+            code = c.proc.poll()
+            if code is None:
+                if c.due is None and now - c.started > HEALTHY_AFTER_S:
+                    c.backoff = BACKOFF_MIN_S
+                continue
+            if c.due is None:
+                _mark_dead(c.proc.pid)
+                c.due = now + c.backoff
+                log.warning("%s (pid %d) exited with code %s; restarting in %.1fs", c.name, c.proc.pid,
+                            code, c.backoff)
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX_S)
+            elif now >= c.due:
+                c.restarts += 1
+                c.start()
+                log.warning("%s restarted as pid %d (restart %d)", c.name, c.proc.pid, c.restarts)
+                changed = True
+        if changed:
+            self.write_stack()
+
+    def run(self, duration: float | None = None) -> None:
+        deadline = time.monotonic() + duration if duration else None
+        while not self.stopping:
+            if deadline and time.monotonic() >= deadline:
+                log.info("duration reached")
+                break
+            self.poll()
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop everything: clients first, stores last; SIGKILL whatever ignores SIGTERM."""
+        self.stopping = True
+        for group in (("load", "detector", "syncer"), ("store",)):
+            procs = [c.proc for c in self.children if c.role in group and c.proc and c.proc.poll() is None]
+            for p in procs:
+                p.terminate()
+            end = time.monotonic() + STOP_GRACE_S
+            for p in procs:
+                try:
+                    p.wait(max(0.1, end - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.write_stack()
+        log.info("stack stopped")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _mark_dead(pid: int) -> None:
+    try:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+    except Exception:  # only gauges of dead processes would linger
+        pass
+
+
+def up(stores: list[str], data_dir: str | None, port: int, headless: bool, duration: float | None,
+       redis_server: str | None, retention: int | None, rate: float) -> int:
+    sup = Supervisor(stores, data_dir, port, redis_server, headless, retention, rate)
+
+    def on_signal(signum, frame):
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sup.start()
+        print(f"FraudDemo is up: {sup.service_url}  (health {sup.service_url}/readyz, "
+              f"metrics {sup.service_url}/metrics)", flush=True)
+        print(f"stack: {sup.data_dir / 'stack.json'}  logs: {sup.logs_dir}", flush=True)
+        print("Ctrl-C stops every process.", flush=True)
+        sup.run(duration)
+    finally:
+        sup.stop()
+    return 0
