@@ -9,6 +9,7 @@ import sys
 import threading
 
 from .config import ConfigError, check_name, check_url, parse_stores, password_for
+from .servers import ServerError
 
 
 def _logging(level: str = "INFO") -> None:
@@ -30,23 +31,17 @@ def cmd_up(a) -> int:
 
 def cmd_syncer(a) -> int:
     from .syncer import LinkConfig, Syncer
-    from .store import Store
 
     cfg = LinkConfig(check_url(a.source), check_url(a.target),
                      password_for("FRAUDDEMO_SOURCE_PASSWORD", a.source_password_file),
                      password_for("FRAUDDEMO_TARGET_PASSWORD", a.target_password_file),
-                     batch_max=a.batch_max)
+                     source_name=a.source_name and check_name(a.source_name),
+                     target_name=a.target_name and check_name(a.target_name),
+                     retention=a.retention, batch_max=a.batch_max)
     if a.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(a.metrics_port, addr=a.metrics_host)
-    for url, pw, name in ((cfg.source_url, cfg.source_password, a.source_name),
-                          (cfg.target_url, cfg.target_password, a.target_name)):
-        if name:  # name the store (or check its name) before replicating, when it is reachable
-            try:
-                Store.connect(url, pw, replica=check_name(name), retention=a.retention).close()
-            except Exception as e:  # the syncer's own loop reports and retries unreachable peers
-                logging.getLogger("frauddemo.syncer").warning("store %s at %s: %s", name, url, e)
     syncer = Syncer(cfg)
     _stop_on_signals(syncer.stop)
     syncer.run()
@@ -147,7 +142,7 @@ def main(argv=None) -> int:
     _logging(args.log_level)
     try:
         return args.fn(args) or 0
-    except ConfigError as e:
+    except (ConfigError, ServerError) as e:
         print(f"frauddemo: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

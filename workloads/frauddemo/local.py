@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import check_name
+from .config import ConfigError, check_name
 from .procs import child_preexec
 from .servers import ServerSpec, find_server, free_port
 from .store import Store
@@ -71,9 +71,9 @@ class Supervisor:
                  redis_server: str | None = None, headless: bool = False, retention: int | None = None,
                  rate: float = 5.0, host: str = "127.0.0.1"):
         if len(stores) < 2:
-            raise ValueError("active-active needs at least two stores (--stores a,b)")
+            raise ConfigError("active-active needs at least two stores (--stores a,b)")
         if len(set(stores)) != len(stores):
-            raise ValueError(f"store names repeat: {','.join(stores)}")
+            raise ConfigError(f"store names repeat: {','.join(stores)}")
         self.store_names = [check_name(s) for s in stores]
         self.own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="frauddemo-")).resolve()

@@ -9,7 +9,7 @@ Key schema (data keys are replicated, `fd:` keys are local to one store):
             value is a deletion's tombstone; field names never start with "~")
   s:<name>  add-wins set: add tag -> element   x:<name>  its removed tags (tombstones)
   c:<name>  counter: "p:<replica>"/"n:<replica>" -> that replica's monotone part
-  b:<name>  immutable blob (content-addressed), set once, optional TTL
+  b:<name>  immutable blob (content-addressed), set once, optional TTL; conflicts keep the greater SHA-1
   fd:meta   replica id, epoch, hlc (hybrid logical clock, 16-digit microseconds), seq (last op-log
             sequence number), retention (op-log entries kept)
   fd:log    op log (stream): c=clock s=seq o=msgpack ops      fd:ckpt:<src>  link checkpoint: epoch, seq, id,
@@ -21,7 +21,7 @@ Logged operations (msgpack arrays; all idempotent and commutative, so any order 
   {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
 ]]
 
-local VERSION = '6'
+local VERSION = '7'
 local LOG = 'fd:log'
 
 local function now_us()
@@ -110,13 +110,18 @@ local function apply_c(key, part, total)
   end
 end
 
+-- Blobs are meant to be content-addressed (same key, same bytes). Should two stores still write
+-- different bytes under one key, every store keeps the one with the greater SHA-1: convergent.
 local function apply_b(key, value, ttl_ms)
-  if redis.call('EXISTS', key) == 0 then
+  local cur = redis.call('GET', key)
+  if not cur then
     if ttl_ms and tonumber(ttl_ms) and tonumber(ttl_ms) > 0 then
       redis.call('SET', key, value, 'PX', tonumber(ttl_ms))
     else
       redis.call('SET', key, value)
     end
+  elseif cur ~= value and redis.sha1hex(value) > redis.sha1hex(cur) then
+    redis.call('SET', key, value, 'KEEPTTL')
   end
 end
 

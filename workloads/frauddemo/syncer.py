@@ -16,7 +16,7 @@ import msgpack
 import redis
 
 from . import metrics
-from .store import LOG_KEY, Store
+from .store import LOG_KEY, Store, StoreError
 
 log = logging.getLogger("frauddemo.syncer")
 
@@ -27,6 +27,9 @@ class LinkConfig:
     target_url: str
     source_password: str | None = None
     target_password: str | None = None
+    source_name: str | None = None  # replica ids: set on a new store, checked on a named one
+    target_name: str | None = None
+    retention: int | None = None  # op-log entries the named stores keep
     batch_min: int = 16
     batch_max: int = 4096
     block_ms: int = 500
@@ -130,12 +133,15 @@ class Syncer:
         self.stop_event = threading.Event()
         self.source: Store | None = None
         self.target: Store | None = None
-        self.name = "?->?"
+        self.name = f"{cfg.source_url} -> {cfg.target_url}"
 
     # -- connection management ------------------------------------------------------------------
     def _connect(self) -> None:
-        self.source = Store.connect(self.cfg.source_url, self.cfg.source_password)
-        self.target = Store.connect(self.cfg.target_url, self.cfg.target_password)
+        c = self.cfg
+        self.source = Store.connect(c.source_url, c.source_password, replica=c.source_name,
+                                    retention=c.retention if c.source_name else None)
+        self.target = Store.connect(c.target_url, c.target_password, replica=c.target_name,
+                                    retention=c.retention if c.target_name else None)
         if self.source.replica == self.target.replica:
             raise ValueError(f"source and target are the same replica {self.source.replica!r}")
         self.name = f"{self.source.replica}->{self.target.replica}"
@@ -166,6 +172,8 @@ class Syncer:
                 self._down(f"peer unreachable: {e}")
             except redis.RedisError as e:
                 self._down(f"peer error: {e}")
+            except StoreError as e:
+                self._down(f"store refused: {e}")
             except ValueError as e:
                 self._down(f"bad configuration: {e}")
             except Exception:  # never let one bad moment end the link: log it and retry
@@ -193,8 +201,8 @@ class Syncer:
         ckpt = dst.checkpoint(src.replica)
         if ckpt and ckpt.get("epoch") != src.epoch:
             self._resync("the source was reset (new epoch)")
-        reader = _Reader(src.r.connection_pool.get_connection("XREAD"), self.cfg)
-        merge_conn = dst.r.connection_pool.get_connection("FCALL")
+        reader = _Reader(src.r.connection_pool.get_connection(), self.cfg)
+        merge_conn = dst.r.connection_pool.get_connection()
         head = (b"FCALL", b"fd_merge", b"0", src.replica.encode(), src.epoch.encode())
         self.stats.state = "up"
         metrics.SYNCER_STATE.labels(**self.labels).set(1)
