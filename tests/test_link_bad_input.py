@@ -3,6 +3,7 @@ import logging
 import socket
 import threading
 
+import msgpack
 import pytest
 
 from conftest import wait_until
@@ -86,7 +87,7 @@ def test_malformed_log_entries_are_skipped_counted_and_logged(stores, links, cap
         a.r.xadd("fd:log", {"c": "1795000000000000", "s": "2", "o": b"\xc1 not msgpack"}).decode(),
         a.r.xadd("fd:log", {"junk": "only"}).decode(),
         a.r.xadd("fd:log", {"c": "1795000000000000", "s": "3",
-                            "o": b"\x91\x93\xa1h\xa4h:zz\x81\xa2~x\xa11"}).decode(),  # reserved field
+                            "o": msgpack.packb([["h", "h:zz", ["~x", "1"]]])}).decode(),  # reserved field
     ]
     a.write([ops.hset("h:after", {"v": "2"})])
     links.start(sa_srv, sb_srv)

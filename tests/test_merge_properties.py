@@ -101,7 +101,7 @@ def test_any_interleaving_and_duplication_converges_to_the_replay(trio, wa, wb, 
 
 
 logged_op = st.sampled_from([
-    [b"h", b"h:k", {b"f": b"1"}], [b"h", b"h:k", {b"f": b"2", b"g": b"x"}], [b"hd", b"h:k", [b"f"]],
+    [b"h", b"h:k", [b"f", b"1"]], [b"h", b"h:k", [b"f", b"2", b"g", b"x"]], [b"hd", b"h:k", [b"f"]],
     [b"sa", b"s:k", b"x", b"t1"], [b"sa", b"s:k", b"x", b"t2"], [b"sr", b"s:k", [b"t1"]],
     [b"c", b"c:k", b"p:a", b"3"], [b"c", b"c:k", b"p:a", b"5"], [b"c", b"c:k", b"n:b", b"2"],
     [b"b", b"b:k", b"v"], [b"b", b"b:k", b"w"],

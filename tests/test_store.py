@@ -43,9 +43,10 @@ def test_clock_is_monotonic_and_ids_ascend(stores):
 
 @pytest.mark.parametrize("payload,why", [
     (b"", "empty"), (b"\xc1", "not msgpack"), (msgpack.packb([]), "no ops"),
-    (msgpack.packb([["zz", "h:k", {}]]), "unknown op"), (msgpack.packb([["h", "s:k", {"a": "1"}]]), "wrong prefix"),
-    (msgpack.packb([["h", "h:k", {"~a": "1"}]]), "reserved field"), (msgpack.packb([["h", "h:k", {"a": 1}]]), "number value"),
-    (msgpack.packb([["c", "c:k", 0]]), "zero delta"), (msgpack.packb([["h", "h:k", {"a": "1"}], ["sa", "s:k"]]), "second op bad"),
+    (msgpack.packb([["zz", "h:k", []]]), "unknown op"), (msgpack.packb([["h", "s:k", ["a", "1"]]]), "wrong prefix"),
+    (msgpack.packb([["h", "h:k", ["~a", "1"]]]), "reserved field"), (msgpack.packb([["h", "h:k", ["a", 1]]]), "number value"),
+    (msgpack.packb([["h", "h:k", ["a"]]]), "odd field list"), (msgpack.packb([["h", "h:k", {"a": "1"}]]), "map form"),
+    (msgpack.packb([["c", "c:k", 0]]), "zero delta"), (msgpack.packb([["h", "h:k", ["a", "1"]], ["sa", "s:k"]]), "second op bad"),
 ])
 def test_malformed_writes_are_refused_whole(stores, payload, why):
     (_, a), = stores("a").values()

@@ -26,7 +26,7 @@ from .servers import Server, ServerSpec, find_server
 from .store import Store
 from .syncer import _resp
 
-FIELDS = {b"store": b"a", b"customer": b"cust-0042", b"item": b"shirt", b"amount_cents": b"2999"}
+FIELDS = [b"store", b"a", b"customer", b"cust-0042", b"item", b"shirt", b"amount_cents", b"2999"]
 REPLICAOF_WRITE = """local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'store', 'a', 'customer', 'cust-0042', 'item', 'shirt', 'amount_cents', '2999')
 return t"""
@@ -272,8 +272,8 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
         # 4. conflicting writes at both stores during a partition, then heal
         (ca_srv, cb_srv), (ca, cb) = pair("converge")
         keys = max(1, conflict_ops // 10)
-        _fill(ca, lambda j: [["h", f"h:c:{j % keys}", {b"v": b"a%d" % j, b"by": b"a"}]], conflict_ops)
-        _fill(cb, lambda j: [["h", f"h:c:{j % keys}", {b"v": b"b%d" % j, b"by": b"b"}]], conflict_ops)
+        _fill(ca, lambda j: [["h", f"h:c:{j % keys}", [b"v", b"a%d" % j, b"by", b"a"]]], conflict_ops)
+        _fill(cb, lambda j: [["h", f"h:c:{j % keys}", [b"v", b"b%d" % j, b"by", b"b"]]], conflict_ops)
         t_heal = time.perf_counter()
         heal = [_syncer(ca_srv, cb_srv), _syncer(cb_srv, ca_srv)]
         for p in heal:

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--target-name", help="the target store's replica id (set or checked)")
     sy.add_argument("--source-password-file", help="else $FRAUDDEMO_SOURCE_PASSWORD")
     sy.add_argument("--target-password-file", help="else $FRAUDDEMO_TARGET_PASSWORD")
-    sy.add_argument("--batch-max", type=int, default=4096)
+    sy.add_argument("--batch-max", type=int, default=512)
     sy.add_argument("--retention", type=int, help="op-log entries the named stores keep")
     sy.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
     sy.add_argument("--metrics-host", default="0.0.0.0")

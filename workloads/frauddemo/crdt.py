@@ -25,7 +25,8 @@ def _apply_h(state: dict, key: bytes, fields: dict, tag: bytes, delete: bool = F
 def apply_logged(state: dict, op: list, tag: bytes) -> None:
     kind, key = op[0], op[1].decode()
     if kind == b"h":
-        _apply_h(state, key, op[2], tag)
+        flat = op[2]
+        _apply_h(state, key, dict(zip(flat[::2], flat[1::2])), tag)
     elif kind == b"hd":
         _apply_h(state, key, {f: None for f in op[2]}, tag, delete=True)
     elif kind == b"sa":

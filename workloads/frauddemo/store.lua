@@ -17,11 +17,11 @@ Key schema (data keys are replicated, `fd:` keys are local to one store):
   fd:link:<src>  link status written by the syncer that pulls from <src>
 
 Logged operations (msgpack arrays; all idempotent and commutative, so any order or duplicate converges):
-  {"h", key, {field=value}}   {"hd", key, {field...}}   {"sa", key, element, tag}
+  {"h", key, {field, value, ...}}   {"hd", key, {field...}}   {"sa", key, element, tag}
   {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
 ]]
 
-local VERSION = '7'
+local VERSION = '9'
 local LOG = 'fd:log'
 
 local function now_us()
@@ -53,20 +53,20 @@ end
 ---------------------------------------------------------------------------------------------------
 -- CRDT primitives, shared by local writes, remote merges and full-state imports.
 
+-- fields: a flat list {field1, value1, field2, value2, ...}
 local function apply_h(key, fields, tag)
-  local names, tnames = {}, {}
-  for f, _ in pairs(fields) do
-    names[#names + 1] = f
-    tnames[#tnames + 1] = '~' .. f
-  end
-  if #names == 0 then return end
+  local n = #fields
+  if n == 0 then return end
+  local tnames = {}
+  for i = 1, n, 2 do tnames[#tnames + 1] = '~' .. fields[i] end
   local cur = redis.call('HMGET', key, unpack(tnames))
   local set = {}
-  for i, f in ipairs(names) do
-    local old = cur[i]
+  for j = 1, #tnames do
+    local old = cur[j]
     if (not old) or tag > old then
-      set[#set + 1] = f; set[#set + 1] = fields[f]
-      set[#set + 1] = tnames[i]; set[#set + 1] = tag
+      local i = 2 * j - 1
+      set[#set + 1] = fields[i]; set[#set + 1] = fields[i + 1]
+      set[#set + 1] = tnames[j]; set[#set + 1] = tag
     end
   end
   if #set > 0 then redis.call('HSET', key, unpack(set)) end
@@ -143,9 +143,11 @@ local function valid_logged(op)
   if type(op) ~= 'table' or not check_key(op) then return false end
   local k = op[1]
   if k == 'h' then
-    if type(op[3]) ~= 'table' then return false end
-    for f, v in pairs(op[3]) do
-      if not is_str(f) or not is_str(v) or string.byte(f, 1) == 126 then return false end
+    local l = op[3]
+    if type(l) ~= 'table' or #l == 0 or #l % 2 == 1 then return false end
+    for i = 1, #l, 2 do
+      local f, v = l[i], l[i + 1]
+      if type(f) ~= 'string' or type(v) ~= 'string' or string.byte(f, 1) == 126 then return false end
     end
     return true
   elseif k == 'hd' or k == 'sr' then
@@ -250,6 +252,15 @@ local function fd_write(keys, args)
     elseif k == 'sa' then
       out = { 'sa', op[2], op[3], tag .. ':' .. i }
       apply_logged(out, tag)
+    elseif k == 'h' then
+      -- The local clock is past every clock this store has seen (merges advance it), so a local
+      -- write wins every field: no need to read the old tags.
+      local set, l = {}, op[3]
+      for j = 1, #l, 2 do
+        set[#set + 1] = l[j]; set[#set + 1] = l[j + 1]
+        set[#set + 1] = '~' .. l[j]; set[#set + 1] = tag
+      end
+      redis.call('HSET', op[2], unpack(set))
     elseif k == 'sr' then
       local all = redis.call('HGETALL', op[2])
       local tags = {}
@@ -372,7 +383,7 @@ local function fd_import(keys, args)
       for f, tag in pairs(tags) do
         local c = tonumber(string.sub(tag, 1, 16))
         if c and c > maxc then maxc = c end
-        if vals[f] then apply_h(key, { [f] = vals[f] }, tag) else apply_hd(key, { f }, tag) end
+        if vals[f] then apply_h(key, { f, vals[f] }, tag) else apply_hd(key, { f }, tag) end
       end
     elseif k == 's' then
       apply_sr(key, st[4])

@@ -43,7 +43,12 @@ class ops:
     def hset(key: str, mapping: Mapping) -> list:
         """Last-writer-wins fields, by (HLC, replica id)."""
         _prefix(key, "h:")
-        return ["h", key, {_field(k): _s(v) for k, v in mapping.items()}]
+        if not mapping:
+            raise ValueError("hset needs at least one field")
+        flat = []
+        for k, v in mapping.items():
+            flat += (_field(k), _s(v))
+        return ["h", key, flat]
 
     @staticmethod
     def hdel(key: str, fields: Iterable) -> list:

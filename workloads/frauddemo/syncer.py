@@ -31,7 +31,7 @@ class LinkConfig:
     target_name: str | None = None
     retention: int | None = None  # op-log entries the named stores keep
     batch_min: int = 16
-    batch_max: int = 4096
+    batch_max: int = 512  # bigger batches cost the server more per entry (Lua GC, argument tables)
     block_ms: int = 500
     status_interval_s: float = 0.5
     backoff_max_s: float = 5.0
