@@ -14,7 +14,7 @@ def _apply_h(state: dict, key: bytes, fields: dict, tag: bytes, delete: bool = F
     h = state.setdefault(key, {})
     for f in fields:
         t = b"~" + f
-        if t not in h or tag > h[t]:
+        if t not in h or tag >= h[t]:  # equal tag: a later op of the same write
             if delete:
                 h.pop(f, None)
             else:

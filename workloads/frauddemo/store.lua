@@ -21,7 +21,7 @@ Logged operations (msgpack arrays; all idempotent and commutative, so any order 
   {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
 ]]
 
-local VERSION = '9'
+local VERSION = '10'
 local LOG = 'fd:log'
 
 local function now_us()
@@ -52,6 +52,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- CRDT primitives, shared by local writes, remote merges and full-state imports.
+-- Tags compare with >=: an equal tag can only come from a later operation of the same write, which
+-- must win as it did at the origin (a write's operations always travel and apply together).
 
 -- fields: a flat list {field1, value1, field2, value2, ...}
 local function apply_h(key, fields, tag)
@@ -63,7 +65,7 @@ local function apply_h(key, fields, tag)
   local set = {}
   for j = 1, #tnames do
     local old = cur[j]
-    if (not old) or tag > old then
+    if (not old) or tag >= old then
       local i = 2 * j - 1
       set[#set + 1] = fields[i]; set[#set + 1] = fields[i + 1]
       set[#set + 1] = tnames[j]; set[#set + 1] = tag
@@ -80,7 +82,7 @@ local function apply_hd(key, names, tag)
   local dels, tags = {}, {}
   for i, f in ipairs(names) do
     local old = cur[i]
-    if (not old) or tag > old then
+    if (not old) or tag >= old then
       dels[#dels + 1] = f
       tags[#tags + 1] = tnames[i]; tags[#tags + 1] = tag
     end
