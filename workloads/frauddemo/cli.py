@@ -84,7 +84,12 @@ def _bench_runners() -> dict:
 
         return run()
 
-    return {"replication": replication}
+    def photo():
+        from .photos.bench import run
+
+        return run()
+
+    return {"replication": replication, "photo": photo}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--port", type=int, default=8080)
         else:
             sp.add_argument("--rate", type=float, default=5.0)
+
+    from .photos import cli as photo_cli
+
+    photo_cli.add_commands(sub)
 
     be = sub.add_parser("bench", help="benchmarks; --json prints one JSON object")
     be.add_argument("what", choices=sorted(_bench_runners()))

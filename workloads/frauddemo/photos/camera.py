@@ -38,7 +38,12 @@ class Camera(Protocol):
 # -- capture variation ------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class CaptureRanges:
-    """Per-capture variation. Defaults are the issue's minimum ranges for a POS camera."""
+    """Per-capture variation. Defaults are the issue's minimum ranges for a POS camera.
+
+    light_x/light_y are components of the unit vector towards the light (z towards the camera), so
+    (0.6, -0.5) is 52 degrees off axis. color_temp scales red up and blue down (or the reverse) by up
+    to that fraction. The issue names no expression range: smile, eye opening, brow raise and mouth
+    opening are ours, from a frown to a broad open smile."""
     light_x: tuple[float, float] = (-0.6, 0.6)
     light_y: tuple[float, float] = (-0.5, 0.1)
     rotation_deg: float = 8.0
@@ -73,7 +78,7 @@ HAIR_COLOURS = np.array([  # BGR
 ], np.float32)
 IRIS_COLOURS = np.array([(30, 50, 80), (20, 35, 55), (140, 110, 60), (90, 120, 80), (120, 120, 120)],
                         np.float32)
-SKIN_LIGHT = np.array([200, 215, 240], np.float32)
+SKIN_LIGHT = np.array([185, 200, 228], np.float32)
 SKIN_DARK = np.array([55, 80, 125], np.float32)
 
 
@@ -197,7 +202,8 @@ def _geometry(seed: int):
         ex = sx * (p.a * (1 - p.taper * 0.02) + 4)
         e = ((X - ex) / (11 * p.ear_size)) ** 2 + ((Y - p.nose_y * 0.3) / (24 * p.ear_size)) ** 2 < 1
         ears |= e & ~face
-        z = np.where(e & ~face & ~hair, 12 * np.sqrt(np.clip(1 - ((X - ex) / (11 * p.ear_size)) ** 2, 0, 1)), z)
+        ear_z = 12 * np.sqrt(np.clip(1 - ((X - ex) / (11 * p.ear_size)) ** 2, 0, 1))
+        z = np.where(e & ~face & ~hair, ear_z, z)
     neck_w = p.a * 0.62
     neck = (np.abs(X) < neck_w) & (Y > 0) & (Y < p.b * 1.6) & ~face
     z = np.where(neck & ~hair, np.sqrt(np.clip(1 - (X / neck_w) ** 2, 0, 1)) * neck_w * 0.7, z)
@@ -219,10 +225,10 @@ def _geometry(seed: int):
     hair_tex = 1 + 0.12 * np.sin(X * 0.9 + np.sin(Y * 0.13) * 3) * np.sin(Y * 0.05 + X * 0.02)
     albedo[hair] = (np.array(p.hair_colour) * hair_tex[hair, None])
     # Cheek colour, beard shadow and marks are part of the skin.
-    blush = (g(-p.a * 0.5, p.nose_y * 0.5, p.a * 0.2, p.b * 0.12) + g(p.a * 0.5, p.nose_y * 0.5, p.a * 0.2, p.b * 0.12))
+    blush = sum(g(sx * p.a * 0.5, p.nose_y * 0.5, p.a * 0.2, p.b * 0.12) for sx in (-1, 1))
     albedo *= (1 - 0.08 * blush[..., None] * np.array([0.6, 0.8, 0.0]))
     # Periorbital darkening (lashes, lids, thinner skin): what makes the eye band darker than the cheeks.
-    sockets = g(-p.eye_dx, -p.eye_y, p.eye_w * 1.3, p.eye_w * 0.8) + g(p.eye_dx, -p.eye_y, p.eye_w * 1.3, p.eye_w * 0.8)
+    sockets = sum(g(sx * p.eye_dx, -p.eye_y, p.eye_w * 1.3, p.eye_w * 0.8) for sx in (-1, 1))
     albedo *= (1 - 0.25 * np.minimum(sockets, 1) * face)[..., None]
     if p.beard > 0:
         jaw = (face & (Y > p.nose_y + 6)).astype(np.float32)
@@ -373,8 +379,11 @@ def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRang
     hx, hy, hz = lx, ly, lz + 1  # Blinn-Phong half vector with the viewer on the z axis
     hn = math.sqrt(hx * hx + hy * hy + hz * hz)
     spec = np.maximum(n[..., 0] * hx + n[..., 1] * hy + n[..., 2] * hz, 0) / hn
-    spec = 60.0 * spec ** 24 * skin_mask
-    person = albedo * np.minimum(shade, 1.6)[..., None] + spec[..., None]
+    s8 = spec * spec
+    s8 *= s8
+    s8 *= s8
+    spec = 60.0 * s8 * s8 * s8 * skin_mask  # spec ** 24, by squaring (np.power is slow here)
+    person = albedo * np.minimum(shade, 1.35)[..., None] + spec[..., None]
 
     # Pose: rotate and scale about the head centre, then place it in the frame.
     s, rot = e["scale"], e["rotation"]
@@ -383,7 +392,7 @@ def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRang
     M = cv2.getRotationMatrix2D((HEAD_CX, HEAD_CY), rot, s)
     M[0, 2] += tx - HEAD_CX
     M[1, 2] += ty - HEAD_CY
-    warped = cv2.warpAffine(person, M, (FRAME_W, FRAME_H), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    warped = cv2.warpAffine(person, M, (FRAME_W, FRAME_H), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(mask, M, (FRAME_W, FRAME_H), flags=cv2.INTER_LINEAR)[..., None]
     frame = _background(rng) * (1 - alpha) + warped * alpha
 
@@ -392,8 +401,9 @@ def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRang
         frame = cv2.GaussianBlur(frame, (0, 0), e["blur"])
     frame = frame * e["gain"]
     frame *= np.array([1 - e["temp"], 1.0, 1 + e["temp"]], np.float32)
-    frame = 255.0 * (np.clip(frame, 0, 255) / 255.0) ** (1.0 / e["gamma"])
-    frame += rng.normal(0, e["noise"], frame.shape).astype(np.float32)
+    lut = (255.0 * (np.arange(256) / 255.0) ** (1.0 / e["gamma"])).astype(np.uint8)
+    frame = cv2.LUT(np.clip(frame, 0, 255).astype(np.uint8), lut).astype(np.float32)
+    frame += rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(e["noise"])
     img = np.clip(frame, 0, 255).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, e["quality"]])
     if not ok:
@@ -407,6 +417,15 @@ def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRang
     cx, cy = to_frame(HEAD_CX, HEAD_CY)
     box = (int(cx - p.a * s), int(cy - p.b * s), int(2 * p.a * s), int(2 * p.b * s))
     return Capture(buf.tobytes(), int(identity), e, (left, right), box)
+
+
+def render_empty(seed: int, quality: int = 90) -> bytes:
+    """A frame of the shop with nobody in it (the camera pointed at the wrong place)."""
+    img = np.clip(_background(np.random.default_rng([0xE3, int(seed)])), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise CameraError("JPEG encoding failed")
+    return buf.tobytes()
 
 
 # -- the three cameras -----------------------------------------------------------------------------

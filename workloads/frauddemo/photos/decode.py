@@ -33,6 +33,8 @@ class PhotoRejected(ValueError):
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.detail = detail
+        self.sha256: str | None = None  # set by the verifier when the bytes did decode
+        self.fingerprint: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True)
