@@ -12,7 +12,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import msgpack
 import redis
 
 from . import metrics
@@ -306,7 +305,3 @@ class Syncer:
         log.warning("link %s: full resync of %d keys done in %.2fs", self.name, len(keys),
                     time.monotonic() - t0)
 
-
-def decode_entry_ops(fields: dict) -> list:
-    """The operations of one op-log entry (for tools and the independent replay in tests)."""
-    return msgpack.unpackb(fields[b"o"], raw=True)
