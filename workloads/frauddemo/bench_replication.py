@@ -192,7 +192,7 @@ def _fill(store: Store, make_ops, n: int, batch: int = 1000) -> None:
 
 # -- the benchmark -------------------------------------------------------------------------------
 def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
-        sustain_rates=(20000, 30000, 40000, 50000, 60000), sustain_s: float = 3.0,
+        sustain_rates=(5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000), sustain_s: float = 3.0,
         backlog: int = 300_000, conflict_ops: int = 100_000, log=lambda m: print(m, file=sys.stderr)) -> dict:
     binary = find_server()
     result: dict = {"server": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip(),
