@@ -89,7 +89,12 @@ def _bench_runners() -> dict:
 
         return run()
 
-    return {"replication": replication, "photo": photo}
+    def operator():
+        from frauddemo_operator.bench import run
+
+        return run()
+
+    return {"replication": replication, "photo": photo, "operator": operator}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .photos import cli as photo_cli
 
     photo_cli.add_commands(sub)
+    from frauddemo_operator.cli import add_commands as operator_commands
+
+    operator_commands(sub)
 
     be = sub.add_parser("bench", help="benchmarks; --json prints one JSON object")
     be.add_argument("what", choices=sorted(_bench_runners()))

@@ -87,6 +87,7 @@ class _Reader:
         self.count = cfg.batch_min
         self.conn.socket_timeout = cfg.block_ms / 1000 + 10
         self.in_flight = False
+        self.behind = False  # the last read came back full: more entries are waiting
 
     def _send(self) -> None:
         self.conn.send_packed_command(_resp(b"XREAD", b"COUNT", self.count, b"BLOCK", self.cfg.block_ms,
@@ -102,6 +103,7 @@ class _Reader:
         reply = self.conn.read_response()
         self.in_flight = False
         entries = reply[0][1] if reply else []
+        self.behind = len(entries) >= self.count
         if entries:
             self.last_id = entries[-1][0]
             if len(entries) >= self.count:
@@ -218,7 +220,9 @@ class Syncer:
                 if packed is not None:
                     merge_conn.send_packed_command(packed)
                     pending = entries
-                    if not reader.ready():  # nothing more to overlap with: settle it now
+                    # A short batch means no backlog: settle it now rather than keep its reply
+                    # (and the lag figure) waiting for the next read. Under backlog, keep overlapping.
+                    if not reader.behind and not reader.ready():
                         if self._finish(merge_conn, pending):
                             reader.restart(self._resync_from_gap())
                         pending = None

@@ -1,0 +1,481 @@
+"""Pure manifest builders: a FraudDemo's spec in, the children it should have out.
+
+Nothing here talks to Kubernetes. `desired(owner, spec, service_monitors=...)` returns every child
+in a stable order; each carries a controller ownerReference, the app.kubernetes.io/* labels and the
+FraudDemo's name. Store Secrets come without their data: the reconciler adds a generated password
+when it creates one and never touches it afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from . import crd, dashboard
+from .models import Spec, Store
+
+MANAGER = "frauddemo-operator"
+PART_OF = "frauddemo"
+L_NAME = "app.kubernetes.io/name"
+L_INSTANCE = "app.kubernetes.io/instance"
+L_COMPONENT = "app.kubernetes.io/component"
+L_PART_OF = "app.kubernetes.io/part-of"
+L_MANAGED_BY = "app.kubernetes.io/managed-by"
+L_FRAUDDEMO = "frauddemo.io/fraud-demo"
+L_STORE = "frauddemo.io/store"
+L_LINK_SOURCE = "frauddemo.io/link-source"
+L_LINK_TARGET = "frauddemo.io/link-target"
+L_METRICS = "frauddemo.io/metrics"
+A_CONFIG_HASH = "frauddemo.io/config-hash"
+A_RESTARTED_AT = "frauddemo.io/restarted-at"
+MANAGED_SELECTOR = f"{L_MANAGED_BY}={MANAGER}"
+
+STORE_PORT = 6379
+DETECTOR_PORT = 8080
+SYNCER_METRICS_PORT = 9100
+STORE_UID = 999        # the valkey/redis images' own non-root user
+APP_UID = 10001        # the frauddemo image's non-root user
+PASSWORD_KEY = "password"
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict:
+        return {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+
+# --- names -------------------------------------------------------------------------------------------
+
+def store_name(fd: str, store: str) -> str:
+    return f"{fd}-store-{store}"
+
+
+def store_headless(fd: str, store: str) -> str:
+    return f"{fd}-store-{store}-headless"
+
+
+def store_secret(fd: str, store: str) -> str:
+    return f"{fd}-store-{store}-auth"
+
+
+def store_config(fd: str, store: str) -> str:
+    return f"{fd}-store-{store}-config"
+
+
+def syncer_name(fd: str, source: str, target: str) -> str:
+    return f"{fd}-sync-{source}-{target}"
+
+
+def pos_name(fd: str, store: str) -> str:
+    return f"{fd}-pos-{store}"
+
+
+def hacked_pos_name(fd: str) -> str:
+    return f"{fd}-hacked-pos"
+
+
+def detector_name(fd: str) -> str:
+    return f"{fd}-detector"
+
+
+def store_url(fd: str, store: str) -> str:
+    return f"redis://{store_name(fd, store)}:{STORE_PORT}"
+
+
+def password_env(store: str) -> str:
+    return f"FRAUDDEMO_STORE_{store.upper().replace('-', '_')}_PASSWORD"
+
+
+# --- shared pieces -----------------------------------------------------------------------------------
+
+def labels(owner: Owner, component: str, **extra: str) -> dict:
+    out = {L_NAME: "frauddemo", L_INSTANCE: owner.name, L_COMPONENT: component, L_PART_OF: PART_OF,
+           L_MANAGED_BY: MANAGER, L_FRAUDDEMO: owner.name}
+    out.update(extra)
+    return out
+
+
+def selector(owner: Owner, component: str, **extra: str) -> dict:
+    """The immutable selector labels of a workload (a subset of its pods' labels)."""
+    return {L_INSTANCE: owner.name, L_COMPONENT: component, **extra}
+
+
+def metadata(owner: Owner, name: str, component: str, extra_labels: dict | None = None,
+             annotations: dict | None = None) -> dict:
+    meta = {"name": name, "namespace": owner.namespace, "labels": labels(owner, component, **(extra_labels or {})),
+            "ownerReferences": [owner.reference()]}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def secret_env(env: str, secret: str) -> dict:
+    return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": PASSWORD_KEY}}}
+
+
+def pod_security(uid: int) -> dict:
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security() -> dict:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+def app_container(spec: Spec, name: str, args: list[str], env: list[dict], resources: dict,
+                  ports: list[dict] | None = None, probes: dict | None = None) -> dict:
+    c = {"name": name, "image": spec.image, "imagePullPolicy": spec.image_pull_policy, "args": args,
+         "env": env, "resources": resources, "securityContext": container_security(),
+         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    if ports:
+        c["ports"] = ports
+    c.update(probes or {})
+    return c
+
+
+def deployment(owner: Owner, spec: Spec, name: str, component: str, sel_extra: dict, container: dict,
+               replicas: int = 1, strategy: str = "RollingUpdate", extra_labels: dict | None = None) -> dict:
+    pod_labels = labels(owner, component, **sel_extra, **(extra_labels or {}))
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": metadata(owner, name, component, {**sel_extra, **(extra_labels or {})}),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": strategy},
+            "selector": {"matchLabels": selector(owner, component, **sel_extra)},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(APP_UID),
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def small_resources(cpu: str = "20m", memory: str = "64Mi", cpu_limit: str = "500m",
+                    memory_limit: str = "256Mi") -> dict:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+# --- stores ------------------------------------------------------------------------------------------
+
+STORE_CONF = "\n".join([
+    f"port {STORE_PORT}",
+    "bind * -::*",
+    "protected-mode no",
+    "dir /data",
+    "appendonly yes",
+    "appendfsync everysec",
+    'save ""',
+    "replica-read-only yes",
+    "replica-serve-stale-data yes",
+    "",
+])
+
+# Assembles the server's configuration in an init container: the password comes from the Secret
+# through the environment and lands in a 0600 file, never on a command line.
+STORE_INIT = """set -eu
+umask 077
+cp /etc/frauddemo/store.conf /config/store.conf
+printf 'requirepass "%s"\\nmasterauth "%s"\\n' "$STORE_PASSWORD" "$STORE_PASSWORD" >> /config/store.conf
+ordinal="${POD_NAME##*-}"
+if [ "$ordinal" != "0" ]; then
+  printf 'replicaof %s %s\\n' "$PRIMARY_HOST" "$STORE_PORT" >> /config/store.conf
+fi
+"""
+
+STORE_RUN = 'exec "$(command -v valkey-server || command -v redis-server)" /config/store.conf'
+STORE_PING = ('cli="$(command -v valkey-cli || command -v redis-cli)"; '
+              f'"$cli" -h 127.0.0.1 -p {STORE_PORT} ping | grep -q PONG')
+
+
+def store_configmap(owner: Owner, store: Store) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(owner, store_config(owner.name, store.name), "store", {L_STORE: store.name}),
+            "data": {"store.conf": STORE_CONF, "init.sh": STORE_INIT}}
+
+
+def store_secret_manifest(owner: Owner, store: Store) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name})}
+
+
+def config_hash(cm: dict) -> str:
+    return hashlib.sha256(json.dumps(cm["data"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
+    fd, s = owner.name, store.name
+    sts = store_name(fd, s)
+    secret = store_secret(fd, s)
+    auth_env = [secret_env("REDISCLI_AUTH", secret), secret_env("VALKEYCLI_AUTH", secret)]
+    ping = {"exec": {"command": ["sh", "-c", STORE_PING]}}
+    res = store.resources
+    container = {
+        "name": "store", "image": store.image, "imagePullPolicy": spec.image_pull_policy,
+        "command": ["sh", "-c", STORE_RUN],
+        "ports": [{"name": "redis", "containerPort": STORE_PORT}],
+        "env": auth_env,
+        "resources": {"requests": {"cpu": res.requests.cpu, "memory": res.requests.memory},
+                      "limits": {"cpu": res.limits.cpu, "memory": res.limits.memory}},
+        "readinessProbe": {**ping, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {**ping, "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5,
+                          "failureThreshold": 6},
+        "startupProbe": {**ping, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 60},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "config", "mountPath": "/config"}],
+    }
+    init = {
+        "name": "config", "image": store.image, "imagePullPolicy": spec.image_pull_policy,
+        "command": ["sh", "/etc/frauddemo/init.sh"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "PRIMARY_HOST", "value": f"{sts}-0.{store_headless(fd, s)}"},
+                {"name": "STORE_PORT", "value": str(STORE_PORT)},
+                secret_env("STORE_PASSWORD", secret)],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "template", "mountPath": "/etc/frauddemo", "readOnly": True},
+                         {"name": "config", "mountPath": "/config"}],
+    }
+    volumes = [{"name": "template", "configMap": {"name": store_config(fd, s)}},
+               {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+    body = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": metadata(owner, sts, "store", {L_STORE: s}),
+        "spec": {
+            "serviceName": store_headless(fd, s),
+            "replicas": store.replicas,
+            "podManagementPolicy": "Parallel",
+            "revisionHistoryLimit": 3,
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector(owner, "store", **{L_STORE: s})},
+            "template": {
+                "metadata": {"labels": labels(owner, "store", **{L_STORE: s}),
+                             "annotations": {A_CONFIG_HASH: config_hash(cm)}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": pod_security(STORE_UID),
+                    "initContainers": [init],
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+    if store.storage is None:
+        volumes.append({"name": "data", "emptyDir": {}})
+    else:
+        claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": store.storage.size}}}
+        if store.storage.storage_class_name:
+            claim["storageClassName"] = store.storage.storage_class_name
+        body["spec"]["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": claim}]
+        body["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    return body
+
+
+def store_services(owner: Owner, store: Store) -> list[dict]:
+    fd, s = owner.name, store.name
+    sel = selector(owner, "store", **{L_STORE: s})
+    port = [{"name": "redis", "port": STORE_PORT, "targetPort": "redis"}]
+    headless = {"apiVersion": "v1", "kind": "Service",
+                "metadata": metadata(owner, store_headless(fd, s), "store", {L_STORE: s}),
+                "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": sel, "ports": port}}
+    client = {"apiVersion": "v1", "kind": "Service",
+              "metadata": metadata(owner, store_name(fd, s), "store", {L_STORE: s}),
+              "spec": {"type": "ClusterIP",
+                       "selector": {**sel, "statefulset.kubernetes.io/pod-name": f"{store_name(fd, s)}-0"},
+                       "ports": port}}
+    return [headless, client]
+
+
+# --- syncers, points of sale, detector ---------------------------------------------------------------
+
+def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dict:
+    fd = owner.name
+    args = ["syncer", "--source", store_url(fd, source), "--target", store_url(fd, target),
+            "--source-name", source, "--target-name", target,
+            "--metrics-port", str(SYNCER_METRICS_PORT),
+            "--batch-max", str(spec.replication.batch_max), "--retention", str(spec.replication.retention)]
+    env = [secret_env("FRAUDDEMO_SOURCE_PASSWORD", store_secret(fd, source)),
+           secret_env("FRAUDDEMO_TARGET_PASSWORD", store_secret(fd, target))]
+    tcp = {"tcpSocket": {"port": "metrics"}}
+    container = app_container(
+        spec, "syncer", args, env, small_resources(),
+        ports=[{"name": "metrics", "containerPort": SYNCER_METRICS_PORT}],
+        probes={"readinessProbe": {**tcp, "periodSeconds": 5},
+                "livenessProbe": {**tcp, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 6}})
+    # One syncer per link, never two: the checkpoint is atomic, but two would only race.
+    return deployment(owner, spec, syncer_name(fd, source, target), "syncer",
+                      {L_LINK_SOURCE: source, L_LINK_TARGET: target}, container, strategy="Recreate")
+
+
+def pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
+    fd = owner.name
+    args = ["pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{spec.pos.rate:g}"]
+    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store))]
+    container = app_container(spec, "pos", args, env, small_resources())
+    return deployment(owner, spec, pos_name(fd, store), "pos", {L_STORE: store}, container)
+
+
+def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
+    fd = owner.name
+    h = spec.pos.hacked
+    args = ["hacked-pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{h.rate:g}",
+            "--attack-mix", h.attack_mix.as_flag()]
+    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store))]
+    container = app_container(spec, "hacked-pos", args, env, small_resources())
+    return deployment(owner, spec, hacked_pos_name(fd), "hacked-pos", {L_STORE: store}, container)
+
+
+def detector_deployment(owner: Owner, spec: Spec) -> dict:
+    fd = owner.name
+    args = ["detector"]
+    for s in spec.store_names:
+        args += ["--store", f"{s}={store_url(fd, s)}"]
+    args += ["--host", "0.0.0.0", "--port", str(DETECTOR_PORT)]
+    d = spec.detection
+    env = [secret_env(password_env(s), store_secret(fd, s)) for s in spec.store_names]
+    env += [{"name": "FRAUDDEMO_DETECTION_WINDOW_SECONDS", "value": str(d.window_seconds)},
+            {"name": "FRAUDDEMO_DETECTION_ALERT_SCORE", "value": str(d.alert_score)},
+            {"name": "FRAUDDEMO_DETECTION_REVIEW_SCORE", "value": str(d.review_score)},
+            {"name": "FRAUDDEMO_PHOTO_MATCH_THRESHOLD", "value": f"{d.photo_match_threshold:g}"}]
+    http = {"httpGet": {"path": "/readyz", "port": "http"}}
+    live = {"httpGet": {"path": "/healthz", "port": "http"}}
+    container = app_container(
+        spec, "detector", args, env, small_resources("100m", "256Mi", "1", "1Gi"),
+        ports=[{"name": "http", "containerPort": DETECTOR_PORT}],
+        probes={"readinessProbe": {**http, "periodSeconds": 5, "timeoutSeconds": 3},
+                "livenessProbe": {**live, "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 3,
+                                  "failureThreshold": 6}})
+    return deployment(owner, spec, detector_name(fd), "detector", {}, container, replicas=d.replicas)
+
+
+def detector_service(owner: Owner) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": metadata(owner, detector_name(owner.name), "detector", {L_METRICS: "true"}),
+            "spec": {"type": "ClusterIP", "selector": selector(owner, "detector"),
+                     "ports": [{"name": "http", "port": DETECTOR_PORT, "targetPort": "http"}]}}
+
+
+def syncers_service(owner: Owner) -> dict:
+    """Scrape target for every syncer's /metrics (headless: Prometheus scrapes each pod)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": metadata(owner, f"{owner.name}-syncers", "syncer", {L_METRICS: "true"}),
+            "spec": {"clusterIP": "None", "selector": selector(owner, "syncer"),
+                     "ports": [{"name": "metrics", "port": SYNCER_METRICS_PORT, "targetPort": "metrics"}]}}
+
+
+# --- monitoring ----------------------------------------------------------------------------------------
+
+def dashboard_configmap(owner: Owner, spec: Spec, dashboard_json: str) -> dict:
+    extra = {**spec.dashboard.labels, "grafana_dashboard": "1"}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": metadata(owner, f"{owner.name}-dashboard", "dashboard", extra),
+            "data": {f"frauddemo-{owner.namespace}-{owner.name}.json": dashboard_json}}
+
+
+def service_monitor(owner: Owner, spec: Spec) -> dict:
+    m = spec.monitoring
+    endpoints = [{"port": "http", "path": "/metrics", "interval": m.interval},
+                 {"port": "metrics", "path": "/metrics", "interval": m.interval}]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": metadata(owner, owner.name, "monitoring", {"release": m.release}),
+            "spec": {"selector": {"matchLabels": {L_INSTANCE: owner.name, L_METRICS: "true"}},
+                     "namespaceSelector": {"matchNames": [owner.namespace]},
+                     "endpoints": endpoints}}
+
+
+# --- network policies ----------------------------------------------------------------------------------
+
+DNS_EGRESS = {"to": [{"namespaceSelector": {}}],
+              "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def store_ingress_policy(owner: Owner, store: str) -> dict:
+    """Only this store's own servers, its points of sale, the detector and the syncers of links
+    that touch this store reach it."""
+    inst = {L_INSTANCE: owner.name}
+    peers = [
+        {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "store", L_STORE: store}}},
+        {"podSelector": {"matchLabels": {**inst, L_STORE: store},
+                         "matchExpressions": [{"key": L_COMPONENT, "operator": "In",
+                                               "values": ["pos", "hacked-pos"]}]}},
+        {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "detector"}}},
+        {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "syncer", L_LINK_SOURCE: store}}},
+        {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "syncer", L_LINK_TARGET: store}}},
+    ]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(owner, f"{store_name(owner.name, store)}-ingress", "network-policy",
+                                 {L_STORE: store}),
+            "spec": {"podSelector": {"matchLabels": selector(owner, "store", **{L_STORE: store})},
+                     "policyTypes": ["Ingress"],
+                     "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": STORE_PORT}]}]}}
+
+
+def pos_egress_policy(owner: Owner, store: str) -> dict:
+    """A point of sale (legitimate or hacked) reaches only its own store (and DNS)."""
+    inst = {L_INSTANCE: owner.name}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(owner, f"{pos_name(owner.name, store)}-egress", "network-policy",
+                                 {L_STORE: store}),
+            "spec": {"podSelector": {"matchLabels": {**inst, L_STORE: store},
+                                     "matchExpressions": [{"key": L_COMPONENT, "operator": "In",
+                                                           "values": ["pos", "hacked-pos"]}]},
+                     "policyTypes": ["Egress"],
+                     "egress": [{"to": [{"podSelector": {"matchLabels": selector(owner, "store",
+                                                                                   **{L_STORE: store})}}],
+                                 "ports": [{"protocol": "TCP", "port": STORE_PORT}]},
+                                DNS_EGRESS]}}
+
+
+# --- everything ----------------------------------------------------------------------------------------
+
+def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[dict]:
+    """Every child the FraudDemo should have, in creation order."""
+    out: list[dict] = []
+    for store in spec.stores:
+        cm = store_configmap(owner, store)
+        out += [store_secret_manifest(owner, store), cm, *store_services(owner, store),
+                store_statefulset(owner, spec, store, cm)]
+    for source, target in spec.links:
+        out.append(syncer_deployment(owner, spec, source, target))
+    out.append(syncers_service(owner))
+    if spec.pos.enabled:
+        out += [pos_deployment(owner, spec, s) for s in spec.store_names]
+    hacked = spec.hacked_store
+    if hacked is not None:
+        out.append(hacked_pos_deployment(owner, spec, hacked))
+    out += [detector_deployment(owner, spec), detector_service(owner)]
+    if spec.dashboard.enabled:
+        out.append(dashboard_configmap(owner, spec, dashboard_json or dashboard.render(owner.namespace, owner.name)))
+    if spec.monitoring.service_monitor and service_monitors:
+        out.append(service_monitor(owner, spec))
+    if spec.security.network_policies:
+        for s in spec.store_names:
+            out.append(store_ingress_policy(owner, s))
+        pos_stores = set(spec.store_names if spec.pos.enabled else [])
+        if hacked is not None:
+            pos_stores.add(hacked)
+        for s in spec.store_names:
+            if s in pos_stores:
+                out.append(pos_egress_policy(owner, s))
+    return out
+
+
+def key(obj: dict) -> tuple[str, str]:
+    """(kind, name): how a child is told apart from its siblings."""
+    return obj["kind"], obj["metadata"]["name"]

@@ -1,0 +1,449 @@
+"""The operator's working memory and the logic behind the (thin) kopf handlers.
+
+One Runtime per operator process, handed to every handler through kopf's memo. It keeps, per
+FraudDemo, what the watch streams last said (spec, generation, status), the readiness of its
+StatefulSets and Deployments (from their own watch events, so status needs no extra API reads),
+the detector's latest figures, and the outcome of the last reconcile. Status writes are coalesced
+per FraudDemo and skipped when nothing changed, so they never feed a loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+
+import aiohttp
+
+from . import builders, dashboard, kube, models, status
+from .builders import Owner
+from .reconcile import Reconciler, Result, controller_uid, drifted, needs_recreate
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+
+
+def version_key(obj: dict) -> tuple:
+    """What identifies a child's content for drift checks: a workload's status-only updates (same
+    generation, same metadata) need no new comparison; other kinds change resourceVersion only on edits."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") in WORKLOAD_KINDS and meta.get("generation") is not None:
+        owned = json.dumps([meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")],
+                           sort_keys=True)
+        return meta.get("uid"), meta.get("generation"), owned
+    return meta.get("uid"), meta.get("resourceVersion")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class DemoState:
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+    raw_spec: dict = dataclasses.field(default_factory=dict)
+    server_status: dict = dataclasses.field(default_factory=dict)
+    deleting: bool = False
+    # the last reconcile
+    reconciled_generation: int | None = None
+    reconciled_spec: models.Spec | None = None
+    invalid: tuple[str, str] | None = None
+    error: str | None = None
+    # observations
+    workloads: dict = dataclasses.field(default_factory=dict)
+    detector: status.DetectorStats | None = None
+    written: dict | None = None
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    parsed: tuple | None = None          # (generation, Spec | InvalidSpec)
+    desired_cache: tuple | None = None   # (cache key, [manifests])
+    verified: dict = dataclasses.field(default_factory=dict)   # (kind, name) -> (version key, desired key)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.name, self.namespace, self.uid)
+
+    def body(self) -> dict:
+        """The FraudDemo as last seen, enough to reconcile it again."""
+        return {"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid,
+                             "generation": self.generation}, "spec": self.raw_spec, "status": self.server_status}
+
+    def spec(self) -> models.Spec | None:
+        """The current spec parsed (cached per generation); None when it makes no sense."""
+        if self.parsed is None or self.parsed[0] != self.generation:
+            try:
+                self.parsed = (self.generation, models.parse(self.name, self.raw_spec))
+            except models.InvalidSpec as e:
+                self.parsed = (self.generation, e)
+        value = self.parsed[1]
+        return value if isinstance(value, models.Spec) else None
+
+
+class Runtime:
+    def __init__(self, settings: Settings, identity: str | None = None):
+        self.settings = settings
+        self.identity = identity or f"frauddemo-operator@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+        self.paused = False   # a higher- or same-priority peer is alive (kopf pauses too)
+        self.demos: dict[tuple[str, str], DemoState] = {}
+        self.kube: kube.Kube | None = None
+        self.reconciler: Reconciler | None = None
+        self._configuration = None
+        self._pending: set[tuple[str, str]] = set()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._retrying: set[tuple[str, str]] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._dashboard_template: str | None = None
+        self.started = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def configuration(self):
+        if self._configuration is None:
+            self._configuration = await kube.load_configuration(self.settings.kubeconfig, self.settings.context)
+        return self._configuration
+
+    async def start(self) -> None:
+        cfg = await self.configuration()
+        self.kube = kube.Kube(cfg, self.settings.max_in_flight, self.settings.request_timeout)
+        self.reconciler = Reconciler(self.kube)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.stats_timeout))
+        if self.settings.dashboard_file:
+            with open(self.settings.dashboard_file) as f:
+                self._dashboard_template = f.read()
+        self._loop_task = asyncio.create_task(self._background(), name="frauddemo-background")
+        self.started.set()
+
+    async def stop(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        tasks = [t for t in [self._loop_task, *self._tasks] if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        if self.kube is not None:
+            await self.kube.close()
+
+    def backoff(self, retry: int) -> float:
+        base = min(self.settings.backoff_cap, self.settings.backoff_base * (2 ** min(retry, 16)))
+        return round(base * random.uniform(0.8, 1.2), 2)
+
+    # --- what the watch streams say ------------------------------------------------------------------
+
+    def on_demo_event(self, etype: str | None, body: dict) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        if etype == "DELETED":
+            self.demos.pop(key, None)
+            return
+        st = self.demos.get(key)
+        if st is None or st.uid != meta.get("uid"):
+            st = self.demos[key] = DemoState(key[0], key[1], meta.get("uid", ""))
+        st.generation = int(meta.get("generation") or 0)
+        st.raw_spec = body.get("spec") or {}
+        st.server_status = body.get("status") or {}
+        st.deleting = bool(meta.get("deletionTimestamp"))
+
+    def desired(self, st: DemoState, spec: models.Spec, service_monitors: bool) -> list[dict]:
+        cache_key = (st.uid, st.generation, service_monitors, hashlib.sha1(
+            json.dumps(st.raw_spec, sort_keys=True).encode()).hexdigest())
+        if st.desired_cache is None or st.desired_cache[0] != cache_key:
+            dash = dashboard.render(st.namespace, st.name, self._dashboard_template)
+            st.desired_cache = (cache_key, builders.desired(st.owner, spec, service_monitors=service_monitors,
+                                                            dashboard_json=dash))
+        return st.desired_cache[1]
+
+    async def _service_monitors(self, spec: models.Spec) -> bool:
+        if not spec.monitoring.service_monitor:
+            return False
+        try:
+            return await self.kube.has_resource(kube.SERVICEMONITOR)
+        except kube.ApiError as e:
+            log.warning("cannot tell whether ServiceMonitors exist: %s", e)
+            return False
+
+    async def _child_kinds(self, service_monitors: bool) -> list[kube.Kind]:
+        kinds = [kube.SECRET, kube.CONFIGMAP, kube.SERVICE, kube.STATEFULSET, kube.DEPLOYMENT, kube.NETWORKPOLICY]
+        if service_monitors or await self.kube.has_resource(kube.SERVICEMONITOR):
+            kinds.append(kube.SERVICEMONITOR)
+        return kinds
+
+    # --- reconciling a FraudDemo ------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str, body: dict, fresh: bool) -> Result:
+        """Bring every child in line with the spec. Raises models.InvalidSpec (recorded in the status,
+        not to be retried) or kube.ApiError (recorded; the caller retries with backoff)."""
+        self.on_demo_event("MODIFIED", body)
+        st = self.demos[(namespace, name)]
+        generation = st.generation
+        spec = st.spec()
+        if spec is None:
+            err = st.parsed[1]
+            st.invalid, st.error = (err.reason, err.message), None
+            st.reconciled_generation, st.reconciled_spec = generation, None
+            await self.write_status(st.key)
+            raise err
+        try:
+            sm = await self._service_monitors(spec)
+            desired = self.desired(st, spec, sm)
+            observed = None if fresh else await self.reconciler.observe(st.owner, await self._child_kinds(sm))
+            result = await self.reconciler.apply(st.owner, desired, observed)
+        except kube.ApiError as e:
+            st.error = str(e)
+            if st.reconciled_generation is None:
+                st.reconciled_generation, st.reconciled_spec = generation, spec
+            try:
+                await self.write_status(st.key)
+            except kube.ApiError:
+                pass
+            raise
+        st.invalid, st.error = None, None
+        st.reconciled_generation, st.reconciled_spec = generation, spec
+        for k, obj in result.objects.items():
+            if k[0] in WORKLOAD_KINDS and k not in st.workloads:
+                st.workloads[k] = status.workload(obj)
+            st.verified[k] = (version_key(obj), st.desired_cache[0])
+        await self.write_status(st.key)
+        return result
+
+    # --- children's events: readiness and drift ---------------------------------------------------
+
+    async def on_child_event(self, etype: str | None, body: dict) -> Result | None:
+        """Track workload readiness; restore a child deleted or edited by hand. Returns what was done.
+        A repair that fails on the API is retried (a full reconcile, with backoff) and re-raised."""
+        try:
+            return await self._on_child_event(etype, body)
+        except kube.ApiError:
+            meta = body.get("metadata") or {}
+            self.retry_later((meta.get("namespace"), (meta.get("labels") or {}).get(builders.L_INSTANCE)))
+            raise
+
+    def retry_later(self, key: tuple[str, str]) -> None:
+        """Reconcile this FraudDemo again after a backoff, until it succeeds (one retrier per demo)."""
+        if key in self._retrying or key not in self.demos:
+            return
+        self._retrying.add(key)
+
+        async def retrier():
+            attempt = 0
+            try:
+                while True:
+                    await asyncio.sleep(self.backoff(attempt))
+                    st = self.demos.get(key)
+                    if st is None or st.deleting or st.spec() is None:
+                        return
+                    try:
+                        result = await self.reconcile(st.namespace, st.name, st.body(), fresh=False)
+                        log.info("retried reconcile of %s/%s: %s", key[0], key[1], result.summary())
+                        return
+                    except kube.ApiError as e:
+                        attempt += 1
+                        log.warning("retried reconcile of %s/%s failed (%s); again later", key[0], key[1], e)
+            finally:
+                self._retrying.discard(key)
+        self._spawn(retrier())
+
+    async def _on_child_event(self, etype: str | None, body: dict) -> Result | None:
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        fd = labels.get(builders.L_INSTANCE)
+        st = self.demos.get((meta.get("namespace"), fd))
+        if st is None or st.deleting:
+            return None
+        owner_uid = controller_uid(body)
+        if owner_uid is not None and owner_uid != st.uid:
+            return None   # a leftover of an earlier FraudDemo of the same name; the GC takes it
+        kind, name = body.get("kind"), meta.get("name")
+        k = (kind, name)
+        if kind in WORKLOAD_KINDS:
+            if etype == "DELETED":
+                st.workloads.pop(k, None)
+            else:
+                st.workloads[k] = status.workload(body)
+            self.request_status(st.key)
+        spec = st.spec()
+        if spec is None or st.reconciled_generation is None:
+            return None
+        desired = self.desired(st, spec, await self._service_monitors(spec))
+        d = next((x for x in desired if x["kind"] == kind and x["metadata"]["name"] == name), None)
+        result = Result()
+        if d is None:
+            if etype != "DELETED" and owner_uid == st.uid:
+                if await self.kube.delete(kube.CHILD_KINDS[kind], st.namespace, name):
+                    result.deleted.append(k)
+            return result
+        if etype == "DELETED":
+            current = await self.kube.get(kube.FRAUDDEMO, st.namespace, st.name)
+            if current is None or current["metadata"].get("uid") != st.uid or current["metadata"].get(
+                    "deletionTimestamp"):
+                return None   # the owner is going away: the garbage collector's deletion, not drift
+            obj = await self.reconciler.ensure(st.owner, d, None, result)
+            st.verified[k] = (version_key(obj), st.desired_cache[0])
+            if kind == "Secret":
+                await self.reconciler.restart_users(st.owner, desired, [labels.get(builders.L_STORE)], result)
+            result.objects[k] = obj
+            return result
+        desired_key = st.desired_cache[0]
+        if st.verified.get(k) == (version_key(body), desired_key):
+            return result   # this very version was already found (or made) right
+        if needs_recreate(d, body) or drifted(d, body):
+            body = result.objects[k] = await self.reconciler.ensure(st.owner, d, body, result)
+        st.verified[k] = (version_key(body), desired_key)
+        return result
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def request_status(self, key: tuple[str, str]) -> None:
+        """Write this FraudDemo's status soon (writes are coalesced for settings.status_debounce)."""
+        self._pending.add(key)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.settings.status_debounce, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        keys, self._pending = self._pending, set()
+        for key in keys:
+            self._spawn(self._write_quietly(key))
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _write_quietly(self, key) -> None:
+        try:
+            await self.write_status(key)
+        except kube.ApiError as e:
+            log.warning("status of %s/%s not written (%s); retrying", key[0], key[1], e)
+            await asyncio.sleep(self.backoff(1))
+            self.request_status(key)
+
+    async def write_status(self, key: tuple[str, str]) -> dict | None:
+        st = self.demos.get(key)
+        if st is None or st.deleting or st.reconciled_generation is None:
+            return None
+        async with st.lock:
+            obs = status.Observation(st.reconciled_generation, st.invalid, st.error, dict(st.workloads), st.detector)
+            previous = st.written if st.written is not None else st.server_status
+            new = status.compute(st.name, st.reconciled_spec, obs, previous, _now())
+            clean = status.strip_none(new)
+            if clean == st.written:
+                return clean
+            await self.kube.patch(kube.FRAUDDEMO, st.namespace, st.name,
+                                  {"status": status.merge_patch_for(new, st.server_status)}, "status")
+            st.written = clean
+            return clean
+
+    # --- peering -----------------------------------------------------------------------------------
+
+    async def check_peering(self) -> None:
+        """Pause the background work while kopf is paused: read the peering objects directly (kopf
+        pauses its watch streams when a peer takes over, so a handler would not hear of it)."""
+        if self.settings.clusterwide:
+            refs = [(kube.CLUSTERKOPFPEERING, None)]
+        else:
+            refs = [(kube.KOPFPEERING, ns) for ns in self.settings.namespaces]
+        blocking: list[str] = []
+        for kind, ns in refs:
+            try:
+                body = await self.kube.get(kind, ns, self.settings.peering)
+            except kube.ApiError as e:
+                log.warning("cannot read the peering object: %s", e)
+                continue
+            if body is not None:
+                blocking += self.blocking_peers(body)
+        if bool(blocking) != self.paused:
+            log.info("background work %s (peers: %s)", "paused" if blocking else "resumed", blocking or "none")
+        self.paused = bool(blocking)
+
+    def blocking_peers(self, body: dict) -> list[str]:
+        """kopf's own rule: another live peer with the same or a higher priority pauses this one."""
+        now = datetime.datetime.now(datetime.UTC)
+        out = []
+        for ident, info in (body.get("status") or {}).items():
+            if ident == self.identity or not isinstance(info, dict):
+                continue
+            try:
+                seen = datetime.datetime.fromisoformat(str(info.get("lastseen")))
+            except ValueError:
+                continue
+            if seen.tzinfo is None:
+                seen = seen.replace(tzinfo=datetime.UTC)
+            alive = seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now
+            if alive and int(info.get("priority", 0)) >= self.settings.priority:
+                out.append(ident)
+        return out
+
+    # --- background: the detector's figures, and a periodic full resync ---------------------------
+
+    async def _background(self) -> None:
+        s = self.settings
+        next_stats = time.monotonic() + s.stats_seconds
+        next_resync = time.monotonic() + s.resync_seconds
+        while True:
+            await asyncio.sleep(max(0.05, min(next_stats, next_resync) - time.monotonic()))
+            now = time.monotonic()
+            if not self.settings.standalone:
+                await self.check_peering()
+            if self.paused:
+                continue
+            if now >= next_stats:
+                next_stats = now + s.stats_seconds
+                await self._poll_detectors()
+            if now >= next_resync:
+                next_resync = now + s.resync_seconds
+                await self._resync()
+
+    async def _poll_detectors(self) -> None:
+        jobs = []
+        for st in list(self.demos.values()):
+            det = st.workloads.get(("Deployment", builders.detector_name(st.name)))
+            if st.reconciled_spec is not None and det is not None and det.ready > 0:
+                jobs.append(self.poll_detector(st))
+            elif st.detector is not None:
+                st.detector = None
+                self.request_status(st.key)
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def poll_detector(self, st: DemoState) -> status.DetectorStats | None:
+        url = self.settings.detector_url.format(name=st.name, namespace=st.namespace).rstrip("/") + "/api/status"
+        try:
+            async with self._http.get(url) as resp:
+                stats = status.parse_detector(await resp.json()) if resp.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as e:
+            log.debug("detector of %s/%s not reachable: %s", st.namespace, st.name, e)
+            stats = None
+        if stats != st.detector:
+            st.detector = stats
+            self.request_status(st.key)
+        return stats
+
+    async def _resync(self) -> None:
+        for st in list(self.demos.values()):
+            if st.deleting or st.reconciled_generation is None or st.spec() is None:
+                continue
+            try:
+                result = await self.reconcile(st.namespace, st.name, st.body(), fresh=False)
+                if result.changed:
+                    log.info("resync of %s/%s: %s", st.namespace, st.name, result.summary())
+            except (kube.ApiError, models.InvalidSpec) as e:
+                log.warning("resync of %s/%s failed: %s", st.namespace, st.name, e)
