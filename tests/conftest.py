@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from frauddemo.servers import Server, ServerSpec, find_server
 from frauddemo.store import Store
 from frauddemo.syncer import LinkConfig, LinkStats, Syncer
-
-
-def wait_until(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from frauddemo_operator.testing import wait_for as wait_until  # one polling helper for all tests
 
 
 @pytest.fixture(scope="session")
