@@ -1,6 +1,5 @@
 """Property tests of the merge: commutative, idempotent, convergent under any interleaving and
 duplication of op batches, and equal to the independent Python replay (frauddemo.crdt)."""
-import itertools
 import random
 
 import msgpack
@@ -30,7 +29,7 @@ writes_strategy = st.lists(st.lists(op_strategy, min_size=1, max_size=3), min_si
 
 def flush(store: Store, replica: str) -> None:
     store.r.flushall()
-    Store.connect(store.r.connection_pool.connection_kwargs and _url(store), _pw(store), replica=replica).close()
+    Store.connect(_url(store), _pw(store), replica=replica).close()
 
 
 def _url(store):
@@ -40,10 +39,6 @@ def _url(store):
 
 def _pw(store):
     return store.r.connection_pool.connection_kwargs["password"]
-
-
-def logs_of(named: dict) -> dict:
-    return {n: [(i, f) for i, f in st_.r.xrange("fd:log")] for n, (_, st_) in named.items()}
 
 
 def deliver(target: Store, source: str, epoch: str, entries: list) -> list:
