@@ -18,7 +18,6 @@ LIBRARY_CODE = LIBRARY_PATH.read_text()
 LIBRARY_VERSION = LIBRARY_CODE.split("local VERSION = '", 1)[1].split("'", 1)[0]
 LOG_KEY = "fd:log"
 DATA_PREFIXES = ("h:", "s:", "c:", "b:")
-DEFAULT_RETENTION = 1_000_000
 MAX_WRITE_BYTES = 8 * 1024 * 1024
 
 
