@@ -34,6 +34,44 @@ SYNCER_STATE = Gauge(
     LINK, multiprocess_mode="livemax")
 
 
+# -- the demo: stores, returns, detection (counted by the detector from every store's event streams) --
+DETECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+                     2.5, 5.0, 10.0, 30.0)
+PHOTO_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+
+TRANSACTIONS = Counter(
+    "frauddemo_transactions", "Transactions committed at a store (type: purchase or return).",
+    ("store", "type"))
+RETURN_ATTEMPTS = Counter(
+    "frauddemo_return_attempts", "Return attempts committed at a store, by photo presence (present or "
+    "absent) and the store's local decision (approved, held or refused).", ("store", "photo", "decision"))
+FRAUD_ALERTS = Counter(
+    "frauddemo_fraud_alerts", "Alerts raised by the detector, by the alerted attempt's store, the "
+    "alert's main reason and its decision (review or block).", ("store", "reason", "decision"))
+DETECTION_DECISIONS = Counter(
+    "frauddemo_detection_decisions", "Return attempts decided by the detector (allow, review, block).",
+    ("store", "decision"))
+REFUND_VALUE = Counter(
+    "frauddemo_refund_value_dollars", "Value of return attempts by what happened to the money: refunded, "
+    "held (for review), blocked (by the detector) or refused (by the store).", ("store", "outcome"))
+DETECTION_LATENCY = Histogram(
+    "frauddemo_detection_latency_seconds",
+    "Return committed at a store to the detector's decision stored (the alert, when there is one).",
+    ("store",), buckets=DETECTION_BUCKETS)
+PHOTO_VERIFICATION = Histogram(
+    "frauddemo_photo_verification_seconds", "Time to verify one return photo against the purchase "
+    "photo, by outcome (match, mismatch, review, rejected).", ("outcome",), buckets=PHOTO_BUCKETS)
+DETECTOR_EVENTS = Counter(
+    "frauddemo_detector_events", "Store events consumed by the detector (type: purchase or return).",
+    ("store", "type"))
+DETECTOR_PENDING = Gauge(
+    "frauddemo_detector_pending_events", "Events delivered to the detectors' consumer group and not yet "
+    "acknowledged, per store.", ("store",), multiprocess_mode="livemax")
+DETECTOR_UP = Gauge(
+    "frauddemo_detector_up", "1 while the detector is connected to the store and consuming its events.",
+    ("store",), multiprocess_mode="livemax")
+
+
 def observe_many(child, values) -> None:
     """Observe a batch into a histogram child: one increment per bucket, not one call per value."""
     try:
