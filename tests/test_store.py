@@ -97,3 +97,35 @@ def test_wrong_password_is_a_clear_error(store_servers):
     srv, = store_servers(1)
     with pytest.raises(redis.AuthenticationError):
         Store.connect(srv.url, "not-the-password", replica="a")
+
+
+def test_events_are_local_and_carry_the_write_clock(stores):
+    (_, a), = stores("a").values()
+    c = a.write([ops.hset("h:r1", {"v": "1"}), ops.event("fd:ev:things", {"id": "r1", "note": "<b>x</b>"})])
+    (_, ev), = a.r.xrange("fd:ev:things")
+    assert ev == {b"c": c.clock.encode(), b"id": b"r1", b"note": b"<b>x</b>"}
+    (_, logged), = a.r.xrange("fd:log")
+    assert [op[0] for op in msgpack.unpackb(logged[b"o"], raw=True)] == [b"h"]  # the event is not logged
+    only = a.write([ops.event("fd:ev:things", {"id": "r2"})])  # an event alone logs nothing
+    assert only.id == "" and only.seq == c.seq and a.r.xlen("fd:log") == 1
+
+
+def test_hcreate_writes_once(stores):
+    (_, a), = stores("a").values()
+    first = a.write([ops.hcreate("h:alert:1", {"score": "90"}), ops.event("fd:ev:alerts", {"id": "1"})])
+    again = a.write([ops.hcreate("h:alert:1", {"score": "10"}), ops.event("fd:ev:alerts", {"id": "1"})])
+    assert not first.skipped and again.skipped and again.id == ""
+    assert a.hgetall("h:alert:1") == {"score": "90"} and a.r.xlen("fd:ev:alerts") == 1
+    (_, logged), = a.r.xrange("fd:log")
+    assert msgpack.unpackb(logged[b"o"], raw=True)[0][0] == b"h"  # replicas apply it as a plain write
+
+
+@pytest.mark.parametrize("bad", [
+    [["e", "fd:log", ["a", "b"]]],  # not an event stream
+    [["e", "fd:ev:x", ["odd"]]],
+    [["h", "h:k", ["f", "v"]], ["hn", "h:k2", ["f", "v"]]],  # a guard only comes first
+])
+def test_bad_local_ops_are_refused(stores, bad):
+    (_, a), = stores("a").values()
+    with pytest.raises(StoreError, match="BADOP"):
+        a.write(bad)

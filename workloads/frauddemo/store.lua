@@ -19,9 +19,16 @@ Key schema (data keys are replicated, `fd:` keys are local to one store):
 Logged operations (msgpack arrays; all idempotent and commutative, so any order or duplicate converges):
   {"h", key, {field, value, ...}}   {"hd", key, {field...}}   {"sa", key, element, tag}
   {"sr", key, {tag...}}       {"c", key, part, total}   {"b", key, value, ttl_ms}
+
+Local-only operations, accepted by fd_write and never logged:
+  {"e", "fd:ev:<name>", {field, value, ...}}  append an event to this store's event stream <name>, with
+            the write's clock as field "c" (consumers read every store's streams: events never replicate)
+  {"hn", key, {field, value, ...}}  only as a write's first operation: a guard that skips the whole
+            write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '10'
+local VERSION = '11'
+local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
 local function now_us()
@@ -209,17 +216,31 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Local writes.
 
-local function check_origin(op)
-  if type(op) ~= 'table' or not check_key(op) then return false end
+local function check_event(op)
+  local l = op[3]
+  if not is_str(op[2]) or not string.match(op[2], '^fd:ev:[a-z][a-z0-9_]*$') or type(l) ~= 'table'
+    or #l % 2 == 1 then return false end
+  for _, v in ipairs(l) do if not is_str(v) then return false end end
+  return true
+end
+
+local function check_origin(op, i)
+  if type(op) ~= 'table' then return false end
+  if op[1] == 'e' then return check_event(op) end
+  if op[1] == 'hn' then
+    return i == 1 and valid_logged({ 'h', op[2], op[3] })
+  end
+  if not check_key(op) then return false end
   local k = op[1]
   if k == 'c' then return tonumber(op[3]) ~= nil and tonumber(op[3]) ~= 0 end
   if k == 'sa' or k == 'sr' then return is_str(op[3]) end
   return valid_logged(op)
 end
 
--- args: msgpack array of operations (origin form). Returns {clock, seq, op-log id}.
+-- args: msgpack array of operations (origin form). Returns {clock, seq, op-log id, skipped}: skipped=1
+-- when an "hn" guard found its key (nothing written); the id is "" when nothing was logged.
 local function fd_write(keys, args)
-  local m = redis.call('HMGET', 'fd:meta', 'replica', 'hlc', 'seq', 'retention')
+  local m = redis.call('HMGET', 'fd:meta', 'replica', 'hlc', 'seq', 'retention', 'ev_retention')
   local replica = m[1]
   if not replica then return redis.error_reply('NOTINIT store has no replica id: call fd_init first') end
   local ok, ops = pcall(cmsgpack.unpack, args[1] or '')
@@ -229,11 +250,14 @@ local function fd_write(keys, args)
   -- Validate everything first: Redis does not roll back a script that fails half-way.
   local rewrite = false
   for i, op in ipairs(ops) do
-    if not check_origin(op) then
+    if not check_origin(op, i) then
       return redis.error_reply('BADOP operation ' .. i .. ' is malformed')
     end
     local k = op[1]
-    if k == 'c' or k == 'sa' or k == 'sr' then rewrite = true end
+    if k == 'c' or k == 'sa' or k == 'sr' or k == 'e' or k == 'hn' then rewrite = true end
+  end
+  if ops[1][1] == 'hn' and redis.call('EXISTS', ops[1][2]) == 1 then
+    return { m[2], tonumber(m[3]), '', 1 }
   end
   local t = redis.call('TIME')
   local c = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -246,7 +270,12 @@ local function fd_write(keys, args)
   for i, op in ipairs(ops) do
     local k = op[1]
     local out = op
-    if k == 'c' then
+    if k == 'hn' then k = 'h'; out = { 'h', op[2], op[3] } end
+    if k == 'e' then
+      out = nil
+      local l = op[3]
+      redis.call('XADD', op[2], 'MAXLEN', '~', m[5] or EVENT_RETENTION, '*', 'c', cs, unpack(l))
+    elseif k == 'c' then
       local delta = tonumber(op[3])
       local part = (delta > 0 and 'p:' or 'n:') .. replica
       local total = redis.call('HINCRBY', op[2], part, math.abs(delta))
@@ -274,14 +303,18 @@ local function fd_write(keys, args)
     else
       apply_logged(out, tag)
     end
-    if rewrite then logged[i] = out end
+    if rewrite and out then logged[#logged + 1] = out end
+  end
+  if #logged == 0 then
+    redis.call('HSET', 'fd:meta', 'hlc', cs)
+    return { cs, tonumber(m[3]), '', 0 }
   end
   local seq = tonumber(m[3]) + 1
   redis.call('HSET', 'fd:meta', 'hlc', cs, 'seq', seq)
   local payload = args[1]
   if rewrite then payload = cmsgpack.pack(logged) end
   local id = redis.call('XADD', LOG, 'MAXLEN', '~', m[4], '*', 'c', cs, 's', seq, 'o', payload)
-  return { cs, seq, id }
+  return { cs, seq, id, 0 }
 end
 
 ---------------------------------------------------------------------------------------------------

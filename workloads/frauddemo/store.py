@@ -50,6 +50,23 @@ class ops:
         return ["h", key, flat]
 
     @staticmethod
+    def hcreate(key: str, mapping: Mapping) -> list:
+        """A write's first operation only: skip the whole write when `key` already exists at this
+        store (exactly-once creation, e.g. of a verdict or an alert), else set like `hset`."""
+        return ["hn"] + ops.hset(key, mapping)[1:]
+
+    @staticmethod
+    def event(stream: str, mapping: Mapping) -> list:
+        """Append to this store's local event stream `fd:ev:<name>` (never replicated); the event
+        gets the write's clock as field `c`."""
+        if not isinstance(stream, str) or not stream.startswith("fd:ev:"):
+            raise ValueError(f"event stream {stream!r} must start with 'fd:ev:'")
+        flat = []
+        for k, v in mapping.items():
+            flat += (_s(k), _s(v))
+        return ["e", stream, flat]
+
+    @staticmethod
     def hdel(key: str, fields: Iterable) -> list:
         _prefix(key, "h:")
         return ["hd", key, [_field(f) for f in fields]]
@@ -96,7 +113,12 @@ def _prefix(key: str, want: str) -> None:
 class Commit:
     clock: str  # 16-digit HLC microseconds
     seq: int
-    id: str  # op-log stream id
+    id: str  # op-log stream id ("" when nothing was logged)
+    skipped: bool = False  # an `hcreate` guard found its key: nothing was written
+
+    @classmethod
+    def from_reply(cls, res) -> "Commit":
+        return cls(res[0].decode(), int(res[1]), res[2].decode(), bool(int(res[3])))
 
 
 def load_library(r: redis.Redis) -> None:
@@ -149,10 +171,9 @@ class Store:
         """Apply operations atomically and append them to this store's op log as one entry."""
         payload = pack_ops(operations)
         try:
-            c, seq, sid = self.r.fcall("fd_write", 0, payload)
+            return Commit.from_reply(self.r.fcall("fd_write", 0, payload))
         except redis.ResponseError as e:
             raise StoreError(str(e)) from None
-        return Commit(c.decode(), int(seq), sid.decode())
 
     def write_many(self, batches: list[list]) -> list[Commit]:
         """Several independent writes in one round trip (each its own atomic op-log entry)."""
@@ -163,7 +184,7 @@ class Store:
         for res in pipe.execute(raise_on_error=False):
             if isinstance(res, Exception):
                 raise StoreError(str(res))
-            out.append(Commit(res[0].decode(), int(res[1]), res[2].decode()))
+            out.append(Commit.from_reply(res))
         return out
 
     # -- reads ----------------------------------------------------------------------------------
