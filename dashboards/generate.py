@@ -17,8 +17,13 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import warnings
 
 import yaml
+
+# The SDK nudges towards Grafana's v2 dashboard resource; the v1 JSON model is what Grafana's
+# ConfigMap sidecar and file provisioning load.
+warnings.filterwarnings("ignore", "Prefer using dashboardv2", DeprecationWarning)
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
@@ -108,18 +113,15 @@ def variables() -> list:
                   .description("The Prometheus that scrapes the FraudDemo services."))
     namespace = (db.QueryVariable("namespace").label("Namespace").datasource(DS)
                  .query("label_values(frauddemo_syncer_up, namespace)")
-                 .definition("label_values(frauddemo_syncer_up, namespace)")
                  .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
                  .description("The Kubernetes namespace of the FraudDemo."))
     instance = (db.QueryVariable("instance").label("FraudDemo").datasource(DS)
                 .query('label_values(frauddemo_syncer_up{namespace="$namespace"}, service)')
-                .definition('label_values(frauddemo_syncer_up{namespace="$namespace"}, service)')
                 .regex("/^(.+)-(?:detector|syncers)$/")
                 .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
                 .description("The FraudDemo resource (its Services are <name>-detector and <name>-syncers)."))
     store = (db.QueryVariable("store").label("Stores").datasource(DS)
              .query(f"label_values(frauddemo_syncer_up{{{SEL}}}, source)")
-             .definition(f"label_values(frauddemo_syncer_up{{{SEL}}}, source)")
              .multi(True).include_all(True).current(dm.VariableOption(text="All", value="$__all"))
              .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
              .description("The stores to show side by side (every store replicates, so each is a link source)."))
@@ -230,6 +232,12 @@ def dashboard() -> dict:
     out = json.loads(json.dumps(d.build(), cls=JSONEncoder))
     for i, panel in enumerate(out["panels"], 1):  # stable ids, in layout order
         panel["id"] = i
+    for var in out["templating"]["list"]:
+        # The SDK gives every variable an interval variable's `auto*` defaults; the dashboard
+        # schema (dashboards/schema/) rejects them on other kinds.
+        if var["type"] != "interval":
+            for key in ("auto", "auto_count", "auto_min"):
+                var.pop(key, None)
     return out
 
 
@@ -271,9 +279,9 @@ def rules() -> dict:
                   f"or max by ({inst}, store) (frauddemo_detector_up) == 0"),
          "for": "2m", "labels": {"severity": "critical"},
          "annotations": {"summary": "The FraudDemo detector is down",
-                         "description": "{{ $labels.namespace }}/{{ $labels.service }}: the detector is not scraped, "
-                                        "or not consuming the events of store {{ $labels.store }}; returns are "
-                                        "not checked for fraud."}},
+                         "description": "{{ $labels.namespace }}/{{ $labels.service }}: the detector "
+                                        "{{ if $labels.store }}is not consuming the events of store {{ $labels.store }}"
+                                        "{{ else }}cannot be scraped{{ end }}; returns are not checked for fraud."}},
     ]}]}
 
 
