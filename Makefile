@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean tools chart-crd
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,26 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/frauddemo up
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/frauddemo bench replication --json
 
+# The real tools the chart tests run (helm 3.18, the prometheus-operator's schemas), cached in .tools/.
+TOOLS := .tools
+
+$(TOOLS)/helm: tools/fetch_helm.py | $(STAMP)
+	$(BIN)/python tools/fetch_helm.py $@
+
+$(TOOLS)/prometheus-models/.installed: tools/fetch_prometheus_models.sh tools/prometheus-models/*
+	tools/fetch_prometheus_models.sh
+
+tools: $(TOOLS)/helm $(TOOLS)/prometheus-models/.installed
+
+# helm reads only files inside the chart: this copies the CRD's single source there (a test fails when stale).
+chart-crd:
+	cp operator/frauddemo_operator/crd.yaml charts/frauddemo/crds/frauddemos.frauddemo.io.yaml
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TOOLS) build *.egg-info
