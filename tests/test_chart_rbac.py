@@ -1,0 +1,77 @@
+"""The chart's RBAC grants every API call the operator makes (frauddemo_operator.kube.CALLS, which
+the emulator tests check against the requests the API really received), and nothing more, in both
+the namespaced and the cluster-wide mode."""
+from __future__ import annotations
+
+import pytest
+
+from chart_support import NAMESPACE, RELEASE, find, one, render
+from frauddemo_operator import kube
+
+# The chart runs the operator standalone (one replica, Recreate): kopf's peering objects are never touched.
+PEERING = {"kopfpeerings", "clusterkopfpeerings"}
+NEEDED = {(g, r, v) for g, r, verbs in kube.CALLS if r not in PEERING for v in verbs}
+
+
+def granted(rules: list[dict]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) triples a list of PolicyRules grants; wildcards are refused outright."""
+    out = set()
+    for rule in rules:
+        assert not rule.get("nonResourceURLs"), rule
+        assert not rule.get("resourceNames"), f"the operator names its objects per FraudDemo: {rule}"
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
+        out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return out
+
+
+def bound_to_operator(binding: dict, objs: list[dict], role_kind: str, role_name: str) -> None:
+    dep = one(objs, "Deployment")
+    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+
+
+def test_every_call_the_operator_makes_is_listed_with_its_group():
+    # A sanity check of the list itself: the peering rules are the only ones the chart leaves out.
+    assert {r for _, r, _ in kube.CALLS} - {r for _, r, _ in NEEDED} == PEERING
+
+
+@pytest.mark.parametrize("namespaces", [[], ["shop", "depot"]], ids=["release namespace", "two namespaces"])
+def test_namespaced_mode_grants_exactly_what_the_operator_needs(namespaces):
+    objs = render({"operator.watchNamespaces": namespaces} if namespaces else None)
+    served = namespaces or [NAMESPACE]
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+    roles = find(objs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(served)
+    for role in roles:
+        ns = role["metadata"]["namespace"]
+        assert granted(role["rules"]) == NEEDED, f"Role in {ns}"
+        (binding,) = [b for b in find(objs, "RoleBinding") if b["metadata"]["namespace"] == ns]
+        bound_to_operator(binding, objs, "Role", role["metadata"]["name"])
+
+
+def test_cluster_wide_mode_grants_exactly_what_the_operator_needs():
+    objs = render({"operator.clusterWide": True})
+    assert not find(objs, "Role") and not find(objs, "RoleBinding")
+    role = one(objs, "ClusterRole")
+    assert granted(role["rules"]) == NEEDED
+    bound_to_operator(one(objs, "ClusterRoleBinding"), objs, "ClusterRole", role["metadata"]["name"])
+
+
+def test_service_account_token_only_in_the_operator_pod():
+    objs = render()
+    assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_rbac_off_and_existing_service_account():
+    objs = render({"rbac.create": False, "serviceAccount.create": False, "serviceAccount.name": "ops"})
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
+                                                 "ServiceAccount")]
+    assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+
+
+def test_names_follow_the_release():
+    objs = render({"operator.clusterWide": True})
+    assert one(objs, "ClusterRole")["metadata"]["name"] == RELEASE   # release "frauddemo" holds the chart name
