@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean tools chart-crd
+.PHONY: demo test install bench clean tools chart-crd dashboards
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
+
+# The Grafana dashboard and Prometheus rules are generated from code (a test fails when stale).
+dashboards: $(STAMP)
+	$(BIN)/python dashboards/generate.py
 
 bench: $(STAMP)
 	$(BIN)/frauddemo bench replication --json
