@@ -12,9 +12,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from chart_support import (CHART, NAMESPACE, RELEASE, ROOT, STANDARD_LABELS, find, frauddemo_errors, helm, one,
+from chart_support import (CHART, NAMESPACE, RELEASE, ROOT, STANDARD_LABELS, frauddemo_errors, helm, one,
                            render, render_error, render_notes, validation_errors)
-from frauddemo_operator import builders, crd
+from frauddemo_operator import builders, crd, models
 from frauddemo_operator.settings import Settings
 
 # Every switch, with its default and the other setting. serviceAccount.create off needs a name.
@@ -308,8 +308,6 @@ def test_bad_values_are_refused_with_a_clear_error(values, message):
 
 def test_sample_name_limit_is_the_operators():
     schema = json.loads((CHART / "values.schema.json").read_text())
-    from frauddemo_operator import models
-
     assert schema["properties"]["sample"]["properties"]["name"]["maxLength"] == models.MAX_NAME_LEN
 
 

@@ -90,7 +90,7 @@ def test_validators_catch_broken_objects(chart_sample):
     one(broken, "PrometheusRule")["spec"]["groups"][0]["rules"][0].pop("expr")
     errors = validation_errors(broken)
     text = "\n".join(errors)
-    for expected in ("Deployment", "Service retail-dashboard", "FraudDemo retail", "ServiceMonitor", "PrometheusRule"):
+    for expected in ("Deployment", "Service retail-nodeport", "FraudDemo retail", "ServiceMonitor", "PrometheusRule"):
         assert expected in text, text
     assert "replicaz" in text and "(Kubernetes 1.30)" in text
     assert validation_errors([{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}])

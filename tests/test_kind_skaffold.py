@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from chart_support import CHART, NAMESPACE, RELEASE, ROOT, one, render, validation_errors
-from frauddemo_operator import builders, crd
+from frauddemo_operator import builders, crd, models
 
 GRAFANA_NODE_PORT = 30300
 PROMETHEUS_NODE_PORT = 30090
@@ -158,3 +158,15 @@ def test_readme_chart_install_renders_a_valid_release(readme_commands, chart_val
     assert one(objs, crd.KIND)["spec"]["monitoring"]["release"] == "prometheus"
     watch = command(readme_commands, "kubectl", "-n", NAMESPACE, "get", "fd")
     assert watch[5] == chart_values["sample"]["name"]
+
+
+def test_readme_names_the_objects_it_points_at(chart_values):
+    text = (ROOT / "README.md").read_text().split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    objs = render({"sample.enabled": True, "grafanaDashboard.enabled": True})
+    name = chart_values["sample"]["name"]
+    owner = builders.Owner(name, NAMESPACE, "uid")
+    spec = crd.default_spec(one(objs, crd.KIND)["spec"])
+    operator_dashboard = builders.dashboard_configmap(owner, models.parse(name, spec), "{}")
+    for shown in (one(objs, "Service")["metadata"]["name"], one(objs, "ConfigMap")["metadata"]["name"],
+                  operator_dashboard["metadata"]["name"], builders.detector_name(name)):
+        assert f"`{shown}`" in text or f"service/{shown} " in text, shown
