@@ -5,7 +5,11 @@ and a .dockerignore that lets in only what the build copies."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 
 import dockerfile
 import pytest
@@ -112,3 +116,30 @@ def test_dockerignore_lets_in_only_what_the_build_copies(instructions):
     assert allowed == copied
     for secret_or_local in (".venv", ".git", ".tools", "tests", "artifacts"):
         assert secret_or_local not in allowed
+
+
+def test_build_context_makes_a_wheel_with_runtime_and_operator(instructions, tmp_path):
+    """The build stage's `pip wheel`, run on exactly what its COPY lines take: the wheel holds both
+    packages, their data files and the `frauddemo` entry point."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for ins in stages(instructions)[0]:
+        if ins.cmd == "COPY" and not ins.flags:
+            *sources, dest = ins.value
+            for src in sources:
+                target = context / (src if dest in ("./", ".") else dest)
+                if (ROOT / src).is_dir():
+                    shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy2(ROOT / src, target)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
+                           "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "wheels").glob("frauddemo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("frauddemo/cli.py", "frauddemo/store.lua", "frauddemo_operator/crd.yaml",
+                   "frauddemo_operator/samples/frauddemo.yaml", "frauddemo_operator/frauddemo-dashboard.json"):
+        assert needed in names, f"{needed} is not in the image's wheel"
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "frauddemo = frauddemo.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
