@@ -90,19 +90,51 @@ class PhotoStore:
 
     def put(self, data: bytes) -> StoredPhoto:
         """Store a photo and its embedding (computed here, once). Raises PhotoRejected for bytes
-        that are not a usable image; a photo without a usable face is stored without embedding."""
+        that are not a usable image; a photo without a usable face is stored without embedding.
+        The same bytes stored again (content addressing) are not analysed again."""
         jpeg, w, h, reencoded = normalise(data, self.policy, self.cfg.limits)
         sha = replay.sha256(jpeg)
+        known = self.store.get_blob(EMB_PREFIX + sha)
+        if known is not None:
+            return StoredPhoto(sha, len(jpeg), w, h, ver.Embedding.from_bytes(known), None, reencoded)
         try:
             emb, rejected = ver.analyze(jpeg, self.cfg).embedding, None
         except PhotoRejected as e:
             emb, rejected = None, e.kind
+        stored, writes = self._prepare(jpeg, sha, w, h, emb, rejected, reencoded)
+        self.store.write(writes)
+        return stored
+
+    def prepare_return(self, data: bytes, purchase_sha: str | None, earlier_shas: tuple[str, ...] = ()
+                       ) -> tuple[StoredPhoto, ver.Verdict, list]:
+        """Verify a return photo against the purchase photo (analysing it once) and give the
+        operations that store it, for the caller to write atomically with the return itself.
+        Raises PhotoRejected only for bytes that are not an acceptable image at all."""
+        jpeg, w, h, reencoded = normalise(data, self.policy, self.cfg.limits)
+        sha = replay.sha256(jpeg)
+        purchase = self.embedding(purchase_sha) if purchase_sha else None
+        earlier = [e for e in (self.embedding(s) for s in earlier_shas) if e is not None]
+        t0 = time.perf_counter()
+        try:
+            probe = ver.analyze(jpeg, self.cfg)
+        except PhotoRejected as e:
+            verdict = ver.verify(jpeg, purchase, earlier, self.cfg)  # the rejection, with a replay check
+            stored, writes = self._prepare(jpeg, sha, w, h, None, e.kind, reencoded)
+            return stored, verdict, writes
+        if purchase is None:
+            verdict = ver.Verdict(ver.REVIEW, ("no purchase photo to compare with",), face=probe.face)
+        else:
+            verdict = ver.compare(probe, purchase, earlier, self.cfg)
+        verdict = dataclasses.replace(verdict, ms=round((time.perf_counter() - t0) * 1e3, 3))
+        stored, writes = self._prepare(jpeg, sha, w, h, probe.embedding, None, reencoded)
+        return stored, verdict, writes
+
+    def _prepare(self, jpeg, sha, w, h, emb, rejected, reencoded) -> tuple[StoredPhoto, list]:
         ttl = self.policy.retention_ms
         writes = [ops.blob(PHOTO_PREFIX + sha, jpeg, ttl_ms=ttl)]
         if emb is not None:
             writes.append(ops.blob(EMB_PREFIX + sha, emb.to_bytes(), ttl_ms=ttl))
-        self.store.write(writes)
-        return StoredPhoto(sha, len(jpeg), w, h, emb, rejected, reencoded)
+        return StoredPhoto(sha, len(jpeg), w, h, emb, rejected, reencoded), writes
 
     def get(self, sha: str) -> bytes | None:
         return self.store.get_blob(PHOTO_PREFIX + _check_sha(sha))

@@ -1,0 +1,54 @@
+"""The detection pipeline on real stores: tills write, syncers replicate, the detector judges."""
+import json
+import random
+import threading
+
+import pytest
+
+from frauddemo.config import StoreRef
+from frauddemo.detection import DetectionConfig
+from frauddemo.detector import Detector, alert_id
+from frauddemo.pos import HackedTill, Till, capture
+from frauddemo.retail import TerminalKeys, alert_key, verdict_key
+
+from conftest import wait_until
+
+KEYS = TerminalKeys(bytes(range(32)))
+
+
+@pytest.fixture
+def demo(stores, links):
+    """Two replicated stores, a till at each, a hacked till at b and a running detector."""
+    st = stores("a", "b")
+    links.mesh([srv for srv, _ in st.values()])
+    det = Detector([StoreRef(n, srv.url, srv.password) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
+                   name="test-detector", workers=1)
+    t = threading.Thread(target=det.run, daemon=True)
+    t.start()
+    (_, a), (_, b) = st["a"], st["b"]
+    yield {"a": a, "b": b, "till_a": Till(a, KEYS, "a-pos-1"), "till_b": Till(b, KEYS, "b-pos-1"),
+           "hacked_b": HackedTill(b, KEYS, "b-pos-9"), "det": det}
+    det.stop.set()
+    t.join(10)
+
+
+def verdict(store, aid, timeout=20):
+    wait_until(lambda: store.hgetall(verdict_key(aid)).get("decision"), timeout, what=f"verdict of {aid}")
+    return store.hgetall(verdict_key(aid))
+
+
+def test_scenario_one_cross_store_double_return(demo):
+    rng = random.Random(1)
+    p = demo["till_a"].purchase("cust-00001", {"shirt": 1}, capture("cust-00001", rng))
+    wait_until(lambda: demo["b"].hgetall(f"h:rcpt:{p['receipt']}"), 10, what="purchase at b")
+    legit = demo["till_a"].return_(p["receipt"], capture("cust-00001", rng)).attempt
+    hacked = demo["hacked_b"].refund(p["receipt"], "cust-00001", 4999, None, "no-photo")
+    assert legit.decision == "approved" and hacked.decision == "approved"
+    assert verdict(demo["a"], legit.id)["decision"] == "allow"
+    v = verdict(demo["b"], hacked.id)
+    assert v["decision"] == "block" and v["outcome"] == "blocked"
+    codes = [r["code"] for r in json.loads(v["reasons"])]
+    assert set(codes) >= {"multiple_returns", "missing_photo"}
+    alert = demo["b"].hgetall(alert_key(alert_id(hacked.id)))
+    assert alert["decision"] == "block" and json.loads(alert["attempts"]) == [legit.id, hacked.id]
+    assert demo["a"].hgetall(alert_key(alert_id(legit.id))) == {}

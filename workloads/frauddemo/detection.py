@@ -1,0 +1,164 @@
+"""The fraud rules: every return attempt of a receipt, from every store, scored side by side.
+
+Pure functions, no I/O: the detector (detector.py) gathers a receipt's story and the photo
+verifications, and this module turns them into one verdict per attempt. A receipt is judged as a
+whole, attempts in commit order (HLC, then id), so a later attempt is weighed against what came
+before it wherever it happened; a verdict can only escalate (allow < review < block) when new
+attempts arrive, for example after a partition heals.
+
+Score: the sum of the weights of the rules that fire, capped at 100 (weights in README).
+Decision: block at or above the alert score (default 70), review at or above the review score
+(default 40), else allow. Every review or block raises an alert.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .retail import REFUSED, Attempt, ReceiptStory, TerminalKeys
+
+ALLOW, REVIEW, BLOCK = "allow", "review", "block"
+RANK = {ALLOW: 0, REVIEW: 1, BLOCK: 2}
+
+# Rule codes (the `reason` label of frauddemo_fraud_alerts_total: a bounded set) and weights.
+UNKNOWN_RECEIPT = "unknown_receipt"
+MULTIPLE_RETURNS = "multiple_returns"
+MISSING_PHOTO = "missing_photo"
+REPLAYED_PHOTO = "replayed_photo"
+PHOTO_MISMATCH = "photo_mismatch"
+PHOTO_REJECTED = "photo_rejected"
+PHOTO_UNSURE = "photo_unsure"
+TERMINAL_INTEGRITY = "terminal_integrity"
+CONTESTED_RECEIPT = "contested_receipt"
+VELOCITY = "velocity"
+WEIGHTS = {
+    UNKNOWN_RECEIPT: 100,  # no store has ever sold it
+    REPLAYED_PHOTO: 80,  # an exact copy of an earlier photo (a near copy weighs 50)
+    MULTIPLE_RETURNS: 80,  # an earlier return of the same receipt was allowed, at any store
+    MISSING_PHOTO: 75,  # a registered POS always takes one
+    TERMINAL_INTEGRITY: 70,  # unsigned or badly signed: a rogue terminal
+    PHOTO_MISMATCH: 60,  # the face is not the purchase photo's customer
+    PHOTO_REJECTED: 45,  # no usable face (dark, blurred, none)
+    PHOTO_UNSURE: 40,  # similarity between the thresholds, or nothing to compare with
+    VELOCITY: 25,  # the customer returned more than `velocity_max` times within the window
+    CONTESTED_RECEIPT: 20,  # an earlier return of the receipt is under review
+}
+NEAR_REPLAY_WEIGHT = 50
+UNKNOWN_PARTIAL_WEIGHT = 40  # unknown receipt while some store could not be read
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+    alert_score: int = 70  # block at or above
+    review_score: int = 40  # review at or above
+    window_seconds: int = 300  # velocity window
+    velocity_max: int = 3  # returns per customer within the window before the velocity rule fires
+
+    @classmethod
+    def from_env(cls, env=None) -> "DetectionConfig":
+        env = os.environ if env is None else env
+        out = {}
+        for f, var in (("alert_score", "ALERT_SCORE"), ("review_score", "REVIEW_SCORE"),
+                       ("window_seconds", "WINDOW_SECONDS"), ("velocity_max", "VELOCITY_MAX")):
+            raw = env.get(f"FRAUDDEMO_DETECTION_{var}")
+            if raw is not None:
+                try:
+                    out[f] = int(raw)
+                except ValueError:
+                    raise ValueError(f"FRAUDDEMO_DETECTION_{var}={raw!r} is not an integer") from None
+        cfg = cls(**out)
+        if not 0 < cfg.review_score < cfg.alert_score <= 100:
+            raise ValueError("detection scores must satisfy 0 < review score < alert score <= 100")
+        if cfg.window_seconds < 1 or cfg.velocity_max < 1:
+            raise ValueError("the detection window and velocity maximum must be positive")
+        return cfg
+
+    def decide(self, score: int) -> str:
+        if score >= self.alert_score:
+            return BLOCK
+        return REVIEW if score >= self.review_score else ALLOW
+
+
+@dataclasses.dataclass
+class Judgement:
+    attempt: str
+    score: int
+    decision: str
+    reasons: list[dict]  # {"code", "weight", "text"}, heaviest first
+
+    @property
+    def main_reason(self) -> str:
+        return self.reasons[0]["code"] if self.reasons else ""
+
+
+def photo_reasons(a: Attempt, photo: dict | None) -> list[tuple[str, int, str]]:
+    if not a.photo:
+        return [(MISSING_PHOTO, WEIGHTS[MISSING_PHOTO], "no photo with the return")]
+    if photo is None:
+        return [(PHOTO_UNSURE, WEIGHTS[PHOTO_UNSURE], "the return photo could not be read from any store")]
+    sim = photo.get("similarity")
+    sim_txt = f" (similarity {sim:.3f})" if isinstance(sim, (int, float)) else ""
+    if photo.get("replay") == "exact":
+        return [(REPLAYED_PHOTO, WEIGHTS[REPLAYED_PHOTO], "the return photo is an exact copy of an earlier photo")]
+    if photo.get("replay") == "near":
+        return [(REPLAYED_PHOTO, NEAR_REPLAY_WEIGHT, "the return photo is a near copy of an earlier photo")]
+    if photo.get("rejected"):
+        return [(PHOTO_REJECTED, WEIGHTS[PHOTO_REJECTED], f"no usable face in the return photo: {photo['rejected']}")]
+    if photo.get("verdict") == "mismatch":
+        return [(PHOTO_MISMATCH, WEIGHTS[PHOTO_MISMATCH], f"the face does not match the purchase photo{sim_txt}")]
+    if photo.get("verdict") == "review":
+        return [(PHOTO_UNSURE, WEIGHTS[PHOTO_UNSURE], f"the face match is uncertain{sim_txt}")]
+    return []
+
+
+def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: dict[str, str],
+                  velocity: dict[str, int], keys: TerminalKeys, cfg: DetectionConfig) -> dict[str, Judgement]:
+    """Judge every attempt of one receipt. `photos`: photo verdict per attempt id; `stored`: decision
+    already stored per attempt id (verdicts only escalate); `velocity`: the customer's returns within
+    the window ending at each attempt."""
+    out: dict[str, Judgement] = {}
+    earlier: list[tuple[Attempt, str]] = []
+    for a in sorted(story.attempts.values(), key=lambda x: (x.clock, x.id)):
+        hits: list[tuple[str, int, str]] = []
+        if story.receipt is None:
+            if story.unreachable:
+                hits.append((UNKNOWN_RECEIPT, UNKNOWN_PARTIAL_WEIGHT, "receipt unknown at every reachable store "
+                             f"({', '.join(story.unreachable)} unreachable)"))
+            else:
+                hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
+        hits += photo_reasons(a, photos.get(a.id))
+        problem = keys.problem(a.terminal, a.payload, a.sig)
+        if problem:
+            hits.append((TERMINAL_INTEGRITY, WEIGHTS[TERMINAL_INTEGRITY], f"terminal {a.terminal}: {problem}"))
+        hits += _earlier_reasons(a, earlier)
+        n = velocity.get(a.id, 0)
+        if n > cfg.velocity_max:
+            hits.append((VELOCITY, WEIGHTS[VELOCITY],
+                         f"{n} returns by this customer within {cfg.window_seconds} s"))
+        hits.sort(key=lambda h: -h[1])
+        score = min(100, sum(h[1] for h in hits))
+        decision = cfg.decide(score)
+        prior = stored.get(a.id, ALLOW)
+        if RANK.get(prior, 0) > RANK[decision]:
+            decision = prior
+        out[a.id] = Judgement(a.id, score, decision, [{"code": c, "weight": w, "text": t} for c, w, t in hits])
+        earlier.append((a, decision))
+    return out
+
+
+def _earlier_reasons(a: Attempt, earlier: list[tuple[Attempt, str]]) -> list[tuple[str, int, str]]:
+    """Earlier attempts of the same receipt: one allowed means this is a second refund."""
+    contested = None
+    for b, decision in reversed(earlier):
+        if b.decision == REFUSED:
+            continue
+        where = "at the same store" if b.store == a.store else f"at store {b.store}"
+        gap_ms = (a.clock - b.clock) / 1000
+        if decision == ALLOW:
+            return [(MULTIPLE_RETURNS, WEIGHTS[MULTIPLE_RETURNS],
+                     f"receipt already returned {where} {gap_ms:.1f} ms earlier (attempt {b.id}, "
+                     f"{'with' if b.photo else 'without'} photo)")]
+        if decision == REVIEW and contested is None:
+            contested = (CONTESTED_RECEIPT, WEIGHTS[CONTESTED_RECEIPT],
+                         f"an earlier return {where} is under review (attempt {b.id})")
+    return [contested] if contested else []

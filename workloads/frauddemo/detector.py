@@ -1,0 +1,390 @@
+"""The detection service's engine: consumer groups on every store's event streams.
+
+One reader thread per store pulls its purchase and return events (XREADGROUP, group `detectors`);
+one thread judges them in batches: it reads each touched receipt's story from every store, verifies
+new return photos in a process pool sized to the cores, judges the receipt (detection.py) and writes
+verdicts and alerts to the attempt's own store, then acknowledges. Delivery is at least once: an
+event is acknowledged only after its verdict is written, a restarted or crashed detector's pending
+events are claimed again, and verdicts and alerts are created with a guard (`hcreate`) and
+deterministic ids (alert id = "al-" + attempt id), so a redelivery never duplicates one. Several
+detectors share the work through the group. Metrics are counted by whoever created the verdict.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import threading
+import time
+
+import redis
+
+from . import metrics
+from .config import StoreRef
+from .detection import ALLOW, BLOCK, RANK, REVIEW, DetectionConfig, Judgement, judge_receipt
+from .photos import verify as ver
+from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
+from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
+                     alert_key, customer_returns_key, read_stories, verdict_key)
+from .store import Store, ops
+
+log = logging.getLogger("frauddemo.detector")
+GROUP = "detectors"
+STREAMS = (PURCHASES, RETURNS)
+BATCH = 256
+CLAIM_IDLE_MS = 30_000
+
+
+def alert_id(attempt: str) -> str:
+    return f"al-{attempt}"
+
+
+def outcome(local_decision: str, decision: str) -> str:
+    """What happens to the money, decided when the first verdict is written."""
+    if local_decision == REFUSED:
+        return "refused"
+    if decision == BLOCK:
+        return "blocked"
+    if decision == REVIEW or local_decision == HELD:
+        return "held"
+    return "refunded"
+
+
+# -- photo verification in worker processes --------------------------------------------------------
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def verify_photo(photo: bytes | None, purchase_emb: bytes | None, earlier: list[bytes], cfg: ver.VerifyConfig
+                 ) -> dict:
+    """Runs in a pool worker: the return photo against the purchase photo's stored embedding."""
+    t0 = time.perf_counter()
+    purchase = ver.Embedding.from_bytes(purchase_emb) if purchase_emb else None
+    v = ver.verify(photo, purchase, [ver.Embedding.from_bytes(e) for e in earlier], cfg)
+    return {"verdict": v.verdict, "similarity": v.similarity, "rejected": v.rejected, "replay": v.replay,
+            "seconds": time.perf_counter() - t0}
+
+
+def photo_outcome(p: dict) -> str:
+    return "rejected" if p.get("rejected") else p["verdict"]
+
+
+class Detector:
+    def __init__(self, refs: list[StoreRef], cfg: DetectionConfig = DetectionConfig(),
+                 keys: TerminalKeys = TerminalKeys(None), verify_cfg: ver.VerifyConfig = ver.VerifyConfig(),
+                 name: str | None = None, workers: int | None = None):
+        self.refs, self.cfg, self.keys, self.verify_cfg = refs, cfg, keys, verify_cfg
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
+        self.inbox: queue.Queue = queue.Queue(maxsize=64)
+        self.stop = threading.Event()
+        self.processed = 0
+
+    # -- connections -------------------------------------------------------------------------------
+    def store(self, name: str) -> Store:
+        with self._lock:
+            s = self._stores.get(name)
+            if s is None:
+                ref = next(r for r in self.refs if r.name == name)
+                s = self._stores[name] = ref.connect(socket_timeout=5, socket_connect_timeout=2)
+            return s
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            s = self._stores.pop(name, None)
+        if s is not None:
+            s.close()
+
+    def reachable(self) -> dict[str, Store]:
+        out = {}
+        for ref in self.refs:
+            try:
+                out[ref.name] = self.store(ref.name)
+            except (redis.RedisError, OSError):
+                self.drop(ref.name)
+        return out
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _reader(self, name: str) -> None:
+        """Pull one store's events into the inbox; its own pending ones first, then new ones."""
+        backoff = 0.2
+        last_claim = 0.0
+        while not self.stop.is_set():
+            try:
+                # A dedicated connection: XREADGROUP blocks it.
+                ref = next(r for r in self.refs if r.name == name)
+                conn = redis.Redis.from_url(ref.url, password=ref.password, protocol=2,
+                                            socket_timeout=10, socket_connect_timeout=2)
+                for stream in STREAMS:
+                    try:
+                        conn.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                    except redis.ResponseError as e:
+                        if "BUSYGROUP" not in str(e):
+                            raise
+                metrics.DETECTOR_UP.labels(name).set(1)
+                cursor = "0"  # own pending entries (after a restart under the same name)
+                while not self.stop.is_set():
+                    res = conn.xreadgroup(GROUP, self.name, {s: cursor for s in STREAMS}, count=BATCH,
+                                          block=None if cursor == "0" else 500)
+                    got = [(s.decode(), entries) for s, entries in res or [] if entries]
+                    if cursor == "0" and not got:
+                        cursor = ">"
+                    for stream, entries in got:
+                        self.inbox.put((name, stream, entries))
+                    if cursor == "0" and got:
+                        self._wait_drained()
+                    if time.monotonic() - last_claim > CLAIM_IDLE_MS / 3000:
+                        last_claim = time.monotonic()
+                        self._claim(conn, name)
+                backoff = 0.2
+            except (redis.RedisError, OSError) as e:
+                metrics.DETECTOR_UP.labels(name).set(0)
+                log.warning("store %s: %s; retrying in %.1f s", name, e, backoff)
+                self.drop(name)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        metrics.DETECTOR_UP.labels(name).set(0)
+
+    def _wait_drained(self) -> None:
+        """Pending entries re-read with id 0 stay pending until acked: let them be processed before
+        reading the next page, or the same page would be read again."""
+        self.inbox.join()
+
+    def _claim(self, conn: redis.Redis, name: str) -> None:
+        """Take over entries another detector left unacknowledged for too long (it died)."""
+        pending = 0
+        for stream in STREAMS:
+            start = "0-0"
+            while True:
+                nxt, entries, *_ = conn.xautoclaim(stream, GROUP, self.name, CLAIM_IDLE_MS, start, count=BATCH)
+                entries = [e for e in entries if e and e[1] is not None]
+                if entries:
+                    log.info("claimed %d idle %s events of store %s", len(entries), stream, name)
+                    self.inbox.put((name, stream, entries))
+                start = nxt.decode() if isinstance(nxt, bytes) else nxt
+                if start == "0-0":
+                    break
+            pending += conn.xpending(stream, GROUP)["pending"]
+        metrics.DETECTOR_PENDING.labels(name).set(pending)
+
+    # -- judging -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        readers = [threading.Thread(target=self._reader, args=(r.name,), name=f"reader-{r.name}", daemon=True)
+                   for r in self.refs]
+        for t in readers:
+            t.start()
+        try:
+            while not self.stop.is_set():
+                try:
+                    first = self.inbox.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                items = [first]
+                while len(items) < 16:
+                    try:
+                        items.append(self.inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self.process(items)
+                except Exception:  # a bug or a store gone mid-batch: the events stay pending
+                    log.exception("batch failed; its events stay pending and are retried")
+                    self.stop.wait(1.0)
+                finally:
+                    for _ in items:
+                        self.inbox.task_done()
+        finally:
+            self.stop.set()
+            for t in readers:
+                t.join(timeout=5)
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+
+    def process(self, items: list[tuple[str, str, list]]) -> None:
+        """Judge a batch of events (store, stream, entries) and acknowledge them."""
+        receipts: dict[str, None] = {}
+        acks: dict[tuple[str, str], list] = {}
+        for store, stream, entries in items:
+            kind = "purchase" if stream == PURCHASES else "return"
+            n_ret = {}
+            for eid, fields in entries:
+                acks.setdefault((store, stream), []).append(eid)
+                if fields is None:
+                    continue
+                if kind == "return":
+                    rid = fields.get(b"rcpt", b"").decode()
+                    if rid:
+                        receipts[rid] = None
+                    key = (fields.get(b"photo") == b"1", fields.get(b"decision", b"").decode() or "unknown")
+                    n_ret[key] = n_ret.get(key, 0) + 1
+            metrics.TRANSACTIONS.labels(store, kind).inc(len(entries))
+            metrics.DETECTOR_EVENTS.labels(store, kind).inc(len(entries))
+            for (photo, decision), n in n_ret.items():
+                metrics.RETURN_ATTEMPTS.labels(store, "present" if photo else "absent", decision).inc(n)
+        if receipts:
+            self.judge(list(receipts))
+        for (store, stream), ids in acks.items():
+            self.store(store).r.xack(stream, GROUP, *ids)
+        self.processed += sum(len(e) for _, _, e in items)
+
+    def judge(self, rids: list[str]) -> None:
+        stores = self.reachable()
+        stories = read_stories(stores, rids)
+        attempts = [a for st in stories.values() for a in st.attempts.values()]
+        stored, velocity = self._read_verdicts_and_velocity(stores, attempts)
+        photos = self._photos(stores, stories, stored)
+        writes: dict[str, list] = {}
+        for rid, story in stories.items():
+            judged = judge_receipt(story, photos, {a: v["decision"] for a, v in stored.items()}, velocity,
+                                   self.keys, self.cfg)
+            for aid, j in judged.items():
+                a = story.attempts[aid]
+                for w in self._verdict_writes(a, j, stored.get(aid), photos.get(aid), story):
+                    writes.setdefault(a.store, []).append(w)
+        for store, batch in writes.items():
+            if store not in stores:
+                raise redis.ConnectionError(f"store {store} is unreachable: its verdicts wait")
+            commits = stores[store].write_many([w[1] for w in batch])
+            for (kind, _, a, j, extra), c in zip(batch, commits):
+                if not c.skipped:
+                    self._count(kind, a, j, extra, int(c.clock))
+
+    def _read_verdicts_and_velocity(self, stores: dict[str, Store], attempts: list[Attempt]):
+        stored: dict[str, dict] = {}
+        velocity: dict[str, int] = {}
+        customers = sorted({a.customer for a in attempts})
+        seen: dict[str, set] = {c: set() for c in customers}
+        for name, s in stores.items():
+            mine = [a for a in attempts if a.store == name]
+            pipe = s.r.pipeline(transaction=False)
+            for a in mine:
+                pipe.hmget(verdict_key(a.id), "decision", "photo", "outcome")
+            for c in customers:
+                pipe.hvals(customer_returns_key(c))
+            res = pipe.execute()
+            for a, (decision, photo, out) in zip(mine, res[:len(mine)]):
+                if decision:
+                    stored[a.id] = {"decision": decision.decode(), "photo": json.loads(photo) if photo else None,
+                                    "outcome": (out or b"").decode()}
+            for c, vals in zip(customers, res[len(mine):]):
+                seen[c].update(v.decode() for v in vals)
+        window_ms = self.cfg.window_seconds * 1000
+        for a in attempts:
+            t = a.clock // 1000
+            velocity[a.id] = sum(1 for v in seen.get(a.customer, ()) if t - window_ms <= _ms(v) <= t + 1000)
+        return stored, velocity
+
+    def _photos(self, stores: dict[str, Store], stories: dict[str, ReceiptStory], stored: dict[str, dict]
+                ) -> dict[str, dict | None]:
+        """Photo verdicts: stored ones reused, new ones computed in the worker pool (all at once)."""
+        out: dict[str, dict | None] = {}
+        todo: list[tuple[Attempt, ReceiptStory]] = []
+        for story in stories.values():
+            for a in story.attempts.values():
+                if not a.photo:
+                    continue
+                if a.id in stored and stored[a.id]["photo"] is not None:
+                    out[a.id] = stored[a.id]["photo"]
+                else:
+                    todo.append((a, story))
+        if not todo:
+            return out
+        blobs = self._blobs(stores, todo)
+        futures = {}
+        for a, story in todo:
+            purchase = story.receipt.photo if story.receipt else ""
+            earlier = [b.photo for b in story.attempts.values() if b.photo and b.clock < a.clock]
+            args = (blobs.get(PHOTO_PREFIX + a.photo), blobs.get(EMB_PREFIX + purchase) if purchase else None,
+                    [blobs[EMB_PREFIX + s] for s in earlier if EMB_PREFIX + s in blobs], self.verify_cfg)
+            if args[0] is None:
+                out[a.id] = None  # the photo has not reached any reachable store
+                continue
+            futures[a.id] = self.pool().submit(verify_photo, *args)
+        for aid, f in futures.items():
+            p = f.result()
+            metrics.PHOTO_VERIFICATION.labels(photo_outcome(p)).observe(p.pop("seconds"))
+            out[aid] = p
+        return out
+
+    def _blobs(self, stores: dict[str, Store], todo) -> dict[str, bytes]:
+        keys = set()
+        for a, story in todo:
+            keys.add(PHOTO_PREFIX + a.photo)
+            if story.receipt and story.receipt.photo:
+                keys.add(EMB_PREFIX + story.receipt.photo)
+            keys.update(EMB_PREFIX + b.photo for b in story.attempts.values() if b.photo)
+        keys = sorted(keys)
+        found: dict[str, bytes] = {}
+        for s in stores.values():
+            missing = [k for k in keys if k not in found]
+            if not missing:
+                break
+            for k, v in zip(missing, s.r.mget(missing)):
+                if v is not None:
+                    found[k] = v
+        return found
+
+    def pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: this process has threads (readers, redis connections) by now
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+        return self._pool
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _verdict_writes(self, a: Attempt, j: Judgement, prior: dict | None, photo: dict | None,
+                        story: ReceiptStory) -> list:
+        """(kind, operations, attempt, judgement, extra) for each write this judgement needs."""
+        reasons = json.dumps(j.reasons)
+        fields = {"attempt": a.id, "receipt": a.receipt, "store": a.store, "score": j.score,
+                  "decision": j.decision, "reasons": reasons, "reason": j.main_reason, "detector": self.name}
+        ev = {"att": a.id, "rcpt": a.receipt, "decision": j.decision, "score": j.score, "reason": j.main_reason}
+        attempts = json.dumps(sorted(story.attempts, key=lambda x: (story.attempts[x].clock, x)))
+        alert = {**fields, "alert": alert_id(a.id), "customer": a.customer, "terminal": a.terminal,
+                 "amount": a.amount, "attempts": attempts}
+        alert_ev = {**ev, "alert": alert_id(a.id)}
+        out = []
+        if prior is None:
+            money = outcome(a.decision, j.decision)
+            verdict = {**fields, "photo": json.dumps(photo) if photo else "", "outcome": money}
+            out.append(("verdict", [ops.hcreate(verdict_key(a.id), verdict), ops.event(VERDICTS, ev)], a, j, money))
+            if j.decision != ALLOW:
+                out.append(("alert", [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": "0"}),
+                                      ops.event(ALERTS, alert_ev)], a, j, None))
+        elif RANK[j.decision] > RANK.get(prior["decision"], 0):
+            paid = "1" if prior.get("outcome") == "refunded" else "0"
+            out.append(("escalation", [ops.hset(verdict_key(a.id), {"decision": j.decision, "score": j.score,
+                                                                     "reasons": reasons, "reason": j.main_reason,
+                                                                     "escalated_from": prior["decision"]}),
+                                       ops.event(VERDICTS, ev)], a, j, prior["decision"]))
+            if prior["decision"] == ALLOW:
+                out.append(("alert", [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": paid}),
+                                      ops.event(ALERTS, alert_ev)], a, j, None))
+            else:
+                out.append(("alert-update", [ops.hset(alert_key(alert_id(a.id)), alert),
+                                             ops.event(ALERTS, alert_ev)], a, j, None))
+        return out
+
+    def _count(self, kind: str, a: Attempt, j: Judgement, extra, clock_us: int) -> None:
+        if kind == "verdict":
+            metrics.DETECTION_DECISIONS.labels(a.store, j.decision).inc()
+            metrics.REFUND_VALUE.labels(a.store, extra).inc(a.amount / 100)
+            metrics.DETECTION_LATENCY.labels(a.store).observe(max(0, clock_us - a.clock) / 1e6)
+        elif kind == "alert":
+            metrics.FRAUD_ALERTS.labels(a.store, j.main_reason, j.decision).inc()
+
+
+def _ms(element: str) -> int:
+    try:
+        return int(element.split(":", 1)[0])
+    except ValueError:
+        return 0
