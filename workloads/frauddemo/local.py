@@ -1,7 +1,7 @@
 """The local supervisor behind `frauddemo up`: the same processes the pods run, on one machine.
 
-It starts the stores (embedded servers), one syncer per directed link, the detector service and
-the load, restarts any child that dies (with backoff, logged), describes every process in
+It starts the stores (embedded servers), one syncer per directed link, the detection service, a
+legitimate POS per store and a hacked POS at the second store, restarts any child that dies (with backoff, logged), describes every process in
 `<data-dir>/stack.json`, and on Ctrl-C, SIGTERM or the end of `--duration` stops them all.
 Children die with it even when it is killed -9 (PR_SET_PDEATHSIG).
 """
@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .config import ConfigError, check_name
 from .procs import child_preexec
-from .servers import ServerSpec, find_server, free_port
+from .servers import ServerSpec, find_server, free_port, write_secret
 from .store import Store
 
 log = logging.getLogger("frauddemo.up")
@@ -69,7 +70,7 @@ class Child:
 class Supervisor:
     def __init__(self, stores: list[str], data_dir: str | None = None, port: int = 8080,
                  redis_server: str | None = None, headless: bool = False, retention: int | None = None,
-                 rate: float = 5.0, host: str = "127.0.0.1"):
+                 rate: float = 2.0, host: str = "127.0.0.1", hacked_rate: float = 0.2):
         if len(stores) < 2:
             raise ConfigError("active-active needs at least two stores (--stores a,b)")
         if len(set(stores)) != len(stores):
@@ -79,7 +80,7 @@ class Supervisor:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="frauddemo-")).resolve()
         self.port, self.host, self.headless = port, host, headless
         self.binary = find_server(redis_server)
-        self.retention, self.rate = retention, rate
+        self.retention, self.rate, self.hacked_rate = retention, rate, hacked_rate
         self.children: list[Child] = []
         self.stopping = False
 
@@ -87,6 +88,8 @@ class Supervisor:
     def _env(self) -> dict:
         env = dict(os.environ)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        env["FRAUDDEMO_TERMINAL_KEY_FILE"] = str(self.terminal_key_file)
+        env.pop("FRAUDDEMO_TERMINAL_KEY", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -101,6 +104,9 @@ class Supervisor:
         self.metrics_dir = self.data_dir / "metrics"
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir()
+        self.terminal_key_file = self.data_dir / "terminal.key"
+        if not self.terminal_key_file.exists():  # the tills' provisioning secret, kept across runs
+            write_secret(self.terminal_key_file, secrets.token_hex(32))
         env = self._env()
         self.servers = {n: ServerSpec.create(n, self.data_dir / "stores", self.binary,
                                              port=self._known_port(n)) for n in self.store_names}
@@ -127,10 +133,19 @@ class Supervisor:
                                    self._cmd("detector", *store_args, "--host", self.host,
                                              "--port", str(self.port)),
                                    env, url=self.service_url, log_file=self.logs_dir / "detector.log"))
-        if self.rate > 0:
-            self.children.append(Child("load", "load",
-                                       self._cmd("load", *store_args, "--rate", str(self.rate)), env,
-                                       log_file=self.logs_dir / "load.log", to_terminal=not self.headless))
+        for n, spec in self.servers.items():
+            if self.rate > 0:
+                self.children.append(Child(f"pos-{n}", "pos", self._cmd(
+                    "pos", "--store", n, "--url", spec.url, "--password-file", str(spec.password_file),
+                    "--rate", str(self.rate)), env, log_file=self.logs_dir / f"pos-{n}.log"))
+        if self.hacked_rate > 0:
+            first, second = self.store_names[0], self.store_names[1]
+            spec, peer = self.servers[second], self.servers[first]
+            self.children.append(Child("hacked-pos", "hacked-pos", self._cmd(
+                "hacked-pos", "--store", second, "--url", spec.url, "--password-file", str(spec.password_file),
+                "--rate", str(self.hacked_rate), "--peer", f"{first}={peer.url}",
+                "--peer-password-file", f"{first}={peer.password_file}"), env,
+                log_file=self.logs_dir / "hacked-pos.log", to_terminal=not self.headless))
 
     def _known_port(self, name: str) -> int:
         """Reuse a store's port from an earlier run of the same data dir (its AOF lives there)."""
@@ -159,6 +174,29 @@ class Supervisor:
                 c.start()
         self.write_stack()
         log.info("stack up: %s", self.service_url)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the service answers /readyz with 200 (stores up, links replicating)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.service_url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the stack was not ready within {timeout:g} s; logs: {self.logs_dir}")
+            self.poll()
+            time.sleep(0.2)
+
+    def cleanup(self) -> None:
+        """Remove the data directory when it was a temporary one made for this run."""
+        if self.own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def write_stack(self) -> None:
         doc = {"data_dir": str(self.data_dir), "service_url": self.service_url,
@@ -206,7 +244,7 @@ class Supervisor:
     def stop(self) -> None:
         """Stop everything: clients first, stores last; SIGKILL whatever ignores SIGTERM."""
         self.stopping = True
-        for group in (("load", "detector", "syncer"), ("store",)):
+        for group in (("pos", "hacked-pos", "detector", "syncer"), ("store",)):
             procs = [c.proc for c in self.children if c.role in group and c.proc and c.proc.poll() is None]
             for p in procs:
                 p.terminate()
@@ -242,8 +280,8 @@ def _mark_dead(pid: int) -> None:
 
 
 def up(stores: list[str], data_dir: str | None, port: int, headless: bool, duration: float | None,
-       redis_server: str | None, retention: int | None, rate: float) -> int:
-    sup = Supervisor(stores, data_dir, port, redis_server, headless, retention, rate)
+       redis_server: str | None, retention: int | None, rate: float, hacked_rate: float) -> int:
+    sup = Supervisor(stores, data_dir, port, redis_server, headless, retention, rate, hacked_rate=hacked_rate)
 
     def on_signal(signum, frame):
         sup.stopping = True
@@ -252,8 +290,9 @@ def up(stores: list[str], data_dir: str | None, port: int, headless: bool, durat
     signal.signal(signal.SIGINT, on_signal)
     try:
         sup.start()
-        print(f"FraudDemo is up: {sup.service_url}  (health {sup.service_url}/readyz, "
-              f"metrics {sup.service_url}/metrics)", flush=True)
+        print(f"FraudDemo is up: {sup.service_url}/  (API docs {sup.service_url}/docs, live events "
+              f"{sup.service_url}/api/events, health {sup.service_url}/readyz, metrics {sup.service_url}/metrics)",
+              flush=True)
         print(f"stack: {sup.data_dir / 'stack.json'}  logs: {sup.logs_dir}", flush=True)
         print("Ctrl-C stops every process.", flush=True)
         sup.run(duration)

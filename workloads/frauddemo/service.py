@@ -1,21 +1,41 @@
-"""The detector's HTTP service: health, readiness, metrics and the store/link status API.
+"""The detection service: the detector engine, the REST API and live events, health and metrics.
 
 Readiness is judged from Redis alone (every store answers, every link's syncer has reported
 itself up recently), so it means the same thing locally and in Kubernetes.
 """
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import redis
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from . import metrics
+from .api import MAX_BODY, Demo, Unavailable, router
 from .config import StoreRef
+from .detection import DetectionConfig
+from .detector import Detector
+from .photos.verify import VerifyConfig
+from .retail import TerminalKeys
 from .store import Store
 
 LINK_FRESH_MS = 3000
+STATIC = Path(__file__).with_name("static")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                               "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 
 class StoreSet:
@@ -24,16 +44,19 @@ class StoreSet:
     def __init__(self, refs: list[StoreRef]):
         self.refs = refs
         self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Store:
-        s = self._stores.get(name)
-        if s is None:
-            ref = next(r for r in self.refs if r.name == name)
-            s = self._stores[name] = ref.connect(socket_timeout=2, socket_connect_timeout=1)
-        return s
+        with self._lock:
+            s = self._stores.get(name)
+            if s is None:
+                ref = next(r for r in self.refs if r.name == name)
+                s = self._stores[name] = ref.connect(socket_timeout=2, socket_connect_timeout=1)
+            return s
 
     def drop(self, name: str) -> None:
-        s = self._stores.pop(name, None)
+        with self._lock:
+            s = self._stores.pop(name, None)
         if s is not None:
             s.close()
 
@@ -68,11 +91,78 @@ class StoreSet:
             self.drop(name)
 
 
-def create_app(refs: list[StoreRef]) -> FastAPI:
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _too_large(send, self.limit)
+            more = msg.get("more_body", False)
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+async def _too_large(send, limit: int) -> None:
+    body = JSONResponse({"detail": f"request body over {limit} bytes"}).body
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), engine: bool = True,
+               detection: DetectionConfig | None = None, verify: VerifyConfig | None = None,
+               detector_name: str | None = None, workers: int | None = None) -> FastAPI:
     stores = StoreSet(refs)
+    demo = Demo(refs, stores, keys)
     app = FastAPI(title="FraudDemo detector", version="0.1.0",
                   description="Cross-store return-fraud detection on active-active Redis.")
-    app.state.stores = stores
+    app.state.stores, app.state.demo = stores, demo
+    detector = None
+    if engine:
+        detector = Detector(refs, detection or DetectionConfig.from_env(), keys, verify or VerifyConfig.from_env(),
+                            name=detector_name, workers=workers)
+    app.state.detector = detector
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request, exc: Unavailable):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/healthz", tags=["health"])
     def healthz():
@@ -84,7 +174,8 @@ def create_app(refs: list[StoreRef]) -> FastAPI:
         """200 once every store answers and every link replicates; 503 with the reasons otherwise."""
         st = stores.status()
         problems = [f"store {n} down" for n, s in st["stores"].items() if not s["up"]]
-        problems += [f"link {l['source']}->{l['target']} {l['state']}" for l in st["links"] if l["state"] != "up"]
+        problems += [f"link {l['source']}->{l['target']} {l['state']}" for l in st["links"]
+                     if l["state"] not in ("up", "partitioned")]
         if problems:
             return JSONResponse({"ready": False, "problems": problems}, status_code=503,
                                 headers={"Retry-After": "1"})
@@ -95,13 +186,23 @@ def create_app(refs: list[StoreRef]) -> FastAPI:
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
-    @app.get("/api/status", tags=["api"])
-    def api_status():
-        """Stores and replication links, as the syncers last reported them."""
-        return stores.status()
+    app.include_router(router(demo))
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.on_event("startup")
+    def _start():
+        if detector is not None:
+            threading.Thread(target=detector.run, name="detector", daemon=True).start()
 
     @app.on_event("shutdown")
     def _close():
+        if detector is not None:
+            detector.stop.set()
         stores.close()
 
     return app

@@ -18,6 +18,12 @@ from . import metrics
 from .store import LOG_KEY, Store, StoreError
 
 log = logging.getLogger("frauddemo.syncer")
+PAUSE_CHECK_S = 0.1
+
+
+def pause_key(source: str) -> str:
+    """Set on a target store to partition the link from `source` (local, never replicated)."""
+    return f"fd:pause:{source}"
 
 
 @dataclass
@@ -199,6 +205,7 @@ class Syncer:
         """Three stages overlap: the source answers the next read, the target merges the previous
         batch, and this process encodes the current one."""
         src, dst = self.source, self.target
+        self._hold_while_paused()
         ckpt = dst.checkpoint(src.replica)
         if ckpt and ckpt.get("epoch") != src.epoch:
             self._resync("the source was reset (new epoch)")
@@ -208,10 +215,14 @@ class Syncer:
         self.stats.state = "up"
         metrics.SYNCER_STATE.labels(**self.labels).set(1)
         pending = None  # the batch whose merge reply has not been read yet
-        next_status = 0.0
+        next_status = next_pause_check = 0.0
         try:
             reader.start(dst.checkpoint(src.replica).get("id", "0-0").encode())
             while not self.stop_event.is_set():
+                if time.monotonic() >= next_pause_check:
+                    next_pause_check = time.monotonic() + PAUSE_CHECK_S
+                    if self.paused():
+                        break  # the caller reconnects, and holds while paused
                 entries = reader.next()
                 packed = _merge_command(head, entries) if entries else None
                 if pending is not None and self._finish(merge_conn, pending):
@@ -236,6 +247,20 @@ class Syncer:
             if pending is not None:
                 merge_conn.disconnect()
             dst.r.connection_pool.release(merge_conn)
+
+    def paused(self) -> bool:
+        return bool(self.target.r.exists(pause_key(self.source.replica)))
+
+    def _hold_while_paused(self) -> None:
+        """A partition on demand (the demo's control): replicate nothing while the target holds
+        `fd:pause:<source>`, and say so in the link status."""
+        while self.paused() and not self.stop_event.is_set():
+            if self.stats.state != "partitioned":
+                log.info("link %s partitioned on demand", self.name)
+            self.stats.state = "partitioned"
+            metrics.SYNCER_STATE.labels(**self.labels).set(0)
+            self._publish_status()
+            self.stop_event.wait(PAUSE_CHECK_S)
 
     def _resync_from_gap(self) -> bytes:
         self._resync("entries missing from the source's op log (retention or reset)")

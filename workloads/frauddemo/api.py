@@ -1,0 +1,562 @@
+"""The REST API and server-sent events of the detection service (mounted by service.py).
+
+Reads merge every reachable store's view; writes go to the store the request names. Listings come
+from the stores' local event streams, newest first, paged with `before` (a commit clock in
+microseconds, from the previous page's `next_before`). POSTs accept an `Idempotency-Key` header:
+the first response is kept for a day in the target store and replayed for the same key and body.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import random
+from typing import Literal
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .detector import alert_id
+from .photos.decode import TOO_LARGE, PhotoRejected
+from .photos.storage import PhotoStore
+from .pos import CONTROL_KEY, Till, capture
+from .retail import (ALERTS, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
+                     check_text, read_attempts, read_stories, verdict_key)
+from .scenario import ScenarioError, run_fraud
+from .store import Store
+from .syncer import pause_key
+
+MAX_BODY = 3 * 1024 * 1024  # a 1 MB photo in base64, with room for the rest
+PAGE_MAX = 200
+IDEMPOTENCY_TTL_S = 24 * 3600
+STREAM_OF = {"purchase": PURCHASES, "return": RETURNS, "verdict": VERDICTS, "alert": ALERTS}
+
+
+class Unavailable(Exception):
+    """A store needed by the request is down: 503 with Retry-After."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PurchaseIn(_Body):
+    store: str = Field(max_length=32)
+    customer: str = Field(min_length=1, max_length=64)
+    items: dict[str, int] = Field(min_length=1, max_length=20)
+    photo: str | None = Field(None, description="The customer's photo, base64 (JPEG or PNG)")
+    capture: bool = Field(True, description="Without `photo`: take one with the store's synthetic camera")
+
+
+class ReturnIn(_Body):
+    store: str = Field(max_length=32)
+    receipt: str = Field(min_length=1, max_length=80)
+    photo: str | None = Field(None, description="The customer's fresh photo, base64")
+    capture: bool = Field(False, description="Without `photo`: take one with the synthetic camera")
+    customer: str | None = Field(None, max_length=64, description="Who the customer says they are")
+
+
+class LinkIn(_Body):
+    action: Literal["partition", "heal"]
+
+
+class HackedIn(_Body):
+    running: bool
+
+
+class ScenarioIn(_Body):
+    store_a: str | None = None
+    store_b: str | None = None
+
+
+def _photo_bytes(b64: str | None) -> bytes | None:
+    if b64 is None:
+        return None
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, "photo must be base64") from None
+
+
+def router(demo) -> APIRouter:
+    """`demo`: the service state (service.Demo): stores, keys, photo stores."""
+    api = APIRouter(prefix="/api", tags=["api"])
+
+    def store(name: str) -> Store:
+        if name not in demo.names:
+            raise HTTPException(404, f"unknown store {name[:32]!r}; this demo has {', '.join(demo.names)}")
+        try:
+            return demo.stores.get(name)
+        except (redis.RedisError, OSError):
+            demo.stores.drop(name)
+            raise Unavailable(f"store {name} is unreachable") from None
+
+    def reachable() -> dict[str, Store]:
+        out = {}
+        for n in demo.names:
+            try:
+                out[n] = demo.stores.get(n)
+            except (redis.RedisError, OSError):
+                demo.stores.drop(n)
+        if not out:
+            raise Unavailable("no store is reachable")
+        return out
+
+    def idempotent(target: Store, key: str | None, body: dict, make) -> JSONResponse:
+        """Run `make() -> (status, body)` once per Idempotency-Key (kept in the target store)."""
+        if key is None:
+            status, out = make()
+            return JSONResponse(out, status)
+        if not 1 <= len(key) <= 200 or not key.isprintable():
+            raise HTTPException(422, "Idempotency-Key must be 1-200 printable characters")
+        rkey = "fd:idem:" + hashlib.sha256(key.encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        if not target.r.set(rkey, json.dumps({"hash": digest}), nx=True, ex=IDEMPOTENCY_TTL_S):
+            rec = json.loads(target.r.get(rkey) or "{}")
+            if rec.get("hash") != digest:
+                raise HTTPException(422, "this Idempotency-Key was used with a different request")
+            if "status" not in rec:
+                raise HTTPException(409, "a request with this Idempotency-Key is still in progress")
+            return JSONResponse(rec["body"], rec["status"], headers={"Idempotent-Replayed": "true"})
+        try:
+            status, out = make()
+        except BaseException:
+            target.r.delete(rkey)
+            raise
+        target.r.set(rkey, json.dumps({"hash": digest, "status": status, "body": out}), ex=IDEMPOTENCY_TTL_S)
+        return JSONResponse(out, status)
+
+    # -- stores and the link ----------------------------------------------------------------------
+    @api.get("/stores")
+    def stores_list():
+        """Every store: up, op-log position, event counts; and every replication link."""
+        st = demo.stores.status()
+        for name, s in st["stores"].items():
+            if s["up"]:
+                try:
+                    pipe = demo.stores.get(name).r.pipeline(transaction=False)
+                    for stream in (PURCHASES, RETURNS, ALERTS):
+                        pipe.xlen(stream)
+                    s["purchases"], s["returns"], s["alerts"] = pipe.execute()
+                except (redis.RedisError, OSError):
+                    s["up"] = False
+        return st
+
+    @api.post("/link")
+    def link(body: LinkIn):
+        """Partition or heal the replication between every pair of stores (the syncers obey)."""
+        for target in demo.names:
+            s = store(target)
+            for source in demo.names:
+                if source != target:
+                    if body.action == "partition":
+                        s.r.set(pause_key(source), "1")
+                    else:
+                        s.r.delete(pause_key(source))
+        return {"action": body.action, "stores": demo.names}
+
+    @api.post("/hacked-pos")
+    def hacked_pos(body: HackedIn):
+        """Start or stop every hacked POS (they check this flag before each attack)."""
+        for name in demo.names:
+            if body.running:
+                store(name).r.hdel(CONTROL_KEY, "hacked")
+            else:
+                store(name).r.hset(CONTROL_KEY, "hacked", "paused")
+        return {"running": body.running}
+
+    # -- purchases --------------------------------------------------------------------------------
+    @api.get("/purchases")
+    def purchases(store_: str | None = Query(None, alias="store"), customer: str | None = None,
+                  limit: int = Query(50, ge=1, le=PAGE_MAX), before: int | None = Query(None, ge=0)):
+        items, nxt = demo.recent(PURCHASES, limit, before, store_,
+                                 lambda e: customer is None or e.get("customer") == customer)
+        return {"items": [_purchase_item(e) for e in items], "next_before": nxt}
+
+    @api.get("/purchases/{receipt}")
+    def purchase(receipt: str):
+        """A receipt's whole story across the stores: the purchase, every return attempt with the
+        detector's verdict, and where each record has replicated to."""
+        stories = read_stories(reachable(), [receipt])
+        story = stories[receipt]
+        if story.receipt is None and not story.attempts:
+            raise HTTPException(404, f"no store knows receipt {receipt[:80]!r}")
+        return demo.story(receipt, story)
+
+    @api.post("/purchases", status_code=201)
+    def purchase_create(body: PurchaseIn, idempotency_key: str | None = Header(None)):
+        s = store(body.store)
+
+        def make():
+            try:
+                customer = check_text("customer", body.customer)
+                photo = _photo_bytes(body.photo)
+                if photo is None and body.capture:
+                    photo = capture(customer, random.Random())
+                till = Till(s, demo.keys, f"{body.store}-web-1", demo.photo_store(body.store))
+                return 201, till.purchase(customer, body.items, photo)
+            except InvalidInput as e:
+                raise HTTPException(422, str(e)) from None
+        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
+
+    # -- returns ----------------------------------------------------------------------------------
+    @api.get("/returns")
+    def returns(store_: str | None = Query(None, alias="store"), decision: str | None = None,
+                receipt: str | None = None, limit: int = Query(50, ge=1, le=PAGE_MAX),
+                before: int | None = Query(None, ge=0)):
+        items, nxt = demo.recent(RETURNS, limit, before, store_,
+                                 lambda e: (decision is None or e.get("decision") == decision)
+                                 and (receipt is None or e.get("rcpt") == receipt))
+        verdicts = demo.verdicts([(e["store"], e["att"]) for e in items])
+        return {"items": [{**_return_item(e), "verdict": verdicts.get(e["att"])} for e in items], "next_before": nxt}
+
+    @api.get("/returns/{attempt}")
+    def return_get(attempt: str):
+        found = read_attempts(reachable(), [attempt])
+        if attempt not in found:
+            raise HTTPException(404, f"no store knows return attempt {attempt[:80]!r}")
+        a = found[attempt]
+        return {**a.to_dict(), "verdict": demo.verdicts([(a.store, a.id)]).get(a.id),
+                "photo_urls": _photo_urls(a.photo)}
+
+    @api.post("/returns", status_code=201)
+    def return_create(body: ReturnIn, idempotency_key: str | None = Header(None)):
+        """A return at a store's web till: the store decides locally and records the attempt."""
+        s = store(body.store)
+
+        def make():
+            try:
+                photo = _photo_bytes(body.photo)
+                customer = check_text("customer", body.customer) if body.customer is not None else ""
+                if photo is None and body.capture:
+                    known = read_stories({body.store: s}, [body.receipt])[body.receipt].receipt
+                    photo = capture(known.customer if known else customer or "unknown", random.Random())
+                till = Till(s, demo.keys, f"{body.store}-web-1", demo.photo_store(body.store))
+                out = till.return_(body.receipt, photo, customer)
+                return 201, out.to_dict()
+            except InvalidInput as e:
+                raise HTTPException(422, str(e)) from None
+            except PhotoRejected as e:
+                raise HTTPException(413 if e.kind == TOO_LARGE else 422, f"photo rejected: {e}") from None
+        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
+
+    # -- alerts -----------------------------------------------------------------------------------
+    @api.get("/alerts")
+    def alerts(store_: str | None = Query(None, alias="store"), decision: str | None = None,
+               reason: str | None = None, receipt: str | None = None,
+               limit: int = Query(50, ge=1, le=PAGE_MAX), before: int | None = Query(None, ge=0)):
+        seen = set()
+
+        def keep(e):
+            if e["alert"] in seen:  # an escalation re-announces an alert: list it once, newest state
+                return False
+            seen.add(e["alert"])
+            return receipt is None or e.get("rcpt") == receipt
+
+        items, nxt = demo.recent(ALERTS, limit, before, store_, keep, bigger_scan=True)
+        full = demo.alerts([(e["store"], e["alert"]) for e in items])
+        out = [full[e["alert"]] for e in items if e["alert"] in full]
+        out = [a for a in out if (decision is None or a["decision"] == decision)
+               and (reason is None or reason in a["codes"])]
+        return {"items": out, "next_before": nxt}
+
+    @api.get("/alerts/{alert}")
+    def alert_get(alert: str):
+        """One alert with every attempt of its receipt side by side, and the purchase."""
+        stores = reachable()
+        found = demo.alerts([(n, alert) for n in stores])
+        if alert not in found:
+            raise HTTPException(404, f"no store knows alert {alert[:80]!r}")
+        a = found[alert]
+        story = read_stories(stores, [a["receipt"]])[a["receipt"]]
+        return {**a, "story": demo.story(a["receipt"], story)}
+
+    # -- photos -----------------------------------------------------------------------------------
+    @api.get("/photos/{sha}", response_class=Response)
+    def photo(sha: str):
+        data = demo.first(lambda name: _sha(demo.photo_store(name).get, sha))
+        if data is None:
+            raise HTTPException(404, "no such photo")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @api.get("/photos/{sha}/thumbnail", response_class=Response)
+    def thumbnail(sha: str, side: int = Query(160, ge=16, le=1024)):
+        data = demo.first(lambda name: _sha(lambda s: demo.photo_store(name).thumbnail(s, side), sha))
+        if data is None:
+            raise HTTPException(404, "no such photo")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    # -- scenario ---------------------------------------------------------------------------------
+    @api.post("/scenarios/fraud")
+    def scenario_fraud(body: ScenarioIn | None = None):
+        """Scenario 1: a purchase at A, then a legitimate return at A and a hacked one at B inside the
+        replication window; returns the detector's alert and both attempts side by side."""
+        a = (body and body.store_a) or demo.names[0]
+        b = (body and body.store_b) or (demo.names[1] if len(demo.names) > 1 else a)
+        stores = {n: store(n) for n in {a, b}}
+        try:
+            return _guard(lambda: run_fraud(stores, demo.keys, a, b, timeout=demo.scenario_timeout))
+        except ScenarioError as e:
+            raise HTTPException(503 if "reach" in str(e) or "running" in str(e) else 422, str(e),
+                                headers={"Retry-After": "5"}) from None
+
+    # -- live events ------------------------------------------------------------------------------
+    @api.get("/events")
+    async def events(request: Request, types: str = "purchase,return,verdict,alert,status"):
+        """Server-sent events: `purchase`, `return`, `verdict`, `alert` as they are committed at any
+        store, and `status` (stores and links) every second; nothing is read once the client leaves."""
+        wanted = {t for t in types.split(",") if t}
+        unknown = wanted - set(STREAM_OF) - {"status"}
+        if unknown:
+            raise HTTPException(422, f"unknown event types: {', '.join(sorted(unknown))}")
+        return StreamingResponse(_sse(request, demo, wanted), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @api.get("/status")
+    def api_status():
+        """Stores and replication links, as the syncers last reported them; alert counts."""
+        st = demo.stores.status()
+        st["fraud"] = demo.fraud_summary()
+        return st
+
+    return api
+
+
+def _guard(fn):
+    """Redis errors while serving a request mean a store went away: 503 with Retry-After, nothing
+    half-written (every domain write is one atomic call)."""
+    try:
+        return fn()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise Unavailable(f"a store is unreachable: {e}") from None
+
+
+def _sha(get, sha: str):
+    try:
+        return get(sha)
+    except ValueError:
+        raise HTTPException(422, "photo ids are lower-case SHA-256 hex digests") from None
+
+
+def _photo_urls(sha: str) -> dict | None:
+    if not sha:
+        return None
+    return {"url": f"/api/photos/{sha}", "thumbnail_url": f"/api/photos/{sha}/thumbnail"}
+
+
+def _purchase_item(e: dict) -> dict:
+    return {"receipt": e["rcpt"], "store": e["store"], "customer": e.get("customer"),
+            "amount_cents": int(e.get("amount", 0)), "committed_us": int(e["c"])}
+
+
+def _return_item(e: dict) -> dict:
+    return {"attempt": e["att"], "receipt": e["rcpt"], "store": e["store"], "customer": e.get("customer"),
+            "amount_cents": int(e.get("amount", 0)), "photo": e.get("photo") == "1",
+            "local_decision": e.get("decision"), "committed_us": int(e["c"])}
+
+
+async def _sse(request: Request, demo, wanted: set[str]):
+    """One XREAD loop per store feeding a queue; stops, and closes its connections, when the client
+    goes away."""
+    q: asyncio.Queue = asyncio.Queue(maxsize=1000)
+    streams = {STREAM_OF[t]: t for t in wanted if t in STREAM_OF}
+
+    async def tail(ref):
+        conn = aioredis.Redis.from_url(ref.url, password=ref.password, protocol=2, socket_timeout=10)
+        last = {s: "$" for s in streams}
+        try:
+            while True:
+                try:
+                    res = await conn.xread(last, block=1000, count=200)
+                except (redis.RedisError, OSError):
+                    await asyncio.sleep(1.0)
+                    continue
+                for stream, entries in res or []:
+                    stream = stream.decode()
+                    for eid, fields in entries:
+                        last[stream] = eid
+                        ev = {k.decode(): v.decode() for k, v in fields.items()}
+                        ev["store"] = ref.name
+                        await q.put((streams[stream], ev))
+        finally:
+            await conn.aclose()
+
+    async def status():
+        while True:
+            await q.put(("status", await asyncio.to_thread(demo.stores.status)))
+            await asyncio.sleep(1.0)
+
+    tasks = [asyncio.create_task(tail(r)) for r in demo.refs] if streams else []
+    if "status" in wanted:
+        tasks.append(asyncio.create_task(status()))
+    try:
+        yield "retry: 2000\n\n"
+        while True:
+            if await request.is_disconnected():
+                break
+            try:
+                kind, ev = await asyncio.wait_for(q.get(), timeout=15)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            yield f"event: {kind}\ndata: {json.dumps(ev)}\n\n"
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Demo:
+    """What the API reads and writes through: the stores, their photo stores, the terminal keys."""
+
+    def __init__(self, refs, stores, keys: TerminalKeys, scenario_timeout: float = 15.0):
+        self.refs, self.stores, self.keys = refs, stores, keys
+        self.names = [r.name for r in refs]
+        self.scenario_timeout = scenario_timeout
+        self._photos: dict[str, PhotoStore] = {}
+
+    def photo_store(self, name: str) -> PhotoStore:
+        s = self.stores.get(name)
+        ps = self._photos.get(name)
+        if ps is None or ps.store is not s:
+            ps = self._photos[name] = PhotoStore(s)
+        return ps
+
+    def first(self, fn):
+        for name in self.names:
+            try:
+                out = fn(name)
+            except (redis.RedisError, OSError):
+                self.stores.drop(name)
+                continue
+            if out is not None:
+                return out
+        return None
+
+    def recent(self, stream: str, limit: int, before: int | None, store: str | None, keep,
+               bigger_scan: bool = False) -> tuple[list[dict], int | None]:
+        """Newest events of `stream` across the stores (or one), merged by commit clock."""
+        names = [store] if store else self.names
+        if store and store not in self.names:
+            raise HTTPException(404, f"unknown store {store[:32]!r}")
+        scan = limit * (8 if bigger_scan else 4)
+        events = []
+        for name in names:
+            try:
+                s = self.stores.get(name)
+                top = "+" if before is None else f"({before // 1000 + 1}-0"
+                rows = s.r.xrevrange(stream, max=top, min="-", count=scan)
+            except (redis.RedisError, OSError):
+                self.stores.drop(name)
+                continue
+            for eid, fields in rows:
+                ev = {k.decode(): v.decode() for k, v in fields.items()}
+                ev["store"] = name
+                if before is None or int(ev.get("c", 0)) < before:
+                    events.append(ev)
+        events.sort(key=lambda e: -int(e.get("c", 0)))
+        out = []
+        for e in events:
+            if keep(e):
+                out.append(e)
+                if len(out) == limit:
+                    break
+        nxt = int(out[-1]["c"]) if len(out) == limit else None
+        return out, nxt
+
+    def verdicts(self, pairs: list[tuple[str, str]]) -> dict[str, dict]:
+        """The detector's verdict per attempt, read from the attempt's own store."""
+        out = {}
+        by_store: dict[str, list[str]] = {}
+        for store, aid in pairs:
+            by_store.setdefault(store, []).append(aid)
+        for store, aids in by_store.items():
+            try:
+                pipe = self.stores.get(store).r.pipeline(transaction=False)
+                for aid in aids:
+                    pipe.hgetall(verdict_key(aid))
+                res = pipe.execute()
+            except (redis.RedisError, OSError):
+                self.stores.drop(store)
+                continue
+            for aid, raw in zip(aids, res):
+                if raw:
+                    out[aid] = _verdict(raw)
+        return out
+
+    def alerts(self, pairs: list[tuple[str, str]]) -> dict[str, dict]:
+        out = {}
+        for store, al in pairs:
+            try:
+                raw = self.stores.get(store).r.hgetall(alert_key(al))
+            except (redis.RedisError, OSError):
+                self.stores.drop(store)
+                continue
+            if raw and al not in out:
+                out[al] = _alert(raw)
+        return out
+
+    def story(self, receipt: str, story) -> dict:
+        stores = {}
+        for n in self.names:
+            try:
+                stores[n] = self.stores.get(n)
+            except (redis.RedisError, OSError):
+                continue
+        presence = {}
+        for n, s in stores.items():
+            pipe = s.r.pipeline(transaction=False)
+            pipe.exists(f"h:rcpt:{receipt}")
+            for aid in story.attempts:
+                pipe.exists(attempt_key(aid))
+            res = pipe.execute()
+            presence[n] = {"receipt": bool(res[0]), "attempts": sum(res[1:])}
+        attempts = sorted(story.attempts.values(), key=lambda a: (a.clock, a.id))
+        verdicts = self.verdicts([(a.store, a.id) for a in attempts])
+        return {
+            "receipt": story.receipt.to_dict() if story.receipt else None,
+            "purchase_photo": _photo_urls(story.receipt.photo) if story.receipt else None,
+            "attempts": [{**a.to_dict(), "photo_urls": _photo_urls(a.photo), "verdict": verdicts.get(a.id),
+                          "alert": alert_id(a.id) if verdicts.get(a.id, {}).get("decision") in ("review", "block")
+                          else None} for a in attempts],
+            "replicated": presence, "unreachable": story.unreachable,
+        }
+
+    def fraud_summary(self) -> dict:
+        alerts = 0
+        for n in self.names:
+            try:
+                alerts += self.stores.get(n).r.xlen(ALERTS)
+            except (redis.RedisError, OSError):
+                continue
+        return {"alerts": alerts}
+
+
+def _fields(raw) -> tuple[dict, int]:
+    fields = {k.decode(): v.decode() for k, v in raw.items() if k[:1] != b"~"}
+    clocks = [int(v[:16]) for k, v in raw.items() if k[:1] == b"~"]
+    return fields, min(clocks) if clocks else 0
+
+
+def _verdict(raw) -> dict:
+    f, clock = _fields(raw)
+    reasons = json.loads(f.get("reasons") or "[]")
+    return {"decision": f.get("decision"), "score": int(f.get("score", 0)), "reasons": reasons,
+            "photo": json.loads(f["photo"]) if f.get("photo") else None, "outcome": f.get("outcome"),
+            "escalated_from": f.get("escalated_from"), "decided_us": clock}
+
+
+def _alert(raw) -> dict:
+    f, clock = _fields(raw)
+    reasons = json.loads(f.get("reasons") or "[]")
+    return {"alert": f.get("alert"), "attempt": f.get("attempt"), "receipt": f.get("receipt"),
+            "store": f.get("store"), "customer": f.get("customer"), "terminal": f.get("terminal"),
+            "amount_cents": int(f.get("amount", 0)), "score": int(f.get("score", 0)),
+            "decision": f.get("decision"), "reason": f.get("reason"), "codes": [r["code"] for r in reasons],
+            "reasons": reasons, "attempts": json.loads(f.get("attempts") or "[]"),
+            "paid_before_alert": f.get("paid") == "1", "created_us": clock}
