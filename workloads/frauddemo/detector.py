@@ -59,6 +59,7 @@ def _worker_init() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    ver._tools()  # load the cascades now, not during the first verification
 
 
 def verify_photo(photo: bytes | None, purchase_emb: bytes | None, earlier: list[bytes], cfg: ver.VerifyConfig
@@ -178,6 +179,7 @@ class Detector:
 
     # -- judging -----------------------------------------------------------------------------------
     def run(self) -> None:
+        self._warm_pool()
         readers = [threading.Thread(target=self._reader, args=(r.name,), name=f"reader-{r.name}", daemon=True)
                    for r in self.refs]
         for t in readers:
@@ -332,6 +334,12 @@ class Detector:
                 if v is not None:
                     found[k] = v
         return found
+
+    def _warm_pool(self) -> None:
+        """Start every worker before the first event: a cold start (spawn, imports, cascades) costs
+        about a second, which would land on the first photos' detection latency."""
+        futures = [self.pool().submit(time.sleep, 0.2) for _ in range(self.workers)]
+        concurrent.futures.wait(futures)
 
     def pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:

@@ -51,34 +51,59 @@ def local_decision(store: str, receipt: Receipt | None, earlier: list[tuple[Atte
     return HELD, reasons
 
 
+@dataclasses.dataclass(frozen=True)
+class ReturnRequest:
+    receipt: str
+    photo: bytes | None
+    customer: str = ""  # who the person at the till says they are; the receipt's customer wins
+    label: str | None = None  # ground truth, written only by simulators
+
+
 def process_return(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str, receipt_id: str,
                    photo: bytes | None, customer: str = "", label: str | None = None) -> ReturnOutcome:
-    """Decide a return at this store and record it in one atomic write (photo included). `customer`
-    is who the person at the till says they are; the receipt's customer wins when it is known.
+    """Decide a return at this store and record it in one atomic write (photo included).
 
     Raises PhotoRejected when `photo` is not an acceptable image at all (nothing is written);
     redis errors when the store is down (nothing is written either)."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hgetall(receipt_key(receipt_id))
-    pipe.hvals(attempts_key(receipt_id))
-    raw_receipt, raw_aids = pipe.execute()
-    receipt = receipt_from(receipt_id, raw_receipt)
-    earlier_attempts = read_attempts({store.replica: store}, [v.decode() for v in raw_aids])
-    earlier = sorted(earlier_attempts.values(), key=lambda a: (a.clock, a.id))
-    verdicts = store.r.pipeline(transaction=False)
-    for a in earlier:
-        verdicts.hget(verdict_key(a.id), "decision")
-    decisions = [(v or b"").decode() for v in verdicts.execute()] if earlier else []
+    return process_returns(store, photos, keys, terminal, [ReturnRequest(receipt_id, photo, customer, label)])[0]
 
-    verdict, writes, sha = None, [], ""
-    if photo is not None:
-        purchase_photo = receipt.photo if receipt else None
-        stored, verdict, writes = photos.prepare_return(
-            photo, purchase_photo or None, tuple(a.photo for a in earlier if a.photo))
-        sha = stored.sha256
-    decision, reasons = local_decision(store.replica, receipt, list(zip(earlier, decisions)), verdict)
-    a = new_attempt(keys, store.replica, terminal, receipt_id, receipt.customer if receipt else customer or "unknown",
-                    receipt.amount if receipt else 0, sha, decision, reasons)
-    commit = store.write(writes + attempt_ops(a, label))
-    a.clock = int(commit.clock)
-    return ReturnOutcome(a, verdict.to_dict() if verdict else None)
+
+def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str,
+                    requests: list[ReturnRequest]) -> list[ReturnOutcome]:
+    """Several returns at one till with pipelined reads and writes, each its own atomic write."""
+    pipe = store.r.pipeline(transaction=False)
+    for req in requests:
+        pipe.hgetall(receipt_key(req.receipt))
+        pipe.hvals(attempts_key(req.receipt))
+    res = pipe.execute()
+    receipts = [receipt_from(req.receipt, res[2 * i]) for i, req in enumerate(requests)]
+    aid_lists = [[v.decode() for v in res[2 * i + 1]] for i in range(len(requests))]
+    known = read_attempts({store.replica: store}, {a for ids in aid_lists for a in ids})
+    verdicts = {}
+    if known:
+        pipe = store.r.pipeline(transaction=False)
+        for aid in known:
+            pipe.hget(verdict_key(aid), "decision")
+        verdicts = {aid: (v or b"").decode() for aid, v in zip(known, pipe.execute())}
+
+    attempts, writes, photo_verdicts = [], [], []
+    for req, receipt, aids in zip(requests, receipts, aid_lists):
+        earlier = sorted((known[a] for a in aids if a in known), key=lambda a: (a.clock, a.id))
+        verdict, w, sha = None, [], ""
+        if req.photo is not None:
+            stored, verdict, w = photos.prepare_return(
+                req.photo, (receipt.photo if receipt else "") or None, tuple(a.photo for a in earlier if a.photo))
+            sha = stored.sha256
+        decision, reasons = local_decision(store.replica, receipt, [(a, verdicts.get(a.id, "")) for a in earlier],
+                                           verdict)
+        customer = receipt.customer if receipt else req.customer or "unknown"
+        a = new_attempt(keys, store.replica, terminal, req.receipt, customer, receipt.amount if receipt else 0,
+                        sha, decision, reasons)
+        attempts.append(a)
+        photo_verdicts.append(verdict)
+        writes.append(w + attempt_ops(a, req.label))
+    out = []
+    for a, verdict, commit in zip(attempts, photo_verdicts, store.write_many(writes)):
+        a.clock = int(commit.clock)
+        out.append(ReturnOutcome(a, verdict.to_dict() if verdict else None))
+    return out

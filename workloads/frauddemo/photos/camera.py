@@ -150,7 +150,7 @@ class Identity:
         )
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)  # ~3 MB per identity: a POS sees hundreds of customers
 def _geometry(seed: int):
     """Height map, unit normals, mask and base albedo of an identity (expression-free parts)."""
     p = Identity.from_seed(seed)
