@@ -49,7 +49,8 @@ def test_two_stores_make_every_child():
     assert ("Deployment", "demo-detector") in names and ("Service", "demo-detector") in names
     assert ("ConfigMap", "demo-dashboard") in names
     assert ("ServiceMonitor", "demo") in names
-    assert len(kids) == 24
+    assert ("Secret", "demo-terminal-key") in names
+    assert len(kids) == 25
 
 
 def test_every_child_is_owned_and_labelled():

@@ -59,6 +59,12 @@ def store_headless(fd: str, store: str) -> str:
     return f"{fd}-store-{store}-headless"
 
 
+def terminal_secret(fd: str) -> str:
+    """The tills' provisioning secret: registered terminals sign return attempts with keys derived
+    from it, and the detector checks them (a rogue terminal has no key)."""
+    return f"{fd}-terminal-key"
+
+
 def store_secret(fd: str, store: str) -> str:
     return f"{fd}-store-{store}-auth"
 
@@ -207,6 +213,11 @@ def store_configmap(owner: Owner, store: Store) -> dict:
             "data": {"store.conf": STORE_CONF, "init.sh": STORE_INIT}}
 
 
+def terminal_secret_manifest(owner: Owner) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(owner, terminal_secret(owner.name), "terminal-key")}
+
+
 def store_secret_manifest(owner: Owner, store: Store) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name})}
@@ -326,7 +337,8 @@ def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dic
 def pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     fd = owner.name
     args = ["pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{spec.pos.rate:g}"]
-    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store))]
+    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store)),
+           secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     container = app_container(spec, "pos", args, env, small_resources())
     return deployment(owner, spec, pos_name(fd, store), "pos", {L_STORE: store}, container)
 
@@ -336,7 +348,9 @@ def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     h = spec.pos.hacked
     args = ["hacked-pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{h.rate:g}",
             "--attack-mix", h.attack_mix.as_flag()]
-    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store))]
+    # A compromised registered terminal: it holds a real key (only photo and cross-store rules catch it).
+    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store)),
+           secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     container = app_container(spec, "hacked-pos", args, env, small_resources())
     return deployment(owner, spec, hacked_pos_name(fd), "hacked-pos", {L_STORE: store}, container)
 
@@ -349,6 +363,7 @@ def detector_deployment(owner: Owner, spec: Spec) -> dict:
     args += ["--host", "0.0.0.0", "--port", str(DETECTOR_PORT)]
     d = spec.detection
     env = [secret_env(password_env(s), store_secret(fd, s)) for s in spec.store_names]
+    env.append(secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd)))
     env += [{"name": "FRAUDDEMO_DETECTION_WINDOW_SECONDS", "value": str(d.window_seconds)},
             {"name": "FRAUDDEMO_DETECTION_ALERT_SCORE", "value": str(d.alert_score)},
             {"name": "FRAUDDEMO_DETECTION_REVIEW_SCORE", "value": str(d.review_score)},
@@ -446,7 +461,7 @@ def pos_egress_policy(owner: Owner, store: str) -> dict:
 
 def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[dict]:
     """Every child the FraudDemo should have, in creation order."""
-    out: list[dict] = []
+    out: list[dict] = [terminal_secret_manifest(owner)]
     for store in spec.stores:
         cm = store_configmap(owner, store)
         out += [store_secret_manifest(owner, store), cm, *store_services(owner, store),

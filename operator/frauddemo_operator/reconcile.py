@@ -190,7 +190,7 @@ class Reconciler:
         wanted = {builders.key(d) for d in desired}
         # A store's Secret gone while its StatefulSet stayed: the new password needs a restart of its users.
         missing_secrets = [d for d in desired if d["kind"] == "Secret" and observed is not None
-                           and builders.key(d) not in observed
+                           and builders.L_STORE in d["metadata"]["labels"] and builders.key(d) not in observed
                            and ("StatefulSet", builders.store_name(owner.name, d["metadata"]["labels"][
                                builders.L_STORE])) in observed]
 

@@ -64,7 +64,7 @@ class Bench:
         self.sup.start()
         self.sup.wait_ready()
         self.stores = {n: Store.connect(spec.url, spec.password) for n, spec in self.sup.servers.items()}
-        self.keys = TerminalKeys.from_hex(read_secret(self.sup.terminal_key_file))
+        self.keys = TerminalKeys.from_secret(read_secret(self.sup.terminal_key_file))
         a, b = self.stores["a"], self.stores["b"]
         self.tills = {"a": Till(a, self.keys, "a-pos-1"), "b": Till(b, self.keys, "b-pos-1")}
         self.hacked = HackedTill(b, self.keys, "b-pos-9")

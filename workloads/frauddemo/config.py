@@ -81,7 +81,7 @@ def parse_stores(specs: list[str], password_files: list[str] | None = None) -> l
 
 
 def terminal_keys():
-    """The terminals' provisioning secret (hex) from $FRAUDDEMO_TERMINAL_KEY_FILE or
+    """The terminals' provisioning secret from $FRAUDDEMO_TERMINAL_KEY_FILE or
     $FRAUDDEMO_TERMINAL_KEY. Without one, tills sign nothing and the detector's terminal rule is off."""
     import logging
 
@@ -96,6 +96,6 @@ def terminal_keys():
         logging.getLogger("frauddemo").warning("no terminal key (FRAUDDEMO_TERMINAL_KEY[_FILE]): "
                                                "signatures are off")
     try:
-        return TerminalKeys.from_hex(value)
+        return TerminalKeys.from_secret(value)
     except InvalidInput as e:
         raise ConfigError(str(e)) from None

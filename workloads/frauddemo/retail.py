@@ -121,13 +121,12 @@ class TerminalKeys:
         self.secret = secret
 
     @classmethod
-    def from_hex(cls, value: str | None) -> "TerminalKeys":
-        if not value:
-            return cls(None)
-        try:
-            return cls(bytes.fromhex(value.strip()))
-        except ValueError:
-            raise InvalidInput("the terminal key must be hex") from None
+    def from_secret(cls, value: str | None) -> "TerminalKeys":
+        """The provisioning secret as text (any printable string; its UTF-8 bytes are the HMAC key)."""
+        value = (value or "").strip()
+        if value and len(value) < 16:
+            raise InvalidInput("the terminal key must be at least 16 characters")
+        return cls(value.encode() if value else None)
 
     def key(self, terminal: str) -> bytes:
         return hmac.new(self.secret, b"terminal:" + terminal.encode(), hashlib.sha256).digest()
