@@ -183,7 +183,7 @@ def dashboard() -> dict:
                            [(f'60 * sum(rate(frauddemo_refund_value_dollars_total{{{STORE},store="$store",outcome="refunded"}}[{RATE}]))',
                              "refunded"),
                             (f'60 * sum(rate(frauddemo_refund_value_dollars_total{{{STORE},store="$store",outcome=~"held|blocked"}}[{RATE}]))',
-                             "held or blocked")], per_store=True)))
+                             "held or blocked")], per_store=True, decimals=0)))
 
     lag = "frauddemo_replication_lag_seconds"
     d = (d.with_row(db.Row("Replication links"))

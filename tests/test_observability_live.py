@@ -85,7 +85,7 @@ class Live:
         log = open(self.tmp / "up.log", "w")
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "frauddemo", "up", "--headless", "--port", str(self.port), "--data-dir",
-             str(self.tmp / "stack"), "--duration", "900", "--rate", "40"],
+             str(self.tmp / "stack"), "--duration", "900", "--rate", "5", "--hacked-rate", "0.5"],
             stdout=log, stderr=subprocess.STDOUT))
         wait_until(lambda: ok(f"{self.api}/readyz"), 60, interval=0.5, what="the stack to be ready")
 
