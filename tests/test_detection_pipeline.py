@@ -52,3 +52,50 @@ def test_scenario_one_cross_store_double_return(demo):
     alert = demo["b"].hgetall(alert_key(alert_id(hacked.id)))
     assert alert["decision"] == "block" and json.loads(alert["attempts"]) == [legit.id, hacked.id]
     assert demo["a"].hgetall(alert_key(alert_id(legit.id))) == {}
+
+
+def test_every_attack_mode_of_the_hacked_pos_is_caught(demo):
+    from frauddemo.pos import MODES, Simulator
+    from frauddemo.syncer import pause_key
+
+    a, b = demo["a"], demo["b"]
+    sim = Simulator(b, KEYS, customers=6, seed=3)
+    rng = random.Random(2)
+    receipts = [demo[f"till_{s}"].purchase(c, {"cap": 1}, capture(c, rng))
+                for s in "ab" for c in sim.customers for _ in range(2)]
+    wait_until(lambda: all(b.r.exists(f"h:rcpt:{p['receipt']}") and a.r.exists(f"h:rcpt:{p['receipt']}")
+                           for p in receipts), 20, what="purchases everywhere")
+    returned = []
+    for s in "ab":  # one refunded receipt per store, for the double returns
+        for p in (p for p in receipts if p["store"] == s):
+            returned.append(p)
+            if demo[f"till_{s}"].return_(p["receipt"], capture(p["customer"], rng)).attempt.decision == "approved":
+                break
+    wait_until(lambda: len(list(b.r.scan_iter("h:verdict:*"))) == len(returned), 20, what="returns judged")
+    peers = {"a": demo["till_a"]}
+    lines = {}
+    for mode in MODES:
+        if mode == "partition":
+            for s, src in ((a, "b"), (b, "a")):
+                s.r.set(pause_key(src), "1")
+            wait_until(sim.partitioned, 10, what="partition")
+        lines[mode] = sim.hacked_step(demo["hacked_b"], mode, peers)
+        assert lines[mode] and lines[mode].startswith(mode), mode
+    for s, src in ((a, "b"), (b, "a")):
+        s.r.delete(pause_key(src))
+    for mode, line in lines.items():
+        aid = line.split()[1]
+        assert verdict(b, aid)["decision"] in ("review", "block"), (mode, verdict(b, aid), b.hgetall(f"h:ret:{aid}"))
+    labels = {f[b"label"].decode() for _, f in b.r.xrange("fd:ev:labels")}
+    assert labels >= set(MODES)
+
+
+@pytest.mark.parametrize("flag, err", [("no-photo", "MODE=WEIGHT"), ("teleport=1", "MODE=WEIGHT"),
+                                       ("no-photo=x", "number"), ("no-photo=-1", ">= 0"),
+                                       ("no-photo=0", "positive")])
+def test_bad_attack_mixes_are_refused(flag, err):
+    from frauddemo.pos import parse_mix
+
+    with pytest.raises(ValueError, match=err):
+        parse_mix(flag)
+    assert parse_mix("duplicate-receipt=1")["double-return-other-store"] == 1

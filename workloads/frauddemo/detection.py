@@ -41,7 +41,7 @@ WEIGHTS = {
     PHOTO_REJECTED: 45,  # no usable face (dark, blurred, none)
     PHOTO_UNSURE: 40,  # similarity between the thresholds, or nothing to compare with
     VELOCITY: 25,  # the customer returned more than `velocity_max` times within the window
-    CONTESTED_RECEIPT: 20,  # an earlier return of the receipt is under review
+    CONTESTED_RECEIPT: 40,  # an earlier return of the receipt is under review: this one waits too
 }
 NEAR_REPLAY_WEIGHT = 50
 UNKNOWN_PARTIAL_WEIGHT = 40  # unknown receipt while some store could not be read

@@ -32,7 +32,7 @@ from .ids import new_id
 from .photos.camera import SyntheticCamera
 from .photos.storage import PHOTO_PREFIX, PhotoStore
 from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, attempts_key, new_attempt,
-                     purchase_ops, read_attempts, receipt_from, receipt_key)
+                     purchase_ops, read_attempts, receipt_from, receipt_key, verdict_key)
 from .returns import ReturnOutcome, process_return
 from .store import Store, ops
 
@@ -176,7 +176,7 @@ class Simulator:
             here = till.store.replica
             same = mode == "double-return-same-store"
             receipt, _ = self.pick_receipt(lambda r, atts: any(
-                a.decision == APPROVED and (a.store == here) == same for a in atts.values()))
+                a.decision == APPROVED and (a.store == here) == same and self.paid(a.id) for a in atts.values()))
             if receipt is None:
                 return None
             a = till.refund(receipt.id, receipt.customer, receipt.amount, capture(receipt.customer, rng), mode)
@@ -206,6 +206,10 @@ class Simulator:
                 return None
         a = till.refund(receipt.id, receipt.customer, receipt.amount, photo, mode)
         return f"{mode} {a.id}"
+
+    def paid(self, attempt: str) -> bool:
+        """The refund went out: the detector allowed it (as far as this store has heard)."""
+        return self.store.r.hget(verdict_key(attempt), "decision") == b"allow"
 
     def partitioned(self) -> bool:
         """True when this store's incoming links are paused or down (link status from the syncers)."""
