@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import hashlib
 import json
+import math
 import random
+import threading
+import time
 from typing import Literal
 
 import redis
@@ -21,11 +25,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .detector import alert_id
-from .photos.decode import TOO_LARGE, PhotoRejected
+from .detection import BLOCK, REVIEW
+from .detector import alert_id, outcome
+from .photos.decode import TOO_LARGE, TOO_MANY_PIXELS, PhotoRejected
 from .photos.storage import PhotoStore
 from .pos import CONTROL_KEY, Till, capture
-from .retail import (ALERTS, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
+from .retail import (ALERTS, CATALOGUE, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
                      check_text, read_attempts, read_stories, verdict_key)
 from .scenario import ScenarioError, run_fraud
 from .store import Store
@@ -242,7 +247,8 @@ def router(demo) -> APIRouter:
             except InvalidInput as e:
                 raise HTTPException(422, str(e)) from None
             except PhotoRejected as e:
-                raise HTTPException(413 if e.kind == TOO_LARGE else 422, f"photo rejected: {e}") from None
+                raise HTTPException(413 if e.kind in (TOO_LARGE, TOO_MANY_PIXELS) else 422,
+                                    f"photo rejected: {e}") from None
         return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
 
     # -- alerts -----------------------------------------------------------------------------------
@@ -323,6 +329,46 @@ def router(demo) -> APIRouter:
         st = demo.stores.status()
         st["fraud"] = demo.fraud_summary()
         return st
+
+    # -- the dashboard's additions: catalogue, hacked-POS state, summary, reset ---------------------
+    @api.get("/catalogue")
+    def catalogue():
+        """What a till can sell: SKU, name and price in cents."""
+        return {"items": [{"sku": sku, "name": name, "price_cents": cents} for sku, (name, cents) in CATALOGUE.items()]}
+
+    @api.get("/hacked-pos")
+    def hacked_pos_state():
+        """Whether the hacked POS is running: stopped when every reachable store says so."""
+        flags = {n: s.r.hget(CONTROL_KEY, "hacked") for n, s in reachable().items()}
+        return {"running": not all(v == b"paused" for v in flags.values()),
+                "stores": {n: v != b"paused" for n, v in flags.items()}}
+
+    tally = Summary()
+
+    @api.get("/summary")
+    def summary():
+        """The dashboard's summary strip, counted from every store's event streams (read
+        incrementally): purchases, returns, frauds held (review) or blocked, refund value by outcome,
+        value protected (refunds held or blocked) and detection latency p50/p99 (verdict commit minus
+        attempt commit, the last 1000 per store)."""
+        return tally.read(demo)
+
+    reset_lock = threading.Lock()
+
+    @api.post("/reset")
+    def reset():
+        """Delete the demo's data (receipts, returns, verdicts, alerts, photos, counters, event streams)
+        at every store. Deletes do not replicate, so the link is partitioned first (and confirmed by
+        every syncer), every store is wiped in one atomic script that also reads its op-log position,
+        every peer's checkpoint is moved to that position (what was logged before the reset is never
+        replayed), and the link goes back to the state it was in. 503 when a store is down or a syncer
+        does not confirm the partition; nothing is deleted then."""
+        if not reset_lock.acquire(blocking=False):
+            raise HTTPException(409, "a reset is already in progress")
+        try:
+            return _guard(lambda: reset_stores(demo, {n: store(n) for n in demo.names}))
+        finally:
+            reset_lock.release()
 
     return api
 
@@ -560,3 +606,214 @@ def _alert(raw) -> dict:
             "decision": f.get("decision"), "reason": f.get("reason"), "codes": [r["code"] for r in reasons],
             "reasons": reasons, "attempts": json.loads(f.get("attempts") or "[]"),
             "paid_before_alert": f.get("paid") == "1", "created_us": clock}
+
+
+# -- the dashboard's reset and summary --------------------------------------------------------------
+RESET_KEY = "fd:reset"  # local: a token that changes at every reset (readers of the streams start over)
+RESET_CONFIRM_S = 5.0
+# A local maintenance write (never logged, so it never replicates): the demo's data keys and the
+# idempotency records go, event streams are emptied in place (the detectors' consumer groups stay),
+# and the op-log position is read in the same atomic step.
+RESET_SCRIPT = """
+local deleted, cur = 0, '0'
+repeat
+  local res = redis.call('SCAN', cur, 'COUNT', 1000)
+  cur = res[1]
+  for _, k in ipairs(res[2]) do
+    local p = string.sub(k, 1, 2)
+    if p == 'h:' or p == 's:' or p == 'x:' or p == 'c:' or p == 'b:' or string.sub(k, 1, 8) == 'fd:idem:' then
+      redis.call('UNLINK', k)
+      deleted = deleted + 1
+    elseif string.sub(k, 1, 6) == 'fd:ev:' and redis.call('TYPE', k)['ok'] == 'stream' then
+      redis.call('XTRIM', k, 'MAXLEN', 0)
+    end
+  end
+until cur == '0'
+redis.call('SET', KEYS[1], ARGV[1])
+local m = redis.call('HMGET', 'fd:meta', 'epoch', 'seq')
+if not m[1] then return redis.error_reply('NOTINIT store has no replica id') end
+local last = redis.call('XREVRANGE', 'fd:log', '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+return {deleted, m[1], m[2], id}
+"""
+
+
+def reset_stores(demo, stores: dict[str, Store]) -> dict:
+    """POST /api/reset (see there). `stores`: every store of the demo, connected."""
+    pairs = [(t, s) for t in stores for s in stores if s != t]
+    paused_before = {(t, s): stores[t].r.exists(pause_key(s)) for t, s in pairs}
+    reported = {(t, s): int(stores[t].link_status(s).get("updated_ms", 0)) for t, s in pairs}
+    for t, s in pairs:
+        stores[t].r.set(pause_key(s), "1")
+    try:
+        deadline = time.monotonic() + RESET_CONFIRM_S
+        waiting = list(pairs)
+        while waiting:
+            waiting = [(t, s) for t, s in waiting if not _holds(stores[t].link_status(s), reported[(t, s)])]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(f"{s}->{t}" for t, s in waiting)
+                raise HTTPException(503, f"link {names} did not confirm the partition within "
+                                         f"{RESET_CONFIRM_S:g} s (is its syncer running?); nothing was reset",
+                                    headers={"Retry-After": "5"})
+            if waiting:
+                time.sleep(0.05)
+        token = f"{int(time.time() * 1000)}-{random.getrandbits(32):08x}"
+        deleted = {}
+        for name, st in stores.items():
+            n, epoch, seq, sid = st.r.eval(RESET_SCRIPT, 1, RESET_KEY, token)
+            deleted[name] = int(n)
+            for t in stores:  # what `name` logged before its reset is never replayed at `t`
+                if t != name:
+                    stores[t].r.fcall("fd_checkpoint", 0, name, epoch, seq, sid)
+    finally:
+        for t, s in pairs:
+            if not paused_before[(t, s)]:
+                stores[t].r.delete(pause_key(s))
+    return {"reset": True, "deleted_keys": deleted,
+            "link": "partitioned" if any(paused_before.values()) else "up"}
+
+
+def _holds(link: dict, last_ms: int) -> bool:
+    """The link's syncer reported itself partitioned, in a report newer than `last_ms` (the last one
+    before the partition): it is holding, so no merge of its is in flight."""
+    return link.get("state") == "partitioned" and int(link.get("updated_ms", 0)) > last_ms
+
+
+class _Tally:
+    """One store's figures, advanced by reading only what its streams got since the last call."""
+
+    def __init__(self, token):
+        self.token = token
+        self.last = {RETURNS: None, VERDICTS: None, ALERTS: None}
+        self.pending: collections.OrderedDict[str, tuple] = collections.OrderedDict()  # attempt -> (amount, local, c)
+        self.orphans: collections.OrderedDict[str, tuple] = collections.OrderedDict()  # attempt -> (decision, c)
+        self.count = collections.Counter()
+        self.cents = collections.Counter()
+        self.alerts: dict[str, str] = {}
+        self.latency_ms: collections.deque = collections.deque(maxlen=1000)
+        self.purchases = self.returns = 0
+
+    def settle(self, aid: str, amount: int, local: str, att_c: int, decision: str, ver_c: int) -> None:
+        money = outcome(local, decision)
+        self.count[money] += 1
+        self.cents[money] += amount
+        self.latency_ms.append(max(0, ver_c - att_c) / 1000)
+
+    def apply(self, stream: str, rows: list) -> None:
+        for _, f in rows:
+            f = {k.decode(): v.decode() for k, v in f.items()}
+            aid, c = f.get("att", ""), int(f.get("c", 0))
+            if stream == RETURNS:
+                amount, local = int(f.get("amount", 0)), f.get("decision", "")
+                if aid in self.orphans:
+                    decision, vc = self.orphans.pop(aid)
+                    self.settle(aid, amount, local, c, decision, vc)
+                else:
+                    _capped_put(self.pending, aid, (amount, local, c))
+            elif stream == VERDICTS:
+                if aid in self.pending:  # the first verdict of an attempt fixes what happens to the money
+                    amount, local, ac = self.pending.pop(aid)
+                    self.settle(aid, amount, local, ac, f.get("decision", ""), c)
+                elif aid not in self.orphans:
+                    _capped_put(self.orphans, aid, (f.get("decision", ""), c))
+            elif f.get("alert"):
+                self.alerts[f["alert"]] = f.get("decision", "")
+
+
+def _capped_put(d: collections.OrderedDict, k, v, cap: int = 100_000) -> None:
+    d[k] = v
+    while len(d) > cap:
+        d.popitem(last=False)
+
+
+class Summary:
+    """GET /api/summary: every store's tally, read incrementally (at most `per_call` new entries per
+    stream and call, so the first call on a full store stays short; `complete` says when it caught up)."""
+
+    def __init__(self, per_call: int = 20_000):
+        self.per_call = per_call
+        self._lock = threading.Lock()
+        self._tallies: dict[str, _Tally] = {}
+
+    def read(self, demo) -> dict:
+        with self._lock:
+            complete, up = True, {}
+            for name in demo.names:
+                try:
+                    complete &= self._advance(name, demo.stores.get(name))
+                    up[name] = True
+                except (redis.RedisError, OSError):
+                    demo.stores.drop(name)
+                    up[name] = False
+            return self._render(demo.names, up, complete)
+
+    def _advance(self, name: str, store: Store) -> bool:
+        pipe = store.r.pipeline(transaction=False)
+        pipe.get(RESET_KEY)
+        pipe.xlen(PURCHASES)
+        pipe.xlen(RETURNS)
+        token, purchases, returns = pipe.execute()
+        t = self._tallies.get(name)
+        if t is None or t.token != token:
+            t = self._tallies[name] = _Tally(token)
+        t.purchases, t.returns = purchases, returns
+        complete = True
+        # Verdicts before returns: every verdict read has its attempt's event already written.
+        for stream in (VERDICTS, ALERTS, RETURNS):
+            rows = []
+            while len(rows) < self.per_call:
+                last = t.last[stream]
+                page = store.r.xrange(stream, min="-" if last is None else f"({last}", max="+", count=2000)
+                rows += page
+                if page:
+                    t.last[stream] = page[-1][0].decode()
+                if len(page) < 2000:
+                    break
+            else:
+                complete = False
+            t.apply(stream, rows)
+        return complete
+
+    def _render(self, names: list[str], up: dict, complete: bool) -> dict:
+        stores, total = {}, collections.Counter()
+        cents, count = collections.Counter(), collections.Counter()
+        frauds = collections.Counter()
+        latencies = []
+        for name in names:
+            t = self._tallies.get(name)
+            if t is None:
+                stores[name] = {"up": up.get(name, False)}
+                continue
+            held = sum(1 for d in t.alerts.values() if d == REVIEW)
+            blocked = sum(1 for d in t.alerts.values() if d == BLOCK)
+            protected = t.cents["held"] + t.cents["blocked"]
+            stores[name] = {"up": up.get(name, False), "purchases": t.purchases, "returns": t.returns,
+                            "alerts": len(t.alerts), "frauds_held": held, "frauds_blocked": blocked,
+                            "value_protected_cents": protected}
+            total.update(purchases=t.purchases, returns=t.returns, alerts=len(t.alerts))
+            frauds.update(held=held, blocked=blocked)
+            cents.update(t.cents)
+            count.update(t.count)
+            latencies += t.latency_ms
+        latencies.sort()
+
+        def pct(p: float):
+            if not latencies:
+                return None
+            return round(latencies[min(len(latencies) - 1, max(0, math.ceil(p * len(latencies)) - 1))], 3)
+
+        return {
+            "purchases": total["purchases"], "returns": total["returns"], "alerts": total["alerts"],
+            "frauds": {"held": frauds["held"], "blocked": frauds["blocked"]},
+            "refunds": {k: {"count": count[k], "cents": cents[k]} for k in ("refunded", "held", "blocked", "refused")},
+            "value_protected_cents": cents["held"] + cents["blocked"],
+            "detection_latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "samples": len(latencies)},
+            "stores": stores, "complete": complete,
+            # changes whenever a store is reset: a page showing older data starts over
+            "generation": ",".join(_text(t.token) for t in (self._tallies.get(n) for n in names) if t),
+        }
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else (v or "")
