@@ -414,9 +414,19 @@ async def _sse(request: Request, demo, wanted: set[str]):
 
     async def tail(ref):
         conn = aioredis.Redis.from_url(ref.url, password=ref.password, protocol=2, socket_timeout=10)
-        last = {s: "$" for s in streams}
+        last = None  # resolved once: "$" on every call would skip what arrives between two reads
         try:
             while True:
+                if last is None:
+                    try:
+                        last = {}
+                        for s in streams:
+                            top = await conn.xrevrange(s, count=1)
+                            last[s] = top[0][0] if top else "0-0"
+                    except (redis.RedisError, OSError):
+                        last = None
+                        await asyncio.sleep(1.0)
+                        continue
                 try:
                     res = await conn.xread(last, block=1000, count=200)
                 except (redis.RedisError, OSError):
