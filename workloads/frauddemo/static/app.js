@@ -407,7 +407,7 @@ async function runScenario() {
   try {
     const r = await api('/api/scenarios/fraud', { method: 'POST', body: {}, timeout: 60000 });
     say(out, `Alert ${r.alert.id}: ${r.alert.decision} ${r.alert.score}/100. Replication lag ${ms(r.replication_lag_ms)}, detection ${ms(r.detection_latency_ms)}.`, TONE[r.alert.decision]);
-    showAlert(r.alert.id, { focus: false });
+    showAlert(r.alert.id, { pin: true }); // the presenter looks at this one, whatever comes next
   } catch (e) {
     say(out, `Scenario 1 failed: ${e.message}`, 'bad');
   } finally {
@@ -487,7 +487,10 @@ function startOver() {
   for (const s of stores.values()) {
     s.purchases.clear();
     s.returns.clear();
+    say(s.refs['till-result'], '');
   }
+  say($('scenario-result'), '');
+  $('toasts').replaceChildren();
   alerts.clear();
   alerts.cap = ALERT_CAP;
   state.alert = null;
@@ -588,15 +591,14 @@ function upsertAlert(a, fresh) {
 function toast(d) {
   const box = $('toasts');
   const t = el('button', { cls: `toast tone-${TONE[d.decision] || 'neutral'}`, attrs: { type: 'button' } },
-    el('strong', { text: `Fraud alert: ${d.decision} ${d.score}/100` }),
+    el('strong', { text: `Fraud alert: ${d.decision} ${d.score}` }),
     el('span', { text: `Store ${String(d.store).toUpperCase()} · ${reasonText(d.reason)} · receipt ${d.receipt}` }));
   t.addEventListener('click', () => {
     showAlert(d.alert, { pin: true, focus: true });
     t.remove();
   });
-  box.prepend(t);
-  while (box.children.length > 3) box.lastElementChild.remove();
-  setTimeout(() => t.remove(), 8000);
+  box.replaceChildren(t); // the newest only; the feed keeps the others
+  setTimeout(() => t.remove(), 10000);
   if (document.hidden) {
     state.unseen += 1;
     document.title = `(${state.unseen}) FraudDemo`;
@@ -623,7 +625,14 @@ async function showAlert(id, { pin = false, focus = false, quiet = false } = {})
   }
   let a;
   try {
-    a = await api(`/api/alerts/${encodeURIComponent(id)}`);
+    try {
+      a = await api(`/api/alerts/${encodeURIComponent(id)}`);
+    } catch (e) { // announced by its verdict, the alert may be a moment behind: one more look
+      if (e.status !== 404) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+      if (seq !== state.alertSeq) return;
+      a = await api(`/api/alerts/${encodeURIComponent(id)}`);
+    }
   } catch (e) {
     if (seq === state.alertSeq && !quiet) {
       $('compare-empty').textContent = `Alert ${id} could not be read: ${e.message}`;
@@ -734,6 +743,10 @@ const HANDLERS = {
     if (s) s.returns.update(e.att, { verdict: { decision: e.decision, score: Number(e.score) } });
     if (state.alert && $('cmp-receipt').textContent === e.rcpt) compareSoon();
     summarySoon();
+    // A review or block verdict always comes with its alert (id "al-" + attempt), written right after
+    // it. The stream's `alert` events can be missed (see README, "Live dashboard"), so the verdict
+    // stands for its alert; when an `alert` event does arrive, it updates the same row.
+    if (e.decision === 'review' || e.decision === 'block') HANDLERS.alert({ ...e, alert: `al-${e.att}` });
   },
   alert(e) {
     const known = alerts.byKey.get(e.alert);
