@@ -305,3 +305,14 @@ def test_invariants(names, replicas, pos, hacked, policies, sm, fd):
         assert any(selects({"matchLabels": {k: v for k, v in svc["spec"]["selector"].items()
                                             if k != "statefulset.kubernetes.io/pod-name"}},
                            c["spec"]["template"]["metadata"]["labels"]) for c in templates), svc["metadata"]["name"]
+
+
+def test_stores_prefer_their_own_labelled_node_and_apart():
+    sts = [c for c in builders.desired(OWNER, spec(), service_monitors=True) if c["kind"] == "StatefulSet"]
+    for s in sts:
+        store = s["metadata"]["labels"][builders.L_STORE]
+        aff = s["spec"]["template"]["spec"]["affinity"]
+        pref = aff["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]
+        assert pref["matchExpressions"] == [{"key": "frauddemo.io/store", "operator": "In", "values": [store]}]
+        anti = aff["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        assert anti["labelSelector"]["matchLabels"][builders.L_COMPONENT] == "store"

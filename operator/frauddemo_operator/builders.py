@@ -227,6 +227,20 @@ def config_hash(cm: dict) -> str:
     return hashlib.sha256(json.dumps(cm["data"], sort_keys=True).encode()).hexdigest()[:16]
 
 
+def store_affinity(owner: Owner, store: str) -> dict:
+    """Each store on its own node when the cluster has several, like two real shops: a node labelled
+    `frauddemo.io/store=<store>` (kind-config.yaml) is preferred, and so is a node without the
+    FraudDemo's other stores. Preferences only: a one-node cluster still runs everything."""
+    return {
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": L_STORE, "operator": "In", "values": [store]}]}}]},
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
+                "matchLabels": {L_INSTANCE: owner.name, L_COMPONENT: "store"}}}}]},
+    }
+
+
 def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
     fd, s = owner.name, store.name
     sts = store_name(fd, s)
@@ -280,6 +294,7 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": pod_security(STORE_UID),
+                    "affinity": store_affinity(owner, s),
                     "initContainers": [init],
                     "containers": [container],
                     "volumes": volumes,
