@@ -1,6 +1,6 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright) against a real local stack
 (`frauddemo up`): Scenario 1 from the page, a double return across a partition, hostile customer ids,
-no request to another host, a detector restart, the webcam path, reset, 10k transactions, and the
+no request to another host, a detector restart, a hidden tab, the webcam path, reset, 10k transactions, and the
 layout at 1280x800 and at phone width. Screenshots of every step go to artifacts/dashboard/ (git-ignored).
 """
 from __future__ import annotations
@@ -329,6 +329,35 @@ def test_the_page_reconnects_after_a_service_restart(page, stack):
     shot(page, "10-reconnected")
 
 
+def test_a_hidden_tab_stops_reading(browser, stack, seen):
+    """Nobody watching: after 30 s hidden the page closes its event stream (the server stops reading
+    the stores for it) and asks for nothing more; visible again, it reconnects and catches up."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    watch(ctx, stack, seen)
+    pg = ctx.new_page()
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.clock.install()
+    pg.goto(stack.url)
+    live(pg)
+    pg.wait_for_function("() => document.querySelectorAll('#store-b [data-ref=purchases] li').length > 0"
+                         " && ![...document.querySelectorAll('.nophoto')].some(n => n.textContent === '…')"
+                         " && [...document.images].every(i => i.complete)", timeout=SOON)  # loaded
+    hide = ("v => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => v});"
+            " document.dispatchEvent(new Event('visibilitychange')); }")
+    pg.evaluate(hide, True)
+    pg.clock.run_for(31_000)
+    pg.wait_for_function("() => document.getElementById('conn').textContent.startsWith('Paused')", timeout=SOON)
+    time.sleep(0.5)
+    quiet_from = len(requests)
+    time.sleep(3)
+    shot(pg, "11-hidden-tab")
+    assert requests[quiet_from:] == [], "nothing is asked while nobody watches"
+    pg.evaluate(hide, False)
+    live(pg)
+    ctx.close()
+
+
 def test_reset_from_the_page(page, stack):
     before = stack.api("/api/summary")["purchases"]
     page.get_by_role("button", name="Reset demo data").click()
@@ -340,7 +369,7 @@ def test_reset_from_the_page(page, stack):
     page.wait_for_function("() => document.querySelectorAll('#alert-feed li').length === 0", timeout=SOON)
     assert page.locator("#compare-body").is_hidden()
     page.wait_for_function("() => document.getElementById('link-state').textContent === 'link up'", timeout=SOON)
-    shot(page, "11-reset")
+    shot(page, "12-reset")
 
 
 def test_stays_light_with_10k_transactions(browser, stack, seen):
@@ -375,7 +404,7 @@ def test_stays_light_with_10k_transactions(browser, stack, seen):
                          timeout=SOON)
     loaded = time.monotonic() - t0
     elements = pg.evaluate("() => document.getElementsByTagName('*').length")
-    shot(pg, "12-10k-transactions")
+    shot(pg, "13-10k-transactions")
     ctx.close()
     print(f"10k transactions: live with lists in {loaded:.2f} s, {elements} elements, {sum(json_bytes)} bytes of JSON")
     assert loaded < 5, f"live with its lists after {loaded:.1f} s"
@@ -406,7 +435,7 @@ def test_layout_at_1280x800(browser, stack, seen):
     pg.get_by_role("button", name="Run Scenario 1").click()
     pg.wait_for_selector("#cmp-sides .side-attempt", timeout=SOON)
     b = boxes(pg)
-    shot(pg, "13-layout-1280x800")
+    shot(pg, "14-layout-1280x800")
     ctx.close()
     assert b["scrollWidth"] <= 1280, "no horizontal scrolling"
     # Store A | the link | Store B | the comparison, side by side, all starting in the first screen
@@ -426,7 +455,7 @@ def test_layout_at_phone_width(browser, stack, seen):
     pg.wait_for_selector("#store-b [data-ref=purchases] li", timeout=SOON)
     b = boxes(pg)
     tap = pg.locator("#btn-scenario").bounding_box()
-    shot(pg, "14-layout-phone", full=True)
+    shot(pg, "15-layout-phone", full=True)
     ctx.close()
     assert b["scrollWidth"] <= 390, "no horizontal scrolling"
     order = ["link", "compare", "alerts", "store-a", "store-b"]  # one column, controls first

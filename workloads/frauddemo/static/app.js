@@ -178,7 +178,7 @@ function later(alive, run) {
 }
 
 function pump() {
-  while (lazy.busy < 2 && lazy.jobs.length) {
+  while (lazy.busy < 2 && lazy.jobs.length && !document.hidden) { // resumed when the tab shows again
     const job = lazy.jobs.pop();
     if (!job.alive()) continue;
     lazy.busy += 1;
@@ -627,7 +627,7 @@ async function showAlert(id, { pin = false, focus = false, quiet = false } = {})
   try {
     try {
       a = await api(`/api/alerts/${encodeURIComponent(id)}`);
-    } catch (e) { // announced by its verdict, the alert may be a moment behind: one more look
+    } catch (e) { // a store may be a moment behind (after a reconnection): one more look
       if (e.status !== 404) throw e;
       await new Promise((r) => setTimeout(r, 500));
       if (seq !== state.alertSeq) return;
@@ -743,10 +743,6 @@ const HANDLERS = {
     if (s) s.returns.update(e.att, { verdict: { decision: e.decision, score: Number(e.score) } });
     if (state.alert && $('cmp-receipt').textContent === e.rcpt) compareSoon();
     summarySoon();
-    // A review or block verdict always comes with its alert (id "al-" + attempt), written right after
-    // it. The stream's `alert` events can be missed (see README, "Live dashboard"), so the verdict
-    // stands for its alert; when an `alert` event does arrive, it updates the same row.
-    if (e.decision === 'review' || e.decision === 'block') HANDLERS.alert({ ...e, alert: `al-${e.att}` });
   },
   alert(e) {
     const known = alerts.byKey.get(e.alert);
@@ -823,6 +819,7 @@ document.addEventListener('visibilitychange', () => {
     state.unseen = 0;
     document.title = 'FraudDemo';
     if (!live.es) connect();
+    pump();
   }
 });
 
