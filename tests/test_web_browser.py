@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,6 +75,27 @@ class Stack:
         if self.proc and (self.tmp / "up.log").exists():
             self.log.close()
             print("--- up.log (tail) ---\n" + "\n".join((self.tmp / "up.log").read_text().splitlines()[-20:]))
+        left = self.leftovers()
+        if left:  # the detector's photo-pool workers outlive it (killed -9 here, or stopped): reap them
+            warnings.warn(f"frauddemo up left {len(left)} processes behind after stopping; killed: {left}")
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def leftovers(self) -> list[int]:
+        """Processes of this stack, found by the environment every child of its supervisor inherits."""
+        marker = f"PROMETHEUS_MULTIPROC_DIR={self.tmp / 'stack' / 'metrics'}".encode()
+        out = []
+        for d in pathlib.Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if marker in (d / "environ").read_bytes().split(b"\0"):
+                        out.append(int(d.name))
+                except OSError:
+                    continue
+        return out
 
 
 @pytest.fixture(scope="module")
