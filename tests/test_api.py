@@ -16,6 +16,7 @@ from frauddemo.config import StoreRef
 from frauddemo.pos import HackedTill, capture
 from frauddemo.photos.samples import png_bomb
 from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
+from frauddemo.procs import alive
 from frauddemo.servers import free_port
 from frauddemo.service import create_app
 
@@ -189,13 +190,19 @@ def test_a_detector_killed_mid_stream_loses_and_duplicates_nothing(service, tmp_
         args += ["--store", f"{ref.name}={ref.url}"]
         env[f"FRAUDDEMO_STORE_{ref.name.upper()}_PASSWORD"] = ref.password
     env["FRAUDDEMO_TERMINAL_KEY"] = KEYS.secret.hex()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "detector.log").open("wb"))
     try:
         hacked = HackedTill(b, KEYS, "b-pos-9")
         attempts = [hacked.refund(r, "x", 100, None, "no-photo").id for r in receipts]
         wait_until(lambda: b.r.xlen("fd:ev:verdicts") >= 10, 30, what="some verdicts")
+        def children():
+            out = subprocess.run(["ps", "-ww", "-o", "pid=,cmd=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+            return [int(line.split()[0]) for line in out.stdout.splitlines() if "spawn_main" in line]
+
+        workers = wait_until(lambda: len(children()) >= 1 and children(), 30, what="the detector's photo pool")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        wait_until(lambda: not any(alive(w) for w in workers), 10, what="the pool's workers to die with it")
         wait_until(lambda: all(b.r.exists(verdict_key(a)) for a in attempts), 60, what="every verdict")
     finally:
         if proc.poll() is None:

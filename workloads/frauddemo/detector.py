@@ -28,6 +28,7 @@ from .config import StoreRef
 from .detection import ALLOW, BLOCK, RANK, REVIEW, DetectionConfig, Judgement, judge_receipt
 from .photos import verify as ver
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
+from .procs import die_with_parent
 from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
                      alert_key, customer_returns_key, read_stories, verdict_key)
 from .store import Store, ops
@@ -55,9 +56,12 @@ def outcome(local_decision: str, decision: str) -> str:
 
 
 # -- photo verification in worker processes --------------------------------------------------------
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     import cv2
 
+    die_with_parent()  # the pool's workers must not outlive a detector that is killed
+    if os.getppid() != parent:
+        os._exit(0)
     cv2.setNumThreads(1)
     ver._tools()  # load the cascades now, not during the first verification
 
@@ -345,7 +349,8 @@ class Detector:
         if self._pool is None:
             # spawn, not fork: this process has threads (readers, redis connections) by now
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                initargs=(os.getpid(),))
         return self._pool
 
     # -- writing -----------------------------------------------------------------------------------
