@@ -86,3 +86,12 @@ def test_verdicts_only_escalate():
 def test_bad_detection_settings_are_refused(env, err):
     with pytest.raises(ValueError, match=err):
         DetectionConfig.from_env(env)
+
+
+def test_evidence_alone_never_blocks_only_facts_do():
+    soft = judge(attempt("t1", 10), photos={"t1": {"verdict": "mismatch", "similarity": 0.9}}, velocity={"t1": 9})
+    assert soft["t1"].score == 85 and soft["t1"].decision == "review"
+    near = judge(attempt("t1", 10), photos={"t1": {"verdict": "review", "replay": "near"}}, velocity={"t1": 9})
+    assert near["t1"].decision == "review"
+    partial = judge(attempt("t1", 10, photo=""), receipt=False, unreachable=["b"])["t1"]
+    assert partial.decision == "block"  # the missing photo is a fact

@@ -87,7 +87,7 @@ class Detection(_Model):
     window_seconds: int = Field(300, ge=1, le=86400)
     alert_score: int = Field(70, ge=1, le=100)
     review_score: int = Field(40, ge=0, le=100)
-    photo_match_threshold: float = Field(0.6, ge=0, le=1)
+    photo_match_threshold: float = Field(0.951, ge=0, le=1)
 
 
 class Dashboard(_Model):

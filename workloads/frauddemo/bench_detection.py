@@ -16,6 +16,7 @@ the pipeline's figure is the time until the last verdict is stored.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import multiprocessing
 import random
@@ -247,6 +248,7 @@ class Bench:
                     continue  # judged at the attempt's own store only
                 first = min(int(x[:16]) for key, x in v.items() if key[:1] == b"~")
                 rows.append({"att": aid, "label": labels[aid], "decision": v[b"decision"].decode(),
+                             "reason": (v.get(b"reason") or b"").decode(),
                              "store": name, "latency_ms": (first - int(tag[:16])) / 1000})
         return {"rows": rows, "labels": len(labels)}
 
@@ -269,6 +271,8 @@ def accuracy(rows: list[dict]) -> dict:
         "review_rate_legit": round(sum(r["decision"] == "review" for r in legit) / len(legit), 4) if legit else None,
         "block_rate_legit": round(sum(r["decision"] == "block" for r in legit) / len(legit), 4) if legit else None,
         "per_mode": per_mode,
+        # why legitimate customers were stopped, by the verdict's main reason (what to tune next)
+        "legit_flagged_by": dict(collections.Counter(r["reason"] for r in legit if r["decision"] != "allow")),
         "detection_latency_ms": {"p50": round(_pct(lat, 0.5), 2), "p99": round(_pct(lat, 0.99), 2),
                                  "mean": round(statistics.fmean(lat), 2) if lat else None},
         "alert_latency_ms": {"p50": round(_pct(alert_lat, 0.5), 2), "p99": round(_pct(alert_lat, 0.99), 2)},

@@ -7,8 +7,10 @@ before it wherever it happened; a verdict can only escalate (allow < review < bl
 attempts arrive, for example after a partition heals.
 
 Score: the sum of the weights of the rules that fire, capped at 100 (weights in README).
-Decision: block at or above the alert score (default 70), review at or above the review score
-(default 40), else allow. Every review or block raises an alert.
+Decision: block at or above the alert score (default 70) when at least one finding is a fact (HARD:
+no such receipt, an earlier allowed return, no photo, an exact copy of a photo, a bad signature);
+similarity and velocity are evidence, not facts, so on their own they only ever ask a person
+(review at or above the review score, default 40). Else allow. Every review or block is an alert.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ WEIGHTS = {
     VELOCITY: 25,  # the customer returned more than `velocity_max` times within the window
     CONTESTED_RECEIPT: 40,  # an earlier return of the receipt is under review: this one waits too
 }
+HARD = {UNKNOWN_RECEIPT, MULTIPLE_RETURNS, MISSING_PHOTO, REPLAYED_PHOTO, TERMINAL_INTEGRITY}
 NEAR_REPLAY_WEIGHT = 50
 UNKNOWN_PARTIAL_WEIGHT = 40  # unknown receipt while some store could not be read
 
@@ -73,8 +76,8 @@ class DetectionConfig:
             raise ValueError("the detection window and velocity maximum must be positive")
         return cfg
 
-    def decide(self, score: int) -> str:
-        if score >= self.alert_score:
+    def decide(self, score: int, hard: bool = True) -> str:
+        if score >= self.alert_score and hard:
             return BLOCK
         return REVIEW if score >= self.review_score else ALLOW
 
@@ -137,7 +140,7 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: d
                          f"{n} returns by this customer within {cfg.window_seconds} s"))
         hits.sort(key=lambda h: -h[1])
         score = min(100, sum(h[1] for h in hits))
-        decision = cfg.decide(score)
+        decision = cfg.decide(score, any(code in HARD and w == WEIGHTS[code] for code, w, _ in hits))
         prior = stored.get(a.id, ALLOW)
         if RANK.get(prior, 0) > RANK[decision]:
             decision = prior
