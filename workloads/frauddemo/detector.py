@@ -12,6 +12,7 @@ detectors share the work through the group. Metrics are counted by whoever creat
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import json
 import logging
 import multiprocessing
@@ -38,6 +39,7 @@ GROUP = "detectors"
 STREAMS = (PURCHASES, RETURNS)
 BATCH = 256
 CLAIM_IDLE_MS = 30_000
+JUDGES = 4  # batches judged at once
 
 
 def alert_id(attempt: str) -> str:
@@ -183,11 +185,17 @@ class Detector:
 
     # -- judging -----------------------------------------------------------------------------------
     def run(self) -> None:
+        """Batches are judged by a few threads at once, so one slow photo (a hard face search can take
+        ten times the usual) does not hold up the batches behind it. Two threads may judge the same
+        receipt at once; that is safe for the same reason two detectors are (create-once writes)."""
         self._warm_pool()
+        gc.freeze()  # the imports' objects (OpenCV, numpy, FastAPI) out of every later collection
         readers = [threading.Thread(target=self._reader, args=(r.name,), name=f"reader-{r.name}", daemon=True)
                    for r in self.refs]
         for t in readers:
             t.start()
+        judges = concurrent.futures.ThreadPoolExecutor(JUDGES, thread_name_prefix="judge")
+        slots = threading.BoundedSemaphore(JUDGES)
         try:
             while not self.stop.is_set():
                 try:
@@ -200,20 +208,26 @@ class Detector:
                         items.append(self.inbox.get_nowait())
                     except queue.Empty:
                         break
-                try:
-                    self.process(items)
-                except Exception:  # a bug or a store gone mid-batch: the events stay pending
-                    log.exception("batch failed; its events stay pending and are retried")
-                    self.stop.wait(1.0)
-                finally:
-                    for _ in items:
-                        self.inbox.task_done()
+                slots.acquire()
+                judges.submit(self._judge_batch, items, slots)
         finally:
             self.stop.set()
+            judges.shutdown(wait=True, cancel_futures=True)
             for t in readers:
                 t.join(timeout=5)
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)
+
+    def _judge_batch(self, items: list, slots: threading.BoundedSemaphore) -> None:
+        try:
+            self.process(items)
+        except Exception:  # a bug or a store gone mid-batch: the events stay pending
+            log.exception("batch failed; its events stay pending and are retried")
+            self.stop.wait(1.0)
+        finally:
+            for _ in items:
+                self.inbox.task_done()
+            slots.release()
 
     def process(self, items: list[tuple[str, str, list]]) -> None:
         """Judge a batch of events (store, stream, entries) and acknowledge them."""
@@ -240,7 +254,8 @@ class Detector:
             self.judge(list(receipts))
         for (store, stream), ids in acks.items():
             self.store(store).r.xack(stream, GROUP, *ids)
-        self.processed += sum(len(e) for _, _, e in items)
+        with self._lock:
+            self.processed += sum(len(e) for _, _, e in items)
 
     def judge(self, rids: list[str]) -> None:
         stores = self.reachable()
