@@ -31,8 +31,8 @@ from .photos.decode import TOO_LARGE, TOO_MANY_PIXELS, PhotoRejected
 from .photos.storage import PhotoStore
 from .pos import CONTROL_KEY, Till, capture
 from .retail import (ALERTS, CATALOGUE, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
-                     check_text, read_attempts, read_stories, verdict_key)
-from .scenario import ScenarioError, run_fraud
+                     check_text, decode_hash, read_attempts, read_stories, verdict_key)
+from .scenario import ScenarioError, ScenarioUnavailable, run_fraud
 from .store import Store
 from .syncer import pause_key
 
@@ -102,12 +102,7 @@ def router(demo) -> APIRouter:
             raise Unavailable(f"store {name} is unreachable") from None
 
     def reachable() -> dict[str, Store]:
-        out = {}
-        for n in demo.names:
-            try:
-                out[n] = demo.stores.get(n)
-            except (redis.RedisError, OSError):
-                demo.stores.drop(n)
+        out = demo.stores.reachable()
         if not out:
             raise Unavailable("no store is reachable")
         return out
@@ -307,9 +302,10 @@ def router(demo) -> APIRouter:
         stores = {n: store(n) for n in {a, b}}
         try:
             return _guard(lambda: run_fraud(stores, demo.keys, a, b, timeout=demo.scenario_timeout))
+        except ScenarioUnavailable as e:
+            raise Unavailable(str(e)) from None
         except ScenarioError as e:
-            raise HTTPException(503 if "reach" in str(e) or "running" in str(e) else 422, str(e),
-                                headers={"Retry-After": "5"}) from None
+            raise HTTPException(422, str(e)) from None
 
     # -- live events ------------------------------------------------------------------------------
     @api.get("/events")
@@ -558,12 +554,7 @@ class Demo:
         return out
 
     def story(self, receipt: str, story) -> dict:
-        stores = {}
-        for n in self.names:
-            try:
-                stores[n] = self.stores.get(n)
-            except (redis.RedisError, OSError):
-                continue
+        stores = self.stores.reachable()
         presence = {}
         for n, s in stores.items():
             pipe = s.r.pipeline(transaction=False)
@@ -593,14 +584,8 @@ class Demo:
         return {"alerts": alerts}
 
 
-def _fields(raw) -> tuple[dict, int]:
-    fields = {k.decode(): v.decode() for k, v in raw.items() if k[:1] != b"~"}
-    clocks = [int(v[:16]) for k, v in raw.items() if k[:1] == b"~"]
-    return fields, min(clocks) if clocks else 0
-
-
 def _verdict(raw) -> dict:
-    f, clock = _fields(raw)
+    f, clock = decode_hash(raw)
     reasons = json.loads(f.get("reasons") or "[]")
     return {"decision": f.get("decision"), "score": int(f.get("score", 0)), "reasons": reasons,
             "photo": json.loads(f["photo"]) if f.get("photo") else None, "outcome": f.get("outcome"),
@@ -608,7 +593,7 @@ def _verdict(raw) -> dict:
 
 
 def _alert(raw) -> dict:
-    f, clock = _fields(raw)
+    f, clock = decode_hash(raw)
     reasons = json.loads(f.get("reasons") or "[]")
     return {"alert": f.get("alert"), "attempt": f.get("attempt"), "receipt": f.get("receipt"),
             "store": f.get("store"), "customer": f.get("customer"), "terminal": f.get("terminal"),

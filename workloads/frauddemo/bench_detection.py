@@ -10,9 +10,10 @@ is a fresh capture.
 Labelled run: purchases, then returns at a paced rate, >= 10% of them fraud spread over the eight
 attack modes (a quarter of the hacked attempts from a rogue, unsigned terminal), legitimate
 cross-store returns included, and a partition of the stores in the middle. Rules-only run: the same
-pipeline with photos absent, as fast as the tills can write. Baseline (same run): the stores and
-syncers alone take the rules-only transactions at `baseline_store_tx_per_s` (time to write them);
-the pipeline's figure is the time until the last verdict is stored.
+pipeline with photos absent, as fast as the tills can write. Baseline (same run): the rate at which
+the stores took the rules-only transactions from the tills, `baseline_store_tx_per_s` (the time to
+write them, with the syncers and the detector running beside); the pipeline's figure is the time until
+the last verdict is stored, so `rules_vs_baseline` is what waiting for every verdict costs.
 """
 from __future__ import annotations
 

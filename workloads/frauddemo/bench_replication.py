@@ -10,7 +10,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -241,7 +240,7 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
             _, achieved = paced_writes(a.r, _ours_cmd, _ours_commit, start, rate, sustain_s)
             start += int(achieved * sustain_s) + 1
             backlog_end = a.seq() - int(b.checkpoint("a")["seq"])
-            t_catch = _wait(lambda: _caught_up(a, b), 60)
+            _wait(lambda: _caught_up(a, b), 60)
             ok = achieved >= 0.95 * rate and backlog_end <= 0.05 * rate
             steps.append({"offered_per_s": rate, "achieved_per_s": round(achieved), "backlog_at_end": backlog_end,
                           "written": a.seq() - seq0, "ok": ok})

@@ -33,6 +33,7 @@ from .procs import die_with_parent
 from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
                      alert_key, customer_returns_key, read_stories, verdict_key)
 from .store import Store, ops
+from .storeset import StoreSet
 
 log = logging.getLogger("frauddemo.detector")
 GROUP = "detectors"
@@ -90,35 +91,14 @@ class Detector:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.workers = workers or os.cpu_count() or 1
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._stores: dict[str, Store] = {}
+        self.stores = StoreSet(refs, socket_timeout=5, connect_timeout=2)
         self._lock = threading.Lock()
         self.inbox: queue.Queue = queue.Queue(maxsize=64)
         self.stop = threading.Event()
         self.processed = 0
 
-    # -- connections -------------------------------------------------------------------------------
     def store(self, name: str) -> Store:
-        with self._lock:
-            s = self._stores.get(name)
-            if s is None:
-                ref = next(r for r in self.refs if r.name == name)
-                s = self._stores[name] = ref.connect(socket_timeout=5, socket_connect_timeout=2)
-            return s
-
-    def drop(self, name: str) -> None:
-        with self._lock:
-            s = self._stores.pop(name, None)
-        if s is not None:
-            s.close()
-
-    def reachable(self) -> dict[str, Store]:
-        out = {}
-        for ref in self.refs:
-            try:
-                out[ref.name] = self.store(ref.name)
-            except (redis.RedisError, OSError):
-                self.drop(ref.name)
-        return out
+        return self.stores.get(name)
 
     # -- reading -----------------------------------------------------------------------------------
     def _reader(self, name: str) -> None:
@@ -156,7 +136,7 @@ class Detector:
             except (redis.RedisError, OSError) as e:
                 metrics.DETECTOR_UP.labels(name).set(0)
                 log.warning("store %s: %s; retrying in %.1f s", name, e, backoff)
-                self.drop(name)
+                self.stores.drop(name)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         metrics.DETECTOR_UP.labels(name).set(0)
@@ -258,7 +238,7 @@ class Detector:
             self.processed += sum(len(e) for _, _, e in items)
 
     def judge(self, rids: list[str]) -> None:
-        stores = self.reachable()
+        stores = self.stores.reachable()
         stories = read_stories(stores, rids)
         attempts = [a for st in stories.values() for a in st.attempts.values()]
         stored, velocity = self._read_verdicts_and_velocity(stores, attempts)

@@ -14,7 +14,7 @@ import redis
 
 from . import ids
 from .config import StoreRef
-from .service import StoreSet
+from .storeset import StoreSet
 from .store import ops
 
 log = logging.getLogger("frauddemo.load")

@@ -31,8 +31,8 @@ import redis
 from .ids import new_id
 from .photos.camera import SyntheticCamera
 from .photos.storage import PHOTO_PREFIX, PhotoStore
-from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, attempts_key, new_attempt,
-                     purchase_ops, read_attempts, receipt_from, receipt_key, verdict_key)
+from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, new_attempt, purchase_ops,
+                     read_stories, verdict_key)
 from .returns import ReturnOutcome, process_return
 from .store import Store, ops
 
@@ -126,15 +126,6 @@ class HackedTill:
         return a
 
 
-def receipt_info(store: Store, rid: str):
-    """(receipt, attempts) as this store knows them."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hgetall(receipt_key(rid))
-    pipe.hvals(attempts_key(rid))
-    raw, aids = pipe.execute()
-    return receipt_from(rid, raw), read_attempts({store.replica: store}, [v.decode() for v in aids])
-
-
 class Simulator:
     """The loops behind `frauddemo pos` and `frauddemo hacked-pos`."""
 
@@ -151,9 +142,9 @@ class Simulator:
             rids = [v.decode() for v in self.store.r.hvals(wallet_key(c))]
             self.rng.shuffle(rids)
             for rid in rids[:5]:
-                receipt, attempts = receipt_info(self.store, rid)
-                if receipt is not None and want(receipt, attempts):
-                    return receipt, attempts
+                story = read_stories({self.store.replica: self.store}, [rid])[rid]
+                if story.receipt is not None and want(story.receipt, story.attempts):
+                    return story.receipt, story.attempts
         return None, None
 
     def legit_step(self, till: Till, return_share: float) -> str:
@@ -250,7 +241,6 @@ class HackedConfig:
     rate: float
     mix: dict[str, float]
     rogue: bool = False
-    terminal: str = ""
 
 
 def hacked_mode(sim: Simulator, mix: dict[str, float], usable) -> str | None:

@@ -12,8 +12,8 @@ import dataclasses
 
 from .photos import verify as ver
 from .photos.storage import PhotoStore
-from .retail import (APPROVED, HELD, REFUSED, Attempt, Receipt, TerminalKeys, attempt_ops, attempts_key,
-                     new_attempt, read_attempts, receipt_from, receipt_key, verdict_key)
+from .retail import (APPROVED, HELD, REFUSED, Attempt, Receipt, TerminalKeys, attempt_ops, new_attempt,
+                     read_stories, verdict_key)
 from .store import Store
 
 BLOCK = "block"  # the detector's decision that undoes an approval (detection.py)
@@ -71,14 +71,8 @@ def process_return(store: Store, photos: PhotoStore, keys: TerminalKeys, termina
 def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str,
                     requests: list[ReturnRequest]) -> list[ReturnOutcome]:
     """Several returns at one till with pipelined reads and writes, each its own atomic write."""
-    pipe = store.r.pipeline(transaction=False)
-    for req in requests:
-        pipe.hgetall(receipt_key(req.receipt))
-        pipe.hvals(attempts_key(req.receipt))
-    res = pipe.execute()
-    receipts = [receipt_from(req.receipt, res[2 * i]) for i, req in enumerate(requests)]
-    aid_lists = [[v.decode() for v in res[2 * i + 1]] for i in range(len(requests))]
-    known = read_attempts({store.replica: store}, {a for ids in aid_lists for a in ids})
+    stories = read_stories({store.replica: store}, [req.receipt for req in requests])
+    known = {aid: a for st in stories.values() for aid, a in st.attempts.items()}
     verdicts = {}
     if known:
         pipe = store.r.pipeline(transaction=False)
@@ -87,8 +81,9 @@ def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, termin
         verdicts = {aid: (v or b"").decode() for aid, v in zip(known, pipe.execute())}
 
     attempts, writes, photo_verdicts = [], [], []
-    for req, receipt, aids in zip(requests, receipts, aid_lists):
-        earlier = sorted((known[a] for a in aids if a in known), key=lambda a: (a.clock, a.id))
+    for req in requests:
+        receipt = stories[req.receipt].receipt
+        earlier = sorted(stories[req.receipt].attempts.values(), key=lambda a: (a.clock, a.id))
         verdict, w, sha = None, [], ""
         if req.photo is not None:
             stored, verdict, w = photos.prepare_return(

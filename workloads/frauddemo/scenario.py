@@ -12,12 +12,16 @@ import time
 
 from .detector import alert_id
 from .pos import HackedTill, Till, capture, customer_id
-from .retail import TerminalKeys, alert_key, attempt_key, receipt_key, verdict_key
+from .retail import TerminalKeys, alert_key, attempt_key, decode_hash, receipt_key, verdict_key
 from .store import Store
 
 
 class ScenarioError(RuntimeError):
-    pass
+    """The scenario cannot run as asked."""
+
+
+class ScenarioUnavailable(ScenarioError):
+    """A part of the stack did not answer in time (replication or the detector): try again later."""
 
 
 def _server_us(store: Store) -> int:
@@ -36,7 +40,7 @@ def wait_visible(store: Store, key: str, since_us: int, timeout: float) -> float
         if found:
             return max(0.0, (s * 1_000_000 + us - since_us) / 1000)
         if time.monotonic() > deadline:
-            raise ScenarioError(f"{key} did not reach store {store.replica} within {timeout:g} s: "
+            raise ScenarioUnavailable(f"{key} did not reach store {store.replica} within {timeout:g} s: "
                                 "is the link up (frauddemo status) and not partitioned?")
         time.sleep(0.0002)
 
@@ -65,10 +69,9 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
         if raw:
             break
         if time.monotonic() > deadline:
-            raise ScenarioError(f"no alert for attempt {fraud.id} within {timeout:g} s: is the detector running?")
+            raise ScenarioUnavailable(f"no alert for attempt {fraud.id} within {timeout:g} s: is the detector running?")
         time.sleep(0.005)
-    alert = {k.decode(): v.decode() for k, v in raw.items() if k[:1] != b"~"}
-    alert_clock = min(int(v[:16]) for k, v in raw.items() if k[:1] == b"~")
+    alert, alert_clock = decode_hash(raw)
     wait_visible(sa, verdict_key(legit.id), legit.clock, timeout)
 
     attempts = []

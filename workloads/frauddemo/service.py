@@ -6,10 +6,8 @@ itself up recently), so it means the same thing locally and in Kubernetes.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
-import redis
 from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -22,9 +20,8 @@ from .detection import DetectionConfig
 from .detector import Detector
 from .photos.verify import VerifyConfig
 from .retail import TerminalKeys
-from .store import Store
+from .storeset import StoreSet
 
-LINK_FRESH_MS = 3000
 STATIC = Path(__file__).with_name("static")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -36,59 +33,6 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-
-
-class StoreSet:
-    """Connections to every store, opened lazily and retried, so the service starts before them."""
-
-    def __init__(self, refs: list[StoreRef]):
-        self.refs = refs
-        self._stores: dict[str, Store] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> Store:
-        with self._lock:
-            s = self._stores.get(name)
-            if s is None:
-                ref = next(r for r in self.refs if r.name == name)
-                s = self._stores[name] = ref.connect(socket_timeout=2, socket_connect_timeout=1)
-            return s
-
-    def drop(self, name: str) -> None:
-        with self._lock:
-            s = self._stores.pop(name, None)
-        if s is not None:
-            s.close()
-
-    def status(self) -> dict:
-        """Per store: up and op-log seq; per directed link: state, lag, backlog, freshness."""
-        now_ms = int(time.time() * 1000)
-        stores, links = {}, []
-        for ref in self.refs:
-            try:
-                s = self.get(ref.name)
-                stores[ref.name] = {"up": True, "seq": s.seq()}
-                for src in self.refs:
-                    if src.name == ref.name:
-                        continue
-                    st = s.link_status(src.name)
-                    age = now_ms - int(st.get("updated_ms", 0))
-                    links.append({
-                        "source": src.name, "target": ref.name,
-                        "state": st.get("state", "unknown") if age <= LINK_FRESH_MS else "stale",
-                        "lag_ms": int(st.get("lag_us", 0)) / 1000,
-                        "backlog": int(st.get("backlog", 0)),
-                        "resyncs": int(st.get("resyncs", 0)),
-                        "updated_ms_ago": age,
-                    })
-            except (redis.RedisError, OSError) as e:
-                self.drop(ref.name)
-                stores[ref.name] = {"up": False, "error": str(e)[:200]}
-        return {"stores": stores, "links": links}
-
-    def close(self) -> None:
-        for name in list(self._stores):
-            self.drop(name)
 
 
 class BodyLimit:

@@ -1,0 +1,76 @@
+"""Connections to every store of a demo, shared by the detection service's API and its engine."""
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+from .config import StoreRef
+from .store import Store
+
+LINK_FRESH_MS = 3000
+
+
+class StoreSet:
+    """Connections to every store, opened lazily and retried, so the service starts before them."""
+
+    def __init__(self, refs: list[StoreRef], socket_timeout: float = 2, connect_timeout: float = 1):
+        self.refs = refs
+        self.timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+        self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Store:
+        with self._lock:
+            s = self._stores.get(name)
+            if s is None:
+                ref = next(r for r in self.refs if r.name == name)
+                s = self._stores[name] = ref.connect(**self.timeouts)
+            return s
+
+    def reachable(self) -> dict[str, Store]:
+        """The stores that answer a connection now (the others are dropped, to be retried)."""
+        out = {}
+        for ref in self.refs:
+            try:
+                out[ref.name] = self.get(ref.name)
+            except (redis.RedisError, OSError):
+                self.drop(ref.name)
+        return out
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            s = self._stores.pop(name, None)
+        if s is not None:
+            s.close()
+
+    def status(self) -> dict:
+        """Per store: up and op-log seq; per directed link: state, lag, backlog, freshness."""
+        now_ms = int(time.time() * 1000)
+        stores, links = {}, []
+        for ref in self.refs:
+            try:
+                s = self.get(ref.name)
+                stores[ref.name] = {"up": True, "seq": s.seq()}
+                for src in self.refs:
+                    if src.name == ref.name:
+                        continue
+                    st = s.link_status(src.name)
+                    age = now_ms - int(st.get("updated_ms", 0))
+                    links.append({
+                        "source": src.name, "target": ref.name,
+                        "state": st.get("state", "unknown") if age <= LINK_FRESH_MS else "stale",
+                        "lag_ms": int(st.get("lag_us", 0)) / 1000,
+                        "backlog": int(st.get("backlog", 0)),
+                        "resyncs": int(st.get("resyncs", 0)),
+                        "updated_ms_ago": age,
+                    })
+            except (redis.RedisError, OSError) as e:
+                self.drop(ref.name)
+                stores[ref.name] = {"up": False, "error": str(e)[:200]}
+        return {"stores": stores, "links": links}
+
+    def close(self) -> None:
+        for name in list(self._stores):
+            self.drop(name)
