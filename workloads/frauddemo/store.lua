@@ -27,7 +27,7 @@ Local-only operations, accepted by fd_write and never logged:
             write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '11'
+local VERSION = '12'
 local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
@@ -140,6 +140,11 @@ end
 local PREFIX = { h = 'h', hd = 'h', sa = 's', sr = 's', c = 'c', b = 'b' }
 
 local function is_str(v) return type(v) == 'string' end
+-- A counter part or a TTL: decimal digits that HINCRBY and PX accept (tonumber alone takes
+-- '1.5', '-3', '0x10', 'nan' and 'inf', which would fail a later write half-way).
+local function is_uint(v) return is_str(v) and #v <= 18 and string.match(v, '^%d+$') ~= nil end
+-- unpack() fails past Lua's C stack (about 8000 values): a longer list is malformed.
+local MAX_LIST = 2000
 
 local function check_key(op)
   local want = PREFIX[op[1]]
@@ -153,14 +158,14 @@ local function valid_logged(op)
   local k = op[1]
   if k == 'h' then
     local l = op[3]
-    if type(l) ~= 'table' or #l == 0 or #l % 2 == 1 then return false end
+    if type(l) ~= 'table' or #l == 0 or #l % 2 == 1 or #l > MAX_LIST then return false end
     for i = 1, #l, 2 do
       local f, v = l[i], l[i + 1]
       if type(f) ~= 'string' or type(v) ~= 'string' or string.byte(f, 1) == 126 then return false end
     end
     return true
   elseif k == 'hd' or k == 'sr' then
-    if type(op[3]) ~= 'table' then return false end
+    if type(op[3]) ~= 'table' or #op[3] > MAX_LIST then return false end
     for _, f in ipairs(op[3]) do
       if not is_str(f) or (k == 'hd' and string.byte(f, 1) == 126) then return false end
     end
@@ -168,9 +173,9 @@ local function valid_logged(op)
   elseif k == 'sa' then
     return is_str(op[3]) and is_str(op[4])
   elseif k == 'c' then
-    return is_str(op[3]) and string.match(op[3], '^[pn]:') ~= nil and tonumber(op[4]) ~= nil
+    return is_str(op[3]) and string.match(op[3], '^[pn]:') ~= nil and is_uint(op[4])
   elseif k == 'b' then
-    return is_str(op[3]) and (op[4] == nil or tonumber(op[4]) ~= nil)
+    return is_str(op[3]) and (op[4] == nil or is_uint(op[4]))
   end
   return false
 end
@@ -325,6 +330,15 @@ end
 -- (trimmed by retention, or the source was reset): the caller must do a full resync.
 local function fd_merge(keys, args)
   local src, epoch = args[1], args[2]
+  -- The batch's shape is checked before anything is written (Redis never rolls a script back).
+  if not src or not epoch or (#args - 2) % 4 ~= 0 then
+    return redis.error_reply('BADBATCH args are: source, epoch, then (id, clock, seq, ops) per entry')
+  end
+  for i = 3, #args, 4 do
+    if not split_id(args[i]) or (i > 3 and not id_gt(args[i], args[i - 4])) then
+      return redis.error_reply('BADBATCH entry ids must be stream ids in ascending order')
+    end
+  end
   local ck = 'fd:ckpt:' .. src
   local cur = redis.call('HMGET', ck, 'epoch', 'seq', 'id')
   if cur[1] and cur[1] ~= epoch then
@@ -339,14 +353,15 @@ local function fd_merge(keys, args)
   local applied, maxc, gap = 0, 0, 0
   local bad = {}
   for i = first, #args, 4 do
-    local id, c, s, o = args[i], args[i + 1], tonumber(args[i + 2]), args[i + 3]
+    local id, c, o = args[i], args[i + 1], args[i + 3]
+    local s = is_uint(args[i + 2]) and tonumber(args[i + 2]) or nil
     if s and s > seq + 1 then
       gap = 1
       break
     end
     local cn = tonumber(c)
     local ok, ops = pcall(cmsgpack.unpack, o)
-    local good = ok and cn ~= nil and s ~= nil and #c == 16 and type(ops) == 'table'
+    local good = ok and s ~= nil and #c == 16 and is_uint(c) and type(ops) == 'table'
     if good then
       for _, op in ipairs(ops) do
         if not valid_logged(op) then good = false; break end
