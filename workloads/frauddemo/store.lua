@@ -27,7 +27,7 @@ Local-only operations, accepted by fd_write and never logged:
             write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '12'
+local VERSION = '13'
 local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
@@ -141,8 +141,12 @@ local PREFIX = { h = 'h', hd = 'h', sa = 's', sr = 's', c = 'c', b = 'b' }
 
 local function is_str(v) return type(v) == 'string' end
 -- A counter part or a TTL: decimal digits that HINCRBY and PX accept (tonumber alone takes
--- '1.5', '-3', '0x10', 'nan' and 'inf', which would fail a later write half-way).
-local function is_uint(v) return is_str(v) and #v <= 18 and string.match(v, '^%d+$') ~= nil end
+-- '1.5', '-3', '0x10', 'nan' and 'inf', which would fail a later write half-way), or a whole
+-- number (msgpack carries a client's integer TTL as a number).
+local function is_uint(v)
+  if type(v) == 'number' then return v >= 0 and v < 1e15 and v == math.floor(v) end
+  return is_str(v) and #v <= 18 and string.match(v, '^%d+$') ~= nil
+end
 -- unpack() fails past Lua's C stack (about 8000 values): a longer list is malformed.
 local MAX_LIST = 2000
 
