@@ -63,7 +63,8 @@ class Links:
         key = (src.spec.name, dst.spec.name)
         assert key not in self.running, f"link {key} already running"
         stats = self.stats.setdefault(key, LinkStats())
-        s = Syncer(LinkConfig(src.url, dst.url, src.password, dst.password, **cfg), stats)
+        (src_url, src_pw), (dst_url, dst_pw) = src.credentials("syncer"), dst.credentials("syncer")
+        s = Syncer(LinkConfig(src_url, dst_url, src_pw, dst_pw, **cfg), stats)
         t = threading.Thread(target=s.run, name=f"syncer-{key[0]}-{key[1]}", daemon=True)
         t.start()
         self.running[key] = (s, t)

@@ -30,7 +30,7 @@ def service(stores, links):
     """Stores a and b, replicating, and the detection service (engine + API) on a free port."""
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    refs = [StoreRef(n, srv.url, srv.password) for n, (srv, _) in st.items()]
+    refs = [StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()]
     app = create_app(refs, KEYS, workers=1, detector_name="api-test")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -21,7 +21,7 @@ def demo(stores, links):
     """Two replicated stores, a till at each, a hacked till at b and a running detector."""
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    det = Detector([StoreRef(n, srv.url, srv.password) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
+    det = Detector([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
                    name="test-detector", workers=1)
     t = threading.Thread(target=det.run, daemon=True)
     t.start()

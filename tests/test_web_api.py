@@ -19,7 +19,7 @@ def demo(stores, links):
     """Stores a and b, replicated both ways, and the service (without the detector engine)."""
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    app = create_app([StoreRef(n, srv.url, srv.password) for n, (srv, _) in st.items()], KEYS, engine=False)
+    app = create_app([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], KEYS, engine=False)
     with TestClient(app) as client:
         yield client, st, links
 
@@ -109,7 +109,7 @@ def test_hacked_pos_state_and_catalogue(demo):
 def test_summary_counts_what_the_detector_decided(stores, links):
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    app = create_app([StoreRef(n, srv.url, srv.password) for n, (srv, _) in st.items()], KEYS, workers=1)
+    app = create_app([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], KEYS, workers=1)
     with TestClient(app) as client:
         def post(path, **body):
             r = client.post(path, json=body)

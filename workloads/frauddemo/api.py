@@ -21,7 +21,7 @@ from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,24 @@ STREAM_OF = {"purchase": PURCHASES, "return": RETURNS, "verdict": VERDICTS, "ale
 
 class Unavailable(Exception):
     """A store needed by the request is down: 503 with Retry-After."""
+
+
+class Problem(BaseModel):
+    """Every error: a reason, or (bad fields) one entry per field with its location."""
+    detail: str | list[dict]
+
+
+def _errors(*codes: int) -> dict:
+    why = {401: "the API token is missing or wrong (only when one is configured)",
+           404: "no such store, receipt, attempt, alert or photo", 409: "a conflicting request is in progress",
+           413: "the body or the photo is too large", 422: "the request is malformed, with the reason",
+           429: "too many POSTs from this client (Retry-After)", 503: "a store is unreachable (Retry-After)"}
+    return {c: {"model": Problem, "description": why[c]} for c in codes}
+
+
+ERRORS = _errors(404, 422, 503)
+POST_ERRORS = _errors(401, 409, 413, 429)
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "the JPEG bytes"}}
 
 
 class _Body(BaseModel):
@@ -88,9 +106,13 @@ def _photo_bytes(b64: str | None) -> bytes | None:
         raise HTTPException(422, "photo must be base64") from None
 
 
-def router(demo) -> APIRouter:
-    """`demo`: the service state (service.Demo): stores, keys, photo stores."""
-    api = APIRouter(prefix="/api", tags=["api"])
+def router(demo, guards=()) -> APIRouter:
+    """`demo`: the service state (service.Demo): stores, keys, photo stores. `guards`: dependencies
+    every POST runs first (access.guards: rate limit, token)."""
+    api = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
+
+    def post(path: str, **kw):
+        return api.post(path, dependencies=[Depends(g) for g in guards], responses=POST_ERRORS, **kw)
 
     def store(name: str) -> Store:
         if name not in demo.names:
@@ -147,7 +169,7 @@ def router(demo) -> APIRouter:
                     s["up"] = False
         return st
 
-    @api.post("/link")
+    @post("/link")
     def link(body: LinkIn):
         """Partition or heal the replication between every pair of stores (the syncers obey)."""
         for target in demo.names:
@@ -160,7 +182,7 @@ def router(demo) -> APIRouter:
                         s.r.delete(pause_key(source))
         return {"action": body.action, "stores": demo.names}
 
-    @api.post("/hacked-pos")
+    @post("/hacked-pos")
     def hacked_pos(body: HackedIn):
         """Start or stop every hacked POS (they check this flag before each attack)."""
         for name in demo.names:
@@ -188,7 +210,7 @@ def router(demo) -> APIRouter:
             raise HTTPException(404, f"no store knows receipt {receipt[:80]!r}")
         return demo.story(receipt, story)
 
-    @api.post("/purchases", status_code=201)
+    @post("/purchases", status_code=201)
     def purchase_create(body: PurchaseIn, idempotency_key: str | None = Header(None)):
         s = store(body.store)
 
@@ -224,7 +246,7 @@ def router(demo) -> APIRouter:
         return {**a.to_dict(), "verdict": demo.verdicts([(a.store, a.id)]).get(a.id),
                 "photo_urls": _photo_urls(a.photo)}
 
-    @api.post("/returns", status_code=201)
+    @post("/returns", status_code=201)
     def return_create(body: ReturnIn, idempotency_key: str | None = Header(None)):
         """A return at a store's web till: the store decides locally and records the attempt."""
         s = store(body.store)
@@ -278,14 +300,14 @@ def router(demo) -> APIRouter:
         return {**a, "story": demo.story(a["receipt"], story)}
 
     # -- photos -----------------------------------------------------------------------------------
-    @api.get("/photos/{sha}", response_class=Response)
+    @api.get("/photos/{sha}", response_class=Response, responses=JPEG)
     def photo(sha: str):
         data = demo.first(lambda name: _sha(demo.photo_store(name).get, sha))
         if data is None:
             raise HTTPException(404, "no such photo")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
-    @api.get("/photos/{sha}/thumbnail", response_class=Response)
+    @api.get("/photos/{sha}/thumbnail", response_class=Response, responses=JPEG)
     def thumbnail(sha: str, side: int = Query(160, ge=16, le=1024)):
         data = demo.first(lambda name: _sha(lambda s: demo.photo_store(name).thumbnail(s, side), sha))
         if data is None:
@@ -293,7 +315,7 @@ def router(demo) -> APIRouter:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     # -- scenario ---------------------------------------------------------------------------------
-    @api.post("/scenarios/fraud")
+    @post("/scenarios/fraud")
     def scenario_fraud(body: ScenarioIn | None = None):
         """Scenario 1: a purchase at A, then a legitimate return at A and a hacked one at B inside the
         replication window; returns the detector's alert and both attempts side by side."""
@@ -308,7 +330,8 @@ def router(demo) -> APIRouter:
             raise HTTPException(422, str(e)) from None
 
     # -- live events ------------------------------------------------------------------------------
-    @api.get("/events")
+    @api.get("/events", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
     async def events(request: Request, types: str = "purchase,return,verdict,alert,status"):
         """Server-sent events: `purchase`, `return`, `verdict`, `alert` as they are committed at any
         store, and `status` (stores and links) every second; nothing is read once the client leaves."""
@@ -351,7 +374,7 @@ def router(demo) -> APIRouter:
 
     reset_lock = threading.Lock()
 
-    @api.post("/reset")
+    @post("/reset")
     def reset():
         """Delete the demo's data (receipts, returns, verdicts, alerts, photos, counters, event streams)
         at every store. Deletes do not replicate, so the link is partitioned first (and confirmed by

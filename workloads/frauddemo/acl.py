@@ -1,0 +1,142 @@
+"""Redis ACL users, one per role, each with the least commands and keys it needs.
+
+Every role is data in `ROLES`; `render` turns roles and their passwords into an ACL file with SHA-256
+hashes only (`user pos on #<sha256> ...`), so no server configuration holds a plaintext password.
+
+ACLs also apply to the commands a function runs (`redis.call` inside `store.lua`), so a role that
+calls a writing function (`fd_write`, `fd_merge`, ...) needs those commands and the keys they touch;
+the key patterns are what keep it to its own part of the store. Functions are called with no
+declared keys (`FCALL name 0 ...`), so FCALL's own check passes and every key is checked inside.
+Limits of Redis ACLs, accepted here: a role allowed a command inside a function may also send it
+directly (no "only from a script"), and SCAN lists every key name whatever the key patterns.
+
+The `default` user is the administrator (the supervisor, the operator's store agent, tests and
+tools): it alone loads functions and runs admin commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+log = logging.getLogger("frauddemo.acl")
+
+ADMIN = "default"
+
+# What the functions in store.lua run (`redis.call`), for every role that calls them.
+FUNCTION_COMMANDS = ("time", "exists", "get", "set", "pttl", "hget", "hmget", "hgetall", "hset", "hdel",
+                     "hincrby", "sadd", "sismember", "smembers", "xadd", "xrevrange")
+CONNECTION = ("auth", "hello", "ping", "client|setinfo")
+DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    name: str
+    does: str
+    commands: tuple[str, ...]
+    read_write: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+    def rule(self, hashes: list[str]) -> str:
+        """The role's ACL rule with these password hashes (hex SHA-256); no hash: the user is off."""
+        parts = ["user", self.name, "reset", "on" if hashes else "off", *(f"#{h}" for h in hashes)]
+        if self.name == ADMIN:
+            return " ".join(parts + ["~*", "&*", "+@all"])
+        parts += [f"%RW~{k}" for k in self.read_write] + [f"%R~{k}" for k in self.read]
+        parts += [f"%W~{k}" for k in self.write]
+        parts += ["resetchannels", "-@all"]
+        parts += [c if c[0] in "+-" else f"+{c}" for c in CONNECTION + self.commands]
+        return " ".join(parts)
+
+
+ROLES = {r.name: r for r in [
+    Role(ADMIN, "supervisor, operator's store agent, tests and tools: loads functions, applies ACLs",
+         ("@all",)),
+    Role("pos", "a till (and the hacked till): writes purchases and returns through fd_write, reads "
+         "receipts, wallets, verdicts, photos, link states and its control flag",
+         ("fcall", "fcall_ro", "hvals", "scan", *FUNCTION_COMMANDS),
+         read_write=(*DATA, "fd:meta", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels"),
+         read=("fd:link:*", "fd:ctl"), write=("fd:log",)),
+    Role("syncer", "one directed link: reads the source's op log and state (fd_position, fd_export), "
+         "merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
+         ("fcall", "fcall_ro", "xread", "scan", *FUNCTION_COMMANDS),
+         read_write=(*DATA, "fd:meta", "fd:ckpt:*", "fd:link:*"), read=("fd:log", "fd:pause:*")),
+    Role("detector", "the detection engine and the API service: consumes the event streams in group "
+         "`detectors`, writes verdicts, alerts and API purchases/returns, and runs the controls "
+         "(partition/heal, hacked POS on/off, idempotency records, reset: a script that wipes data keys "
+         "and moves checkpoints)",
+         ("fcall", "fcall_ro", "eval", "evalsha", "scan", "type", "mget", "hvals", "del", "unlink",
+          "xrange", "xread", "xlen", "xtrim", "xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create",
+          *FUNCTION_COMMANDS),
+         read_write=(*DATA, "fd:meta", "fd:ev:*", "fd:ckpt:*", "fd:pause:*", "fd:ctl", "fd:idem:*",
+                     "fd:reset", "fd:log"),
+         read=("fd:link:*",)),
+    Role("dashboard", "read-only: inspecting a store (data, events, link states, checkpoints)",
+         ("fcall_ro", "@read", "-@dangerous"),
+         read=(*DATA, "fd:meta", "fd:ev:*", "fd:link:*", "fd:ckpt:*")),
+]}
+CLIENT_ROLES = tuple(r for r in ROLES if r != ADMIN)
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def render(passwords: dict[str, list[str]]) -> str:
+    """An ACL file: every role, accepting each of its listed passwords (two during a rotation).
+    A role without passwords is switched off."""
+    lines = [ROLES[name].rule([password_hash(p) for p in passwords.get(name, [])]) for name in ROLES]
+    return "\n".join(lines) + "\n"
+
+
+def load(admin) -> None:
+    """Make a running server apply its ACL file now (`admin`: a client of the default user)."""
+    admin.execute_command("ACL", "LOAD")
+
+
+# -- the store agent (a container beside each store in Kubernetes) ---------------------------------
+
+def agent_step(admin, acl_file: Path, seen: bytes | None) -> bytes | None:
+    """Load the function library if missing or stale, and apply the ACL file when it changed since
+    `seen` (its content last applied). Returns the content now applied."""
+    from .store import load_library
+
+    load_library(admin)
+    content = acl_file.read_bytes()
+    if content != seen:
+        load(admin)
+        log.info("ACL file %s applied (%d users)", acl_file, content.count(b"\nuser ") + 1)
+    return content
+
+
+def run_agent(url: str, admin_password_files: list[str], acl_file: str, stop, interval: float = 2.0) -> None:
+    """Keep a store's functions loaded and its ACL in step with the mounted file. The admin's current
+    password may be the new or the previous one during a rotation: each file is tried in turn."""
+    import redis
+
+    from .servers import read_secret
+
+    seen = None
+    while not stop.is_set():
+        try:
+            for i, f in enumerate(admin_password_files):
+                try:
+                    pw = read_secret(f)
+                except OSError:
+                    continue
+                admin = redis.Redis.from_url(url, password=pw, socket_timeout=5, socket_connect_timeout=2)
+                try:
+                    seen = agent_step(admin, Path(acl_file), seen)
+                    break
+                except redis.AuthenticationError:
+                    if i == len(admin_password_files) - 1:
+                        raise
+                finally:
+                    admin.close()
+        except (redis.RedisError, OSError) as e:
+            log.warning("store agent: %s; retrying", e)
+            seen = None
+        stop.wait(interval)
