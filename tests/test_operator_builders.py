@@ -50,7 +50,8 @@ def test_two_stores_make_every_child():
     assert ("ConfigMap", "demo-dashboard") in names
     assert ("ServiceMonitor", "demo") in names
     assert ("Secret", "demo-terminal-key") in names
-    assert len(kids) == 25
+    assert ("Secret", "demo-api-token") in names
+    assert len(kids) == 26
 
 
 def test_every_child_is_owned_and_labelled():
@@ -166,6 +167,24 @@ def test_detector_and_points_of_sale():
     assert hacked["args"] == ["hacked-pos", "--store", "a", "--url", "redis://demo-store-a:6379", "--rate", "1",
                               "--attack-mix", "no-photo=1,mismatched-photo=0,duplicate-receipt=0"]
     assert hacked["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "demo-store-a-auth"
+
+
+def test_detector_reads_the_api_token_from_a_mounted_secret_file():
+    kids = by_key(builders.desired(OWNER, spec(), service_monitors=False))
+    assert kids[("Secret", "demo-api-token")]["metadata"]["labels"][builders.L_COMPONENT] == "detector"
+    pod = kids[("Deployment", "demo-detector")]["spec"]["template"]["spec"]
+    det = pod["containers"][0]
+    env = {e["name"]: e for e in det["env"]}
+    assert env["FRAUDDEMO_API_TOKEN_FILE"] == {"name": "FRAUDDEMO_API_TOKEN_FILE",
+                                                "value": "/var/run/frauddemo/api-token/password"}
+    assert "FRAUDDEMO_API_TOKEN" not in env                      # a file, never the value in env
+    mount = next(m for m in det["volumeMounts"] if m["name"] == "api-token")
+    assert mount == {"name": "api-token", "mountPath": "/var/run/frauddemo/api-token", "readOnly": True}
+    vol = next(v for v in pod["volumes"] if v["name"] == "api-token")
+    assert vol["secret"]["secretName"] == "demo-api-token"
+    # only the detector holds it
+    others = [c for k, c in kids.items() if k[0] in ("Deployment", "StatefulSet") and k[1] != "demo-detector"]
+    assert not any(v.get("secret") for c in others for v in c["spec"]["template"]["spec"].get("volumes", []))
 
 
 def test_switches_turn_children_off():

@@ -36,6 +36,7 @@ SYNCER_METRICS_PORT = 9100
 STORE_UID = 999        # the valkey/redis images' own non-root user
 APP_UID = 10001        # the frauddemo image's non-root user
 PASSWORD_KEY = "password"
+API_TOKEN_DIR = "/var/run/frauddemo/api-token"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,11 @@ def terminal_secret(fd: str) -> str:
     """The tills' provisioning secret: registered terminals sign return attempts with keys derived
     from it, and the detector checks them (a rogue terminal has no key)."""
     return f"{fd}-terminal-key"
+
+
+def api_token_secret(fd: str) -> str:
+    """The detector API's bearer token for its controls (every POST); GETs stay open."""
+    return f"{fd}-api-token"
 
 
 def store_secret(fd: str, store: str) -> str:
@@ -216,6 +222,11 @@ def store_configmap(owner: Owner, store: Store) -> dict:
 def terminal_secret_manifest(owner: Owner) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, terminal_secret(owner.name), "terminal-key")}
+
+
+def api_token_secret_manifest(owner: Owner) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(owner, api_token_secret(owner.name), "detector")}
 
 
 def store_secret_manifest(owner: Owner, store: Store) -> dict:
@@ -391,7 +402,13 @@ def detector_deployment(owner: Owner, spec: Spec) -> dict:
         probes={"readinessProbe": {**http, "periodSeconds": 5, "timeoutSeconds": 3},
                 "livenessProbe": {**live, "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 3,
                                   "failureThreshold": 6}})
-    return deployment(owner, spec, detector_name(fd), "detector", {}, container, replicas=d.replicas)
+    # The API token as a file, never in env or argv (frauddemo.access reads FRAUDDEMO_API_TOKEN_FILE).
+    container["env"].append({"name": "FRAUDDEMO_API_TOKEN_FILE", "value": f"{API_TOKEN_DIR}/{PASSWORD_KEY}"})
+    container["volumeMounts"].append({"name": "api-token", "mountPath": API_TOKEN_DIR, "readOnly": True})
+    dep = deployment(owner, spec, detector_name(fd), "detector", {}, container, replicas=d.replicas)
+    dep["spec"]["template"]["spec"]["volumes"].append(
+        {"name": "api-token", "secret": {"secretName": api_token_secret(fd), "defaultMode": 0o440}})
+    return dep
 
 
 def detector_service(owner: Owner) -> dict:
@@ -476,7 +493,7 @@ def pos_egress_policy(owner: Owner, store: str) -> dict:
 
 def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[dict]:
     """Every child the FraudDemo should have, in creation order."""
-    out: list[dict] = [terminal_secret_manifest(owner)]
+    out: list[dict] = [terminal_secret_manifest(owner), api_token_secret_manifest(owner)]
     for store in spec.stores:
         cm = store_configmap(owner, store)
         out += [store_secret_manifest(owner, store), cm, *store_services(owner, store),
