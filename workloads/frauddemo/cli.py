@@ -209,9 +209,19 @@ def cmd_load(a) -> int:
     return 0
 
 
+SOAK_OPTIONS = ("rate", "duration", "warmup", "interval", "retention")
+
+
 def cmd_bench(a) -> int:
-    runners = _bench_runners()
-    result = runners[a.what]()
+    soak_opts = {k: getattr(a, k) for k in SOAK_OPTIONS if getattr(a, k) is not None}
+    if a.what == "soak":
+        from .bench_soak import run
+
+        result = run(log=lambda m: print(m, file=sys.stderr, flush=True), **soak_opts)
+    elif soak_opts:
+        raise ConfigError(f"--{next(iter(soak_opts))} is an option of `bench soak` only")
+    else:
+        result = _bench_runners()[a.what]()
     if a.json:
         print(json.dumps(result))
     else:
@@ -344,8 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     operator_commands(sub)
 
     be = sub.add_parser("bench", help="benchmarks; --json prints one JSON object")
-    be.add_argument("what", choices=sorted(_bench_runners()))
+    be.add_argument("what", choices=sorted([*_bench_runners(), "soak"]))
     be.add_argument("--json", action="store_true")
+    be.add_argument("--rate", type=float, help="soak: transactions offered per second (default 200)")
+    be.add_argument("--duration", type=float, help="soak: seconds of load (default 600)")
+    be.add_argument("--warmup", type=float, help="soak: seconds before growth is measured (default: a "
+                    "fifth of the duration, at most 60)")
+    be.add_argument("--interval", type=float, help="soak: seconds between samples (default 10)")
+    be.add_argument("--retention", type=int, help="soak: op-log entries each store keeps (default 20000)")
     be.set_defaults(fn=cmd_bench)
     return p
 
