@@ -1,11 +1,14 @@
 """Shared fixtures: real Valkey servers on free loopback ports, real syncers; all cleaned up."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import httpx
 import pytest
+import uvicorn
 
-from frauddemo.servers import Server, ServerSpec, find_server
+from frauddemo.servers import Server, ServerSpec, find_server, free_port
 from frauddemo.store import Store
 from frauddemo.syncer import LinkConfig, LinkStats, Syncer
 from frauddemo_operator.testing import wait_for as wait_until  # one polling helper for all tests
@@ -106,3 +109,19 @@ def converged(named_stores: dict) -> bool:
 
 def wait_converged(named_stores: dict, timeout: float = 30.0) -> None:
     wait_until(lambda: converged(named_stores), timeout, what="stores to converge")
+
+
+@contextlib.contextmanager
+def serving(app):
+    """`app` through uvicorn on a free loopback port; yields an httpx client to it; stops the server."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: server.started, 20, what="uvicorn")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        t.join(15)

@@ -5,38 +5,18 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 
-import httpx
 import pytest
-import uvicorn
 
 from frauddemo import access
 from frauddemo.access import AccessError, Buckets, RateLimit, token_from_env
 from frauddemo.config import StoreRef
-from frauddemo.servers import free_port
 from frauddemo.service import create_app
 
-from conftest import wait_until
+from conftest import serving
 
 TOKEN = "s3cret-token-for-tests"
 CONTROL = ("/api/hacked-pos", {"running": True})  # a cheap POST that changes the demo
-
-
-@contextlib.contextmanager
-def serving(app):
-    """`app` on a free loopback port through uvicorn; yields an httpx client; stops the server."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    try:
-        wait_until(lambda: server.started, 20, what="uvicorn")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        t.join(15)
 
 
 @pytest.fixture
