@@ -87,7 +87,7 @@ def test_unknown_store_receipt_attempt_alert_photo(service):
     (b"{not json", "json_invalid"),
     (json.dumps({"store": "a", "customer": "c", "items": "shirt"}).encode(), "dict_type"),
     (json.dumps({"store": "a", "customer": 5, "items": {"shirt": 1}}).encode(), "string_type"),
-    (json.dumps({"store": "a", "customer": "c", "items": {"shirt": "two"}}).encode(), "int_parsing"),
+    (json.dumps({"store": "a", "customer": "c", "items": {"shirt": "two"}}).encode(), "int_type"),
     (json.dumps({"store": "a", "customer": "c", "items": {"shirt": 1}, "admin": True}).encode(), "extra_forbidden"),
 ])
 def test_malformed_json_and_wrong_types_are_422(service, body, why):

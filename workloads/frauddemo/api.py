@@ -21,7 +21,7 @@ from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,7 @@ from .syncer import pause_key
 MAX_BODY = 3 * 1024 * 1024  # a 1 MB photo in base64, with room for the rest
 PAGE_MAX = 200
 IDEMPOTENCY_TTL_S = 24 * 3600
+SHA_HEX = "^[0-9a-f]{64}$"  # a photo's id: its SHA-256, lower-case hex
 STREAM_OF = {"purchase": PURCHASES, "return": RETURNS, "verdict": VERDICTS, "alert": ALERTS}
 
 
@@ -52,7 +53,8 @@ class Problem(BaseModel):
 
 
 def _errors(*codes: int) -> dict:
-    why = {401: "the API token is missing or wrong (only when one is configured)",
+    why = {400: "the body cannot be parsed at all (not UTF-8 JSON)",
+           401: "the API token is missing or wrong (only when one is configured)",
            404: "no such store, receipt, attempt, alert or photo", 409: "a conflicting request is in progress",
            413: "the body or the photo is too large", 422: "the request is malformed, with the reason",
            429: "too many POSTs from this client (Retry-After)", 503: "a store is unreachable (Retry-After)"}
@@ -60,12 +62,13 @@ def _errors(*codes: int) -> dict:
 
 
 ERRORS = _errors(404, 422, 503)
-POST_ERRORS = _errors(401, 409, 413, 429)
+POST_ERRORS = _errors(400, 401, 409, 413, 429)
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "the JPEG bytes"}}
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: {"running": 0} or {"items": {"shirt": "1"}} are refused, not coerced
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PurchaseIn(_Body):
@@ -301,14 +304,14 @@ def router(demo, guards=()) -> APIRouter:
 
     # -- photos -----------------------------------------------------------------------------------
     @api.get("/photos/{sha}", response_class=Response, responses=JPEG)
-    def photo(sha: str):
+    def photo(sha: str = Path(pattern=SHA_HEX)):
         data = demo.first(lambda name: _sha(demo.photo_store(name).get, sha))
         if data is None:
             raise HTTPException(404, "no such photo")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @api.get("/photos/{sha}/thumbnail", response_class=Response, responses=JPEG)
-    def thumbnail(sha: str, side: int = Query(160, ge=16, le=1024)):
+    def thumbnail(sha: str = Path(pattern=SHA_HEX), side: int = Query(160, ge=16, le=1024)):
         data = demo.first(lambda name: _sha(lambda s: demo.photo_store(name).thumbnail(s, side), sha))
         if data is None:
             raise HTTPException(404, "no such photo")

@@ -9,12 +9,16 @@ import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from . import access, metrics
-from .api import MAX_BODY, Demo, Problem, Unavailable, router
+from .api import MAX_BODY, Demo, Unavailable, router
 from .config import StoreRef
 from .detection import DetectionConfig
 from .detector import Detector
@@ -33,6 +37,11 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+class Readiness(BaseModel):
+    ready: bool
+    problems: list[str] = []
 
 
 class BodyLimit:
@@ -67,6 +76,14 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(scope, replay, send)
+
+
+def allowed_methods(app: FastAPI, path: str) -> str | None:
+    """The methods the OpenAPI document lists for `path` (None: a path it does not describe)."""
+    for template, ops in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return ", ".join(sorted(m.upper() for m in ops))
+    return None
 
 
 async def _too_large(send, limit: int) -> None:
@@ -106,6 +123,13 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
     async def unavailable(request, exc: Unavailable):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        allow = exc.status_code == 405 and allowed_methods(app, request.url.path)
+        if allow:  # Starlette names only the first matching route's methods, not every one of the path's
+            exc.headers = {**(exc.headers or {}), "Allow": allow}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
@@ -116,7 +140,8 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         """The process is alive (no dependency checked)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"model": Problem, "description": "not ready, with why"}})
+    @app.get("/readyz", tags=["health"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "not ready, with why"}})
     def readyz():
         """200 once every store answers and every link replicates; 503 with the reasons otherwise."""
         st = stores.status()
