@@ -24,9 +24,12 @@ log = logging.getLogger("frauddemo.acl")
 
 ADMIN = "default"
 
-# What the functions in store.lua run (`redis.call`), for every role that calls them.
-FUNCTION_COMMANDS = ("time", "exists", "get", "set", "pttl", "hget", "hmget", "hgetall", "hset", "hdel",
-                     "hincrby", "sadd", "sismember", "smembers", "xadd", "xrevrange")
+# What the functions in store.lua run (`redis.call`), for the roles that call them: the writing ones
+# (fd_init, fd_write, fd_merge, fd_import, fd_checkpoint, fd_link; only fd_write appends to the op log)
+# and the reading ones (fd_position, fd_export). fd_version runs nothing.
+WRITE_FUNCTIONS = ("time", "exists", "get", "set", "hget", "hmget", "hgetall", "hset", "hdel", "hincrby",
+                   "sadd", "sismember")
+READ_FUNCTIONS = ("hmget", "hgetall", "xrevrange", "smembers", "get", "pttl")
 CONNECTION = ("auth", "hello", "ping", "client|setinfo")
 DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
 
@@ -55,25 +58,25 @@ class Role:
 ROLES = {r.name: r for r in [
     Role(ADMIN, "supervisor, operator's store agent, tests and tools: loads functions, applies ACLs",
          ("@all",)),
-    Role("pos", "a till (and the hacked till): writes purchases and returns through fd_write, reads "
-         "receipts, wallets, verdicts, photos, link states and its control flag",
-         ("fcall", "fcall_ro", "hvals", "scan", *FUNCTION_COMMANDS),
-         read_write=(*DATA, "fd:meta", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels"),
-         read=("fd:link:*", "fd:ctl"), write=("fd:log",)),
-    Role("syncer", "one directed link: reads the source's op log and state (fd_position, fd_export), "
-         "merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
-         ("fcall", "fcall_ro", "xread", "scan", *FUNCTION_COMMANDS),
-         read_write=(*DATA, "fd:meta", "fd:ckpt:*", "fd:link:*"), read=("fd:log", "fd:pause:*")),
+    Role("pos", "a till (and the hacked till): writes purchases, returns and photos through fd_write; "
+         "reads receipts, wallets, verdicts, photos, link states and its control flag",
+         ("fcall", "fcall_ro", "hvals", "scan", "xadd", *WRITE_FUNCTIONS),
+         read_write=(*DATA, "fd:meta"), read=("fd:link:*", "fd:ctl"),
+         write=("fd:log", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels")),
+    Role("syncer", "one directed link: reads the source's op log and state (XREAD, fd_position, "
+         "fd_export), merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
+         ("fcall", "fcall_ro", "xread", "scan", *WRITE_FUNCTIONS, *READ_FUNCTIONS),
+         read_write=(*DATA, "fd:meta", "fd:ckpt:*"), read=("fd:log", "fd:pause:*"), write=("fd:link:*",)),
     Role("detector", "the detection engine and the API service: consumes the event streams in group "
          "`detectors`, writes verdicts, alerts and API purchases/returns, and runs the controls "
          "(partition/heal, hacked POS on/off, idempotency records, reset: a script that wipes data keys "
          "and moves checkpoints)",
-         ("fcall", "fcall_ro", "eval", "evalsha", "scan", "type", "mget", "hvals", "del", "unlink",
+         ("fcall", "fcall_ro", "eval", "scan", "type", "mget", "hvals", "del", "unlink", "xadd", "xrevrange",
           "xrange", "xread", "xlen", "xtrim", "xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create",
-          *FUNCTION_COMMANDS),
-         read_write=(*DATA, "fd:meta", "fd:ev:*", "fd:ckpt:*", "fd:pause:*", "fd:ctl", "fd:idem:*",
-                     "fd:reset", "fd:log"),
-         read=("fd:link:*",)),
+          *WRITE_FUNCTIONS),
+         read_write=(*DATA, "fd:meta", "fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts",
+                     "fd:pause:*", "fd:ctl", "fd:idem:*", "fd:reset", "fd:log"),
+         read=("fd:link:*",), write=("fd:ckpt:*", "fd:ev:labels")),
     Role("dashboard", "read-only: inspecting a store (data, events, link states, checkpoints)",
          ("fcall_ro", "@read", "-@dangerous"),
          read=(*DATA, "fd:meta", "fd:ev:*", "fd:link:*", "fd:ckpt:*")),
