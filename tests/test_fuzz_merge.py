@@ -149,5 +149,5 @@ def test_any_batch_is_merged_skipped_or_refused_whole(pair, batch):
             t.write([ops.hset(key, {"f": "local"})])
         elif key.startswith("s:"):
             t.write([ops.sadd(key, "local")])
-    assert merge(t, [b"99999-0", b"%016d" % (10**16 - 1), str(seq + 1).encode(),
+    assert merge(t, [b"999999-0", b"%016d" % (10**16 - 1), str(seq + 1).encode(),
                      packed([[b"h", b"h:k2", [b"z", b"1"]]])])[0] == 1
