@@ -7,6 +7,7 @@ source) make the merge report a gap, and the link does a full-state resync from 
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from .store import LOG_KEY, Store, StoreError
 
 log = logging.getLogger("frauddemo.syncer")
 PAUSE_CHECK_S = 0.1
+MERGES_IN_FLIGHT = 2  # merge calls queued at the target under backlog
 
 
 def pause_key(source: str) -> str:
@@ -203,7 +205,8 @@ class Syncer:
     # -- the replication loop -------------------------------------------------------------------
     def _pump(self) -> None:
         """Three stages overlap: the source answers the next read, the target merges the previous
-        batch, and this process encodes the current one."""
+        batches (up to MERGES_IN_FLIGHT queued on its connection, so it never waits for this process
+        between two), and this process encodes the current one."""
         src, dst = self.source, self.target
         self._hold_while_paused()
         ckpt = dst.checkpoint(src.replica)
@@ -214,7 +217,16 @@ class Syncer:
         head = (b"FCALL", b"fd_merge", b"0", src.replica.encode(), src.epoch.encode())
         self.stats.state = "up"
         metrics.SYNCER_STATE.labels(**self.labels).set(1)
-        pending = None  # the batch whose merge reply has not been read yet
+        pending: collections.deque = collections.deque()  # batches whose merge replies are unread
+
+        def settle(keep: int) -> None:
+            """Read merge replies until `keep` remain; after a gap, all of them, then resync."""
+            gap = False
+            while len(pending) > keep or (gap and pending):
+                gap |= self._finish(merge_conn, pending.popleft())
+            if gap:
+                reader.restart(self._resync_from_gap())
+
         next_status = next_pause_check = 0.0
         try:
             reader.start(dst.checkpoint(src.replica).get("id", "0-0").encode())
@@ -224,19 +236,12 @@ class Syncer:
                     if self.paused():
                         break  # the caller reconnects, and holds while paused
                 entries = reader.next()
-                packed = _merge_command(head, entries) if entries else None
-                if pending is not None and self._finish(merge_conn, pending):
-                    reader.restart(self._resync_from_gap())
-                    pending = packed = None
-                if packed is not None:
-                    merge_conn.send_packed_command(packed)
-                    pending = entries
-                    # A short batch means no backlog: settle it now rather than keep its reply
-                    # (and the lag figure) waiting for the next read. Under backlog, keep overlapping.
-                    if not reader.behind and not reader.ready():
-                        if self._finish(merge_conn, pending):
-                            reader.restart(self._resync_from_gap())
-                        pending = None
+                if entries:
+                    merge_conn.send_packed_command(_merge_command(head, entries))
+                    pending.append(entries)
+                # Under backlog keep merges queued at the target; a short batch means no backlog:
+                # settle everything now rather than keep replies (and the lag figure) waiting.
+                settle(MERGES_IN_FLIGHT - 1 if reader.behind or reader.ready() else 0)
                 now = time.monotonic()
                 if now >= next_status:
                     next_status = now + self.cfg.status_interval_s
@@ -244,7 +249,7 @@ class Syncer:
         finally:
             reader.close()  # a blocked read may still be pending on its socket
             src.r.connection_pool.release(reader.conn)
-            if pending is not None:
+            if pending:
                 merge_conn.disconnect()
             dst.r.connection_pool.release(merge_conn)
 
