@@ -2,6 +2,7 @@
 (tills, syncers, the detector and its API, a read-only inspector) and is refused what it should not do."""
 import random
 import threading
+from pathlib import Path
 
 import pytest
 import redis
@@ -220,3 +221,9 @@ def test_alert_flow_needs_no_admin(roles_store):
     assert not c.skipped and again.skipped and store.r.xlen(ALERTS) == 1
     det.close()
 
+
+
+def test_the_readme_table_is_the_roles():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- roles:begin", 1)[1].split("-->", 1)[1].split("<!-- roles:end -->", 1)[0]
+    assert block.strip() == acl.roles_table().strip()

@@ -43,6 +43,9 @@ class Role:
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
 
+    def __post_init__(self):  # the function groups overlap: each command once
+        object.__setattr__(self, "commands", tuple(dict.fromkeys(self.commands)))
+
     def rule(self, hashes: list[str]) -> str:
         """The role's ACL rule with these password hashes (hex SHA-256); no hash: the user is off."""
         parts = ["user", self.name, "reset", "on" if hashes else "off", *(f"#{h}" for h in hashes)]
@@ -143,3 +146,17 @@ def run_agent(url: str, admin_password_files: list[str], acl_file: str, stop, in
             log.warning("store agent: %s; retrying", e)
             seen = None
         stop.wait(interval)
+
+
+def roles_table() -> str:
+    """The README's table of roles (tests/test_acl.py checks the README holds exactly this)."""
+    rows = ["| Role | Used by | Commands | Keys (R read, W write) |", "|---|---|---|---|"]
+    for r in ROLES.values():
+        if r.name == ADMIN:
+            cmds, keys = "all", "all"
+        else:
+            cmds = " ".join(c.upper().replace("|", " ") for c in r.commands)
+            keys = " ".join([f"RW `{k}`" for k in r.read_write] + [f"R `{k}`" for k in r.read]
+                            + [f"W `{k}`" for k in r.write])
+        rows.append(f"| `{r.name}` | {r.does} | {cmds} | {keys} |")
+    return "\n".join(rows) + "\n"
