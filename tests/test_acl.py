@@ -1,9 +1,14 @@
 """Redis ACL users per role (acl.ROLES) on real servers: each role runs its process's real code paths
 (tills, syncers, the detector and its API, a read-only inspector) and is refused what it should not do."""
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -12,6 +17,7 @@ from frauddemo.config import StoreRef
 from frauddemo.detector import alert_id
 from frauddemo.pos import MODES, HackedTill, Simulator, Till, capture
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key, verdict_key
+from frauddemo.servers import free_port, read_secret
 from frauddemo.service import create_app
 from frauddemo.store import LIBRARY_CODE, Store, ops
 
@@ -227,3 +233,55 @@ def test_the_readme_table_is_the_roles():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("<!-- roles:begin", 1)[1].split("-->", 1)[1].split("<!-- roles:end -->", 1)[0]
     assert block.strip() == acl.roles_table().strip()
+
+
+def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
+    """`frauddemo up` as a user runs it: every role's password of every store stays in its 0600 file."""
+    port, data = free_port(), tmp_path / "stack"
+    proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "up", "--headless", "--data-dir", str(data),
+                             "--port", str(port), "--rate", "20", "--duration", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ready():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, 60, what="the stack")
+        stack = json.loads((data / "stack.json").read_text())
+        files = {Path(p["password_file"]) for p in stack["processes"] if p.get("password_file")}
+        files |= {Path(f) for p in stack["processes"] for f in (p.get("users") or {}).values()}
+        assert len(files) == 2 * len(acl.ROLES)  # two stores, a password per role each
+        passwords = {f: read_secret(f) for f in files}
+        for f in files:
+            assert f.stat().st_mode & 0o777 == 0o600
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/summary").json().get("returns"), 30,
+                   what="traffic")
+
+        pids = {p["pid"] for p in stack["processes"]} | {proc.pid}
+        for pid in list(pids):  # the children's own children (photo workers) too
+            try:
+                pids |= {int(c) for t in os.listdir(f"/proc/{pid}/task")
+                         for c in open(f"/proc/{pid}/task/{t}/children").read().split()}
+            except OSError:
+                pass
+        exposed = []
+        for pid in pids:
+            for what in ("cmdline", "environ"):
+                try:
+                    blob = open(f"/proc/{pid}/{what}", "rb").read()
+                except OSError:
+                    continue
+                exposed += [(pid, what, str(f)) for f, pw in passwords.items() if pw.encode() in blob]
+        for path in data.rglob("*"):
+            if path.is_file() and path not in files:
+                blob = path.read_bytes()
+                exposed += [(str(path), str(f)) for f, pw in passwords.items() if pw.encode() in blob]
+        assert exposed == []
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        out = proc.communicate(timeout=60)[0]
+    assert not [f for f, pw in passwords.items() if pw in out]  # nor in the supervisor's own output
