@@ -212,6 +212,17 @@ def cmd_load(a) -> int:
 SOAK_OPTIONS = ("rate", "duration", "warmup", "interval", "retention")
 
 
+def cmd_chaos(a) -> int:
+    from .chaos import ChaosConfig, run
+
+    cfg = ChaosConfig(duration=a.duration, seed=a.seed, stores=tuple(s.strip() for s in a.stores.split(",") if s.strip()),
+                      fsync=a.fsync, data_dir=a.data_dir)
+    result = run(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(json.dumps(result) if a.json else json.dumps(result, indent=2))
+    return 0 if not (result["lost"] or result["missed_frauds"] or result["duplicated_alerts"]
+                     or not result["identical"]) else 1
+
+
 def cmd_bench(a) -> int:
     soak_opts = {k: getattr(a, k) for k in SOAK_OPTIONS if getattr(a, k) is not None}
     if a.what == "soak":
@@ -352,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     from frauddemo_operator.cli import add_commands as operator_commands
 
     operator_commands(sub)
+
+    ch = sub.add_parser("chaos", help="kill, pause and partition a local stack while tills trade; then check "
+                        "that nothing acknowledged was lost and every fraud was alerted once")
+    ch.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
+    ch.add_argument("--seed", type=int, default=1)
+    ch.add_argument("--stores", default="a,b")
+    ch.add_argument("--fsync", choices=("always", "everysec"), default="always",
+                    help="the stores' AOF fsync policy for the run")
+    ch.add_argument("--data-dir", help="where the stack lives (default: a new temp dir, removed after)")
+    ch.add_argument("--json", action="store_true")
+    ch.set_defaults(fn=cmd_chaos)
 
     be = sub.add_parser("bench", help="benchmarks; --json prints one JSON object")
     be.add_argument("what", choices=sorted([*_bench_runners(), "soak"]))

@@ -1,0 +1,669 @@
+"""`frauddemo chaos`: fault injection against a local stack while tills trade, then a checker.
+
+The stack is `frauddemo up`'s (local.Supervisor, restarting children fast). While this process plays
+tills at every store, faults are injected at random (seeded) from `<data-dir>/stack.json`:
+  kill_store     SIGKILL a store (the supervisor restarts it; it reloads its AOF)
+  restart_store  SIGTERM a store (a clean shutdown; restarted from its AOF)
+  pause_store    SIGSTOP a store for longer than the tills' socket timeout, then SIGCONT
+  partition      set `fd:pause:<source>` on the target of one link (its syncer holds), then delete it
+  kill_syncer, kill_detector, kill_pos   SIGKILL one such process (restarted by the supervisor)
+Each kind gets the same number of faults, spread over the run with a random offset each; a store
+takes one store fault at a time, so faults of different targets overlap freely.
+
+Acknowledged: a till call that returned success (a receipt or an attempt id back from the store's
+fd_write). The stores run with `appendfsync always` here (the default `--fsync`): the server writes
+and fsyncs the AOF before it replies, so nothing acknowledged can be lost by a kill -9 or a crash of
+the machine. With `--fsync everysec` (what `frauddemo up` uses) an acknowledged write sits in the OS
+page cache, which survives a kill -9 of the server, but not a machine crash (up to a second lost), and
+a server whose background fsync stalls may reply before it has even written the file.
+A call that fails or times out is not acknowledged: it may or may not have been applied.
+
+Ground truth of fraud (each the attempt of a receipt this process bought, acknowledged):
+  no-photo, replayed-photo, unknown-receipt       a hacked till's refunds (facts: always blocked)
+  double-return-other-store                        a hacked refund of a receipt refunded at another store
+  window-race                                      an accomplice's return at one store, then at once a
+                                                   hacked refund of the same receipt at another
+  double-return-visible                            a second return at a legitimate till of a receipt
+                                                   whose approved refund this store already holds; the
+                                                   store must refuse it ("double_refunds" counts the
+                                                   approvals), and the detector must still alert
+Every fraud needs exactly one alert (`h:alert:al-<attempt>` on every store). Duplicated alerts are
+alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and decision): what a
+person watching the dashboard would be shown twice.
+
+After the last fault every paused store is continued, every partition healed and every killed
+process restarted; `converge_s` runs from then until every store has merged every other store's op
+log up to its end (the detector still writes verdicts then). The checker then waits for the
+detector to finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import heapq
+import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from .config import ConfigError, check_name
+from .ids import new_id
+from .local import Supervisor
+from .photos.decode import PhotoRejected
+from .photos.storage import PHOTO_PREFIX
+from .pos import HackedTill, Till
+from .procs import alive
+from .retail import (ALERTS, APPROVED, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key, attempts_key,
+                     price, receipt_key)
+from .servers import free_port, read_secret, write_secret
+from .store import Store, StoreError
+from .syncer import pause_key
+
+log = logging.getLogger("frauddemo.chaos")
+
+KINDS = ("kill_store", "kill_syncer", "kill_detector", "kill_pos", "pause_store", "partition", "restart_store")
+STORE_KINDS = ("kill_store", "pause_store", "restart_store")
+HACKED_MODES = ("no-photo", "replayed-photo", "unknown-receipt", "double-return-other-store", "window-race")
+DETECTOR_GROUP = "detectors"
+TICK_S = 0.05
+MAX_IDS = 10  # ids listed in the report per kind of failure
+
+
+@dataclasses.dataclass(frozen=True)
+class ChaosConfig:
+    duration: float = 120.0  # seconds of faults and traffic
+    seed: int = 1
+    stores: tuple[str, ...] = ("a", "b")
+    faults_per_s: float = 0.45  # of each kind: 54 of every kind in 120 s
+    tx_rate: float = 12.0  # transactions per second offered by this process's tills, all stores
+    pause_s: tuple[float, float] = (0.6, 1.0)  # SIGSTOP length; the tills' socket timeout is shorter
+    partition_s: tuple[float, float] = (0.5, 2.5)
+    till_timeout_s: float = 0.5
+    fsync: str = "always"
+    settle_s: float = 120.0  # how long the checker waits for convergence and the detector
+    faces: int = 6
+    customers: int = 300
+    pos_rate: float = 2.0  # the supervisor's own POS processes (kill_pos targets)
+    hacked_pos_rate: float = 0.2
+    backoff: tuple[float, float] = (0.1, 0.4)  # the supervisor's restart backoff
+    data_dir: str | None = None
+
+    def resolved(self) -> "ChaosConfig":
+        for name in ("duration", "faults_per_s", "tx_rate", "till_timeout_s", "settle_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {v!r}")
+        if len(self.stores) < 2 or len(set(self.stores)) != len(self.stores):
+            raise ConfigError("chaos needs at least two distinct stores (--stores a,b)")
+        for s in self.stores:
+            check_name(s)
+        if self.fsync not in ("always", "everysec"):
+            raise ConfigError(f"--fsync must be always or everysec, got {self.fsync!r}")
+        if not 0 < self.pause_s[0] <= self.pause_s[1] or not 0 < self.partition_s[0] <= self.partition_s[1]:
+            raise ConfigError("pause and partition lengths must be positive ranges")
+        if self.data_dir and Path(self.data_dir).exists() and any(Path(self.data_dir).iterdir()):
+            raise ConfigError(f"--data-dir {self.data_dir} is not empty: chaos checks a fresh stack")
+        if self.pause_s[0] <= self.till_timeout_s:
+            raise ConfigError("a store pause must last longer than the tills' socket timeout")
+        return self
+
+
+# -- the stack -------------------------------------------------------------------------------------------
+class ChaosSupervisor(Supervisor):
+    """`frauddemo up`'s supervisor with the stores' AOF fsync policy set for the run."""
+
+    def __init__(self, *args, fsync: str = "always", **kw):
+        super().__init__(*args, **kw)
+        self.fsync = fsync
+
+    def plan(self) -> None:
+        super().plan()
+        for spec in self.servers.values():
+            text = spec.config_file.read_text()
+            write_secret(spec.config_file, text.replace("appendfsync everysec", f"appendfsync {self.fsync}"))
+
+
+def read_stack(data_dir: Path) -> dict[str, dict]:
+    """The processes of stack.json by name."""
+    return {p["name"]: p for p in json.loads((data_dir / "stack.json").read_text())["processes"]}
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def running(proc: dict) -> bool:
+    """The process of a stack.json entry is alive and is what the entry says (not a reused pid)."""
+    pid = proc.get("pid")
+    if not pid or not alive(pid):
+        return False
+    argv = _cmdline(pid)
+    if proc["role"] == "store":  # the server rewrites its title: "<binary> host:port"
+        return bool(argv) and ("valkey-server" in argv[0] or "redis-server" in argv[0])
+    return proc["role"] in argv
+
+
+# -- faults ----------------------------------------------------------------------------------------------
+class Injector:
+    """Schedules and injects the faults, heals them, and keeps the supervisor polled (one thread)."""
+
+    def __init__(self, sup: Supervisor, cfg: ChaosConfig, rng: random.Random):
+        self.sup, self.cfg, self.rng = sup, cfg, rng
+        self.counts = collections.Counter({k: 0 for k in KINDS})
+        self.store_busy: dict[str, str] = {}  # store -> "paused" | "down:<old pid>"
+        self.partitioned: set[tuple[str, str]] = set()
+        self.heals: list = []  # heap of (due, seq, kind, target)
+        self.seq = 0
+        self.last_heal = 0.0
+        self.admin = {n: redis.Redis.from_url(s.url, password=s.password, socket_timeout=0.5,
+                                              socket_connect_timeout=0.5) for n, s in sup.servers.items()}
+
+    def plan(self, t0: float) -> list[tuple[float, str]]:
+        """Every kind's faults spread evenly over the run, each at a random point of its slot."""
+        n = max(1, round(self.cfg.duration * self.cfg.faults_per_s))
+        slot = self.cfg.duration / n
+        due = [(t0 + (i + self.rng.random()) * slot, k) for k in KINDS for i in range(n)]
+        return sorted(due)
+
+    def run(self, t0: float, stop: threading.Event) -> None:
+        due = self.plan(t0)
+        end = t0 + self.cfg.duration
+        while not stop.is_set() and time.monotonic() < end:
+            now = time.monotonic()
+            self.tick(now)
+            left = []
+            # partitions first: they need their target store up for a moment, store faults take it
+            for t, kind in sorted(due, key=lambda d: (d[1] != "partition", d[0])):
+                if t > now or not self.inject(kind):
+                    left.append((t, kind))
+            due = sorted(left)
+            time.sleep(TICK_S)
+        if due:
+            log.warning("%d faults could not be injected before the end: %s", len(due),
+                        dict(collections.Counter(k for _, k in due)))
+
+    def tick(self, now: float) -> None:
+        self.sup.poll()
+        retry = []
+        while self.heals and self.heals[0][0] <= now:
+            item = heapq.heappop(self.heals)
+            if not self.heal(item[2], item[3]):
+                retry.append(item)
+        for item in retry:
+            heapq.heappush(self.heals, item)
+        stack = read_stack(self.sup.data_dir)
+        for name, state in list(self.store_busy.items()):
+            if state.startswith("down:"):
+                p = stack[f"store-{name}"]
+                if str(p["pid"]) != state[5:] and running(p) and self._ping(name):
+                    del self.store_busy[name]
+                    self.last_heal = time.monotonic()
+
+    def _ping(self, store: str) -> bool:
+        try:
+            return bool(self.admin[store].ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def _later(self, seconds: float, kind: str, target) -> None:
+        self.seq += 1
+        heapq.heappush(self.heals, (time.monotonic() + seconds, self.seq, kind, target))
+
+    def inject(self, kind: str) -> bool:
+        """One fault of `kind` on a random target that is free for it; False when none is."""
+        stack = read_stack(self.sup.data_dir)
+        if kind in STORE_KINDS:
+            free = [n for n in self.sup.store_names if n not in self.store_busy and running(stack[f"store-{n}"])]
+            if not free:
+                return False
+            name = self.rng.choice(free)
+            pid = stack[f"store-{name}"]["pid"]
+            if kind == "pause_store":
+                os.kill(pid, signal.SIGSTOP)
+                self.store_busy[name] = "paused"
+                self._later(self.rng.uniform(*self.cfg.pause_s), "pause_store", (name, pid))
+            else:
+                os.kill(pid, signal.SIGKILL if kind == "kill_store" else signal.SIGTERM)
+                self.store_busy[name] = f"down:{pid}"
+        elif kind == "partition":
+            links = [(s, t) for s in self.sup.store_names for t in self.sup.store_names
+                     if s != t and (s, t) not in self.partitioned and t not in self.store_busy]
+            if not links:
+                return False
+            src, dst = self.rng.choice(links)
+            try:
+                self.admin[dst].set(pause_key(src), "1")
+            except (redis.RedisError, OSError):
+                return False
+            self.partitioned.add((src, dst))
+            self._later(self.rng.uniform(*self.cfg.partition_s), "partition", (src, dst))
+        else:
+            role = {"kill_syncer": ("syncer",), "kill_detector": ("detector",), "kill_pos": ("pos", "hacked-pos")}[kind]
+            procs = [p for p in stack.values() if p["role"] in role and running(p)]
+            if not procs:
+                return False
+            os.kill(self.rng.choice(procs)["pid"], signal.SIGKILL)
+        self.counts[kind] += 1
+        return True
+
+    def heal(self, kind: str, target) -> bool:
+        if kind == "pause_store":
+            name, pid = target
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            if self.store_busy.get(name) == "paused":
+                del self.store_busy[name]
+        else:
+            src, dst = target
+            if dst in self.store_busy:
+                return False  # the store holding the key is down or paused: heal when it is back
+            try:
+                self.admin[dst].delete(pause_key(src))
+            except (redis.RedisError, OSError):
+                return False
+            self.partitioned.discard(target)
+        self.last_heal = time.monotonic()
+        return True
+
+    def heal_all(self, timeout: float = 60.0) -> float:
+        """Continue, heal and restart everything now; the moment the last fault ended."""
+        deadline = time.monotonic() + timeout
+        self.heals = [(0.0, s, k, t) for _, s, k, t in self.heals]
+        heapq.heapify(self.heals)
+        while True:
+            self.tick(time.monotonic())
+            stack = read_stack(self.sup.data_dir)
+            down = [n for n, p in stack.items() if not running(p) and not self._retired(n)]
+            if not self.heals and not self.store_busy and not down:
+                return max(self.last_heal, self._last_start())
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the stack did not recover within {timeout:g} s: down {down}, "
+                                  f"stores busy {self.store_busy}, heals left {len(self.heals)}")
+            time.sleep(TICK_S)
+
+    def _retired(self, name: str) -> bool:
+        return any(c.name == name and c.retired for c in self.sup.children)
+
+    def _last_start(self) -> float:
+        return max(c.started for c in self.sup.children if not c.retired)
+
+    def continue_all(self) -> None:
+        """Never leave a store stopped (on errors too)."""
+        for _, _, kind, target in self.heals:
+            if kind == "pause_store":
+                try:
+                    os.kill(target[1], signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+    def close(self) -> None:
+        for r in self.admin.values():
+            r.close()
+
+
+# -- the tills -------------------------------------------------------------------------------------------
+def _captures(face: int, n: int = 3) -> list[bytes]:
+    """`n` captures of one face with a usable face in each (in a pool worker): the purchase photo
+    and two return photos."""
+    from .photos import verify as ver
+    from .photos.camera import SyntheticCamera
+
+    out = []
+    for seed in range(20 * n):
+        jpeg = SyntheticCamera(face, seed=seed).capture()
+        try:
+            ver.embed(jpeg)
+        except PhotoRejected:
+            continue
+        out.append(jpeg)
+        if len(out) == n:
+            return out
+    raise RuntimeError(f"no {n} usable captures of face {face}")
+
+
+@dataclasses.dataclass
+class Attempt:
+    receipt: str
+    store: str
+    decision: str
+    kind: str  # legit | accomplice | a fraud kind
+    fraud: bool
+
+
+class Driver:
+    """Till threads, one per store, recording every acknowledged purchase and return attempt."""
+
+    def __init__(self, cfg: ChaosConfig, stores: dict[str, Store], keys: TerminalKeys, photos: list[list[bytes]]):
+        self.cfg, self.stores, self.photos = cfg, stores, photos
+        self.names = sorted(stores)
+        self.tills = {n: Till(s, keys, f"{n}-chaos-1") for n, s in stores.items()}
+        self.hacked = {n: HackedTill(s, keys, f"{n}-chaos-9") for n, s in stores.items()}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.purchases: dict[str, str] = {}  # receipt -> store
+        self.attempts: dict[str, Attempt] = {}
+        self.fresh: collections.deque = collections.deque()  # (acked at, receipt, store, customer, amount)
+        self.refunded: list = []  # (receipt, attempt, store, customer, amount): approved first returns
+        self.errors: collections.Counter = collections.Counter()
+        self.double_refunds: list[str] = []
+        self.window_double_refunds = 0
+        self.threads: list[threading.Thread] = []
+
+    # bookkeeping
+    def face(self, customer: str) -> int:
+        return int(customer.rsplit("-", 1)[1]) % len(self.photos)
+
+    def _take_fresh(self, rng: random.Random):
+        with self.lock:
+            if not self.fresh or time.monotonic() - self.fresh[0][0] < 0.3:
+                return None
+            return self.fresh.popleft()[1:]
+
+    def _take_refunded(self, rng: random.Random, not_at: str):
+        with self.lock:
+            idx = [i for i, r in enumerate(self.refunded) if r[2] != not_at]
+            return self.refunded.pop(rng.choice(idx)) if idx else None
+
+    def _attempt(self, aid: str, receipt: str, store: str, decision: str, kind: str, fraud: bool) -> None:
+        with self.lock:
+            self.attempts[aid] = Attempt(receipt, store, decision, kind, fraud)
+
+    # one step of each kind
+    def purchase(self, here: str, rng: random.Random) -> None:
+        n = int(rng.random() * self.cfg.customers)
+        customer = f"chaos-{n:05d}"
+        items = {rng.choice(("shirt", "jeans", "scarf", "cap")): rng.randint(1, 2)}
+        p = self.tills[here].purchase(customer, items, self.photos[self.face(customer)][0])
+        with self.lock:
+            self.purchases[p["receipt"]] = here
+            self.fresh.append((time.monotonic(), p["receipt"], here, customer, price(items)[1]))
+
+    def legit_return(self, here: str, rng: random.Random) -> None:
+        got = self._take_fresh(rng)
+        if got is None:
+            return self.purchase(here, rng)
+        rid, sold_at, customer, amount = got
+        at = here if self.stores[here].r.exists(receipt_key(rid)) else sold_at
+        out = self.tills[at].return_(rid, self.photos[self.face(customer)][1])
+        a = out.attempt
+        self._attempt(a.id, rid, at, a.decision, "legit", False)
+        if a.decision == APPROVED:
+            with self.lock:
+                self.refunded.append((rid, a.id, at, customer, amount))
+
+    def visible_double_return(self, here: str, rng: random.Random) -> None:
+        """A second return, at a legitimate till, of a receipt whose approved refund `here` holds."""
+        got = self._take_refunded(rng, not_at=here)
+        if got is None:
+            return self.purchase(here, rng)
+        rid, first, at, customer, amount = got
+        if first.encode() not in self.stores[here].r.hvals(attempts_key(rid)):
+            with self.lock:
+                self.refunded.append(got)  # not replicated here yet: later
+            return None
+        out = self.tills[here].return_(rid, self.photos[self.face(customer)][2])
+        a = out.attempt
+        self._attempt(a.id, rid, here, a.decision, "double-return-visible", True)
+        if a.decision == APPROVED:
+            with self.lock:
+                self.double_refunds.append(rid)
+
+    def hacked_step(self, here: str, rng: random.Random) -> None:
+        mode = rng.choice(HACKED_MODES)
+        till = self.hacked[here]
+        if mode == "unknown-receipt":
+            customer = f"chaos-{rng.randrange(self.cfg.customers):05d}"
+            a = till.refund(new_id("r"), customer, 4999, None, mode)
+            return self._attempt(a.id, a.receipt, here, a.decision, mode, True)
+        if mode == "double-return-other-store":
+            got = self._take_refunded(rng, not_at=here)
+            if got is None:
+                return self.purchase(here, rng)
+            rid, _, _, customer, amount = got
+            a = till.refund(rid, customer, amount, self.photos[self.face(customer)][2], mode)
+            return self._attempt(a.id, rid, here, a.decision, mode, True)
+        got = self._take_fresh(rng)
+        if got is None:
+            return self.purchase(here, rng)
+        rid, sold_at, customer, amount = got
+        face = self.photos[self.face(customer)]
+        if mode == "window-race":
+            other = rng.choice([n for n in self.names if n != here])
+            first = self.tills[other].return_(rid, face[1]).attempt
+            self._attempt(first.id, rid, other, first.decision, "accomplice", False)
+            if first.decision == REFUSED:
+                return None  # nothing to refund twice
+            a = till.refund(rid, customer, amount, face[2], mode)
+            if first.decision == APPROVED:
+                with self.lock:
+                    self.window_double_refunds += 1
+            return self._attempt(a.id, rid, here, a.decision, mode, True)
+        if mode == "no-photo":
+            photo = None
+        else:  # replayed-photo: the purchase photo's stored bytes
+            p = till.store.hgetall(receipt_key(rid)).get("photo")
+            photo = till.store.get_blob(PHOTO_PREFIX + p) if p else None
+            if photo is None:
+                return None
+        a = till.refund(rid, customer, amount, photo, mode)
+        self._attempt(a.id, rid, here, a.decision, mode, True)
+
+    def till(self, here: str, seed: int) -> None:
+        rng = random.Random(seed)
+        rate = self.cfg.tx_rate / len(self.names)
+        steps = ((0.45, self.purchase), (0.70, self.legit_return), (0.80, self.visible_double_return),
+                 (1.00, self.hacked_step))
+        while not self.stop.is_set():
+            u = rng.random()
+            step = next(fn for p, fn in steps if u < p)
+            try:
+                step(here, rng)
+                self.stop.wait(rng.expovariate(rate))
+            except (redis.RedisError, OSError, StoreError) as e:
+                with self.lock:
+                    self.errors[type(e).__name__] += 1
+                self.stop.wait(0.1)
+
+    def start(self, seed: int) -> None:
+        for i, n in enumerate(self.names):
+            t = threading.Thread(target=self.till, args=(n, seed * 100 + i), name=f"till-{n}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+# -- the checker ------------------------------------------------------------------------------------------
+def caught_up(stores: dict[str, Store]) -> bool:
+    """Every store has merged everything every other store had logged when it was asked."""
+    for a, sa in stores.items():
+        seq = sa.seq()
+        for b, sb in stores.items():
+            if a != b and int(sb.checkpoint(a).get("seq", 0)) < seq:
+                return False
+    return True
+
+
+def detector_idle(stores: dict[str, Store]) -> bool:
+    """The detectors' group has read and acknowledged every event of every store."""
+    for s in stores.values():
+        for g in s.r.xinfo_groups(RETURNS) if s.r.exists(RETURNS) else []:
+            if g["name"] == DETECTOR_GROUP.encode() and (g["pending"] or g.get("lag")):
+                return False
+        for stream in ("fd:ev:purchases",):
+            for g in s.r.xinfo_groups(stream) if s.r.exists(stream) else []:
+                if g["name"] == DETECTOR_GROUP.encode() and (g["pending"] or g.get("lag")):
+                    return False
+    return True
+
+
+def lost_ops(stores: dict[str, Store], drv: Driver) -> list[str]:
+    """Acknowledged purchases and attempts missing from any store."""
+    lost = []
+    rids, aids = sorted(drv.purchases), sorted(drv.attempts)
+    for name, s in stores.items():
+        pipe = s.r.pipeline(transaction=False)
+        for rid in rids:
+            pipe.hexists(receipt_key(rid), "store")
+        for aid in aids:
+            pipe.hexists(attempt_key(aid), "receipt")
+        for aid in aids:
+            pipe.hvals(attempts_key(drv.attempts[aid].receipt))
+        res = pipe.execute()
+        n, m = len(rids), len(aids)
+        lost += [f"{name}:purchase:{rid}" for rid, ok in zip(rids, res[:n]) if not ok]
+        lost += [f"{name}:attempt:{aid}" for aid, ok in zip(aids, res[n:n + m]) if not ok]
+        lost += [f"{name}:attempt-in-set:{aid}" for aid, members in zip(aids, res[n + m:])
+                 if aid.encode() not in members]
+    return lost
+
+
+def alert_events(stores: dict[str, Store]) -> collections.Counter:
+    """(alert id, decision) -> how often the stores' alert streams carry it."""
+    seen: collections.Counter = collections.Counter()
+    for s in stores.values():
+        last = "-"
+        while True:
+            batch = s.r.xrange(ALERTS, min=last, count=5000)
+            if last != "-":
+                batch = batch[1:]
+            if not batch:
+                break
+            for _, f in batch:
+                seen[(f.get(b"alert", b"").decode(), f.get(b"decision", b"").decode())] += 1
+            last = batch[-1][0].decode()
+    return seen
+
+
+def missing_alerts(stores: dict[str, Store], frauds: list[str]) -> list[str]:
+    missing = set()
+    for s in stores.values():
+        pipe = s.r.pipeline(transaction=False)
+        for aid in frauds:
+            pipe.exists(alert_key(f"al-{aid}"))
+        missing.update(aid for aid, ok in zip(frauds, pipe.execute()) if not ok)
+    return sorted(missing)
+
+
+def differences(stores: dict[str, Store]) -> list[str]:
+    snaps = {n: s.snapshot() for n, s in stores.items()}
+    first, *rest = snaps.values()
+    keys = set().union(*snaps.values())
+    return sorted(k for k in keys if any(snap.get(k) != first.get(k) for snap in rest))
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def run(cfg: ChaosConfig, progress=None) -> dict:
+    cfg = cfg.resolved()
+    say = progress or (lambda msg: None)
+    rng = random.Random(cfg.seed)
+    with concurrent.futures.ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+        photos = list(pool.map(_captures, range(cfg.faces)))
+    sup = ChaosSupervisor(list(cfg.stores), cfg.data_dir, free_port(), headless=True, rate=cfg.pos_rate,
+                          hacked_rate=cfg.hacked_pos_rate, backoff=cfg.backoff, fsync=cfg.fsync)
+    inj = drv = None
+    clients: dict[str, Store] = {}
+    admin: dict[str, Store] = {}
+    try:
+        sup.start()
+        sup.wait_ready(120)
+        stack = read_stack(sup.data_dir)
+        keys = TerminalKeys.from_secret(read_secret(sup.terminal_key_file))
+        for n, spec in sup.servers.items():
+            url, password = spec.credentials("pos")
+            clients[n] = Store.connect(url, password, socket_timeout=cfg.till_timeout_s,
+                                       socket_connect_timeout=cfg.till_timeout_s)
+        admin = {n: Store.connect(s.url, s.password) for n, s in sup.servers.items()}
+        drv = Driver(cfg, clients, keys, photos)
+        inj = Injector(sup, cfg, rng)
+        say(f"stack up ({len(stack)} processes); {cfg.duration:g} s of faults")
+        t0 = time.monotonic()
+        drv.start(cfg.seed)
+        inj.run(t0, threading.Event())
+        faults_s = time.monotonic() - t0
+        say(f"faults done: {dict(inj.counts)}; healing")
+        sup.retire(("pos", "hacked-pos"))
+        stopper = threading.Thread(target=drv.finish, daemon=True)  # in-flight calls end once healed
+        stopper.start()
+        t_end = inj.heal_all()
+        stopper.join(60)
+        # -- convergence: every store has merged every other store's op log
+        deadline = time.monotonic() + cfg.settle_s
+        converge_s = None
+        while time.monotonic() < deadline:
+            inj.tick(time.monotonic())
+            try:
+                if caught_up(admin):
+                    converge_s = time.monotonic() - t_end
+                    break
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.02)
+        say(f"converged in {converge_s} s; waiting for the detector")
+        frauds = sorted(a for a, x in drv.attempts.items() if x.fraud)
+        settle_s = None
+        while time.monotonic() < deadline:
+            inj.tick(time.monotonic())
+            try:
+                if detector_idle(admin) and caught_up(admin) and not missing_alerts(admin, frauds):
+                    settle_s = time.monotonic() - t_end
+                    break
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.2)
+        diff = ["(never caught up)"]
+        for _ in range(50):  # identical: compared when no write is in flight
+            if caught_up(admin):
+                diff = differences(admin)
+                if not diff and caught_up(admin):
+                    break
+            time.sleep(0.1)
+        lost = lost_ops(admin, drv)
+        missed = missing_alerts(admin, frauds)
+        events = alert_events(admin)
+        dup = sorted(f"{a}/{d}" for (a, d), n in events.items() if n > 1)
+        by_kind = collections.Counter(x.kind for x in drv.attempts.values() if x.fraud)
+        return {
+            "seed": cfg.seed, "duration_s": round(faults_s, 1), "stores": list(cfg.stores), "fsync": cfg.fsync,
+            "faults": dict(inj.counts), "faults_total": sum(inj.counts.values()),
+            "acknowledged": len(drv.purchases) + len(drv.attempts),
+            "acknowledged_purchases": len(drv.purchases), "acknowledged_returns": len(drv.attempts),
+            "lost": len(lost), "lost_ids": lost[:MAX_IDS],
+            "frauds": len(frauds), "frauds_by_kind": dict(sorted(by_kind.items())),
+            "missed_frauds": len(missed), "missed_ids": missed[:MAX_IDS],
+            "alerts": len({a for a, _ in events}), "duplicated_alerts": len(dup), "duplicated_ids": dup[:MAX_IDS],
+            "double_refunds": len(drv.double_refunds), "double_refund_receipts": drv.double_refunds[:MAX_IDS],
+            "visible_double_returns": by_kind.get("double-return-visible", 0),
+            "window_double_refunds": drv.window_double_refunds,
+            "converge_s": None if converge_s is None else round(converge_s, 3),
+            "alerts_settle_s": None if settle_s is None else round(settle_s, 3),
+            "identical": not diff, "differing_keys": len(diff), "differing_ids": diff[:MAX_IDS],
+            "unacknowledged_calls": dict(drv.errors),
+            "restarts": {c.name: c.restarts for c in sup.children if c.restarts},
+        }
+    finally:
+        if inj is not None:
+            inj.continue_all()
+            inj.close()
+        if drv is not None:
+            drv.stop.set()
+        for s in [*clients.values(), *admin.values()]:
+            s.close()
+        sup.stop()
+        sup.cleanup()
