@@ -1,0 +1,71 @@
+"""`frauddemo chaos`: a short run against a real local stack, and the checker on real stores."""
+import json
+
+import pytest
+
+from frauddemo.chaos import KINDS, ChaosConfig, Attempt, Driver, alert_events, lost_ops, missing_alerts, run
+from frauddemo.config import ConfigError
+from frauddemo.procs import alive
+from frauddemo.retail import ALERTS, TerminalKeys
+from frauddemo.store import ops
+
+
+def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
+    data = tmp_path / "stack"
+    r = run(ChaosConfig(duration=25, seed=5, data_dir=str(data)))
+    assert set(r["faults"]) == set(KINDS) and all(n > 0 for n in r["faults"].values()), r["faults"]
+    assert r["acknowledged_purchases"] > 0 and r["acknowledged_returns"] > 0
+    assert r["frauds"] > 0
+    assert r["lost"] == 0, r["lost_ids"]
+    assert r["missed_frauds"] == 0, r["missed_ids"]
+    assert r["duplicated_alerts"] == 0, r["duplicated_ids"]
+    assert r["double_refunds"] == 0, r["double_refund_receipts"]
+    assert r["identical"], r["differing_ids"]
+    assert r["converge_s"] is not None and r["alerts_settle_s"] is not None
+    assert r["alerts"] >= r["frauds"]
+    stack = json.loads((data / "stack.json").read_text())
+    assert not [p["name"] for p in stack["processes"] if p["pid"] and alive(p["pid"])]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"duration": 0}, "duration must be a positive number"),
+    ({"duration": float("nan")}, "duration must be a positive number"),
+    ({"stores": ("a",)}, "at least two distinct stores"),
+    ({"stores": ("a", "a")}, "at least two distinct stores"),
+    ({"stores": ("a", "B!")}, "store name"),
+    ({"fsync": "no"}, "--fsync must be always or everysec"),
+    ({"pause_s": (0.2, 0.3)}, "longer than the tills' socket timeout"),
+    ({"partition_s": (2.0, 1.0)}, "positive ranges"),
+])
+def test_bad_settings_are_refused_with_a_reason(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        ChaosConfig(**kw).resolved()
+
+
+def test_a_used_data_dir_is_refused(tmp_path):
+    (tmp_path / "stack.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is not empty"):
+        ChaosConfig(data_dir=str(tmp_path)).resolved()
+
+
+def test_checker_reports_missing_operations_alerts_and_repeated_alert_events(stores):
+    named = stores("a", "b")
+    a, b = named["a"][1], named["b"][1]
+    drv = Driver(ChaosConfig(), {"a": a, "b": b}, TerminalKeys(None), [[b"", b"", b""]])
+    a.write([ops.hset("h:rcpt:r-1", {"store": "a"})])
+    b.write([ops.hset("h:rcpt:r-1", {"store": "a"})])
+    drv.purchases = {"r-1": "a", "r-2": "a"}  # r-2 was never written: lost everywhere
+    drv.attempts = {"t-1": Attempt("r-1", "a", "approved", "no-photo", True)}
+    a.write([ops.hset("h:ret:t-1", {"receipt": "r-1"}), ops.sadd("s:ret:r-1", "t-1")])
+    lost = lost_ops({"a": a, "b": b}, drv)
+    assert sorted(lost) == ["a:purchase:r-2", "b:attempt-in-set:t-1", "b:attempt:t-1", "b:purchase:r-2"]
+
+    assert missing_alerts({"a": a, "b": b}, ["t-1"]) == ["t-1"]
+    a.write([ops.hset("h:alert:al-t-1", {"decision": "block"})])
+    assert missing_alerts({"a": a}, ["t-1"]) == [] and missing_alerts({"a": a, "b": b}, ["t-1"]) == ["t-1"]
+
+    for _ in range(2):
+        a.write([ops.event(ALERTS, {"alert": "al-t-1", "decision": "block"})])
+    b.write([ops.event(ALERTS, {"alert": "al-t-1", "decision": "review"})])
+    seen = alert_events({"a": a, "b": b})
+    assert seen[("al-t-1", "block")] == 2 and seen[("al-t-1", "review")] == 1
