@@ -18,8 +18,9 @@ bucket, as PromQL's histogram_quantile does); till latency (the time a till call
 Growth of a process: median RSS of the last `GROWTH_SAMPLES` samples against the median of the first
 `GROWTH_SAMPLES` samples after the warm-up, in percent (medians, so one noisy sample moves nothing).
 Stores keep every receipt, attempt and verdict they are given (records are the point of a store), so
-their RSS grows with the data by design; for them `growth_pct` is that of the memory Redis does not
-count as data (RSS minus `used_memory_dataset`), and the raw RSS and dataset growth are reported beside.
+their RSS grows with the data by design. For them `growth_pct` is the growth of what is not data (RSS
+minus MEMORY STATS' dataset bytes and keyspace hash tables) as a share of the store's RSS after the
+warm-up, so that it compares with the other processes' figures; raw RSS and data growth are reported beside.
 """
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ from .bench_detection import _enrol, _render
 from .bench_replication import _summary_ms
 from .config import ConfigError, StoreRef
 from .local import Supervisor
-from .photos import replay
 from .photos.decode import PhotoRejected
 from .pos import HackedTill, Till, customer_id
 from .retail import TerminalKeys
@@ -137,6 +137,27 @@ def children_of(pids: set[int]) -> dict[int, int]:
     return out
 
 
+def child_kind(pid: int) -> str:
+    """'resource-tracker' (multiprocessing's), 'fork' (a store's background save or AOF rewrite) or
+    'worker' (anything else: the detector's photo pool)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "worker"
+    if b"resource_tracker" in cmdline:
+        return "resource-tracker"
+    return "fork" if b"valkey" in cmdline or b"redis" in cmdline else "worker"
+
+
+def data_mb(stats: dict) -> float:
+    """What a store holds because of the records it was given (MEMORY STATS): the values and the
+    keyspace's hash tables, which grow with the key count by design."""
+    db = stats.get("db.0") or {}
+    table = (db.get("overhead.hashtable.main", 0) + db.get("overhead.hashtable.expires", 0)
+             + stats.get("overhead.db.hashtable.lut", 0))
+    return (stats["dataset.bytes"] + table) / 2**20
+
+
 def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> float | None:
     """The q-quantile of a histogram's cumulative bucket counts (le bounds ascending, +Inf last),
     linearly interpolated within the bucket, as histogram_quantile does; None without observations."""
@@ -187,7 +208,8 @@ def growth(samples: list[tuple[float, float]], after: float) -> dict:
     k = max(1, min(GROWTH_SAMPLES, len(values) // 3))
     first, last = statistics.median(values[:k]), statistics.median(values[-k:])
     pct = (last - first) / first * 100 if first > 0 else None
-    return {"after_warmup": round(first, 2), "end": round(last, 2), "growth_pct": None if pct is None else round(pct, 2)}
+    return {"after_warmup": round(first, 2), "end": round(last, 2),
+            "growth_pct": None if pct is None else round(pct, 2)}
 
 
 # -- the tills ----------------------------------------------------------------------------------------
@@ -399,6 +421,7 @@ class Soak:
         self.stream_len: dict[str, dict[str, list]] = collections.defaultdict(lambda: collections.defaultdict(list))
         self.windows: list[dict] = []
         self.worker_names: dict[int, str] = {}
+        self.stack_names: set[str] = set()
         self.link_peaks = {"backlog": 0, "resyncs": 0, "not_up": 0}
 
     def start(self) -> None:
@@ -430,11 +453,13 @@ class Soak:
         workers) and this process."""
         doc = json.loads((self.sup.data_dir / "stack.json").read_text())
         named = {p["name"]: p["pid"] for p in doc["processes"] if p["pid"]}
+        self.stack_names.update(named)
         by_pid = {pid: name for name, pid in named.items()}
         for child, parent in sorted(children_of(set(by_pid)).items()):
             if child not in self.worker_names:
-                n = sum(1 for v in self.worker_names.values() if v.startswith(by_pid[parent] + "."))
-                self.worker_names[child] = f"{by_pid[parent]}.child-{n + 1}"
+                kind = child_kind(child)
+                n = sum(1 for v in self.worker_names.values() if v.startswith(f"{by_pid[parent]}.{kind}"))
+                self.worker_names[child] = f"{by_pid[parent]}.{kind}-{n + 1}"
             named[self.worker_names[child]] = child
         named["bench"] = os.getpid()
         return named
@@ -443,19 +468,18 @@ class Soak:
         for name, pid in self.processes().items():
             st = proc_stats(pid)
             if st is not None:
-                self.samples[name].append((t, st))
+                self.samples[name].append((t, {**st, "pid": pid}))
         for name, s in self.stores.items():
             try:
-                info = s.r.info("memory")
-                keys = s.r.dbsize()
+                stats = s.r.memory_stats()
                 pipe = s.r.pipeline(transaction=False)
                 for stream in (LOG_KEY,) + STREAMS:
                     pipe.xlen(stream)
                 lens = pipe.execute()
             except (redis.RedisError, OSError):
                 continue
-            self.store_mem[name].append((t, {"used_memory_mb": info["used_memory"] / 2**20,
-                                             "dataset_mb": info["used_memory_dataset"] / 2**20, "keys": keys}))
+            self.store_mem[name].append((t, {"used_memory_mb": stats["total.allocated"] / 2**20,
+                                             "data_mb": data_mb(stats), "keys": stats["keys.count"]}))
             for stream, n in zip((LOG_KEY,) + STREAMS, lens):
                 self.stream_len[name][stream].append((t, n))
         for link in self.links.status()["links"]:
@@ -552,22 +576,29 @@ class Soak:
         for name, rows in sorted(self.samples.items()):
             rss = [(t, s["rss_mb"]) for t, s in rows]
             g = growth(rss, after)
-            entry = {"rss_mb_after_warmup": g["after_warmup"], "rss_mb_end": g["end"], "growth_pct": g["growth_pct"],
+            entry = {"pid": rows[-1][1]["pid"], "rss_mb_after_warmup": g["after_warmup"], "rss_mb_end": g["end"],
+                     "growth_pct": g["growth_pct"],
                      "fds": growth([(t, s["fds"]) for t, s in rows], after),
                      "threads": growth([(t, s["threads"]) for t, s in rows], after),
                      "samples": [[t, round(v, 2)] for t, v in rss]}
             store = name.removeprefix("store-")
             if name.startswith("store-") and store in stores:
                 mem = dict(self.store_mem[store])
-                overhead = [(t, v - mem[t]["dataset_mb"]) for t, v in rss if t in mem]
-                og = growth(overhead, after)
-                entry.update({"rss_growth_pct": g["growth_pct"], "growth_pct": og["growth_pct"],
-                              "non_data_mb": og,
-                              "dataset_mb": growth([(t, m["dataset_mb"]) for t, m in mem.items()], after),
+                og = growth([(t, v - mem[t]["data_mb"]) for t, v in rss if t in mem], after)
+                pct = None
+                if og["end"] is not None and g["after_warmup"]:
+                    pct = round((og["end"] - og["after_warmup"]) / g["after_warmup"] * 100, 2)
+                entry.update({"rss_growth_pct": g["growth_pct"], "growth_pct": pct, "non_data_mb": og,
+                              "data_mb": growth([(t, m["data_mb"]) for t, m in mem.items()], after),
+                              "used_memory_mb": growth([(t, m["used_memory_mb"]) for t, m in mem.items()], after),
                               "keys": growth([(t, m["keys"]) for t, m in mem.items()], after)})
             processes[name] = entry
         judged = {n: p["growth_pct"] for n, p in processes.items() if p["growth_pct"] is not None}
         worst = max(judged, key=lambda n: judged[n]) if judged else None
+        # every process of the stack (and this one) must have a figure; a child seen in fewer than two
+        # samples after the warm-up (a store's fork for an AOF rewrite) is listed, not judged
+        required = set(self.stack_names) | {"bench"}
+        transient = sorted(n for n in processes if n not in judged and n not in required)
         bound = cfg.retention + self.node_entries  # MAXLEN ~ trims whole stream nodes
         oplog = {}
         streams = {}
@@ -591,8 +622,8 @@ class Soak:
                              "hacked": totals["hacked"], "total": tx},
             "processes": processes,
             "max_growth_pct": judged[worst] if worst else None, "max_growth_process": worst,
-            "rss_flat": bool(judged) and all(abs(v) <= FLAT_PCT for v in judged.values())
-                        and len(judged) == len(processes),
+            "rss_flat": required <= set(judged) and all(abs(v) <= FLAT_PCT for v in judged.values()),
+            "transient_processes": transient,
             "flat_within_pct": FLAT_PCT,
             "oplog_len": oplog,
             "oplog_bounded": all(o["max"] <= o["bound"] for o in oplog.values()),
