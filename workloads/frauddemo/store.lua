@@ -158,7 +158,8 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Validation: a malformed operation is rejected before anything is written.
 
-local PREFIX = { h = 'h', hd = 'h', sa = 's', sr = 's', c = 'c', b = 'b' }
+-- The first byte of the key each operation may write ('h', 's', 'c' or 'b'; the second is ':').
+local PREFIX = { h = 104, hd = 104, sa = 115, sr = 115, c = 99, b = 98 }
 
 local function is_str(v) return type_of(v) == 'string' end
 -- A counter part or a TTL: decimal digits that HINCRBY and PX accept (tonumber alone takes
@@ -172,9 +173,10 @@ end
 local MAX_LIST = 2000
 
 local function check_key(op)
-  local want = PREFIX[op[1]]
-  local key = op[2]
-  return want ~= nil and is_str(key) and ssub(key, 1, 2) == want .. ':' and #key > 2
+  local want, key = PREFIX[op[1]], op[2]
+  if want == nil or not is_str(key) or #key <= 2 then return false end
+  local first, second = sbyte(key, 1, 2)
+  return first == want and second == 58
 end
 
 -- Shape of an operation as logged (origin form for `c` and `sr` differs, see fd_write).
