@@ -150,7 +150,10 @@ class Identity:
         )
 
 
-@functools.lru_cache(maxsize=64)  # ~3 MB per identity: a POS sees hundreds of customers
+# ~7.5 MB per identity (float32 normals, albedo and masks of the canvas): 64 of them made a POS 650 MB
+# (measured by `frauddemo bench soak`) for few hits, since a POS sees hundreds of customers at random;
+# a few keep the repeated captures of one customer (a return, a test) cheap.
+@functools.lru_cache(maxsize=8)
 def _geometry(seed: int):
     """Height map, unit normals, mask and base albedo of an identity (expression-free parts)."""
     p = Identity.from_seed(seed)
