@@ -157,6 +157,8 @@ def check(name: str, spec: Spec) -> None:
 
 def parse(name: str, raw_spec: dict | None) -> Spec:
     """Defaults from the CRD, then the models, then the sense checks. Raises InvalidSpec."""
+    if raw_spec is not None and not isinstance(raw_spec, dict):
+        raise InvalidSpec("SchemaViolation", f"spec: must be an object, not {type(raw_spec).__name__}")
     try:
         spec = Spec.model_validate(crd.default_spec(dict(raw_spec or {})))
     except pydantic.ValidationError as e:
