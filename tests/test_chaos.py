@@ -1,13 +1,19 @@
 """`frauddemo chaos`: a short run against a real local stack, and the checker on real stores."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+
+from conftest import wait_until
 
 from frauddemo.chaos import KINDS, ChaosConfig, Attempt, Driver, alert_events, lost_ops, missing_alerts, run
 from frauddemo.config import ConfigError
 from frauddemo.procs import alive
 from frauddemo.retail import ALERTS, TerminalKeys
-from frauddemo.store import ops
+from frauddemo.servers import Server, ServerSpec
+from frauddemo.store import Store, ops
 
 
 def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
@@ -69,3 +75,26 @@ def test_checker_reports_missing_operations_alerts_and_repeated_alert_events(sto
     b.write([ops.event(ALERTS, {"alert": "al-t-1", "decision": "review"})])
     seen = alert_events({"a": a, "b": b})
     assert seen[("al-t-1", "block")] == 2 and seen[("al-t-1", "review")] == 1
+
+
+def test_a_pos_started_while_its_store_is_down_waits_for_it(tmp_path, server_binary):
+    """Found by chaos: a POS (re)started while its store was down died at once on the connection."""
+    spec = ServerSpec.create("a", tmp_path / "srv", server_binary)
+    log = tmp_path / "pos.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "pos", "--store", "a", "--url",
+                                 spec.role_url("pos"), "--password-file", str(spec.role_password_file("pos")),
+                                 "--rate", "20"], stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = None
+    try:
+        wait_until(lambda: "store a unavailable" in log.read_text(), 30, what="the POS to wait for its store")
+        assert proc.poll() is None
+        server = Server(spec)
+        Store.connect(spec.url, spec.password, replica="a").close()  # the supervisor's first connect
+        wait_until(lambda: "purchase r-" in log.read_text(), 60, what="a purchase once the store is up")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        if server is not None:
+            server.kill()

@@ -74,13 +74,15 @@ def _one_store(a):
 
 def cmd_pos(a) -> int:
     from .config import terminal_keys
-    from .pos import Simulator, Till, run_loop
+    from .pos import Simulator, Till, connect_when_up, run_loop
 
-    store = _one_store(a)
-    sim = Simulator(store, terminal_keys(), customers=a.customers)
-    till = Till(store, sim.keys, a.terminal or f"{store.replica}-pos-1", sim.photos)
     stop = threading.Event()
     _stop_on_signals(stop.set)
+    store = connect_when_up(lambda: _one_store(a), stop, a.store)
+    if store is None:
+        return 0
+    sim = Simulator(store, terminal_keys(), customers=a.customers)
+    till = Till(store, sim.keys, a.terminal or f"{store.replica}-pos-1", sim.photos)
     run_loop(lambda: sim.legit_step(till, a.return_share), a.rate, stop,
              out=lambda line: print(line, flush=True))
     return 0
@@ -88,21 +90,24 @@ def cmd_pos(a) -> int:
 
 def cmd_hacked_pos(a) -> int:
     from .config import terminal_keys
-    from .pos import HackedConfig, HackedTill, Simulator, Till, hacked_loop, parse_mix
+    from .pos import HackedConfig, HackedTill, Simulator, Till, connect_when_up, hacked_loop, parse_mix
 
     try:
         mix = parse_mix(a.attack_mix)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    store = _one_store(a)
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    store = connect_when_up(lambda: _one_store(a), stop, a.store)
     keys = terminal_keys()
+    peers = {}
+    for r in parse_stores(a.peer, a.peer_password_file) if a.peer else []:
+        peers[r.name] = Till(connect_when_up(r.connect, stop, r.name), keys, f"{r.name}-pos-1")
+    if stop.is_set():
+        return 0
     sim = Simulator(store, keys, customers=a.customers)
     rogue = a.kind == "rogue"
     till = HackedTill(store, keys, a.terminal or f"{store.replica}-{'rogue' if rogue else 'pos'}-9", rogue=rogue)
-    peers = {r.name: Till(r.connect(), keys, f"{r.name}-pos-1") for r in parse_stores(a.peer, a.peer_password_file)
-             } if a.peer else {}
-    stop = threading.Event()
-    _stop_on_signals(stop.set)
     hacked_loop(sim, till, HackedConfig(a.rate, mix, rogue), peers, stop, out=lambda line: print(line, flush=True))
     return 0
 

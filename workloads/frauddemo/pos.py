@@ -218,6 +218,20 @@ def not_returned(receipt, attempts) -> bool:
     return not attempts
 
 
+def connect_when_up(connect, stop: threading.Event, what: str):
+    """`connect()` once the store answers: a till that starts while its store is down (restarting,
+    paused) waits for it like `run_loop` does, instead of crashing. None when `stop` comes first."""
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            return connect()
+        except (redis.RedisError, OSError) as e:
+            log.warning("store %s unavailable: %s; retrying in %.1f s", what, e, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+    return None
+
+
 def run_loop(step, rate: float, stop: threading.Event, out=print) -> None:
     """Call `step()` about `rate` times a second (Poisson arrivals) until `stop`; a store that is down
     is waited for, never crashed on."""
