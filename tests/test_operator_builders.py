@@ -51,7 +51,9 @@ def test_two_stores_make_every_child():
     assert ("ServiceMonitor", "demo") in names
     assert ("Secret", "demo-terminal-key") in names
     assert ("Secret", "demo-api-token") in names
-    assert len(kids) == 26
+    assert {n for k, n in names if k == "NetworkPolicy"} >= {"demo-default-deny", "demo-store-clients-egress",
+                                                             "demo-detector-ingress", "demo-syncers-ingress"}
+    assert len(kids) == 30
 
 
 def test_every_child_is_owned_and_labelled():

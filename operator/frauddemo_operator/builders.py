@@ -448,6 +448,12 @@ def service_monitor(owner: Owner, spec: Spec) -> dict:
 
 # --- network policies ----------------------------------------------------------------------------------
 
+# Every pod of a FraudDemo starts from a default deny (ingress and egress); each policy below opens one
+# flow the demo needs: a store from its own servers, its points of sale, the detector and its links'
+# syncers; the detector's HTTP port (API, dashboard, metrics: users, the operator, Prometheus) and the
+# syncers' metrics port (Prometheus) from anywhere; DNS out. Policies add up, so a flow is open when the
+# source's egress and the destination's ingress both allow it.
+
 DNS_EGRESS = {"to": [{"namespaceSelector": {}}],
               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
@@ -471,6 +477,44 @@ def store_ingress_policy(owner: Owner, store: str) -> dict:
             "spec": {"podSelector": {"matchLabels": selector(owner, "store", **{L_STORE: store})},
                      "policyTypes": ["Ingress"],
                      "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": STORE_PORT}]}]}}
+
+
+def _policy(owner: Owner, name: str, pod_selector: dict, ingress: list | None = None,
+            egress: list | None = None) -> dict:
+    types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
+    spec = {"podSelector": pod_selector, "policyTypes": types}
+    spec.update({k: v for k, v in (("ingress", ingress), ("egress", egress)) if v is not None})
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(owner, name, "network-policy"), "spec": spec}
+
+
+def default_deny_policy(owner: Owner) -> dict:
+    """Nothing in or out of any of this FraudDemo's pods unless another policy opens it."""
+    return _policy(owner, f"{owner.name}-default-deny", {"matchLabels": {L_FRAUDDEMO: owner.name}}, [], [])
+
+
+def store_clients_egress_policy(owner: Owner) -> dict:
+    """Stores (replicas to their primary), syncers and the detector may open connections to store
+    servers (each store's ingress policy says which of them it takes) and to DNS."""
+    to_stores = {"to": [{"podSelector": {"matchLabels": selector(owner, "store")}}],
+                 "ports": [{"protocol": "TCP", "port": STORE_PORT}]}
+    return _policy(owner, f"{owner.name}-store-clients-egress",
+                   {"matchLabels": {L_INSTANCE: owner.name},
+                    "matchExpressions": [{"key": L_COMPONENT, "operator": "In",
+                                          "values": ["store", "syncer", "detector"]}]},
+                   egress=[to_stores, DNS_EGRESS])
+
+
+def detector_ingress_policy(owner: Owner) -> dict:
+    """The API, the dashboard and /metrics: from anywhere, on the HTTP port only."""
+    return _policy(owner, f"{detector_name(owner.name)}-ingress", {"matchLabels": selector(owner, "detector")},
+                   ingress=[{"ports": [{"protocol": "TCP", "port": DETECTOR_PORT}]}])
+
+
+def syncer_metrics_policy(owner: Owner) -> dict:
+    """Prometheus scrapes every syncer's metrics port (from wherever it runs); nothing else comes in."""
+    return _policy(owner, f"{owner.name}-syncers-ingress", {"matchLabels": selector(owner, "syncer")},
+                   ingress=[{"ports": [{"protocol": "TCP", "port": SYNCER_METRICS_PORT}]}])
 
 
 def pos_egress_policy(owner: Owner, store: str) -> dict:
@@ -512,6 +556,8 @@ def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json:
     if spec.monitoring.service_monitor and service_monitors:
         out.append(service_monitor(owner, spec))
     if spec.security.network_policies:
+        out += [default_deny_policy(owner), store_clients_egress_policy(owner), detector_ingress_policy(owner),
+                syncer_metrics_policy(owner)]
         for s in spec.store_names:
             out.append(store_ingress_policy(owner, s))
         pos_stores = set(spec.store_names if spec.pos.enabled else [])
