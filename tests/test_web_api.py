@@ -150,3 +150,21 @@ def test_summary_counts_what_the_detector_decided(stores, links):
         after = client.get("/api/summary").json()
         assert after["purchases"] == after["returns"] == after["alerts"] == 0
         assert after["value_protected_cents"] == 0 and after["generation"] != s["generation"]
+
+
+def test_an_escalated_alert_is_counted_once(demo):
+    """A review alert escalated to block has two events in its store's alert stream (as the detector
+    writes them); the stores and status routes count the alert, not the events."""
+    from frauddemo.retail import ALERTS
+    from frauddemo.store import ops
+
+    client, st, _ = demo
+    b = st["b"][1]
+    event = {"att": "att-1", "rcpt": "rcpt-1", "score": 60, "reason": "no-photo", "alert": "alert-att-1"}
+    b.write([ops.event(ALERTS, {**event, "decision": "review"})])
+    b.write([ops.event(ALERTS, {**event, "decision": "block", "score": 95})])
+    assert b.r.xlen(ALERTS) == 2
+    assert client.get("/api/status").json()["fraud"]["alerts"] == 1
+    stores = client.get("/api/stores").json()["stores"]
+    assert (stores["a"]["alerts"], stores["b"]["alerts"]) == (0, 1)
+    assert client.get("/api/summary").json()["frauds"] == {"held": 0, "blocked": 1}
