@@ -5,6 +5,7 @@ itself up recently), so it means the same thing locally and in Kubernetes.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -101,13 +102,26 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
     `rate_limit`: POSTs per client address (default from FRAUDDEMO_API_POST_RATE/_BURST)."""
     stores = StoreSet(refs)
     demo = Demo(refs, stores, keys)
-    app = FastAPI(title="FraudDemo detector", version="0.1.0",
-                  description="Cross-store return-fraud detection on active-active Redis.")
-    app.state.stores, app.state.demo = stores, demo
     detector = None
     if engine:
         detector = Detector(refs, detection or DetectionConfig.from_env(), keys, verify or VerifyConfig.from_env(),
                             name=detector_name, workers=workers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        """The detection engine runs while the app serves; the stores close after."""
+        if detector is not None:
+            threading.Thread(target=detector.run, name="detector", daemon=True).start()
+        try:
+            yield
+        finally:
+            if detector is not None:
+                detector.stop.set()
+            stores.close()
+
+    app = FastAPI(title="FraudDemo detector", version="0.1.0", lifespan=lifespan,
+                  description="Cross-store return-fraud detection on active-active Redis.")
+    app.state.stores, app.state.demo = stores, demo
     app.state.detector = detector
 
     @app.middleware("http")
@@ -167,16 +181,4 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.on_event("startup")
-    def _start():
-        if detector is not None:
-            threading.Thread(target=detector.run, name="detector", daemon=True).start()
-
-    @app.on_event("shutdown")
-    def _close():
-        if detector is not None:
-            detector.stop.set()
-        stores.close()
-
     return app
