@@ -12,7 +12,7 @@ def test_bench_runs_and_reports_its_figures():
     threads_before = {t.ident for t in threading.enumerate()}
     result = bench.run(serial=3, burst=4, timeout=60)
     json.dumps(result)
-    assert result["benchmark"] == "operator" and result["children_per_demo"] == 30
+    assert result["benchmark"] == "operator" and result["children_per_demo"] == 40
     for key in ("create_to_ready_ms", "create_to_phase_ready_ms"):
         assert result[key]["n"] == 3 and 0 < result[key]["p50"] <= result[key]["p99"]
     assert result["create_to_phase_ready_ms"]["p50"] >= result["create_to_ready_ms"]["p50"]

@@ -84,7 +84,7 @@ def test_adding_and_removing_a_store(kube_cluster, kube_ns):
     assert {k: v for k, v in kube_cluster.children(kube_ns).items() if v} == expected_names("demo", kube_ns, three)
     assert kube_cluster.status(kube_ns, "demo")["storesReady"] == "3/3"
     detector = kube_cluster.emu.get("deployments", kube_ns, "demo-detector")["spec"]["template"]["spec"]["containers"][0]
-    assert "c=redis://demo-store-c:6379" in detector["args"]
+    assert "c=redis://detector@demo-store-c:6379" in detector["args"]
     # removing store b removes its children and every link that touched it
     kube_cluster.patch_fd(kube_ns, "demo", {"spec": {"stores": [{"name": "a"}, {"name": "c"}], "pos": {"hacked": {"store": "c"}}}})
     st = kube_cluster.wait_phase(kube_ns, "demo", "Ready")

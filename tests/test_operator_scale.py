@@ -32,11 +32,11 @@ def test_twenty_fraud_demos_at_once(kube_cluster, kube_ns):
     kids = kube_cluster.children(kube_ns)
     for i, n in enumerate(names):
         mine = {p: {x for x in v if x == n or x.startswith(n + "-")} for p, v in kids.items()}
-        assert sum(len(v) for v in mine.values()) == 30, (n, mine)
+        assert sum(len(v) for v in mine.values()) == 40, (n, mine)
         fd_uid = kube_cluster.fd(kube_ns, n)["metadata"]["uid"]
         sts = kube_cluster.emu.get("statefulsets", kube_ns, f"{n}-store-a")
         assert sts["metadata"]["ownerReferences"][0]["uid"] == fd_uid
         pos = kube_cluster.emu.get("deployments", kube_ns, f"{n}-pos-b")["spec"]["template"]["spec"]["containers"][0]["args"]
         assert pos[-1] == str(i + 1)
-    assert sum(len(v) for v in kids.values()) == 30 * N
+    assert sum(len(v) for v in kids.values()) == 40 * N
     assert elapsed < 60

@@ -1,6 +1,7 @@
 """The store pods' configuration, run for real: the init script from the store ConfigMap assembles the
-config from the Secret's password (never on a command line), a real valkey-server accepts it, the
-primary requires the password and writes an AOF, and ordinal 1 replicates from ordinal 0."""
+config (the admin's password from the Secret, never on a command line; the users from the ACL file), a real
+valkey-server accepts it, the primary requires the password and writes an AOF, and ordinal 1 replicates
+from ordinal 0."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import subprocess
 import pytest
 import redis
 
+from frauddemo import acl
 from frauddemo_operator import builders, models
 from frauddemo_operator.testing import TWO_STORES, wait_for
 
@@ -32,13 +34,14 @@ def store_manifests():
 
 def run_init(cm: dict, sts: dict, root, ordinal: int, port: int, primary_port: int) -> str:
     """The init container, with its mount points moved under `root`; returns the config path."""
-    template, config, data = root / "etc", root / "config", root / "data"
-    for d in (template, config, data):
+    template, config, data, users = root / "etc", root / "config", root / "data", root / "acl"
+    for d in (template, config, data, users):
         d.mkdir(parents=True)
+    (users / builders.ACL_KEY).write_text(acl.render({acl.ADMIN: [PASSWORD], "pos": ["the-pos-password"]}))
     for name, text in cm["data"].items():
         # moved for the test: its own port, its own data dir, loopback only, no 5 s wait before a sync
         text = text.replace(" 6379", f" {port}").replace("dir /data", f"dir {data}")
-        text = text.replace("bind * -::*", "bind 127.0.0.1")
+        text = text.replace("bind * -::*", "bind 127.0.0.1").replace(builders.ACL_DIR, str(users))
         if name == "store.conf":
             text += "repl-diskless-sync-delay 0\n"
         (template / name).write_text(text)
@@ -61,7 +64,7 @@ def test_store_config_on_a_real_server(store_manifests, tmp_path, server_binary)
     conf1 = run_init(cm, sts, tmp_path / "pod1", 1, p1, p0)
     text0, text1 = open(conf0).read(), open(conf1).read()
     assert "replicaof" not in text0 and re.search(rf"^replicaof 127\.0\.0\.1 {p0}$", text1, re.M)
-    assert f'requirepass "{PASSWORD}"' in text0 and f'masterauth "{PASSWORD}"' in text1
+    assert f'masterauth "{PASSWORD}"' in text1 and "aclfile" in text0 and "requirepass" not in text0
     # the container's command: the server binary and the config file, nothing secret
     run = sts["spec"]["template"]["spec"]["containers"][0]["command"]
     procs = []
@@ -80,6 +83,7 @@ def test_store_config_on_a_real_server(store_manifests, tmp_path, server_binary)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=p0, socket_timeout=2).set("k", "v")
         assert primary.config_get("appendonly") == {"appendonly": "yes"}
+        assert redis.Redis(port=p0, username="pos", password="the-pos-password", socket_timeout=2).ping()
         primary.set("receipt:1", "returned")
         wait_for(lambda: replica.get("receipt:1") == b"returned", 15, what="replication to ordinal 1")
         with pytest.raises(redis.ReadOnlyError):

@@ -3,13 +3,18 @@
 Nothing here talks to Kubernetes. `desired(owner, spec, service_monitors=...)` returns every child
 in a stable order; each carries a controller ownerReference, the app.kubernetes.io/* labels and the
 FraudDemo's name. Store Secrets come without their data: the reconciler adds a generated password
-when it creates one and never touches it afterwards.
+when it creates one, and rotates the Redis users' passwords when asked (reconcile.py). Each store has a
+Redis user per role (frauddemo.acl.ROLES): the `-auth` Secret is the admin's (the `default` user), a
+Secret per client role holds that role's password, and the store's ACL Secret holds the ACL file (hashes
+only) that the server loads and the store agent re-applies with ACL LOAD when it changes.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+
+from frauddemo.acl import CLIENT_ROLES
 
 from . import crd, dashboard
 from .models import Spec, Store
@@ -28,6 +33,10 @@ L_LINK_TARGET = "frauddemo.io/link-target"
 L_METRICS = "frauddemo.io/metrics"
 A_CONFIG_HASH = "frauddemo.io/config-hash"
 A_RESTARTED_AT = "frauddemo.io/restarted-at"
+A_ROTATE = "frauddemo.io/rotate-passwords"   # on a FraudDemo: any new value rotates the Redis passwords
+A_ROTATION = "frauddemo.io/rotation"         # on a role Secret: the rotation its password comes from
+A_ROTATED_AT = "frauddemo.io/rotated-at"     # on a role Secret: when; `previous` stays valid for a grace
+L_ROLE = "frauddemo.io/redis-role"
 MANAGED_SELECTOR = f"{L_MANAGED_BY}={MANAGER}"
 
 STORE_PORT = 6379
@@ -36,6 +45,11 @@ SYNCER_METRICS_PORT = 9100
 STORE_UID = 999        # the valkey/redis images' own non-root user
 APP_UID = 10001        # the frauddemo image's non-root user
 PASSWORD_KEY = "password"
+PREVIOUS_KEY = "previous"                    # a role's old password while a rotation rolls out
+ACL_KEY = "users.acl"
+ACL_DIR = "/etc/frauddemo/acl"
+ADMIN_DIR = "/etc/frauddemo/admin"
+REDIS_SECRETS_DIR = "/var/run/frauddemo/redis"
 API_TOKEN_DIR = "/var/run/frauddemo/api-token"
 
 
@@ -75,6 +89,15 @@ def store_secret(fd: str, store: str) -> str:
     return f"{fd}-store-{store}-auth"
 
 
+def role_secret(fd: str, store: str, role: str) -> str:
+    """A client role's Redis password at one store (keys `password`, and `previous` during a rotation)."""
+    return f"{fd}-store-{store}-{role}"
+
+
+def acl_secret(fd: str, store: str) -> str:
+    return f"{fd}-store-{store}-acl"
+
+
 def store_config(fd: str, store: str) -> str:
     return f"{fd}-store-{store}-config"
 
@@ -95,12 +118,26 @@ def detector_name(fd: str) -> str:
     return f"{fd}-detector"
 
 
-def store_url(fd: str, store: str) -> str:
-    return f"redis://{store_name(fd, store)}:{STORE_PORT}"
+def store_url(fd: str, store: str, role: str | None = None) -> str:
+    """The store's URL, with a client role's user name in it (a name, not a secret)."""
+    return f"redis://{role + '@' if role else ''}{store_name(fd, store)}:{STORE_PORT}"
 
 
-def password_env(store: str) -> str:
-    return f"FRAUDDEMO_STORE_{store.upper().replace('-', '_')}_PASSWORD"
+def role_password_file(store: str, role: str) -> str:
+    return f"{REDIS_SECRETS_DIR}/{store}-{role}/{PASSWORD_KEY}"
+
+
+def mount_role_secrets(dep: dict, fd: str, pairs: list[tuple[str, str]]) -> None:
+    """Mount only these (store, role) passwords into a workload's pod, each as a file (the pod's
+    processes read them with --password-file; nothing in env or argv)."""
+    pod = dep["spec"]["template"]["spec"]
+    for store, role in pairs:
+        name = f"redis-{store}-{role}"
+        pod["volumes"].append({"name": name, "secret": {
+            "secretName": role_secret(fd, store, role), "defaultMode": 0o440,
+            "items": [{"key": PASSWORD_KEY, "path": PASSWORD_KEY}]}})
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": name, "mountPath": f"{REDIS_SECRETS_DIR}/{store}-{role}", "readOnly": True})
 
 
 # --- shared pieces -----------------------------------------------------------------------------------
@@ -188,6 +225,7 @@ STORE_CONF = "\n".join([
     "bind * -::*",
     "protected-mode no",
     "dir /data",
+    f"aclfile {ACL_DIR}/{ACL_KEY}",
     "appendonly yes",
     "appendfsync everysec",
     'save ""',
@@ -196,12 +234,13 @@ STORE_CONF = "\n".join([
     "",
 ])
 
-# Assembles the server's configuration in an init container: the password comes from the Secret
-# through the environment and lands in a 0600 file, never on a command line.
+# Assembles the server's configuration in an init container: the users and their password hashes come
+# from the ACL file (the store's ACL Secret, mounted); the admin's password, which replicas use towards
+# ordinal 0, comes from the Secret through the environment and lands in a 0600 file, never on a command line.
 STORE_INIT = """set -eu
 umask 077
 cp /etc/frauddemo/store.conf /config/store.conf
-printf 'requirepass "%s"\\nmasterauth "%s"\\n' "$STORE_PASSWORD" "$STORE_PASSWORD" >> /config/store.conf
+printf 'masterauth "%s"\\n' "$STORE_PASSWORD" >> /config/store.conf
 ordinal="${POD_NAME##*-}"
 if [ "$ordinal" != "0" ]; then
   printf 'replicaof %s %s\\n' "$PRIMARY_HOST" "$STORE_PORT" >> /config/store.conf
@@ -232,6 +271,33 @@ def api_token_secret_manifest(owner: Owner) -> dict:
 def store_secret_manifest(owner: Owner, store: Store) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name})}
+
+
+def role_secret_manifest(owner: Owner, store: Store, role: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(owner, role_secret(owner.name, store.name, role), "store",
+                                 {L_STORE: store.name, L_ROLE: role})}
+
+
+def acl_secret_manifest(owner: Owner, store: Store) -> dict:
+    """Its data is the ACL file rendered from the role Secrets (the reconciler keeps it in step)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(owner, acl_secret(owner.name, store.name), "store-acl", {L_STORE: store.name})}
+
+
+def store_agent_container(spec: Spec, fd: str, store: str) -> dict:
+    """Beside the server: keeps the function library loaded and applies the mounted ACL file with
+    ACL LOAD whenever the Secret behind it changes (no restart)."""
+    c = app_container(spec, "agent", ["--url", f"redis://127.0.0.1:{STORE_PORT}",
+                                      "--password-file", f"{ADMIN_DIR}/{PASSWORD_KEY}",
+                                      "--acl-file", f"{ACL_DIR}/{ACL_KEY}"],
+                      [], small_resources("10m", "48Mi", "200m", "128Mi"))
+    c["command"] = ["python", "-m", "frauddemo.acl"]
+    # the store pod's user (the image's files are world-readable), so both read the 0440 Secret files
+    c["securityContext"] = {**c["securityContext"], "runAsUser": STORE_UID, "runAsGroup": STORE_UID}
+    c["volumeMounts"] += [{"name": "acl", "mountPath": ACL_DIR, "readOnly": True},
+                          {"name": "admin", "mountPath": ADMIN_DIR, "readOnly": True}]
+    return c
 
 
 def config_hash(cm: dict) -> str:
@@ -271,7 +337,8 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
                           "failureThreshold": 6},
         "startupProbe": {**ping, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 60},
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "config", "mountPath": "/config"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "config", "mountPath": "/config"},
+                         {"name": "acl", "mountPath": ACL_DIR, "readOnly": True}],
     }
     init = {
         "name": "config", "image": store.image, "imagePullPolicy": spec.image_pull_policy,
@@ -286,7 +353,10 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
                          {"name": "config", "mountPath": "/config"}],
     }
     volumes = [{"name": "template", "configMap": {"name": store_config(fd, s)}},
-               {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+               {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+               {"name": "acl", "secret": {"secretName": acl_secret(fd, s), "defaultMode": 0o440}},
+               {"name": "admin", "secret": {"secretName": secret, "defaultMode": 0o440}},
+               {"name": "tmp", "emptyDir": {}}]
     body = {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": metadata(owner, sts, "store", {L_STORE: s}),
@@ -307,7 +377,7 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
                     "securityContext": pod_security(STORE_UID),
                     "affinity": store_affinity(owner, s),
                     "initContainers": [init],
-                    "containers": [container],
+                    "containers": [container, store_agent_container(spec, fd, s)],
                     "volumes": volumes,
                 },
             },
@@ -343,12 +413,13 @@ def store_services(owner: Owner, store: Store) -> list[dict]:
 
 def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dict:
     fd = owner.name
-    args = ["syncer", "--source", store_url(fd, source), "--target", store_url(fd, target),
+    args = ["syncer", "--source", store_url(fd, source, "syncer"), "--target", store_url(fd, target, "syncer"),
+            "--source-password-file", role_password_file(source, "syncer"),
+            "--target-password-file", role_password_file(target, "syncer"),
             "--source-name", source, "--target-name", target,
             "--metrics-port", str(SYNCER_METRICS_PORT),
             "--batch-max", str(spec.replication.batch_max), "--retention", str(spec.replication.retention)]
-    env = [secret_env("FRAUDDEMO_SOURCE_PASSWORD", store_secret(fd, source)),
-           secret_env("FRAUDDEMO_TARGET_PASSWORD", store_secret(fd, target))]
+    env = []
     tcp = {"tcpSocket": {"port": "metrics"}}
     container = app_container(
         spec, "syncer", args, env, small_resources(),
@@ -356,40 +427,46 @@ def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dic
         probes={"readinessProbe": {**tcp, "periodSeconds": 5},
                 "livenessProbe": {**tcp, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 6}})
     # One syncer per link, never two: the checkpoint is atomic, but two would only race.
-    return deployment(owner, spec, syncer_name(fd, source, target), "syncer",
-                      {L_LINK_SOURCE: source, L_LINK_TARGET: target}, container, strategy="Recreate")
+    dep = deployment(owner, spec, syncer_name(fd, source, target), "syncer",
+                     {L_LINK_SOURCE: source, L_LINK_TARGET: target}, container, strategy="Recreate")
+    mount_role_secrets(dep, fd, [(source, "syncer"), (target, "syncer")])
+    return dep
 
 
 def pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     fd = owner.name
-    args = ["pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{spec.pos.rate:g}"]
-    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store)),
-           secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
+    args = ["pos", "--store", store, "--url", store_url(fd, store, "pos"),
+            "--password-file", role_password_file(store, "pos"), "--rate", f"{spec.pos.rate:g}"]
+    env = [secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     container = app_container(spec, "pos", args, env, small_resources())
-    return deployment(owner, spec, pos_name(fd, store), "pos", {L_STORE: store}, container)
+    dep = deployment(owner, spec, pos_name(fd, store), "pos", {L_STORE: store}, container)
+    mount_role_secrets(dep, fd, [(store, "pos")])
+    return dep
 
 
 def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     fd = owner.name
     h = spec.pos.hacked
-    args = ["hacked-pos", "--store", store, "--url", store_url(fd, store), "--rate", f"{h.rate:g}",
+    args = ["hacked-pos", "--store", store, "--url", store_url(fd, store, "pos"),
+            "--password-file", role_password_file(store, "pos"), "--rate", f"{h.rate:g}",
             "--attack-mix", h.attack_mix.as_flag()]
     # A compromised registered terminal: it holds a real key (only photo and cross-store rules catch it).
-    env = [secret_env("FRAUDDEMO_STORE_PASSWORD", store_secret(fd, store)),
-           secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
+    env = [secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     container = app_container(spec, "hacked-pos", args, env, small_resources())
-    return deployment(owner, spec, hacked_pos_name(fd), "hacked-pos", {L_STORE: store}, container)
+    dep = deployment(owner, spec, hacked_pos_name(fd), "hacked-pos", {L_STORE: store}, container)
+    mount_role_secrets(dep, fd, [(store, "pos")])
+    return dep
 
 
 def detector_deployment(owner: Owner, spec: Spec) -> dict:
     fd = owner.name
     args = ["detector"]
     for s in spec.store_names:
-        args += ["--store", f"{s}={store_url(fd, s)}"]
+        args += ["--store", f"{s}={store_url(fd, s, 'detector')}",
+                 "--password-file", f"{s}={role_password_file(s, 'detector')}"]
     args += ["--host", "0.0.0.0", "--port", str(DETECTOR_PORT)]
     d = spec.detection
-    env = [secret_env(password_env(s), store_secret(fd, s)) for s in spec.store_names]
-    env.append(secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd)))
+    env = [secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     env += [{"name": "FRAUDDEMO_DETECTION_WINDOW_SECONDS", "value": str(d.window_seconds)},
             {"name": "FRAUDDEMO_DETECTION_ALERT_SCORE", "value": str(d.alert_score)},
             {"name": "FRAUDDEMO_DETECTION_REVIEW_SCORE", "value": str(d.review_score)},
@@ -408,6 +485,7 @@ def detector_deployment(owner: Owner, spec: Spec) -> dict:
     dep = deployment(owner, spec, detector_name(fd), "detector", {}, container, replicas=d.replicas)
     dep["spec"]["template"]["spec"]["volumes"].append(
         {"name": "api-token", "secret": {"secretName": api_token_secret(fd), "defaultMode": 0o440}})
+    mount_role_secrets(dep, fd, [(s, "detector") for s in spec.store_names])
     return dep
 
 
@@ -540,7 +618,8 @@ def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json:
     out: list[dict] = [terminal_secret_manifest(owner), api_token_secret_manifest(owner)]
     for store in spec.stores:
         cm = store_configmap(owner, store)
-        out += [store_secret_manifest(owner, store), cm, *store_services(owner, store),
+        out += [store_secret_manifest(owner, store), *(role_secret_manifest(owner, store, r) for r in CLIENT_ROLES),
+                acl_secret_manifest(owner, store), cm, *store_services(owner, store),
                 store_statefulset(owner, spec, store, cm)]
     for source, target in spec.links:
         out.append(syncer_deployment(owner, spec, source, target))

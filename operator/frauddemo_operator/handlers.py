@@ -65,7 +65,7 @@ def probe_demos(memo: kopf.Memo, **_) -> int:
     return len(memo.runtime.demos)
 
 
-def demo_event(type, body, memo: kopf.Memo, **_) -> None:
+async def demo_event(type, body, memo: kopf.Memo, **_) -> None:
     memo.runtime.on_demo_event(type, dict(body))
 
 

@@ -34,7 +34,8 @@ def kube_cluster(tmp_path_factory, fake_detector):
         assert r.status_code == 201, r.text
         settings = Settings(kubeconfig=emu.kubeconfig(tmp / "kubeconfig"), liveness=None, stats_seconds=0.25,
                             stats_timeout=1.0, detector_url=fake_detector.url + "/{namespace}/{name}",
-                            status_debounce=0.02, backoff_base=0.2, backoff_cap=2.0, resync_seconds=3600)
+                            status_debounce=0.02, backoff_base=0.2, backoff_cap=2.0, resync_seconds=3600,
+                            password_grace=3.0)
         with OperatorThread(settings) as op:
             yield Cluster(emu, op, http, fake_detector)
 

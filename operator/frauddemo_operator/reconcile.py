@@ -4,17 +4,24 @@ recreate what cannot be patched, delete what is no longer wanted.
 A child "drifted" when a field the operator sets differs from what the server holds; fields the
 server or other controllers add (defaults, status, clusterIP, extra annotations) are not drift.
 Quantities compare by value ("0.5" == "500m"). Secret data is never compared or rewritten: a store
-password is generated once, and if its Secret is recreated the workloads using it are restarted.
+password is generated once, and if its Secret is recreated the workloads using it are restarted. Two
+exceptions: a store's ACL Secret always holds the ACL file rendered from its users' passwords, and the
+role passwords are rotated on request (`rotate_passwords`): the new password becomes `password` and the old
+one `previous`, both in the ACL file, the workloads restart onto the new one, and after the grace the old
+ones are dropped from the Secrets and the ACL file (the store agent applies it with ACL LOAD).
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime
 import re
 import secrets as _secrets
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+
+from frauddemo import acl
 
 from . import builders, kube
 from .builders import Owner
@@ -92,19 +99,62 @@ def controller_uid(obj: dict) -> str | None:
     return None
 
 
-def dependents(fd: str, store: str, desired: list[dict]) -> list[dict]:
-    """The workloads that read a store's password (they restart when its Secret is recreated)."""
-    secret = builders.store_secret(fd, store)
+def users_of(secrets: set[str], desired: list[dict], kinds=("StatefulSet", "Deployment")) -> list[dict]:
+    """The workloads that read any of these Secrets (through env or a mounted volume)."""
     out = []
     for d in desired:
-        if d["kind"] not in ("StatefulSet", "Deployment"):
+        if d["kind"] not in kinds:
             continue
         pod = d["spec"]["template"]["spec"]
         containers = pod.get("containers", []) + pod.get("initContainers", [])
-        if any((e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == secret
-               for c in containers for e in c.get("env", [])):
+        if any((e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") in secrets
+               for c in containers for e in c.get("env", [])) or any(
+                (v.get("secret") or {}).get("secretName") in secrets for v in pod.get("volumes", [])):
             out.append(d)
     return out
+
+
+def dependents(fd: str, store: str, desired: list[dict]) -> list[dict]:
+    """The workloads that read a store's passwords (they restart when one of its Secrets is recreated)."""
+    return users_of({builders.store_secret(fd, store)} | {builders.role_secret(fd, store, r) for r in acl.CLIENT_ROLES},
+                    desired)
+
+
+def secret_values(obj: dict | None) -> dict[str, str]:
+    """A Secret's data, decoded (`stringData` too: the API emulator keeps it as written)."""
+    obj = obj or {}
+    out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items() if v is not None}
+    out.update({k: v for k, v in (obj.get("stringData") or {}).items() if v is not None})
+    return out
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _ts(t: float) -> str:
+    return datetime.datetime.fromtimestamp(int(t), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_ts(text: str | None) -> float:
+    try:
+        return datetime.datetime.strptime(text or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def rotation_step(values: dict[str, str], annotations: dict, rotation: str | None, now: float, grace_s: float,
+                  new_password: Callable[[], str]) -> dict | None:
+    """What a role Secret needs now (a merge patch, or None): a new password when `rotation` (the
+    FraudDemo's annotation) differs from the one it holds, the old one kept as `previous`; `previous`
+    dropped once the grace after the rotation is over."""
+    if rotation is not None and annotations.get(builders.A_ROTATION) != rotation:
+        return {"metadata": {"annotations": {builders.A_ROTATION: rotation, builders.A_ROTATED_AT: _ts(now)}},
+                "data": {builders.PASSWORD_KEY: b64(new_password()),
+                         builders.PREVIOUS_KEY: b64(values[builders.PASSWORD_KEY])}}
+    if builders.PREVIOUS_KEY in values and now >= _parse_ts(annotations.get(builders.A_ROTATED_AT)) + grace_s:
+        return {"data": {builders.PREVIOUS_KEY: None}}
+    return None
 
 
 @dataclasses.dataclass
@@ -115,6 +165,8 @@ class Result:
     deleted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     restarted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     objects: dict[tuple[str, str], dict] = dataclasses.field(default_factory=dict)
+    # the Redis passwords: {"rotation", "state": Rotating|Rotated, "previousValidUntil"}; None: never rotated
+    passwords: dict | None = None
 
     @property
     def changed(self) -> bool:
@@ -131,9 +183,13 @@ MISSING = object()
 
 
 class Reconciler:
-    def __init__(self, client: kube.Kube, password: Callable[[], str] = lambda: _secrets.token_urlsafe(24)):
+    def __init__(self, client: kube.Kube, password: Callable[[], str] = lambda: _secrets.token_urlsafe(24),
+                 grace_s: float = 300.0):
         self.kube = client
         self.password = password
+        self.grace_s = grace_s   # how long a rotated-out password stays valid (pods roll onto the new one)
+        self._rotation: dict[str, str | None] = {}   # owner uid -> the rotation new role Secrets start at
+        self._rotating: dict[str, asyncio.Lock] = {}  # owner uid -> one rotation step at a time
 
     async def observe(self, owner: Owner, kinds: list[kube.Kind]) -> dict[tuple[str, str], dict]:
         """The children that exist now (by label; only those this FraudDemo controls or that carry its name)."""
@@ -148,9 +204,84 @@ class Reconciler:
 
     async def _create(self, owner: Owner, d: dict) -> dict:
         body = d
-        if d["kind"] == "Secret":
+        labels = d["metadata"]["labels"]
+        if labels.get(builders.L_COMPONENT) == "store-acl":
+            body = {**d, "data": {builders.ACL_KEY: b64(await self.acl_text(owner, labels[builders.L_STORE]))}}
+        elif builders.L_ROLE in labels:
+            rotation = self._rotation.get(owner.uid)
+            ann = {builders.A_ROTATION: rotation} if rotation is not None else {}
+            body = {**d, "metadata": {**d["metadata"], "annotations": {**d["metadata"].get("annotations", {}), **ann}},
+                    "data": {builders.PASSWORD_KEY: b64(self.password())}}
+        elif d["kind"] == "Secret":
             body = {**d, "stringData": {builders.PASSWORD_KEY: self.password()}}
         return await self.kube.create(kube.CHILD_KINDS[d["kind"]], owner.namespace, body)
+
+    async def acl_text(self, owner: Owner, store: str, objects: dict | None = None) -> str:
+        """The store's ACL file from its Secrets (from `objects` when there, else read): every role with
+        its current password, and its previous one during a rotation."""
+        async def values(name):
+            obj = (objects or {}).get(("Secret", name))
+            if obj is None:
+                obj = await self.kube.get(kube.SECRET, owner.namespace, name)
+            return secret_values(obj)
+
+        passwords = {acl.ADMIN: [(await values(builders.store_secret(owner.name, store)))[builders.PASSWORD_KEY]]}
+        for role in acl.CLIENT_ROLES:
+            v = await values(builders.role_secret(owner.name, store, role))
+            passwords[role] = [v[k] for k in (builders.PASSWORD_KEY, builders.PREVIOUS_KEY) if k in v]
+        return acl.render(passwords)
+
+    async def sync_acls(self, owner: Owner, desired: list[dict], result: Result, observed=None) -> None:
+        """Every store's ACL Secret made to hold the file its users' Secrets render to."""
+        for d in desired:
+            if d["metadata"]["labels"].get(builders.L_COMPONENT) != "store-acl":
+                continue
+            k = builders.key(d)
+            obs = (observed or {}).get(k) or result.objects.get(k)
+            if obs is None:
+                obs = await self.kube.get(kube.SECRET, owner.namespace, k[1])
+            if obs is None:
+                result.objects[k] = await self._create(owner, d)
+                result.created.append(k)
+                continue
+            text = await self.acl_text(owner, d["metadata"]["labels"][builders.L_STORE], result.objects)
+            if secret_values(obs).get(builders.ACL_KEY) != text or drifted(d, obs):
+                patch = {**managed_fields(d), "data": {builders.ACL_KEY: b64(text)}}
+                result.objects[k] = await self.kube.patch(kube.SECRET, owner.namespace, k[1], patch)
+                result.patched.append(k)
+            else:
+                result.objects[k] = obs
+
+    async def rotate_passwords(self, owner: Owner, desired: list[dict], result: Result, rotation: str | None) -> None:
+        """Advance a rotation of the role passwords (see `rotation_step`); the workloads that use a
+        rotated password restart onto the new one."""
+        async with self._rotating.setdefault(owner.uid, asyncio.Lock()):
+            await self._rotate_passwords(owner, desired, result, rotation)
+
+    async def _rotate_passwords(self, owner: Owner, desired: list[dict], result: Result, rotation: str | None) -> None:
+        now = datetime.datetime.now(datetime.UTC).timestamp()
+        rotated, until = set(), []
+        for d in desired:
+            if builders.L_ROLE not in d["metadata"]["labels"]:
+                continue
+            k = builders.key(d)
+            # read again: two reconciles may overlap, and only one may rotate
+            obj = await self.kube.get(kube.SECRET, owner.namespace, k[1]) or result.objects[k]
+            ann = obj["metadata"].get("annotations") or {}
+            patch = rotation_step(secret_values(obj), ann, rotation, now, self.grace_s, self.password)
+            if patch is not None:
+                obj = result.objects[k] = await self.kube.patch(kube.SECRET, owner.namespace, k[1], patch)
+                ann = obj["metadata"].get("annotations") or {}
+                if builders.PREVIOUS_KEY in patch.get("data", {}) and patch["data"][builders.PREVIOUS_KEY]:
+                    rotated.add(k[1])
+            if builders.PREVIOUS_KEY in secret_values(obj):
+                until.append(_parse_ts(ann.get(builders.A_ROTATED_AT)) + self.grace_s)
+        if rotation is not None:
+            result.passwords = {"rotation": rotation, "state": "Rotating" if until else "Rotated",
+                                "previousValidUntil": _ts(max(until)) if until else None}
+        if rotated:
+            await self.restart(owner, users_of(rotated, desired, ("Deployment",)), result)
+
 
     async def ensure(self, owner: Owner, d: dict, observed=MISSING, result: Result | None = None) -> dict:
         """Make one child match; `observed` is its current body, None if known absent, MISSING if unknown
@@ -183,7 +314,8 @@ class Reconciler:
             return obj
         return observed
 
-    async def apply(self, owner: Owner, desired: list[dict], observed: dict | None = None) -> Result:
+    async def apply(self, owner: Owner, desired: list[dict], observed: dict | None = None,
+                    rotation: str | None = None) -> Result:
         """Reconcile every child. With `observed` None (a fresh FraudDemo), creation is tried directly;
         otherwise children are compared with what exists and unwanted ones are deleted."""
         result = Result()
@@ -202,7 +334,9 @@ class Reconciler:
             if await self.kube.delete(kube.CHILD_KINDS[k[0]], owner.namespace, k[1]):
                 result.deleted.append(k)
 
-        jobs = [one(d) for d in desired]
+        self._rotation[owner.uid] = rotation
+        acl_files = [d for d in desired if d["metadata"]["labels"].get(builders.L_COMPONENT) == "store-acl"]
+        jobs = [one(d) for d in desired if d not in acl_files]   # rendered from the others, below
         if observed is not None:
             jobs += [drop(k, obj) for k, obj in observed.items()
                      if k not in wanted and controller_uid(obj) == owner.uid]
@@ -210,6 +344,8 @@ class Reconciler:
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             raise errors[0]
+        await self.rotate_passwords(owner, desired, result, rotation)
+        await self.sync_acls(owner, desired, result, observed)
         if missing_secrets and observed:
             await self.restart_users(owner, desired, [d["metadata"]["labels"][builders.L_STORE]
                                                       for d in missing_secrets], result)
@@ -217,17 +353,20 @@ class Reconciler:
 
     async def restart_users(self, owner: Owner, desired: list[dict], stores: list[str], result: Result) -> None:
         """Roll the workloads that read these stores' passwords (a recreated Secret has a new one)."""
+        await self.restart(owner, [d for store in stores for d in dependents(owner.name, store, desired)], result)
+
+    async def restart(self, owner: Owner, workloads: list[dict], result: Result) -> None:
+        """Roll these workloads' pods (an annotation on the pod template)."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         seen = set()
-        for store in stores:
-            for d in dependents(owner.name, store, desired):
-                k = builders.key(d)
-                if k in seen:
-                    continue
-                seen.add(k)
-                patch = {"spec": {"template": {"metadata": {"annotations": {builders.A_RESTARTED_AT: now}}}}}
-                try:
-                    result.objects[k] = await self.kube.patch(kube.CHILD_KINDS[k[0]], owner.namespace, k[1], patch)
-                    result.restarted.append(k)
-                except kube.NotFound:
-                    pass
+        for d in workloads:
+            k = builders.key(d)
+            if k in seen:
+                continue
+            seen.add(k)
+            patch = {"spec": {"template": {"metadata": {"annotations": {builders.A_RESTARTED_AT: now}}}}}
+            try:
+                result.objects[k] = await self.kube.patch(kube.CHILD_KINDS[k[0]], owner.namespace, k[1], patch)
+                result.restarted.append(k)
+            except kube.NotFound:
+                pass

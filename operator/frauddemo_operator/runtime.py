@@ -54,6 +54,8 @@ class DemoState:
     uid: str = ""
     generation: int = 0
     raw_spec: dict = dataclasses.field(default_factory=dict)
+    rotation: str | None = None          # the annotation frauddemo.io/rotate-passwords
+    passwords: dict | None = None        # the rotation's progress (Result.passwords)
     server_status: dict = dataclasses.field(default_factory=dict)
     deleting: bool = False
     # the last reconcile
@@ -80,8 +82,10 @@ class DemoState:
 
     def body(self) -> dict:
         """The FraudDemo as last seen, enough to reconcile it again."""
+        ann = {builders.A_ROTATE: self.rotation} if self.rotation is not None else {}
         return {"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid,
-                             "generation": self.generation}, "spec": self.raw_spec, "status": self.server_status}
+                             "generation": self.generation, "annotations": ann},
+                "spec": self.raw_spec, "status": self.server_status}
 
     def spec(self) -> models.Spec | None:
         """The current spec parsed (cached per generation); None when it makes no sense."""
@@ -122,7 +126,7 @@ class Runtime:
     async def start(self) -> None:
         cfg = await self.configuration()
         self.kube = kube.Kube(cfg, self.settings.max_in_flight, self.settings.request_timeout)
-        self.reconciler = Reconciler(self.kube)
+        self.reconciler = Reconciler(self.kube, grace_s=self.settings.password_grace)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.stats_timeout))
         if self.settings.dashboard_file:
             with open(self.settings.dashboard_file) as f:
@@ -159,6 +163,10 @@ class Runtime:
             st = self.demos[key] = DemoState(key[0], key[1], meta.get("uid", ""))
         st.generation = int(meta.get("generation") or 0)
         st.raw_spec = body.get("spec") or {}
+        rotation = (meta.get("annotations") or {}).get(builders.A_ROTATE)
+        if rotation != st.rotation and st.reconciled_generation is not None and rotation is not None:
+            self.reconcile_at(key, None)   # a new value rotates the Redis passwords (no spec change)
+        st.rotation = rotation
         st.server_status = body.get("status") or {}
         st.deleting = bool(meta.get("deletionTimestamp"))
 
@@ -205,7 +213,7 @@ class Runtime:
             sm = await self._service_monitors(spec)
             desired = self.desired(st, spec, sm)
             observed = None if fresh else await self.reconciler.observe(st.owner, await self._child_kinds(sm))
-            result = await self.reconciler.apply(st.owner, desired, observed)
+            result = await self.reconciler.apply(st.owner, desired, observed, st.rotation)
         except kube.ApiError as e:
             st.error = str(e)
             if st.reconciled_generation is None:
@@ -217,6 +225,9 @@ class Runtime:
             raise
         st.invalid, st.error = None, None
         st.reconciled_generation, st.reconciled_spec = generation, spec
+        st.passwords = result.passwords
+        if result.passwords and result.passwords["state"] == "Rotating":
+            self.reconcile_at(st.key, result.passwords["previousValidUntil"])
         for k, obj in result.objects.items():
             if k[0] in WORKLOAD_KINDS and k not in st.workloads:
                 st.workloads[k] = status.workload(obj)
@@ -235,6 +246,22 @@ class Runtime:
             meta = body.get("metadata") or {}
             self.retry_later((meta.get("namespace"), (meta.get("labels") or {}).get(builders.L_INSTANCE)))
             raise
+
+    def reconcile_at(self, key: tuple[str, str], when: str | None) -> None:
+        """Reconcile this FraudDemo again at `when` (the end of a password rotation's grace), or now."""
+        delay = 0.0 if when is None else max(0.0, datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC).timestamp() - time.time()) + 1.0
+
+        async def later():
+            await asyncio.sleep(delay)
+            st = self.demos.get(key)
+            if st is not None and not st.deleting and st.spec() is not None:
+                try:
+                    await self.reconcile(st.namespace, st.name, st.body(), fresh=False)
+                except kube.ApiError as e:
+                    log.warning("reconcile of %s/%s after the password grace failed (%s)", key[0], key[1], e)
+                    self.retry_later(key)
+        self._spawn(later())
 
     def retry_later(self, key: tuple[str, str]) -> None:
         """Reconcile this FraudDemo again after a backoff, until it succeeds (one retrier per demo)."""
@@ -299,6 +326,7 @@ class Runtime:
             st.verified[k] = (version_key(obj), st.desired_cache[0])
             if kind == "Secret":
                 await self.reconciler.restart_users(st.owner, desired, [labels.get(builders.L_STORE)], result)
+                await self.reconciler.sync_acls(st.owner, desired, result)   # a recreated password
             result.objects[k] = obj
             return result
         desired_key = st.desired_cache[0]
@@ -342,7 +370,8 @@ class Runtime:
         if st is None or st.deleting or st.reconciled_generation is None:
             return None
         async with st.lock:
-            obs = status.Observation(st.reconciled_generation, st.invalid, st.error, dict(st.workloads), st.detector)
+            obs = status.Observation(st.reconciled_generation, st.invalid, st.error, dict(st.workloads), st.detector,
+                                     st.passwords)
             previous = st.written if st.written is not None else st.server_status
             new = status.compute(st.name, st.reconciled_spec, obs, previous, _now())
             clean = status.strip_none(new)

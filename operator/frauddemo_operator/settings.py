@@ -27,6 +27,7 @@ class Settings:
     status_debounce: float = 0.05           # STATUS_DEBOUNCE: seconds to coalesce status writes
     backoff_base: float = 0.5               # BACKOFF_BASE / BACKOFF_CAP: retry delays on API errors
     backoff_cap: float = 60.0
+    password_grace: float = 300.0           # PASSWORD_GRACE: seconds a rotated-out Redis password stays valid
     log_level: str = "INFO"                 # LOG_LEVEL
 
     @classmethod
@@ -60,7 +61,8 @@ class Settings:
                                  ("STATS_SECONDS", "stats_seconds", float),
                                  ("STATS_TIMEOUT", "stats_timeout", float),
                                  ("STATUS_DEBOUNCE", "status_debounce", float),
-                                 ("BACKOFF_BASE", "backoff_base", float), ("BACKOFF_CAP", "backoff_cap", float)):
+                                 ("BACKOFF_BASE", "backoff_base", float), ("BACKOFF_CAP", "backoff_cap", float),
+                                 ("PASSWORD_GRACE", "password_grace", float)):
             if (v := get(name)):
                 try:
                     kw[attr] = conv(v)

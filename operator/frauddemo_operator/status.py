@@ -81,6 +81,7 @@ class Observation:
     error: str | None = None                        # the last reconcile's API error, if it failed
     workloads: Mapping[tuple[str, str], Workload] = dataclasses.field(default_factory=dict)
     detector: DetectorStats | None = None
+    passwords: dict | None = None                   # a Redis password rotation's progress (reconcile.py)
 
 
 def condition(ctype: str, status: bool | None, reason: str, message: str, generation: int,
@@ -181,6 +182,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
             "lagSeconds": det.lag_seconds if det.lag_seconds is not None else 0.0,
             "links": det.links, "linksUp": det.links_up},
         "fraud": previous.get("fraud") if det is None or det.fraud_alerts is None else {"alerts": det.fraud_alerts},
+        "passwords": obs.passwords or previous.get("passwords"),   # a None inside: removed by the merge patch
         "conditions": [
             ready,
             cond("StoresReady", stores_ok, "AllStoresReady" if stores_ok else "StoresNotReady", stores_msg),

@@ -160,3 +160,28 @@ def roles_table() -> str:
                             + [f"W `{k}`" for k in r.write])
         rows.append(f"| `{r.name}` | {r.does} | {cmds} | {keys} |")
     return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m frauddemo.acl --url URL --password-file F [--password-file F2] --acl-file F`: the store
+    agent (the operator runs it beside each store)."""
+    import argparse
+    import signal
+    import threading
+
+    p = argparse.ArgumentParser(prog="python -m frauddemo.acl", description=main.__doc__)
+    p.add_argument("--url", required=True, help="the store, e.g. redis://127.0.0.1:6379")
+    p.add_argument("--password-file", action="append", required=True,
+                   help="the admin's password file (several: tried in turn)")
+    p.add_argument("--acl-file", required=True, help="the ACL file the server was configured with")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_agent(a.url, a.password_file, a.acl_file, stop, a.interval)
+
+
+if __name__ == "__main__":
+    main()
