@@ -5,6 +5,14 @@ here (sold here or replicated here), not already refunded or held here or anywhe
 heard of, and the customer's fresh photo must match the purchase photo. Whatever the decision, the
 attempt is recorded in the receipt's add-wins set, so no merge ever loses it and the detector sees
 every attempt, refused ones included.
+
+Deciding is a read, then a write: two tills of one store returning the same receipt at once would
+both read "not refunded" and both approve. So a write that approves or holds starts with a guard,
+`h:gate:<receipt>:<n>` created once per store (n: how many of the receipt's refunds the detector has
+blocked, so a blocked refund opens the gate again); the loser's write is skipped and it decides again,
+now seeing the winner's attempt. Across stores the gate replicates with the attempt, so it adds
+nothing there: two stores that have not yet heard of each other's return both approve (by design;
+the detector blocks the later one).
 """
 from __future__ import annotations
 
@@ -14,9 +22,14 @@ from .photos import verify as ver
 from .photos.storage import PhotoStore
 from .retail import (APPROVED, HELD, REFUSED, Attempt, Receipt, TerminalKeys, attempt_ops, new_attempt,
                      read_stories, verdict_key)
-from .store import Store
+from .store import Store, ops
 
 BLOCK = "block"  # the detector's decision that undoes an approval (detection.py)
+DECIDE_TRIES = 3
+
+
+def gate_key(receipt: str, generation: int) -> str:
+    return f"h:gate:{receipt}:{generation}"
 
 
 @dataclasses.dataclass
@@ -69,8 +82,9 @@ def process_return(store: Store, photos: PhotoStore, keys: TerminalKeys, termina
 
 
 def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str,
-                    requests: list[ReturnRequest]) -> list[ReturnOutcome]:
-    """Several returns at one till with pipelined reads and writes, each its own atomic write."""
+                    requests: list[ReturnRequest], tries: int = DECIDE_TRIES) -> list[ReturnOutcome]:
+    """Several returns at one till with pipelined reads and writes, each its own atomic write; a
+    return that lost its receipt's gate to a concurrent one is decided again."""
     stories = read_stories({store.replica: store}, [req.receipt for req in requests])
     known = {aid: a for st in stories.values() for aid, a in st.attempts.items()}
     verdicts = {}
@@ -96,9 +110,24 @@ def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, termin
                         sha, decision, reasons)
         attempts.append(a)
         photo_verdicts.append(verdict)
-        writes.append(w + attempt_ops(a, req.label))
-    out = []
-    for a, verdict, commit in zip(attempts, photo_verdicts, store.write_many(writes)):
+        gate = []
+        if decision != REFUSED:
+            blocked = sum(1 for b in earlier if b.decision != REFUSED and verdicts.get(b.id) == BLOCK)
+            gate = [ops.hcreate(gate_key(req.receipt, blocked), {"attempt": a.id, "store": store.replica})]
+        writes.append(gate + w + attempt_ops(a, req.label))
+    out: list[ReturnOutcome | None] = []
+    again = []
+    for i, (a, verdict, commit) in enumerate(zip(attempts, photo_verdicts, store.write_many(writes))):
+        if commit.skipped:  # another return of the receipt passed its gate first
+            if tries <= 1:
+                raise RuntimeError(f"return of {a.receipt} kept losing its gate to concurrent returns")
+            out.append(None)
+            again.append(i)
+            continue
         a.clock = int(commit.clock)
         out.append(ReturnOutcome(a, verdict.to_dict() if verdict else None))
+    if again:
+        redone = process_returns(store, photos, keys, terminal, [requests[i] for i in again], tries - 1)
+        for i, o in zip(again, redone):
+            out[i] = o
     return out
