@@ -164,3 +164,36 @@ def validation_errors(objs: list[dict]) -> list[str]:
                     errors.append(f"{where} (Kubernetes {v}): {e}")
     errors += monitoring_errors([o for o in objs if o["kind"] in MONITORING_KINDS])
     return errors
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The Pod Security Standards' "restricted" profile, plus a read-only root filesystem, checked on a
+    pod spec (container settings override the pod's)."""
+    out = []
+    psc = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for vol in pod.get("volumes", []):
+        if not set(vol) - {"name"} <= RESTRICTED_VOLUMES:
+            out.append(f"volume {vol['name']}")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc, name = c.get("securityContext", {}), c["name"]
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        checks = {
+            "seccompProfile RuntimeDefault": seccomp in ("RuntimeDefault", "Localhost"),
+            "not privileged": not sc.get("privileged"),
+            "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
+            "runAsNonRoot": sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True,
+            "a non-zero runAsUser": sc.get("runAsUser", psc.get("runAsUser")) not in (0, None),
+            "drop ALL": "ALL" in sc.get("capabilities", {}).get("drop", []),
+            "no added capability": not set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"},
+            "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+            "no hostPort": not any(p.get("hostPort") for p in c.get("ports", [])),
+        }
+        out += [f"{name}: {what}" for what, ok in checks.items() if not ok]
+    return out

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from chart_support import (CHART, NAMESPACE, RELEASE, ROOT, STANDARD_LABELS, frauddemo_errors, helm, one,
-                           render, render_error, render_notes, validation_errors)
+                           render, render_error, render_notes, restricted_violations, validation_errors)
 from frauddemo_operator import builders, crd, models
 from frauddemo_operator.settings import Settings
 
@@ -147,41 +147,6 @@ def test_kubernetes_older_than_supported_is_refused():
 
 
 # --- the operator's Deployment ---------------------------------------------------------------------------
-
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret"}
-
-
-def restricted_violations(pod: dict) -> list[str]:
-    """The Pod Security Standards' "restricted" profile, checked on a pod spec."""
-    out = []
-    psc = pod.get("securityContext", {})
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            out.append(key)
-    for vol in pod.get("volumes", []):
-        kinds = set(vol) - {"name"}
-        if not kinds <= RESTRICTED_VOLUMES:
-            out.append(f"volume {vol['name']}: {kinds}")
-    if psc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
-        out.append("pod seccompProfile")
-    for c in pod.get("initContainers", []) + pod["containers"]:
-        sc = c.get("securityContext", {})
-        if sc.get("privileged"):
-            out.append(f"{c['name']}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(f"{c['name']}: allowPrivilegeEscalation")
-        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
-            out.append(f"{c['name']}: runAsNonRoot")
-        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
-            out.append(f"{c['name']}: runAsUser 0")
-        caps = sc.get("capabilities", {})
-        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            out.append(f"{c['name']}: capabilities")
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            out.append(f"{c['name']}: hostPort")
-    return out
-
 
 @pytest.mark.parametrize("values", [None, {"operator.clusterWide": True},
                                     {"operator.watchNamespaces": ["shop", "depot"]}],

@@ -15,7 +15,7 @@ import itertools
 import pytest
 import yaml
 
-from chart_support import render
+from chart_support import render, restricted_violations
 from frauddemo_operator import builders, crd, models
 from frauddemo_operator.builders import Owner
 
@@ -179,39 +179,6 @@ def test_the_evaluator_reads_policies_the_way_kubernetes_does():
 
 
 # --- securityContext -------------------------------------------------------------------------------
-
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret"}
-
-
-def restricted_violations(pod: dict) -> list[str]:
-    """The Pod Security Standards' "restricted" profile, plus a read-only root filesystem, checked on a
-    pod spec (container settings override the pod's)."""
-    out = []
-    psc = pod.get("securityContext", {})
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            out.append(key)
-    for vol in pod.get("volumes", []):
-        if not set(vol) - {"name"} <= RESTRICTED_VOLUMES:
-            out.append(f"volume {vol['name']}")
-    for c in pod.get("initContainers", []) + pod["containers"]:
-        sc, name = c.get("securityContext", {}), c["name"]
-        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
-        checks = {
-            "seccompProfile RuntimeDefault": seccomp in ("RuntimeDefault", "Localhost"),
-            "not privileged": not sc.get("privileged"),
-            "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
-            "runAsNonRoot": sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True,
-            "a non-zero runAsUser": sc.get("runAsUser", psc.get("runAsUser")) not in (0, None),
-            "drop ALL": "ALL" in sc.get("capabilities", {}).get("drop", []),
-            "no added capability": not set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"},
-            "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
-            "no hostPort": not any(p.get("hostPort") for p in c.get("ports", [])),
-        }
-        out += [f"{name}: {what}" for what, ok in checks.items() if not ok]
-    return out
-
 
 def pod_specs(objs) -> dict[str, dict]:
     return {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
