@@ -13,9 +13,9 @@ takes one store fault at a time, so faults of different targets overlap freely.
 Acknowledged: a till call that returned success (a receipt or an attempt id back from the store's
 fd_write). The stores run with `appendfsync always` here (the default `--fsync`): the server writes
 and fsyncs the AOF before it replies, so nothing acknowledged can be lost by a kill -9 or a crash of
-the machine. With `--fsync everysec` (what `frauddemo up` uses) an acknowledged write sits in the OS
-page cache, which survives a kill -9 of the server, but not a machine crash (up to a second lost), and
-a server whose background fsync stalls may reply before it has even written the file.
+the machine. `--fsync everysec` (what `frauddemo up` uses) makes no such promise: measured here, a
+120 s run with 107 store kills and restarts lost one acknowledged purchase at the store that took it
+(it never reached the AOF) before any syncer had copied it.
 A call that fails or times out is not acknowledged: it may or may not have been applied.
 
 Ground truth of fraud (each the attempt of a receipt this process bought, acknowledged):
@@ -83,9 +83,9 @@ class ChaosConfig:
     seed: int = 1
     stores: tuple[str, ...] = ("a", "b")
     faults_per_s: float = 0.45  # of each kind: 54 of every kind in 120 s
-    tx_rate: float = 12.0  # transactions per second offered by this process's tills, all stores
+    tx_rate: float = 16.0  # transactions per second offered by this process's tills, all stores
     pause_s: tuple[float, float] = (0.6, 1.0)  # SIGSTOP length; the tills' socket timeout is shorter
-    partition_s: tuple[float, float] = (0.5, 2.5)
+    partition_s: tuple[float, float] = (0.3, 1.2)
     till_timeout_s: float = 0.5
     fsync: str = "always"
     settle_s: float = 120.0  # how long the checker waits for convergence and the detector
@@ -127,8 +127,10 @@ class ChaosSupervisor(Supervisor):
     def plan(self) -> None:
         super().plan()
         for spec in self.servers.values():
-            text = spec.config_file.read_text()
-            write_secret(spec.config_file, text.replace("appendfsync everysec", f"appendfsync {self.fsync}"))
+            text = spec.config_file.read_text().replace("appendfsync everysec", f"appendfsync {self.fsync}")
+            if f"\nappendfsync {self.fsync}\n" not in text:
+                raise ConfigError(f"cannot set appendfsync {self.fsync} in {spec.config_file}")
+            write_secret(spec.config_file, text)
 
 
 def read_stack(data_dir: Path) -> dict[str, dict]:
@@ -170,9 +172,10 @@ class Injector:
                                               socket_connect_timeout=0.5) for n, s in sup.servers.items()}
 
     def plan(self, t0: float) -> list[tuple[float, str]]:
-        """Every kind's faults spread evenly over the run, each at a random point of its slot."""
+        """Every kind's faults spread evenly over the run but its last 5%, each at a random point of
+        its slot (a fault whose target is busy waits for it, so the end leaves room for late ones)."""
         n = max(1, round(self.cfg.duration * self.cfg.faults_per_s))
-        slot = self.cfg.duration / n
+        slot = self.cfg.duration * 0.95 / n
         due = [(t0 + (i + self.rng.random()) * slot, k) for k in KINDS for i in range(n)]
         return sorted(due)
 
@@ -569,6 +572,13 @@ def differences(stores: dict[str, Store]) -> list[str]:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
+def passed(result: dict) -> bool:
+    """The run's claims hold: nothing acknowledged lost, every fraud alerted exactly once, no visible
+    double refund, the stores converged and identical."""
+    return not (result["lost"] or result["missed_frauds"] or result["duplicated_alerts"]
+                or result["double_refunds"]) and result["identical"] and result["converge_s"] is not None
+
+
 def run(cfg: ChaosConfig, progress=None) -> dict:
     cfg = cfg.resolved()
     say = progress or (lambda msg: None)
