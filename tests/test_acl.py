@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import threading
@@ -285,3 +286,51 @@ def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
             proc.terminate()
         out = proc.communicate(timeout=60)[0]
     assert not [f for f, pw in passwords.items() if pw in out]  # nor in the supervisor's own output
+
+
+def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store_servers, tmp_path):
+    """`python -m frauddemo.acl` (the operator's sidecar) for real: it loads the function library, applies a
+    new ACL file with ACL LOAD (no restart), and keeps the last good users when a file is malformed."""
+    (srv,) = store_servers(1)
+    spec = srv.spec
+    old = read_secret(spec.role_password_file("pos"))
+    assert not srv.spec.client().function_list(library="frauddemo")
+    proc = subprocess.Popen([sys.executable, "-m", "frauddemo.acl", "--url", spec.url, "--password-file",
+                             str(tmp_path / "missing"), "--password-file", str(spec.password_file),
+                             "--acl-file", str(spec.acl_file), "--interval", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    admin = spec.client()
+
+    def pos_ok(password):
+        try:
+            return redis.Redis(port=spec.port, username="pos", password=password, socket_timeout=2).ping()
+        except redis.AuthenticationError:
+            return False
+
+    try:
+        wait_until(lambda: admin.function_list(library="frauddemo"), 15, what="the library loaded")
+        passwords = {r: [read_secret(spec.role_password_file(r))] for r in acl.ROLES}
+        passwords["pos"] = ["rotated-pos-password"]
+        spec.acl_file.write_text(acl.render(passwords))
+        wait_until(lambda: pos_ok("rotated-pos-password"), 15, what="the new ACL file applied")
+        assert not pos_ok(old) and srv.proc.poll() is None   # the same server, no restart
+        spec.acl_file.write_text("user pos on #not-a-hash\n")
+        wait_until(lambda: proc.poll() is not None or "retrying" in "".join(_drain(proc)), 15,
+                   what="the agent's warning")
+        assert proc.poll() is None and pos_ok("rotated-pos-password")   # the last good users stay
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0]
+        admin.close()
+    assert proc.returncode == 0, out
+
+
+def _drain(proc) -> list[str]:
+    """Lines the process has written so far (non-blocking)."""
+    out = []
+    while select.select([proc.stdout], [], [], 0)[0]:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(line)
+    return out
