@@ -84,16 +84,31 @@ function detail(body) {
   return d ? String(d) : '';
 }
 
-async function api(path, { method = 'GET', body, timeout = 20000 } = {}) {
+// The controls (every POST) need the service's API token when it has one (in Kubernetes): asked for on
+// the first 401, kept for this tab only, and sent as a bearer token from then on.
+const TOKEN_KEY = 'frauddemo-api-token';
+
+async function api(path, { method = 'GET', body, timeout = 20000 } = {}, asked = false) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), timeout);
   try {
+    const headers = body === undefined ? {} : { 'Content-Type': 'application/json' };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token && method !== 'GET') headers.Authorization = `Bearer ${token}`;
     const res = await fetch(path, {
-      method, cache: 'no-store', signal: ctl.signal,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      method, cache: 'no-store', signal: ctl.signal, headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const json = (res.headers.get('content-type') || '').includes('json') ? await res.json() : null;
+    if (res.status === 401 && method !== 'GET' && !asked) {
+      const given = window.prompt('The demo\'s controls need its API token (kubectl get secret <name>-api-token):');
+      if (given && given.trim()) {
+        sessionStorage.setItem(TOKEN_KEY, given.trim());
+        clearTimeout(timer);
+        return api(path, { method, body, timeout }, true);
+      }
+    }
+    if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY);
     if (!res.ok) throw new ApiError(res.status, detail(json) || `${res.status} ${res.statusText}`);
     return json;
   } catch (e) {
