@@ -12,8 +12,9 @@ from frauddemo.chaos import KINDS, ChaosConfig, Attempt, Driver, alert_events, l
 from frauddemo.config import ConfigError
 from frauddemo.procs import alive
 from frauddemo.retail import ALERTS, TerminalKeys
-from frauddemo.servers import Server, ServerSpec
+from frauddemo.servers import Server, ServerSpec, free_port
 from frauddemo.store import Store, ops
+from frauddemo.syncer import LinkConfig, Syncer
 
 
 def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
@@ -98,3 +99,19 @@ def test_a_pos_started_while_its_store_is_down_waits_for_it(tmp_path, server_bin
         proc.wait(20)
         if server is not None:
             server.kill()
+
+
+def test_a_syncer_retries_a_store_that_is_down_at_least_once_a_second(store_servers):
+    """Found by chaos: after a store came back, its links slept up to 5 s more (the reconnection
+    backoff had grown while it was down), which held convergence back."""
+    (a,) = store_servers(names=["a"])
+    waits = []
+    syncer = Syncer(LinkConfig(a.url, f"redis://127.0.0.1:{free_port()}/0", a.password, "x", "a", "b"))
+
+    def wait(timeout=None):
+        waits.append(timeout)
+        return len(waits) >= 8
+
+    syncer.stop_event.wait = wait
+    syncer.run()
+    assert len(waits) == 8 and max(waits) <= 1.0 and waits[-1] == 1.0, waits

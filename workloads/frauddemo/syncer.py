@@ -41,7 +41,7 @@ class LinkConfig:
     batch_max: int = 512  # bigger batches cost the server more per entry (Lua GC, argument tables)
     block_ms: int = 500
     status_interval_s: float = 0.5
-    backoff_max_s: float = 5.0
+    backoff_max_s: float = 1.0  # a refused connection costs nothing; a longer wait delays convergence
     resync_keys_per_call: int = 500
 
 
