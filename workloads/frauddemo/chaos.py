@@ -27,6 +27,9 @@ Ground truth of fraud (each the attempt of a receipt this process bought, acknow
                                                    whose approved refund this store already holds; the
                                                    store must refuse it ("double_refunds" counts the
                                                    approvals), and the detector must still alert
+  concurrent-return                                two tills of one store return a receipt at the same
+                                                   moment: the one beside the refund (or held return)
+                                                   is the fraud; two approvals are a double refund
 Every fraud needs exactly one alert (`h:alert:al-<attempt>` on every store). Duplicated alerts are
 alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and decision): what a
 person watching the dashboard would be shown twice.
@@ -424,6 +427,38 @@ class Driver:
             with self.lock:
                 self.double_refunds.append(rid)
 
+    def concurrent_returns(self, here: str, rng: random.Random) -> None:
+        """Two tills of one store return the same receipt at the same moment: at most one refund."""
+        got = self._take_fresh(rng)
+        if got is None:
+            return self.purchase(here, rng)
+        rid, _, customer, _ = got
+        if not self.stores[here].r.exists(receipt_key(rid)):
+            return None
+        barrier, out = threading.Barrier(2), [None, None]
+
+        def one(i: int) -> None:
+            barrier.wait()
+            try:
+                out[i] = self.tills[here].return_(rid, self.photos[self.face(customer)][1 + i]).attempt
+            except (redis.RedisError, OSError, StoreError) as e:
+                out[i] = e
+
+        other = threading.Thread(target=one, args=(1,), daemon=True)
+        other.start()
+        one(0)
+        other.join(30)
+        acked = [a for a in out if a is not None and not isinstance(a, Exception)]
+        winners = [a for a in acked if a.decision != REFUSED]
+        for a in acked:  # a second attempt beside a refund or a held return is a double return
+            self._attempt(a.id, rid, here, a.decision, "concurrent-return", bool(winners) and a is not winners[0])
+        if sum(a.decision == APPROVED for a in acked) > 1:
+            with self.lock:
+                self.double_refunds.append(rid)
+        errors = [e for e in out if isinstance(e, Exception)]
+        if errors:
+            raise errors[0]
+
     def hacked_step(self, here: str, rng: random.Random) -> None:
         mode = rng.choice(HACKED_MODES)
         till = self.hacked[here]
@@ -467,8 +502,8 @@ class Driver:
     def till(self, here: str, seed: int) -> None:
         rng = random.Random(seed)
         rate = self.cfg.tx_rate / len(self.names)
-        steps = ((0.45, self.purchase), (0.70, self.legit_return), (0.80, self.visible_double_return),
-                 (1.00, self.hacked_step))
+        steps = ((0.42, self.purchase), (0.65, self.legit_return), (0.75, self.visible_double_return),
+                 (0.82, self.concurrent_returns), (1.00, self.hacked_step))
         while not self.stop.is_set():
             u = rng.random()
             step = next(fn for p, fn in steps if u < p)
