@@ -309,12 +309,21 @@ def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store
 
     try:
         wait_until(lambda: admin.function_list(library="frauddemo"), 15, what="the library loaded")
+        session = redis.Redis(port=spec.port, username="pos", password=old, single_connection_client=True)
+        assert session.ping()
         passwords = {r: [read_secret(spec.role_password_file(r))] for r in acl.ROLES}
         passwords["pos"] = ["rotated-pos-password"]
-        spec.acl_file.write_text(acl.render(passwords))
+        replace(spec.acl_file, acl.render(passwords))
         wait_until(lambda: pos_ok("rotated-pos-password"), 15, what="the new ACL file applied")
         assert not pos_ok(old) and srv.proc.poll() is None   # the same server, no restart
-        spec.acl_file.write_text("user pos on #not-a-hash\n")
+        with pytest.raises(redis.ConnectionError):  # a session opened with the retired password is closed
+            wait_until(lambda: not session.ping(), 15, what="the old session closed")
+        replace(spec.acl_file, "")   # no admin password: it would open the store to anyone
+        wait_until(lambda: proc.poll() is not None or "not applied" in "".join(_drain(proc)), 15,
+                   what="the agent's refusal")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=spec.port, socket_timeout=2).set("k", "v")
+        replace(spec.acl_file, acl.render(passwords).replace("user pos reset on", "user pos reset on #not-a-hash"))
         wait_until(lambda: proc.poll() is not None or "retrying" in "".join(_drain(proc)), 15,
                    what="the agent's warning")
         assert proc.poll() is None and pos_ok("rotated-pos-password")   # the last good users stay
@@ -323,6 +332,13 @@ def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store
         out = proc.communicate(timeout=15)[0]
         admin.close()
     assert proc.returncode == 0, out
+
+
+def replace(path: Path, text: str) -> None:
+    """As the kubelet updates a mounted Secret: all at once (a rename)."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _drain(proc) -> list[str]:

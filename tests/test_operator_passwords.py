@@ -82,6 +82,9 @@ def test_rotation_keeps_old_and_new_valid_for_the_grace_then_drops_the_old(kube_
     port = srv.spec.port
     old = {r: secret(kube_cluster, kube_ns, f"demo-store-a-{r}")["password"] for r in acl.CLIENT_ROLES}
     pos_template = kube_cluster.emu.get("deployments", kube_ns, "demo-pos-a")["spec"]["template"]
+    session = redis.Redis(port=port, username="pos", password=old["pos"], single_connection_client=True,
+                          retry_on_error=[])
+    assert session.ping()
     kube_cluster.patch_fd(kube_ns, "demo", {"metadata": {"annotations": {builders.A_ROTATE: "2026-12-01"}}})
 
     wait_for(lambda: (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotating",
@@ -100,6 +103,7 @@ def test_rotation_keeps_old_and_new_valid_for_the_grace_then_drops_the_old(kube_
     agent()
     for r in acl.CLIENT_ROLES:  # during the grace: both
         assert ping(port, r, old[r]) and ping(port, r, new[r]), r
+    assert session.ping()   # a client on the old password keeps working
 
     st = wait_for(lambda: (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotated"
                   and kube_cluster.status(kube_ns, "demo"), 15, what="the grace to end")
@@ -109,6 +113,9 @@ def test_rotation_keeps_old_and_new_valid_for_the_grace_then_drops_the_old(kube_
     agent()
     for r in acl.CLIENT_ROLES:  # after: only the new one
         assert not ping(port, r, old[r]) and ping(port, r, new[r]), r
+    with pytest.raises(redis.ConnectionError):   # and its sessions were closed by the store agent
+        session.ping()
+    session.close()
     # the same annotation value again rotates nothing
     kube_cluster.patch_fd(kube_ns, "demo", {"spec": {"pos": {"rate": 3}}})
     wait_for(lambda: kube_cluster.reconciled(kube_ns, "demo"), what="update reconciled")

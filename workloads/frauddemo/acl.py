@@ -112,10 +112,37 @@ def agent_step(admin, acl_file: Path, seen: bytes | None) -> bytes | None:
 
     load_library(admin)
     content = acl_file.read_bytes()
+    if content != seen and not password_hashes(content).get(ADMIN):
+        # an empty or truncated file would leave `default` without a password: the store open to all
+        log.error("ACL file %s gives the admin user no password: not applied", acl_file)
+        return seen
     if content != seen:
         load(admin)
         log.info("ACL file %s applied (%d users)", acl_file, content.count(b"\nuser ") + 1)
+        # ACL LOAD leaves open connections authenticated: end those a retired password may have opened
+        # (their processes reconnect with the password they hold now).
+        for user in retired(seen, content):
+            n = admin.execute_command("CLIENT", "KILL", "USER", user)
+            log.info("a password of user %s was retired: %s of its connections closed", user, n)
     return content
+
+
+def password_hashes(content: bytes) -> dict[str, set[str]]:
+    out = {}
+    for line in content.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) > 1 and parts[0] == "user":
+            out[parts[1]] = {p[1:] for p in parts[2:] if p.startswith("#")}
+    return out
+
+
+def retired(before: bytes | None, after: bytes) -> list[str]:
+    """Client users that lost a password between two ACL files (the admin is never cut off: the
+    supervisor and this agent use it)."""
+    if before is None:
+        return []
+    old, new = password_hashes(before), password_hashes(after)
+    return sorted(u for u, hashes in old.items() if u != ADMIN and hashes - new.get(u, set()))
 
 
 def run_agent(url: str, admin_password_files: list[str], acl_file: str, stop, interval: float = 2.0) -> None:
