@@ -35,9 +35,11 @@ alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and d
 person watching the dashboard would be shown twice.
 
 After the last fault every paused store is continued, every partition healed and every killed
-process restarted; `converge_s` runs from then until every store has merged every other store's op
-log up to its end (the detector still writes verdicts then). The checker then waits for the
-detector to finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
+process restarted, and the tills' last calls have returned (`tills_stop_s` after the heal: a call
+in flight on a paused store finishes once it is continued); `converge_s` runs from then until every
+store has merged everything every other store had logged by then (the detector, catching up after
+its last kill, goes on writing verdicts for a while; `caught_up_s` waits for those too). The checker then waits for the detector to
+finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
 """
 from __future__ import annotations
 
@@ -528,10 +530,11 @@ class Driver:
 
 
 # -- the checker ------------------------------------------------------------------------------------------
-def caught_up(stores: dict[str, Store]) -> bool:
-    """Every store has merged everything every other store had logged when it was asked."""
+def caught_up(stores: dict[str, Store], positions: dict[str, int] | None = None) -> bool:
+    """Every store has merged everything every other store had logged when it was asked (or by
+    `positions`: op-log sequence numbers per store)."""
     for a, sa in stores.items():
-        seq = sa.seq()
+        seq = positions[a] if positions else sa.seq()
         for b, sb in stores.items():
             if a != b and int(sb.checkpoint(a).get("seq", 0)) < seq:
                 return False
@@ -646,16 +649,28 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         sup.retire(("pos", "hacked-pos"))
         stopper = threading.Thread(target=drv.finish, daemon=True)  # in-flight calls end once healed
         stopper.start()
-        t_end = inj.heal_all()
+        t_heal = inj.heal_all()
         stopper.join(60)
-        # -- convergence: every store has merged every other store's op log
+        t_end = max(t_heal, time.monotonic())  # the last fault healed and the tills' last call returned
+        tills_s = t_end - t_heal
+        # -- convergence: every store has merged what every other store had logged by now
         deadline = time.monotonic() + cfg.settle_s
-        converge_s = None
+        converge_s = positions = None
         while time.monotonic() < deadline:
             inj.tick(time.monotonic())
             try:
-                if caught_up(admin):
+                positions = positions or {n: s.seq() for n, s in admin.items()}
+                if caught_up(admin, positions):
                     converge_s = time.monotonic() - t_end
+                    break
+            except (redis.RedisError, OSError) as e:
+                say(f"convergence check: {e}")
+            time.sleep(0.02)
+        caught_up_s = None  # the stricter moment: caught up with the detector's writes as well
+        while time.monotonic() < deadline:
+            try:
+                if caught_up(admin):
+                    caught_up_s = time.monotonic() - t_end
                     break
             except (redis.RedisError, OSError):
                 pass
@@ -697,6 +712,8 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "visible_double_returns": by_kind.get("double-return-visible", 0),
             "window_double_refunds": drv.window_double_refunds,
             "converge_s": None if converge_s is None else round(converge_s, 3),
+            "caught_up_s": None if caught_up_s is None else round(caught_up_s, 3),
+            "tills_stop_s": round(tills_s, 3),
             "alerts_settle_s": None if settle_s is None else round(settle_s, 3),
             "identical": not diff, "differing_keys": len(diff), "differing_ids": diff[:MAX_IDS],
             "unacknowledged_calls": dict(drv.errors),
