@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from frauddemo import access
-from frauddemo.access import AccessError, Buckets, RateLimit, token_from_env
+from frauddemo.access import AccessError, Buckets, RateLimit, TokenFile, api_token_from_env, token_from_env
 from frauddemo.config import StoreRef
 from frauddemo.service import create_app
 
@@ -81,6 +81,46 @@ def test_the_openapi_documents_401_and_429_on_every_post(api):
     assert len(posts) >= 6
     for path, op in posts:
         assert {"401", "429", "413"} <= set(op["responses"]), path
+
+
+def secret_volume(tmp_path, token: str, version: int):
+    """Write `token` the way kubelet updates a mounted Secret: a new directory, then the `..data`
+    symlink swapped atomically; `password` is a symlink through it."""
+    d = tmp_path / f"..v{version}"
+    d.mkdir()
+    (d / "password").write_text(token)
+    tmp_link = tmp_path / "..data_tmp"
+    tmp_link.symlink_to(d.name)
+    os.replace(tmp_link, tmp_path / "..data")
+    if not (tmp_path / "password").is_symlink():
+        (tmp_path / "password").symlink_to("..data/password")
+    return tmp_path / "password"
+
+
+def test_a_token_file_is_followed_without_a_restart(stores, tmp_path):
+    """The operator's Secret recreated or edited: the detector takes the new token, and only it."""
+    path = secret_volume(tmp_path, "first", 1)
+    st = stores("a")
+    refs = [StoreRef("a", *st["a"][0].credentials("detector"))]
+    with serving(create_app(refs, engine=False, api_token=TokenFile(str(path)))) as http:
+        path_, body = CONTROL
+        assert http.post(path_, json=body, headers=bearer("first")).status_code == 200
+        secret_volume(tmp_path, "second", 2)
+        assert http.post(path_, json=body, headers=bearer("first")).status_code == 401
+        assert http.post(path_, json=body, headers=bearer("second")).status_code == 200
+        (tmp_path / "..v2" / "password").write_text("")       # emptied later: the last good token stays
+        assert http.post(path_, json=body, headers=bearer("second")).status_code == 200
+
+
+def test_api_token_from_env_follows_the_file_or_takes_the_value(tmp_path):
+    f = tmp_path / "token"
+    f.write_text("abc\n")
+    source = api_token_from_env({access.TOKEN_FILE_ENV: str(f)})
+    assert isinstance(source, TokenFile) and source() == "abc"
+    assert api_token_from_env({access.TOKEN_ENV: "xyz"}) == "xyz"
+    assert api_token_from_env({}) is None
+    with pytest.raises(AccessError, match="cannot read the API token file"):
+        TokenFile(str(tmp_path / "missing"))
 
 
 # --- the rate limit --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ into a Secret and mounts it as a file (FRAUDDEMO_API_TOKEN_FILE); FRAUDDEMO_API_
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import os
 import threading
@@ -21,24 +22,63 @@ from .config import ConfigError
 
 TOKEN_ENV, TOKEN_FILE_ENV = "FRAUDDEMO_API_TOKEN", "FRAUDDEMO_API_TOKEN_FILE"
 RATE_ENV, BURST_ENV = "FRAUDDEMO_API_POST_RATE", "FRAUDDEMO_API_POST_BURST"
+log = logging.getLogger(__name__)
 
 
 class AccessError(ConfigError):
     """The access settings cannot be used (unreadable token file, bad rate)."""
 
 
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as e:
+        raise AccessError(f"cannot read the API token file {path}: {e.strerror}") from None
+    if not token:
+        raise AccessError(f"the API token file {path} is empty")
+    return token
+
+
 def token_from_env(env=os.environ) -> str | None:
     """The API token from FRAUDDEMO_API_TOKEN_FILE (preferred) or FRAUDDEMO_API_TOKEN; None: no auth."""
     path = env.get(TOKEN_FILE_ENV)
     if path:
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as e:
-            raise AccessError(f"cannot read the API token file {path}: {e.strerror}") from None
-        if not token:
-            raise AccessError(f"the API token file {path} is empty")
-        return token
+        return _read_token(path)
     return env.get(TOKEN_ENV) or None
+
+
+class TokenFile:
+    """A token kept in a file and read again whenever the file changes: Kubernetes updates a mounted
+    Secret in place, so a recreated or edited `<name>-api-token` takes effect without a restart. A file
+    that turns unreadable or empty later keeps the last good token (and says so in the log)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            stamp = self._stat()  # before reading: a change in between is read again on the next POST
+        except OSError:
+            stamp = None
+        self._token, self._stamp = _read_token(path), stamp  # a bad file fails at start
+
+    def _stat(self):
+        st = os.stat(self.path)  # follows the Secret volume's symlinks: a new version is a new inode
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def __call__(self) -> str:
+        try:
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._token, self._stamp = _read_token(self.path), stamp
+        except (OSError, AccessError) as e:
+            log.warning("keeping the last API token: %s", getattr(e, "strerror", None) or e)
+        return self._token
+
+
+def api_token_from_env(env=os.environ) -> "TokenFile | str | None":
+    """What the service checks POSTs against: a TokenFile (FRAUDDEMO_API_TOKEN_FILE), a fixed token
+    (FRAUDDEMO_API_TOKEN) or None (no auth)."""
+    path = env.get(TOKEN_FILE_ENV)
+    return TokenFile(path) if path else (env.get(TOKEN_ENV) or None)
 
 
 @dataclass(frozen=True)
@@ -88,10 +128,11 @@ class Buckets:
                 del self._b[client]
 
 
-def guards(token: str | None, limit: RateLimit) -> list:
-    """FastAPI dependencies for every state-changing route: rate limit first, then the token."""
+def guards(token: "TokenFile | str | None", limit: RateLimit) -> list:
+    """FastAPI dependencies for every state-changing route: rate limit first, then the token (a
+    TokenFile is asked for the current one on every POST)."""
     buckets = Buckets(limit) if limit.rate > 0 else None
-    expected = token.encode() if token else None
+    current = token if callable(token) else (lambda: token)
 
     def rate_limited(request: Request) -> None:
         if buckets is None:
@@ -103,10 +144,11 @@ def guards(token: str | None, limit: RateLimit) -> list:
                                 headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
     def authorised(request: Request) -> None:
-        if expected is None:
+        expected = current()
+        if not expected:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
             raise HTTPException(401, "this control needs the API token (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'})
 

@@ -55,11 +55,11 @@ def cmd_detector(a) -> int:
     from .config import terminal_keys
     from .service import create_app
 
-    from .access import RateLimit, token_from_env
+    from .access import RateLimit, api_token_from_env
 
     refs = parse_stores(a.store, a.password_file)
     app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers,
-                     api_token=token_from_env(), rate_limit=RateLimit.from_env())
+                     api_token=api_token_from_env(), rate_limit=RateLimit.from_env())
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
 

@@ -97,8 +97,10 @@ async def _too_large(send, limit: int) -> None:
 def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), engine: bool = True,
                detection: DetectionConfig | None = None, verify: VerifyConfig | None = None,
                detector_name: str | None = None, workers: int | None = None,
-               api_token: str | None = None, rate_limit: access.RateLimit | None = None) -> FastAPI:
-    """`api_token`: every POST needs it as a bearer token (None: no auth, the local default);
+               api_token: access.TokenFile | str | None = None,
+               rate_limit: access.RateLimit | None = None) -> FastAPI:
+    """`api_token`: every POST needs it as a bearer token (None: no auth, the local default; a
+    TokenFile follows its file);
     `rate_limit`: POSTs per client address (default from FRAUDDEMO_API_POST_RATE/_BURST)."""
     stores = StoreSet(refs)
     demo = Demo(refs, stores, keys)
