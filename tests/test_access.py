@@ -81,6 +81,17 @@ def test_the_openapi_documents_401_and_429_on_every_post(api):
     assert len(posts) >= 6
     for path, op in posts:
         assert {"401", "429", "413"} <= set(op["responses"]), path
+        assert op["security"] == [{"apiToken": []}], path
+    assert spec["components"]["securitySchemes"]["apiToken"] == {
+        "type": "http", "scheme": "bearer", "description": access.BEARER.model.description}
+    gets = [op["get"] for op in spec["paths"].values() if "get" in op]
+    assert gets and not any("security" in op for op in gets)
+
+
+def test_without_a_token_the_openapi_declares_no_security(api):
+    spec = api(token=None).get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    assert not any("security" in op for ops in spec["paths"].values() for op in ops.values())
 
 
 def secret_volume(tmp_path, token: str, version: int):
