@@ -20,7 +20,7 @@ from frauddemo.pos import MODES, HackedTill, Simulator, Till, capture
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key, verdict_key
 from frauddemo.servers import free_port, read_secret
 from frauddemo.service import create_app
-from frauddemo.store import LIBRARY_CODE, Store, ops
+from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
 
 from conftest import serving, wait_converged, wait_until
 
@@ -52,7 +52,7 @@ def test_every_role_runs_its_process_on_its_own_user(stores, links):
     bought = [t.purchase(c, {"cap": 1}, capture(c, rng)) for t in (till_a, till_b) for c in sim.customers
               for _ in range(2)]
     for i in range(30):  # past the retention: the first sync of each link is a full resync
-        till_a.store.write([ops.hset(f"h:filler:{i}", {"n": i})])
+        a.write([ops.hset(f"h:filler:{i}", {"n": i})])
     links.mesh([sa, sb])
     wait_converged(st)
     assert links.stats[("a", "b")].resyncs == 1
@@ -146,7 +146,12 @@ REFUSED = {
             ("FCALL", "fd_checkpoint", "0", "b", "e", "0", "0-0"), ("FCALL", "fd_link", "0", "b", "state", "up"),
             ("FCALL", "fd_merge", "0", "b", "e"), ("SET", "fd:pause:b", "1"), ("HSET", "fd:ctl", "hacked", "x"),
             ("XREADGROUP", "GROUP", "detectors", "x", "STREAMS", "fd:ev:returns", ">"), ("EVAL", "return 1", "0"),
-            ("DEL", "h:rcpt:x"), ("UNLINK", "h:rcpt:x"), ("FCALL_RO", "fd_position", "0")],
+            ("DEL", "h:rcpt:x"), ("UNLINK", "h:rcpt:x"), ("FCALL_RO", "fd_position", "0"),
+            # a hacked till may not forge the detector's word, directly or through fd_write
+            ("HSET", "h:verdict:att-1", "decision", "allow"), ("HSET", "h:alert:x", "a", "1"),
+            ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:verdict:att-1", {"decision": "allow"})])),
+            ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:alert:al-1", {"paid": "0"})])),
+            ("FCALL", "fd_write", "0", pack_ops([ops.incr("c:anything")]))],
     "syncer": [("XADD", "fd:ev:returns", "*", "a", "1"), ("XRANGE", "fd:ev:returns", "-", "+"), ("XADD", "fd:log", "*", "a", "1"), ("SET", "fd:pause:b", "1"),
                ("HSET", "fd:ctl", "hacked", "x"), ("SET", "fd:idem:x", "1"), ("EVAL", "return 1", "0"),
                ("DEL", "h:rcpt:x"), ("HGETALL", "fd:link:b"), ("HVALS", "s:wallet:x")],

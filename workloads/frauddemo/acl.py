@@ -32,6 +32,10 @@ WRITE_FUNCTIONS = ("time", "exists", "get", "set", "hget", "hmget", "hgetall", "
 READ_FUNCTIONS = ("hmget", "hgetall", "xrevrange", "smembers", "get", "pttl")
 CONNECTION = ("auth", "hello", "ping", "client|setinfo")
 DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
+# What a till writes (retail.py, returns.py, photos/storage.py): receipts, return attempts and their gates,
+# the sets that index them, photos; it reads verdicts (was the refund paid?) but may not write one.
+POS_WRITES = ("h:rcpt:*", "h:ret:*", "h:gate:*", "s:ret:*", "s:cret:*", "s:wallet:*", "b:photo:*", "b:emb:*")
+POS_READS = ("x:ret:*", "x:cret:*", "x:wallet:*", "h:verdict:*")  # x: the sets' tombstones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +66,10 @@ ROLES = {r.name: r for r in [
     Role(ADMIN, "supervisor, operator's store agent, tests and tools: loads functions, applies ACLs",
          ("@all",)),
     Role("pos", "a till (and the hacked till): writes purchases, returns and photos through fd_write; "
-         "reads receipts, wallets, verdicts, photos, link states and its control flag",
+         "reads receipts, wallets, verdicts, photos, link states and its control flag; never writes a "
+         "verdict or an alert",
          ("fcall", "fcall_ro", "hvals", "scan", "xadd", *WRITE_FUNCTIONS),
-         read_write=(*DATA, "fd:meta"), read=("fd:link:*", "fd:ctl"),
+         read_write=(*POS_WRITES, "fd:meta"), read=(*POS_READS, "fd:link:*", "fd:ctl"),
          write=("fd:log", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels")),
     Role("syncer", "one directed link: reads the source's op log and state (XREAD, fd_position, "
          "fd_export), merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
