@@ -183,14 +183,14 @@ def test_operator_deployment(values):
 
 
 def test_operator_settings_pass_through():
-    dep = one(render({"operator.logLevel": "DEBUG", "operator.resyncSeconds": 60,
+    dep = one(render({"operator.logLevel": "DEBUG", "operator.resyncSeconds": 60, "operator.passwordGraceSeconds": 90,
                       "operator.extraEnv": [{"name": "FRAUDDEMO_OPERATOR_MAX_IN_FLIGHT", "value": "32"}],
                       "image.digest": "sha256:" + "a" * 64, "imagePullSecrets": [{"name": "registry"}]}),
               "Deployment")
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     s = Settings.from_env({e["name"]: e["value"] for e in c["env"]})
-    assert (s.log_level, s.resync_seconds, s.max_in_flight) == ("DEBUG", 60.0, 32)
+    assert (s.log_level, s.resync_seconds, s.max_in_flight, s.password_grace) == ("DEBUG", 60.0, 32, 90.0)
     assert c["image"] == "frauddemo@sha256:" + "a" * 64
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
 
