@@ -133,3 +133,14 @@ def test_rotation_step_is_a_pure_decision():
         "data": {"previous": None}}
     assert rotation_step({"password": "q"}, held, "r1", 500.0, 10.0, lambda: "x") is None
     assert rotation_step({"password": "q"}, {}, None, 500.0, 10.0, lambda: "x") is None
+
+
+def test_an_edited_acl_secret_is_put_back(kube_cluster, kube_ns, store_a):
+    want = secret(kube_cluster, kube_ns, "demo-store-a-acl")[builders.ACL_KEY]
+    r = kube_cluster.http.patch(f"/api/v1/namespaces/{kube_ns}/secrets/demo-store-a-acl",
+                                json={"data": {builders.ACL_KEY: base64.b64encode(b"user default on nopass ~* +@all\n")
+                                               .decode()}, "stringData": None},
+                                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: secret(kube_cluster, kube_ns, "demo-store-a-acl")[builders.ACL_KEY] == want, 10,
+             what="the ACL file put back")

@@ -330,6 +330,8 @@ class Runtime:
             result.objects[k] = obj
             return result
         desired_key = st.desired_cache[0]
+        if kind == "Secret" and labels.get(builders.L_COMPONENT) == "store-acl":
+            await self.reconciler.sync_acls(st.owner, [d], result, {k: body})   # its data is derived too
         if st.verified.get(k) == (version_key(body), desired_key):
             return result   # this very version was already found (or made) right
         if needs_recreate(d, body) or drifted(d, body):
