@@ -15,35 +15,36 @@ from frauddemo.store import Store
 
 from conftest import Links, serving, wait_until
 
-MAX_EXAMPLES = 12  # per operation: the whole run stays around a minute on this machine
+MAX_EXAMPLES = 10  # per operation (4 for the controls with a token): about a minute and a half in all
 
 
-def openapi() -> dict:
+TOKEN = "fuzz-token"
+
+
+def openapi(token: str | None = None) -> dict:
     """The service's own OpenAPI document (it does not depend on the stores it is given)."""
-    app = create_app([StoreRef("a", "redis://127.0.0.1:1", None)], engine=False)
+    app = create_app([StoreRef("a", "redis://127.0.0.1:1", None)], engine=False, api_token=token)
     return app.openapi()
 
 
 # The event stream never ends by design (tests/test_api.py covers it).
 schema = schemathesis.openapi.from_dict(openapi()).exclude(path="/api/events")
+# With a token (as in Kubernetes), the controls: schemathesis also sends them without it (ignored_auth).
+controls = schemathesis.openapi.from_dict(openapi(TOKEN)).include(method="POST")
+SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
-def api_base(tmp_path_factory, server_binary):
-    """Stores a and b on free ports, both links, and the service (engine + API, no rate limit)."""
+def fuzz_refs(tmp_path_factory, server_binary):
+    """Stores a and b on free ports with both links: the detector's refs."""
     servers, opened, links = [], [], Links()
     try:
         for n in "ab":
             servers.append(Server(ServerSpec.create(n, tmp_path_factory.mktemp(f"fuzz-{n}"), server_binary)))
             opened.append(Store.connect(servers[-1].url, servers[-1].password, replica=n))  # loads the library
         links.mesh(servers)
-        refs = [StoreRef(s.spec.name, *s.credentials("detector")) for s in servers]
-        app = create_app(refs, TerminalKeys(bytes(range(32))), workers=1, detector_name="fuzz",
-                         rate_limit=RateLimit(rate=0))
-        app.state.demo.scenario_timeout = 5.0
-        with serving(app) as http:
-            wait_until(lambda: http.get("/readyz").status_code == 200, 30, what="the links to report")
-            yield str(http.base_url).rstrip("/")
+        yield [StoreRef(s.spec.name, *s.credentials("detector")) for s in servers]
     finally:
         links.stop_all()
         for st in opened:
@@ -52,13 +53,45 @@ def api_base(tmp_path_factory, server_binary):
             s.kill()
 
 
+def served(refs, **kw):
+    app = create_app(refs, TerminalKeys(bytes(range(32))), workers=1, rate_limit=RateLimit(rate=0), **kw)
+    app.state.demo.scenario_timeout = 5.0
+    return serving(app)
+
+
+@pytest.fixture(scope="module")
+def api_base(fuzz_refs):
+    """The service (engine + API, no rate limit, no token) on the stores."""
+    with served(fuzz_refs, detector_name="fuzz") as http:
+        wait_until(lambda: http.get("/readyz").status_code == 200, 30, what="the links to report")
+        yield str(http.base_url).rstrip("/")
+
+
+@pytest.fixture(scope="module")
+def token_base(fuzz_refs, api_base):
+    """A second service on the same stores with an API token (the first one's engine judges)."""
+    with served(fuzz_refs, engine=False, api_token=TOKEN) as http:
+        yield str(http.base_url).rstrip("/")
+
+
+def heal(base: str) -> None:
+    """An earlier case may have partitioned the link: the scenario then rightly answers 503 (documented)."""
+    assert httpx.post(base + "/api/link", json={"action": "heal"},
+                      headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+@SETTINGS
 def test_every_operation_answers_within_its_schema(case, api_base):
-    # An earlier case may have partitioned the link: the scenario then rightly answers 503 (documented).
-    assert httpx.post(api_base + "/api/link", json={"action": "heal"}).status_code == 200
+    heal(api_base)
     case.call_and_validate(base_url=api_base, timeout=30)
+
+
+@controls.parametrize()
+@settings(SETTINGS, max_examples=4)
+def test_every_control_with_a_token_answers_within_its_schema(case, token_base):
+    heal(token_base)
+    case.call_and_validate(base_url=token_base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 # --- regressions found by the fuzzer ----------------------------------------------------------------
