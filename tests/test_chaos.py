@@ -10,6 +10,7 @@ from conftest import wait_until
 
 from frauddemo.chaos import KINDS, ChaosConfig, Attempt, Driver, alert_events, lost_ops, missing_alerts, run
 from frauddemo.config import ConfigError
+from frauddemo.local import LOCAL_DETECTOR, Supervisor
 from frauddemo.procs import alive
 from frauddemo.retail import ALERTS, TerminalKeys
 from frauddemo.servers import Server, ServerSpec, free_port
@@ -115,3 +116,12 @@ def test_a_syncer_retries_a_store_that_is_down_at_least_once_a_second(store_serv
     syncer.stop_event.wait = wait
     syncer.run()
     assert len(waits) == 8 and max(waits) <= 1.0 and waits[-1] == 1.0, waits
+
+
+def test_the_local_detector_keeps_its_consumer_name_across_restarts(tmp_path):
+    """Found by chaos: each restarted detector joined the group under a new name (host-pid), so the
+    events a killed one had left pending waited 30 s for the claim (alerts_settle_s 35 s)."""
+    sup = Supervisor(["a", "b"], str(tmp_path / "stack"), port=free_port())
+    sup.plan()
+    (det,) = [c for c in sup.children if c.role == "detector"]
+    assert det.argv[det.argv.index("--name") + 1] == LOCAL_DETECTOR

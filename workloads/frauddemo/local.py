@@ -32,6 +32,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 HEALTHY_AFTER_S = 10.0  # a child that ran this long starts its next backoff from the minimum
 STOP_GRACE_S = 5.0
+LOCAL_DETECTOR = "local-detector"  # the detector's consumer name in the stores' `detectors` group
 
 
 @dataclasses.dataclass
@@ -137,9 +138,11 @@ class Supervisor:
             store_args += ["--store", f"{n}={spec.role_url('detector')}",
                            "--password-file", f"{n}={spec.role_password_file('detector')}"]
         self.service_url = f"http://{self.host}:{self.port}"
+        # One consumer name across restarts: a restarted detector takes up the events its killed
+        # predecessor left unacknowledged at once, rather than after the group's 30 s claim delay.
         self.children.append(Child("detector", "detector",
                                    self._cmd("detector", *store_args, "--host", self.host,
-                                             "--port", str(self.port)),
+                                             "--port", str(self.port), "--name", LOCAL_DETECTOR),
                                    env, url=self.service_url, log_file=self.logs_dir / "detector.log"))
         for n, spec in self.servers.items():
             if self.rate > 0:
