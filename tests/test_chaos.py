@@ -8,11 +8,12 @@ import pytest
 
 from conftest import wait_until
 
-from frauddemo.chaos import KINDS, ChaosConfig, Attempt, Driver, alert_events, lost_ops, missing_alerts, run
+from frauddemo.chaos import (KINDS, Attempt, ChaosConfig, Driver, alert_events, lost_ops, missing_alerts,
+                             repeated_writes, run)
 from frauddemo.config import ConfigError
 from frauddemo.local import LOCAL_DETECTOR, Supervisor
 from frauddemo.procs import alive
-from frauddemo.retail import ALERTS, TerminalKeys
+from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys
 from frauddemo.servers import Server, ServerSpec, free_port
 from frauddemo.store import Store, ops
 from frauddemo.syncer import LinkConfig, Syncer
@@ -77,6 +78,11 @@ def test_checker_reports_missing_operations_alerts_and_repeated_alert_events(sto
     b.write([ops.event(ALERTS, {"alert": "al-t-1", "decision": "review"})])
     seen = alert_events({"a": a, "b": b})
     assert seen[("al-t-1", "block")] == 2 and seen[("al-t-1", "review")] == 1
+
+    for _ in range(2):  # one purchase applied twice
+        a.write([ops.event(PURCHASES, {"rcpt": "r-1"})])
+    b.write([ops.event(RETURNS, {"att": "t-1"})])
+    assert repeated_writes({"a": a, "b": b}) == ["purchase:r-1"]
 
 
 def test_a_pos_started_while_its_store_is_down_waits_for_it(tmp_path, server_binary):

@@ -35,11 +35,14 @@ alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and d
 person watching the dashboard would be shown twice.
 
 After the last fault every paused store is continued, every partition healed and every killed
-process restarted, and the tills' last calls have returned (`tills_stop_s` after the heal: a call
-in flight on a paused store finishes once it is continued); `converge_s` runs from then until every
-store has merged everything every other store had logged by then (the detector, catching up after
-its last kill, goes on writing verdicts for a while; `caught_up_s` waits for those too). The checker then waits for the detector to
-finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
+process restarted, and the tills' last calls have returned (`tills_stop_s` after the heal: redis-py
+8 resends a command that failed on a connection error or timeout up to 10 times, backing off up to
+1 s, so a call in flight can take seconds to give up); `converge_s` runs from then until every store
+has merged everything every other store had logged by then (the detector, catching up after its last
+kill, goes on writing verdicts for a while; `caught_up_s` waits for those too). The checker then waits
+for the detector to finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
+`repeated_writes` counts purchases and attempts whose event a store logged twice: a resent write
+applied twice (the first send ran after all, e.g. once a paused store was continued).
 """
 from __future__ import annotations
 
@@ -66,8 +69,8 @@ from .photos.decode import PhotoRejected
 from .photos.storage import PHOTO_PREFIX
 from .pos import HackedTill, Till
 from .procs import alive
-from .retail import (ALERTS, APPROVED, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key, attempts_key,
-                     price, receipt_key)
+from .retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
+                     attempts_key, price, receipt_key)
 from .servers import free_port, read_secret, write_secret
 from .store import Store, StoreError
 from .syncer import pause_key
@@ -575,21 +578,33 @@ def lost_ops(stores: dict[str, Store], drv: Driver) -> list[str]:
     return lost
 
 
-def alert_events(stores: dict[str, Store]) -> collections.Counter:
-    """(alert id, decision) -> how often the stores' alert streams carry it."""
+def stream_counts(stores: dict[str, Store], stream: str, fields: tuple[str, ...]) -> collections.Counter:
+    """How often each combination of `fields` values occurs in the stores' event stream `stream`."""
     seen: collections.Counter = collections.Counter()
     for s in stores.values():
         last = "-"
         while True:
-            batch = s.r.xrange(ALERTS, min=last, count=5000)
+            batch = s.r.xrange(stream, min=last, count=5000)
             if last != "-":
                 batch = batch[1:]
             if not batch:
                 break
             for _, f in batch:
-                seen[(f.get(b"alert", b"").decode(), f.get(b"decision", b"").decode())] += 1
+                seen[tuple(f.get(k.encode(), b"").decode() for k in fields)] += 1
             last = batch[-1][0].decode()
     return seen
+
+
+def alert_events(stores: dict[str, Store]) -> collections.Counter:
+    """(alert id, decision) -> how often the stores' alert streams carry it."""
+    return stream_counts(stores, ALERTS, ("alert", "decision"))
+
+
+def repeated_writes(stores: dict[str, Store]) -> list[str]:
+    """Purchases and return attempts whose event a store logged more than once: one till call
+    applied twice (a client library that resends a write after a timeout)."""
+    out = [f"purchase:{r}" for (r,), n in stream_counts(stores, PURCHASES, ("rcpt",)).items() if n > 1]
+    return out + [f"attempt:{a}" for (a,), n in stream_counts(stores, RETURNS, ("att",)).items() if n > 1]
 
 
 def missing_alerts(stores: dict[str, Store], frauds: list[str]) -> list[str]:
@@ -698,6 +713,7 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         missed = missing_alerts(admin, frauds)
         events = alert_events(admin)
         dup = sorted(f"{a}/{d}" for (a, d), n in events.items() if n > 1)
+        repeated = repeated_writes(admin)
         by_kind = collections.Counter(x.kind for x in drv.attempts.values() if x.fraud)
         return {
             "seed": cfg.seed, "duration_s": round(faults_s, 1), "stores": list(cfg.stores), "fsync": cfg.fsync,
@@ -716,6 +732,7 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "tills_stop_s": round(tills_s, 3),
             "alerts_settle_s": None if settle_s is None else round(settle_s, 3),
             "identical": not diff, "differing_keys": len(diff), "differing_ids": diff[:MAX_IDS],
+            "repeated_writes": len(repeated), "repeated_ids": repeated[:MAX_IDS],
             "unacknowledged_calls": dict(drv.errors),
             "restarts": {c.name: c.restarts for c in sup.children if c.restarts},
         }
