@@ -35,14 +35,15 @@ alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and d
 person watching the dashboard would be shown twice.
 
 After the last fault every paused store is continued, every partition healed and every killed
-process restarted, and the tills' last calls have returned (`tills_stop_s` after the heal: redis-py
-8 resends a command that failed on a connection error or timeout up to 10 times, backing off up to
-1 s, so a call in flight can take seconds to give up); `converge_s` runs from then until every store
-has merged everything every other store had logged by then (the detector, catching up after its last
+process restarted, and the tills' last calls have returned (`tills_stop_s` after the heal);
+`converge_s` runs from then until every store has merged everything every other store had logged by
+then (the detector, catching up after its last
 kill, goes on writing verdicts for a while; `caught_up_s` waits for those too). The checker then waits
 for the detector to finish and compares the stores field by field (every h:/s:/x:/c:/b: key).
-`repeated_writes` counts purchases and attempts whose event a store logged twice: a resent write
-applied twice (the first send ran after all, e.g. once a paused store was continued).
+The tills' client resends nothing: redis-py 8 by default resends a command that failed on a
+connection error or timeout up to 10 times (backing off up to 1 s), which would hide a paused store
+from the tills and make a call take seconds to fail. `repeated_writes` counts purchases and attempts
+whose event a store logged twice: one call applied twice (what such resends can do to a write).
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .config import ConfigError, check_name
 from .ids import new_id
@@ -651,7 +654,7 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         for n, spec in sup.servers.items():
             url, password = spec.credentials("pos")
             clients[n] = Store.connect(url, password, socket_timeout=cfg.till_timeout_s,
-                                       socket_connect_timeout=cfg.till_timeout_s)
+                                       socket_connect_timeout=cfg.till_timeout_s, retry=Retry(NoBackoff(), 0))
         admin = {n: Store.connect(s.url, s.password) for n, s in sup.servers.items()}
         drv = Driver(cfg, clients, keys, photos)
         inj = Injector(sup, cfg, rng)
