@@ -10,9 +10,11 @@ from conftest import wait_until
 
 from frauddemo.chaos import (KINDS, Attempt, ChaosConfig, Driver, alert_events, lost_ops, missing_alerts,
                              repeated_writes, run)
-from frauddemo.config import ConfigError
+from frauddemo.config import ConfigError, StoreRef
+from frauddemo.detector import GROUP, Detector
 from frauddemo.local import LOCAL_DETECTOR, Supervisor
 from frauddemo.procs import alive
+from frauddemo.pos import HackedTill
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys
 from frauddemo.servers import Server, ServerSpec, free_port
 from frauddemo.store import Store, ops
@@ -131,3 +133,28 @@ def test_the_local_detector_keeps_its_consumer_name_across_restarts(tmp_path):
     sup.plan()
     (det,) = [c for c in sup.children if c.role == "detector"]
     assert det.argv[det.argv.index("--name") + 1] == LOCAL_DETECTOR
+
+
+def test_a_return_judged_without_some_store_stays_pending_to_be_judged_again(stores):
+    """Found by chaos: a hacked refund at b judged while a (holding the earlier refund) was down was
+    allowed, its event acknowledged, and no later event of the receipt ever made the detector look
+    again: a missed double return."""
+    named = stores("a", "b")
+    (srv_a, _), (_, b) = named["a"], named["b"]
+    refs = [StoreRef(n, srv.url, srv.password) for n, (srv, _) in named.items()]
+    det = Detector(refs, keys=TerminalKeys(b"k" * 32), workers=1)
+    b.r.xgroup_create(RETURNS, GROUP, id="0", mkstream=True)
+    HackedTill(b, TerminalKeys(b"k" * 32), "b-pos-9").refund("r-1", "c-1", 4999, None, "no-photo")
+
+    def deliver():
+        return [("b", RETURNS, b.r.xreadgroup(GROUP, det.name, {RETURNS: "0"})[0][1])]
+
+    b.r.xreadgroup(GROUP, det.name, {RETURNS: ">"})
+    srv_a.kill()
+    det.process(deliver())
+    assert b.r.xpending(RETURNS, GROUP)["pending"] == 1  # judged (a verdict is written) but not done
+    assert b.r.keys("h:verdict:*")
+    srv_a.proc = srv_a.spec.start()
+    srv_a.spec.wait_ready(srv_a.proc)
+    det.process(deliver())
+    assert b.r.xpending(RETURNS, GROUP)["pending"] == 0

@@ -118,16 +118,22 @@ class Detector:
                         if "BUSYGROUP" not in str(e):
                             raise
                 metrics.DETECTOR_UP.labels(name).set(1)
-                cursor = "0"  # own pending entries (after a restart under the same name)
+                # Own pending entries first (after a restart under the same name), a page at a time:
+                # an entry left pending on purpose (judged without some store) is not read again here
+                # but claimed once idle.
+                cursors = {s: "0" for s in STREAMS}
+                pending = True
                 while not self.stop.is_set():
-                    res = conn.xreadgroup(GROUP, self.name, {s: cursor for s in STREAMS}, count=BATCH,
-                                          block=None if cursor == "0" else 500)
+                    res = conn.xreadgroup(GROUP, self.name, cursors, count=BATCH, block=None if pending else 500)
                     got = [(s.decode(), entries) for s, entries in res or [] if entries]
-                    if cursor == "0" and not got:
-                        cursor = ">"
+                    if pending and not got:
+                        pending = False
+                        cursors = {s: ">" for s in STREAMS}
                     for stream, entries in got:
                         self.inbox.put((name, stream, entries))
-                    if cursor == "0" and got:
+                        if pending:
+                            cursors[stream] = entries[-1][0]
+                    if pending and got:
                         self._wait_drained()
                     if time.monotonic() - last_claim > CLAIM_IDLE_MS / 3000:
                         last_claim = time.monotonic()
@@ -213,6 +219,7 @@ class Detector:
         """Judge a batch of events (store, stream, entries) and acknowledge them."""
         receipts: dict[str, None] = {}
         acks: dict[tuple[str, str], list] = {}
+        about: dict[bytes, str] = {}  # return event id -> its receipt
         for store, stream, entries in items:
             kind = "purchase" if stream == PURCHASES else "return"
             n_ret = {}
@@ -224,22 +231,31 @@ class Detector:
                     rid = fields.get(b"rcpt", b"").decode()
                     if rid:
                         receipts[rid] = None
+                        about[eid] = rid
                     key = (fields.get(b"photo") == b"1", fields.get(b"decision", b"").decode() or "unknown")
                     n_ret[key] = n_ret.get(key, 0) + 1
             metrics.TRANSACTIONS.labels(store, kind).inc(len(entries))
             metrics.DETECTOR_EVENTS.labels(store, kind).inc(len(entries))
             for (photo, decision), n in n_ret.items():
                 metrics.RETURN_ATTEMPTS.labels(store, "present" if photo else "absent", decision).inc(n)
-        if receipts:
-            self.judge(list(receipts))
+        partial = self.judge(list(receipts)) if receipts else set()
         for (store, stream), ids in acks.items():
-            self.store(store).r.xack(stream, GROUP, *ids)
+            ids = [i for i in ids if about.get(i) not in partial]  # the others stay pending: judged again
+            if ids:
+                self.store(store).r.xack(stream, GROUP, *ids)
         with self._lock:
             self.processed += sum(len(e) for _, _, e in items)
 
-    def judge(self, rids: list[str]) -> None:
+    def judge(self, rids: list[str]) -> set[str]:
+        """Judge receipts with what the reachable stores know; the receipts judged without some
+        store are returned: their events stay pending and are judged again (claimed when idle), since
+        an attempt at the missing store (the earlier refund of a double return) may change the verdict
+        and no new event of the receipt may ever come to trigger it."""
         stores = self.stores.reachable()
+        missing = [r.name for r in self.refs if r.name not in stores]
         stories = read_stories(stores, rids)
+        for story in stories.values():
+            story.unreachable = sorted(set(story.unreachable) | set(missing))
         attempts = [a for st in stories.values() for a in st.attempts.values()]
         stored, velocity = self._read_verdicts_and_velocity(stores, attempts)
         photos = self._photos(stores, stories, stored)
@@ -258,6 +274,7 @@ class Detector:
             for (kind, _, a, j, extra), c in zip(batch, commits):
                 if not c.skipped:
                     self._count(kind, a, j, extra, int(c.clock))
+        return {rid for rid, story in stories.items() if story.unreachable}
 
     def _read_verdicts_and_velocity(self, stores: dict[str, Store], attempts: list[Attempt]):
         stored: dict[str, dict] = {}
