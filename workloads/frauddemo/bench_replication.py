@@ -21,7 +21,7 @@ import hiredis
 import msgpack
 
 from . import crdt
-from .servers import Server, ServerSpec, find_server
+from .servers import Server, ServerSpec, allocator, find_server
 from .store import Store
 from .syncer import _resp
 
@@ -194,7 +194,9 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
         sustain_rates=(5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000), sustain_s: float = 3.0,
         backlog: int = 300_000, conflict_ops: int = 100_000, log=lambda m: print(m, file=sys.stderr)) -> dict:
     binary = find_server()
+    lib = allocator(binary)
     result: dict = {"server": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip(),
+                    "server_allocator": Path(lib).name if lib else "built in",
                     "cores": os.cpu_count(), "lag_ms": {}, "replicaof_lag_ms": {}}
     with tempfile.TemporaryDirectory(prefix="frauddemo-bench-") as tmp, ExitStack() as stack:
         tmp = Path(tmp)

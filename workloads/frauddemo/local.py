@@ -23,7 +23,7 @@ from pathlib import Path
 from . import acl
 from .config import ConfigError, check_name
 from .procs import child_preexec
-from .servers import ServerSpec, find_server, free_port, write_secret
+from .servers import ServerSpec, find_server, free_port, server_env, write_secret
 from .store import Store
 
 log = logging.getLogger("frauddemo.up")
@@ -118,7 +118,7 @@ class Supervisor:
         self.servers = {n: ServerSpec.create(n, self.data_dir / "stores", self.binary,
                                              port=self._known_port(n)) for n in self.store_names}
         for n, spec in self.servers.items():
-            self.children.append(Child(f"store-{n}", "store", spec.argv(), env, url=spec.url,
+            self.children.append(Child(f"store-{n}", "store", spec.argv(), server_env(spec.binary, env), url=spec.url,
                                        password_file=str(spec.password_file),
                                        users={r: str(spec.role_password_file(r)) for r in acl.CLIENT_ROLES},
                                        log_file=self.logs_dir / f"store-{n}.log"))

