@@ -32,7 +32,7 @@ def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
     assert r["duplicated_alerts"] == 0, r["duplicated_ids"]
     assert r["double_refunds"] == 0, r["double_refund_receipts"]
     assert r["identical"], r["differing_ids"]
-    assert r["converge_s"] is not None and r["alerts_settle_s"] is not None
+    assert None not in (r["converge_s"], r["tills_converge_s"], r["alerts_settle_s"])
     assert r["alerts"] >= r["frauds"]
     stack = json.loads((data / "stack.json").read_text())
     assert not [p["name"] for p in stack["processes"] if p["pid"] and alive(p["pid"])]
