@@ -182,6 +182,7 @@ def test_short_soak_reports_every_process_bounded_logs_and_no_errors():
     for store in ("store-a", "store-b"):
         assert procs[store]["data_mb"]["end"] > procs[store]["data_mb"]["after_warmup"] > 0  # it kept records
         assert procs[store]["non_data_mb"]["end"] > 0
+        assert procs[store]["rss_per_used_memory"]["end"] > 0
     assert all(n.split(".")[0] in procs and n not in expected for n in r["transient_processes"])
 
     # more ops were written than the retention keeps: the op logs were trimmed, and stayed bounded
