@@ -682,14 +682,20 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         faults_s = time.monotonic() - t0
         say(f"faults done: {dict(inj.counts)}; healing")
         sup.retire(("pos", "hacked-pos"))
-        stopper = threading.Thread(target=drv.finish, daemon=True)  # in-flight calls end once healed
+        tills_done: list[float] = []
+
+        def stop_tills() -> None:  # in-flight calls end once healed
+            drv.finish()
+            tills_done.append(time.monotonic())
+
+        stopper = threading.Thread(target=stop_tills, daemon=True)
         stopper.start()
         t_heal = inj.heal_all()
         deadline = time.monotonic() + cfg.settle_s
         # -- convergence: every store has merged what every store had logged when the faults ended
         converge_s = _converged_after(admin, inj, deadline, say, t_heal)
         stopper.join(60)
-        t_end = max(t_heal, time.monotonic())  # the tills' last call returned
+        t_end = max([t_heal, *tills_done])  # the tills' last call returned
         tills_s = t_end - t_heal
         # ... and what the tills' last calls (in flight at the heal, slow on a loaded machine) wrote
         tills_converge_s = _converged_after(admin, inj, deadline, say, t_end)
