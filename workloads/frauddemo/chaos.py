@@ -194,7 +194,9 @@ class Injector:
     def run(self, t0: float, stop: threading.Event) -> None:
         due = self.plan(t0)
         end = t0 + self.cfg.duration
-        while not stop.is_set() and time.monotonic() < end:
+        # Ends when the last planned fault has healed: the run's quiet tail would otherwise count
+        # towards converge_s (measured from the end of the last fault).
+        while not stop.is_set() and time.monotonic() < end and (due or self.heals):
             now = time.monotonic()
             self.tick(now)
             left = []
