@@ -257,37 +257,31 @@ class Supervisor:
 
     def retire(self, roles: tuple[str, ...]) -> None:
         """Stop the children of these roles for good (SIGTERM, then SIGKILL after the grace)."""
-        procs = []
         for c in self.children:
             if c.role in roles:
                 c.retired = True
-                if c.proc and c.proc.poll() is None:
-                    c.proc.terminate()
-                    procs.append(c.proc)
-        end = time.monotonic() + STOP_GRACE_S
-        for p in procs:
-            try:
-                p.wait(max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        _terminate([c.proc for c in self.children if c.role in roles and c.proc and c.proc.poll() is None])
 
     def stop(self) -> None:
         """Stop everything: clients first, stores last; SIGKILL whatever ignores SIGTERM."""
         self.stopping = True
         for group in (("pos", "hacked-pos", "detector", "syncer"), ("store",)):
-            procs = [c.proc for c in self.children if c.role in group and c.proc and c.proc.poll() is None]
-            for p in procs:
-                p.terminate()
-            end = time.monotonic() + STOP_GRACE_S
-            for p in procs:
-                try:
-                    p.wait(max(0.1, end - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            _terminate([c.proc for c in self.children if c.role in group and c.proc and c.proc.poll() is None])
         self.write_stack()
         log.info("stack stopped")
+
+
+def _terminate(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each, then SIGKILL whatever has not exited after the grace."""
+    for p in procs:
+        p.terminate()
+    end = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _port_free(port: int) -> bool:
