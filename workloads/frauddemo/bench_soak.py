@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
@@ -48,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .bench_detection import _enrol, _render
 from .bench_replication import _summary_ms
 from .config import ConfigError, StoreRef
-from .local import Supervisor
+from .local import Supervisor, read_stack
 from .photos.decode import PhotoRejected
 from .pos import HackedTill, Till, customer_id
 from .retail import TerminalKeys
@@ -455,8 +454,7 @@ class Soak:
     def processes(self) -> dict[str, int]:
         """name -> pid: stack.json's processes, the children they spawned (the detector's photo
         workers) and this process."""
-        doc = json.loads((self.sup.data_dir / "stack.json").read_text())
-        named = {p["name"]: p["pid"] for p in doc["processes"] if p["pid"]}
+        named = {name: p["pid"] for name, p in read_stack(self.sup.data_dir).items() if p["pid"]}
         self.stack_names.update(named)
         by_pid = {pid: name for name, pid in named.items()}
         for child, parent in sorted(children_of(set(by_pid)).items()):

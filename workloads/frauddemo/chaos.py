@@ -52,7 +52,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import heapq
-import json
 import logging
 import math
 import os
@@ -68,7 +67,7 @@ from redis.retry import Retry
 
 from .config import ConfigError, check_name
 from .ids import new_id
-from .local import Supervisor
+from .local import Supervisor, read_stack
 from .photos.decode import PhotoRejected
 from .photos.storage import PHOTO_PREFIX
 from .pos import HackedTill, Till
@@ -143,11 +142,6 @@ class ChaosSupervisor(Supervisor):
             if f"\nappendfsync {self.fsync}\n" not in text:
                 raise ConfigError(f"cannot set appendfsync {self.fsync} in {spec.config_file}")
             write_secret(spec.config_file, text)
-
-
-def read_stack(data_dir: Path) -> dict[str, dict]:
-    """The processes of stack.json by name."""
-    return {p["name"]: p for p in json.loads((data_dir / "stack.json").read_text())["processes"]}
 
 
 def _cmdline(pid: int) -> list[str]:

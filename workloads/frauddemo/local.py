@@ -163,10 +163,10 @@ class Supervisor:
     def _known_port(self, name: str) -> int:
         """Reuse a store's port from an earlier run of the same data dir (its AOF lives there)."""
         try:
-            for p in json.loads((self.data_dir / "stack.json").read_text())["processes"]:
-                if p["name"] == f"store-{name}" and p["url"]:
-                    port = int(p["url"].rsplit(":", 1)[1].split("/")[0])
-                    return port if _port_free(port) else free_port()
+            p = read_stack(self.data_dir).get(f"store-{name}")
+            if p and p["url"]:
+                port = int(p["url"].rsplit(":", 1)[1].split("/")[0])
+                return port if _port_free(port) else free_port()
         except (OSError, ValueError, KeyError):
             pass
         return free_port()
@@ -257,22 +257,28 @@ class Supervisor:
 
     def retire(self, roles: tuple[str, ...]) -> None:
         """Stop the children of these roles for good (SIGTERM, then SIGKILL after the grace)."""
-        for c in self.children:
-            if c.role in roles:
-                c.retired = True
-        _terminate([c.proc for c in self.children if c.role in roles and c.proc and c.proc.poll() is None])
+        chosen = [c for c in self.children if c.role in roles]
+        for c in chosen:
+            c.retired = True
+        _terminate(chosen)
 
     def stop(self) -> None:
         """Stop everything: clients first, stores last; SIGKILL whatever ignores SIGTERM."""
         self.stopping = True
         for group in (("pos", "hacked-pos", "detector", "syncer"), ("store",)):
-            _terminate([c.proc for c in self.children if c.role in group and c.proc and c.proc.poll() is None])
+            _terminate([c for c in self.children if c.role in group])
         self.write_stack()
         log.info("stack stopped")
 
 
-def _terminate(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each, then SIGKILL whatever has not exited after the grace."""
+def read_stack(data_dir: Path) -> dict[str, dict]:
+    """The processes of `<data_dir>/stack.json`, by name."""
+    return {p["name"]: p for p in json.loads((Path(data_dir) / "stack.json").read_text())["processes"]}
+
+
+def _terminate(children: list[Child]) -> None:
+    """SIGTERM the running ones, then SIGKILL whatever has not exited after the grace."""
+    procs = [c.proc for c in children if c.proc and c.proc.poll() is None]
     for p in procs:
         p.terminate()
     end = time.monotonic() + STOP_GRACE_S

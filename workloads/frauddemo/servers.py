@@ -70,6 +70,12 @@ def allocator(binary: str) -> str | None:
     with FRAUDDEMO_SERVER_MALLOC=libc."""
     if os.environ.get(MALLOC_ENV) == "libc" or "malloc=libc" not in _version_text(binary):
         return None
+    return _mimalloc()
+
+
+@functools.cache
+def _mimalloc() -> str | None:
+    """libmimalloc.so of the installed cmeel-mimalloc wheel, if any."""
     try:
         files = importlib.metadata.files("cmeel-mimalloc") or []
     except importlib.metadata.PackageNotFoundError:
