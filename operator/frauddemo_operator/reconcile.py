@@ -180,6 +180,15 @@ class Result:
 
 
 MISSING = object()
+FIRST_KINDS = ("Secret", "ConfigMap")   # created before the workloads that mount them
+
+
+async def _all(jobs: list) -> None:
+    """Run these concurrently; raise the first error once all are done."""
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        raise errors[0]
 
 
 class Reconciler:
@@ -252,13 +261,15 @@ class Reconciler:
             else:
                 result.objects[k] = obs
 
-    async def rotate_passwords(self, owner: Owner, desired: list[dict], result: Result, rotation: str | None) -> None:
-        """Advance a rotation of the role passwords (see `rotation_step`); the workloads that use a
-        rotated password restart onto the new one."""
+    async def rotate_passwords(self, owner: Owner, desired: list[dict], result: Result,
+                               rotation: str | None) -> set[str]:
+        """Advance a rotation of the role passwords (see `rotation_step`). Returns the role Secrets that
+        got a new password: the workloads using them must restart, once the ACL files hold it."""
         async with self._rotating.setdefault(owner.uid, asyncio.Lock()):
-            await self._rotate_passwords(owner, desired, result, rotation)
+            return await self._rotate_passwords(owner, desired, result, rotation)
 
-    async def _rotate_passwords(self, owner: Owner, desired: list[dict], result: Result, rotation: str | None) -> None:
+    async def _rotate_passwords(self, owner: Owner, desired: list[dict], result: Result,
+                                rotation: str | None) -> set[str]:
         now = datetime.datetime.now(datetime.UTC).timestamp()
         rotated, until = set(), []
         for d in desired:
@@ -279,9 +290,7 @@ class Reconciler:
         if rotation is not None:
             result.passwords = {"rotation": rotation, "state": "Rotating" if until else "Rotated",
                                 "previousValidUntil": _ts(max(until)) if until else None}
-        if rotated:
-            await self.restart(owner, users_of(rotated, desired, ("Deployment",)), result)
-
+        return rotated
 
     async def ensure(self, owner: Owner, d: dict, observed=MISSING, result: Result | None = None) -> dict:
         """Make one child match; `observed` is its current body, None if known absent, MISSING if unknown
@@ -336,19 +345,23 @@ class Reconciler:
 
         self._rotation[owner.uid] = rotation
         acl_files = [d for d in desired if d["metadata"]["labels"].get(builders.L_COMPONENT) == "store-acl"]
-        jobs = [one(d) for d in desired if d not in acl_files]   # rendered from the others, below
-        if observed is not None:
-            jobs += [drop(k, obj) for k, obj in observed.items()
-                     if k not in wanted and controller_uid(obj) == owner.uid]
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            raise errors[0]
-        await self.rotate_passwords(owner, desired, result, rotation)
+        # What pods mount comes first (a StatefulSet whose Secrets are missing leaves its pods in
+        # FailedMount): the Secrets and ConfigMaps, then the ACL files rendered from the Secrets, then the rest.
+        first = [d for d in desired if d["kind"] in FIRST_KINDS and d not in acl_files]
+        rest = [d for d in desired if d["kind"] not in FIRST_KINDS]
+        drops = [] if observed is None else [drop(k, obj) for k, obj in observed.items()
+                                             if k not in wanted and controller_uid(obj) == owner.uid]
+        await _all([one(d) for d in first] + drops)
+        rotated = await self.rotate_passwords(owner, desired, result, rotation)
         await self.sync_acls(owner, desired, result, observed)
+        await _all([one(d) for d in rest])
+        # Restarts last: a pod restarted onto a new password must find it in its store's ACL already.
+        restart = users_of(rotated, desired, ("Deployment",))
         if missing_secrets and observed:
-            await self.restart_users(owner, desired, [d["metadata"]["labels"][builders.L_STORE]
-                                                      for d in missing_secrets], result)
+            restart += [d for s in missing_secrets for d in dependents(
+                owner.name, s["metadata"]["labels"][builders.L_STORE], desired)]
+        if restart:
+            await self.restart(owner, restart, result)
         return result
 
     async def restart_users(self, owner: Owner, desired: list[dict], stores: list[str], result: Result) -> None:

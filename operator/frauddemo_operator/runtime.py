@@ -325,8 +325,10 @@ class Runtime:
             obj = await self.reconciler.ensure(st.owner, d, None, result)
             st.verified[k] = (version_key(obj), st.desired_cache[0])
             if kind == "Secret":
+                # A recreated password: into the ACL file first, then the pods restart onto it (the other
+                # way round they would come up with a password their store does not accept yet).
+                await self.reconciler.sync_acls(st.owner, desired, result)
                 await self.reconciler.restart_users(st.owner, desired, [labels.get(builders.L_STORE)], result)
-                await self.reconciler.sync_acls(st.owner, desired, result)   # a recreated password
             result.objects[k] = obj
             return result
         desired_key = st.desired_cache[0]
