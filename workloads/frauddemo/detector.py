@@ -2,7 +2,7 @@
 
 One reader thread per store pulls its purchase and return events (XREADGROUP, group `detectors`);
 one thread judges them in batches: it reads each touched receipt's story from every store, verifies
-new return photos in a process pool sized to the cores, judges the receipt (detection.py) and writes
+new return photos in a process pool sized to the CPU quota (cgroup) or `--workers`, judges the receipt (detection.py) and writes
 verdicts and alerts to the attempt's own store, then acknowledges. Delivery is at least once: an
 event is acknowledged only after its verdict is written, a restarted or crashed detector's pending
 events are claimed again, and verdicts and alerts are created with a guard (`hcreate`) and
@@ -15,6 +15,7 @@ import concurrent.futures
 import gc
 import json
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -41,6 +42,60 @@ STREAMS = (PURCHASES, RETURNS)
 BATCH = 256
 CLAIM_IDLE_MS = 30_000
 JUDGES = 4  # batches judged at once
+
+
+def cgroup_cpus(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """The CPUs this process may use by its cgroup's quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+    `cpu.cfs_period_us`), or None without a quota. A pod limited to 1 CPU on a 32-core node sees 32
+    in os.cpu_count(), and a pool of 32 workers would only thrash (and use 32 times the memory)."""
+    from pathlib import Path
+
+    base = Path(root)
+    v2, v1 = [], []
+    try:
+        for line in Path(proc_cgroup).read_text().splitlines():
+            hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
+            path = path.strip().lstrip("/")
+            if hid == "0" and ctrls == "":
+                v2.append(base / path)
+            elif "cpu" in ctrls.split(","):
+                v1 += [base / c / path for c in ("cpu", "cpu,cpuacct", "cpuacct,cpu")]
+    except OSError:
+        pass
+    v2.append(base)  # a container's own namespace: its cgroup is the root of the mount
+    v1 += [base / "cpu", base / "cpu,cpuacct"]
+    found = []
+    for d in v2:
+        try:
+            quota, _, period = (d / "cpu.max").read_text().strip().partition(" ")
+        except OSError:
+            continue
+        if quota != "max" and period:
+            found.append(int(quota) / int(period))
+        break
+    for d in v1:
+        try:
+            quota = int((d / "cpu.cfs_quota_us").read_text())
+            period = int((d / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            found.append(quota / period)
+        break
+    return min(found) if found else None
+
+
+def cpu_limit() -> int:
+    """Photo workers by default: the cgroup CPU quota (rounded up), never more than the CPUs this
+    process may run on (affinity), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpus()
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
 
 
 def alert_id(attempt: str) -> str:
@@ -89,7 +144,7 @@ class Detector:
                  name: str | None = None, workers: int | None = None):
         self.refs, self.cfg, self.keys, self.verify_cfg = refs, cfg, keys, verify_cfg
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or cpu_limit()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.stores = StoreSet(refs, socket_timeout=5, connect_timeout=2)
         self._lock = threading.Lock()
