@@ -180,8 +180,10 @@ def container_security() -> dict:
 def app_container(spec: Spec, name: str, args: list[str], env: list[dict], resources: dict,
                   ports: list[dict] | None = None, probes: dict | None = None) -> dict:
     c = {"name": name, "image": spec.image, "imagePullPolicy": spec.image_pull_policy, "args": args,
-         "env": env, "resources": resources, "securityContext": container_security(),
+         "resources": resources, "securityContext": container_security(),
          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    if env:   # no `env: []`: the API server drops it anyway
+        c["env"] = env
     if ports:
         c["ports"] = ports
     c.update(probes or {})
@@ -567,7 +569,9 @@ def _policy(owner: Owner, name: str, pod_selector: dict, ingress: list | None = 
 
 
 def default_deny_policy(owner: Owner) -> dict:
-    """Nothing in or out of any of this FraudDemo's pods unless another policy opens it."""
+    """Nothing in or out of any of this FraudDemo's pods unless another policy opens it. The empty rule
+    lists stay (the server drops them; reconcile.matches takes missing as empty): a rule added by hand
+    to this policy then reads as drift, and the merge patch of `[]` removes it."""
     return _policy(owner, f"{owner.name}-default-deny", {"matchLabels": {L_FRAUDDEMO: owner.name}}, [], [])
 
 

@@ -26,7 +26,8 @@ from frauddemo import acl
 from . import builders, kube
 from .builders import Owner
 
-_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+# A Kubernetes quantity: <signedNumber><suffix>, the suffix binary (Ki), decimal (k, m) or an exponent (e3).
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?[0-9]+))?$")
 _FACTORS = {None: 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
             "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
             "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -35,24 +36,50 @@ _FACTORS = {None: 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1
 IMMUTABLE = {"StatefulSet": ("selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"),
              "Deployment": ("selector",)}
 
+# Keys whose empty object means something (a pointer to an empty struct: an emptyDir volume, a selector of
+# everything), which the API server keeps as {}. Every other empty list or map it drops (omitempty).
+KEPT_WHEN_EMPTY = frozenset({"emptyDir", "namespaceSelector", "podSelector"})
+
 
 def quantity(value: str) -> Decimal | None:
     m = _QUANTITY.match(value)
     if not m:
         return None
     try:
-        return Decimal(m.group(1)) * _FACTORS[m.group(2)]
+        number = Decimal(m.group(1))
+        if m.group(3) is not None:
+            return number.scaleb(int(m.group(3)))
+        return number * _FACTORS[m.group(2)]
     except InvalidOperation:
         return None
 
 
+def _absent_ok(key: str, value) -> bool:
+    """Whether a desired value may be missing from what the server returns: None, and an empty list or
+    map the server drops (so a desired `env: []` matches no `env`, and `ingress: []` no `ingress`)."""
+    return value is None or (value in ([], {}) and key not in KEPT_WHEN_EMPTY)
+
+
 def matches(desired, observed) -> bool:
-    """Whether `observed` holds everything `desired` says (extra fields in `observed` are fine)."""
+    """Whether `observed` holds everything `desired` says, compared the way the API server returns
+    objects: fields it adds (defaults, status) are fine, a missing key equals an empty list or map or
+    None, and quantities compare by value ("1000m" == "1", "1024Mi" == "1Gi"). A list must have the
+    same length (a rule or container added by hand is drift, also to a desired empty list)."""
     if isinstance(desired, dict):
         if not isinstance(observed, dict):
-            return False
-        return all(k in observed and matches(v, observed[k]) for k, v in desired.items())
+            return observed is None and not desired
+        for k, v in desired.items():
+            o = observed.get(k)
+            if o is None:
+                if _absent_ok(k, v):
+                    continue
+                return False
+            if not matches(v, o):
+                return False
+        return True
     if isinstance(desired, list):
+        if observed is None:
+            return not desired
         return (isinstance(observed, list) and len(desired) == len(observed)
                 and all(matches(d, o) for d, o in zip(desired, observed)))
     if desired == observed:
