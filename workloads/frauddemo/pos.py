@@ -34,7 +34,7 @@ from .photos.storage import PHOTO_PREFIX, PhotoStore
 from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, new_attempt, purchase_ops,
                      read_stories, verdict_key)
 from .returns import ReturnOutcome, process_return
-from .store import Store, ops
+from .store import Store, ops, wait_for_functions
 
 log = logging.getLogger("frauddemo.pos")
 
@@ -220,11 +220,12 @@ def not_returned(receipt, attempts) -> bool:
 
 def connect_when_up(connect, stop: threading.Event, what: str):
     """`connect()` once the store answers: a till that starts while its store is down (restarting,
-    paused) waits for it like `run_loop` does, instead of crashing. None when `stop` comes first."""
+    paused, or without its functions loaded yet) waits for it like `run_loop` does, instead of
+    crashing. None when `stop` comes first."""
     backoff = 0.5
     while not stop.is_set():
         try:
-            return connect()
+            return wait_for_functions(connect, stop, what, log)
         except (redis.RedisError, OSError) as e:
             log.warning("store %s unavailable: %s; retrying in %.1f s", what, e, backoff)
             stop.wait(backoff)

@@ -25,6 +25,11 @@ class StoreError(RuntimeError):
     """A store refused an operation (malformed op, wrong replica id, ...)."""
 
 
+class FunctionsMissing(StoreError):
+    """The store does not have this library version loaded yet (the supervisor or the operator's store
+    agent loads it; a client that starts first waits for it: `wait_for_functions`)."""
+
+
 def _s(v) -> bytes:
     if isinstance(v, bytes):
         return v
@@ -134,9 +139,31 @@ def load_library(r: redis.Redis) -> None:
     try:
         r.function_load(LIBRARY_CODE, replace=True)
     except redis.exceptions.NoPermissionError:
-        raise StoreError(f"the store does not have function library {LIBRARY_VERSION} loaded and this "
-                         "user may not load it (only the admin may; the supervisor or the operator's "
-                         "store agent loads it)") from None
+        raise FunctionsMissing(f"the store does not have function library {LIBRARY_VERSION} loaded and "
+                               "this user may not load it (only the admin may; the supervisor or the "
+                               "operator's store agent loads it)") from None
+
+
+def wait_for_functions(connect, stop, what: str, log, backoff_max: float = 10.0):
+    """`connect()` until it stops failing with FunctionsMissing, with backoff and one log line (a client
+    that starts before the store agent loaded the functions waits for them instead of exiting).
+    Other errors propagate. None when `stop` (a threading.Event) is set first."""
+    backoff, told = 0.2, False
+    while not stop.is_set():
+        try:
+            out = connect()
+        except FunctionsMissing:
+            if not told:
+                log.warning("store %s has no function library %s loaded yet: waiting for the store agent",
+                            what, LIBRARY_VERSION)
+                told = True
+            stop.wait(backoff)
+            backoff = min(backoff * 2, backoff_max)
+            continue
+        if told:
+            log.info("store %s has its functions now", what)
+        return out
+    return None
 
 
 class Store:

@@ -1,15 +1,22 @@
 """Connections to every store of a demo, shared by the detection service's API and its engine."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import redis
 
 from .config import StoreRef
-from .store import Store
+from .store import FunctionsMissing, Store
+
+log = logging.getLogger("frauddemo.stores")
 
 LINK_FRESH_MS = 3000
+
+
+class StoreStarting(redis.ConnectionError):
+    """A store that answers but has no function library loaded yet (its agent has not run)."""
 
 
 class StoreSet:
@@ -20,13 +27,25 @@ class StoreSet:
         self.timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
         self._stores: dict[str, Store] = {}
         self._lock = threading.Lock()
+        self._waiting: set[str] = set()  # stores without their functions yet (logged once each)
 
     def get(self, name: str) -> Store:
+        """The store's client; a store without its functions loaded yet raises StoreStarting (a
+        redis.ConnectionError: every caller already treats it as a store not reachable yet)."""
         with self._lock:
             s = self._stores.get(name)
             if s is None:
                 ref = next(r for r in self.refs if r.name == name)
-                s = self._stores[name] = ref.connect(**self.timeouts)
+                try:
+                    s = self._stores[name] = ref.connect(**self.timeouts)
+                except FunctionsMissing as e:
+                    if name not in self._waiting:
+                        self._waiting.add(name)
+                        log.warning("store %s has no functions loaded yet: waiting for the store agent", name)
+                    raise StoreStarting(f"store {name} is starting: {e}") from None
+                if name in self._waiting:
+                    self._waiting.discard(name)
+                    log.info("store %s has its functions now", name)
             return s
 
     def reachable(self) -> dict[str, Store]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import redis
 
 from . import metrics
-from .store import LOG_KEY, Store, StoreError
+from .store import LOG_KEY, Store, StoreError, wait_for_functions
 
 log = logging.getLogger("frauddemo.syncer")
 PAUSE_CHECK_S = 0.1
@@ -145,8 +145,9 @@ class Syncer:
         self.name = f"{cfg.source_url} -> {cfg.target_url}"
 
     # -- connection management ------------------------------------------------------------------
-    def _connect(self) -> None:
+    def _connect(self) -> bool:
         c = self.cfg
+        self._close()  # a retry after a half-made connection (functions missing at the target)
         self.source = Store.connect(c.source_url, c.source_password, replica=c.source_name,
                                     retention=c.retention if c.source_name else None)
         self.target = Store.connect(c.target_url, c.target_password, replica=c.target_name,
@@ -155,6 +156,7 @@ class Syncer:
             raise ValueError(f"source and target are the same replica {self.source.replica!r}")
         self.name = f"{self.source.replica}->{self.target.replica}"
         self.labels = {"source": self.source.replica, "target": self.target.replica}
+        return True
 
     def _close(self) -> None:
         for s in (self.source, self.target):
@@ -170,7 +172,8 @@ class Syncer:
         backoff = 0.1
         while not self.stop_event.is_set():
             try:
-                self._connect()
+                if wait_for_functions(self._connect, self.stop_event, self.name, log) is None:
+                    break  # stopped while waiting
                 log.info("link %s connected (source %s, target %s)", self.name,
                          self.cfg.source_url, self.cfg.target_url)
                 backoff = 0.1
