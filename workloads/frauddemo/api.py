@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .detection import BLOCK, REVIEW
 from .detector import alert_id, outcome
+from .photos.access import PhotoAccess, PhotoDenied
 from .photos.decode import TOO_LARGE, TOO_MANY_PIXELS, PhotoRejected
 from .photos.storage import PhotoStore
 from .pos import CONTROL_KEY, Till, capture
@@ -40,6 +41,7 @@ MAX_BODY = 3 * 1024 * 1024  # a 1 MB photo in base64, with room for the rest
 PAGE_MAX = 200
 IDEMPOTENCY_TTL_S = 24 * 3600
 SHA_HEX = "^[0-9a-f]{64}$"  # a photo's id: its SHA-256, lower-case hex
+PRINTABLE_ID = "^[^\\x00-\\x1f\\x7f]+$"  # receipt and attempt ids: no control characters
 STREAM_OF = {"purchase": PURCHASES, "return": RETURNS, "verdict": VERDICTS, "alert": ALERTS}
 
 
@@ -81,7 +83,7 @@ class PurchaseIn(_Body):
 
 class ReturnIn(_Body):
     store: str = Field(max_length=32)
-    receipt: str = Field(min_length=1, max_length=80)
+    receipt: str = Field(min_length=1, max_length=80, pattern=PRINTABLE_ID)
     photo: str | None = Field(None, description="The customer's fresh photo, base64")
     capture: bool = Field(False, description="Without `photo`: take one with the synthetic camera")
     customer: str | None = Field(None, max_length=64, description="Who the customer says they are")
@@ -109,10 +111,23 @@ def _photo_bytes(b64: str | None) -> bytes | None:
         raise HTTPException(422, "photo must be base64") from None
 
 
-def router(demo, guards=()) -> APIRouter:
+def router(demo, guards=(), token=None) -> APIRouter:
     """`demo`: the service state (service.Demo): stores, keys, photo stores. `guards`: dependencies
-    every POST runs first (access.guards: rate limit, token)."""
+    every POST runs first (access.guards: rate limit, token). `token`: the API token (None, a string or
+    an access.TokenFile), which photos need too (photos/access.py)."""
     api = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
+    photo_access = PhotoAccess(token)
+
+    def may_see_photos(request: Request) -> bool:
+        return photo_access.allowed(request.scope, request.headers.get("authorization"))
+
+    def photo_viewer(request: Request) -> None:
+        """Photos only for an authorised viewer (401 no token, 403 wrong token or not allowed here)."""
+        try:
+            photo_access.check(request.scope, request.headers.get("authorization"))
+        except PhotoDenied as e:
+            raise HTTPException(e.status, e.reason, headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'}
+                                if e.status == 401 else None) from None
 
     def post(path: str, **kw):
         return api.post(path, dependencies=[Depends(g) for g in guards], responses=POST_ERRORS, **kw)
@@ -206,14 +221,16 @@ def router(demo, guards=()) -> APIRouter:
         return {"items": [_purchase_item(e) for e in items], "next_before": nxt}
 
     @api.get("/purchases/{receipt}")
-    def purchase(receipt: str):
+    def purchase(request: Request, receipt: str = Path(pattern=PRINTABLE_ID)):
         """A receipt's whole story across the stores: the purchase, every return attempt with the
-        detector's verdict, and where each record has replicated to."""
+        detector's verdict, and where each record has replicated to. Photo links only for a viewer
+        who may open them."""
+        _check_id("receipt", receipt)
         stories = read_stories(reachable(), [receipt])
         story = stories[receipt]
         if story.receipt is None and not story.attempts:
             raise HTTPException(404, f"no store knows receipt {receipt[:80]!r}")
-        return demo.story(receipt, story)
+        return demo.story(receipt, story, photos=may_see_photos(request))
 
     @post("/purchases", status_code=201)
     def purchase_create(body: PurchaseIn, idempotency_key: str | None = Header(None)):
@@ -229,6 +246,8 @@ def router(demo, guards=()) -> APIRouter:
                 return 201, till.purchase(customer, body.items, photo)
             except InvalidInput as e:
                 raise HTTPException(422, str(e)) from None
+            except PhotoRejected as e:  # not an image, truncated, empty, a pixel bomb: nothing written
+                raise HTTPException(413 if e.kind == TOO_LARGE else 422, f"photo rejected: {e}") from None
         return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
 
     # -- returns ----------------------------------------------------------------------------------
@@ -243,13 +262,14 @@ def router(demo, guards=()) -> APIRouter:
         return {"items": [{**_return_item(e), "verdict": verdicts.get(e["att"])} for e in items], "next_before": nxt}
 
     @api.get("/returns/{attempt}")
-    def return_get(attempt: str):
+    def return_get(request: Request, attempt: str = Path(pattern=PRINTABLE_ID)):
+        _check_id("attempt", attempt)
         found = read_attempts(reachable(), [attempt])
         if attempt not in found:
             raise HTTPException(404, f"no store knows return attempt {attempt[:80]!r}")
         a = found[attempt]
         return {**a.to_dict(), "verdict": demo.verdicts([(a.store, a.id)]).get(a.id),
-                "photo_urls": _photo_urls(a.photo)}
+                "photo_urls": _photo_urls(a.photo) if may_see_photos(request) else None}
 
     @post("/returns", status_code=201)
     def return_create(body: ReturnIn, idempotency_key: str | None = Header(None)):
@@ -258,6 +278,7 @@ def router(demo, guards=()) -> APIRouter:
 
         def make():
             try:
+                _check_id("receipt", body.receipt)
                 photo = _photo_bytes(body.photo)
                 customer = check_text("customer", body.customer) if body.customer is not None else ""
                 if photo is None and body.capture:
@@ -294,7 +315,7 @@ def router(demo, guards=()) -> APIRouter:
         return {"items": out, "next_before": nxt}
 
     @api.get("/alerts/{alert}")
-    def alert_get(alert: str):
+    def alert_get(alert: str, request: Request):
         """One alert with every attempt of its receipt side by side, and the purchase."""
         stores = reachable()
         found = demo.alerts([(n, alert) for n in stores])
@@ -302,17 +323,22 @@ def router(demo, guards=()) -> APIRouter:
             raise HTTPException(404, f"no store knows alert {alert[:80]!r}")
         a = found[alert]
         story = read_stories(stores, [a["receipt"]])[a["receipt"]]
-        return {**a, "story": demo.story(a["receipt"], story)}
+        return {**a, "story": demo.story(a["receipt"], story, photos=may_see_photos(request))}
 
     # -- photos -----------------------------------------------------------------------------------
-    @api.get("/photos/{sha}", response_class=Response, responses=JPEG)
+    photo_routes = {"response_class": Response, "dependencies": [Depends(photo_viewer)],
+                    "responses": {**JPEG, **_errors(401), 403: {"model": Problem, "description":
+                                  "a wrong token, or photos asked for without a token over a non-loopback "
+                                  "address (photos are private)"}}}
+
+    @api.get("/photos/{sha}", **photo_routes)
     def photo(sha: str = Path(pattern=SHA_HEX)):
         data = demo.first(lambda name: _sha(demo.photo_store(name).get, sha))
         if data is None:
             raise HTTPException(404, "no such photo")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
-    @api.get("/photos/{sha}/thumbnail", response_class=Response, responses=JPEG)
+    @api.get("/photos/{sha}/thumbnail", **photo_routes)
     def thumbnail(sha: str = Path(pattern=SHA_HEX), side: int = Query(160, ge=16, le=1024)):
         data = demo.first(lambda name: _sha(lambda s: demo.photo_store(name).thumbnail(s, side), sha))
         if data is None:
@@ -409,6 +435,12 @@ def _sha(get, sha: str):
         return get(sha)
     except ValueError:
         raise HTTPException(422, "photo ids are lower-case SHA-256 hex digests") from None
+
+
+def _check_id(name: str, value: str) -> None:
+    """Receipt and attempt ids are printable: control characters are refused (422)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise HTTPException(422, f"{name} ids must not contain control characters")
 
 
 def _photo_urls(sha: str) -> dict | None:
@@ -579,7 +611,7 @@ class Demo:
                 out[al] = _alert(raw)
         return out
 
-    def story(self, receipt: str, story) -> dict:
+    def story(self, receipt: str, story, photos: bool = True) -> dict:
         stores = self.stores.reachable()
         presence = {}
         for n, s in stores.items():
@@ -593,8 +625,9 @@ class Demo:
         verdicts = self.verdicts([(a.store, a.id) for a in attempts])
         return {
             "receipt": story.receipt.to_dict() if story.receipt else None,
-            "purchase_photo": _photo_urls(story.receipt.photo) if story.receipt else None,
-            "attempts": [{**a.to_dict(), "photo_urls": _photo_urls(a.photo), "verdict": verdicts.get(a.id),
+            "purchase_photo": _photo_urls(story.receipt.photo) if story.receipt and photos else None,
+            "attempts": [{**a.to_dict(), "photo_urls": _photo_urls(a.photo) if photos else None,
+                          "verdict": verdicts.get(a.id),
                           "alert": alert_id(a.id) if verdicts.get(a.id, {}).get("decision") in ("review", "block")
                           else None} for a in attempts],
             "replicated": presence, "unreachable": story.unreachable,

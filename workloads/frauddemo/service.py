@@ -176,7 +176,7 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         return Response(body, media_type=ctype)
 
     guards = access.guards(api_token, rate_limit or access.RateLimit.from_env())
-    app.include_router(router(demo, guards))
+    app.include_router(router(demo, guards, token=api_token))
 
     @app.get("/", include_in_schema=False)
     def index():
