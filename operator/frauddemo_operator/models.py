@@ -85,8 +85,8 @@ class Pos(_Model):
 class Detection(_Model):
     replicas: int = Field(1, ge=1, le=3)
     window_seconds: int = Field(300, ge=1, le=86400)
-    alert_score: int = Field(70, ge=1, le=100)
-    review_score: int = Field(40, ge=0, le=100)
+    alert_score: int = Field(70, ge=2, le=100)    # the detector wants 0 < review < alert <= 100
+    review_score: int = Field(40, ge=1, le=99)
     photo_match_threshold: float = Field(0.951, ge=0, le=1)
 
 
