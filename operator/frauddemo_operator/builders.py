@@ -511,7 +511,8 @@ def syncers_service(owner: Owner) -> dict:
 def dashboard_configmap(owner: Owner, spec: Spec, dashboard_json: str) -> dict:
     extra = {**spec.dashboard.labels, "grafana_dashboard": "1"}
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": metadata(owner, f"{owner.name}-dashboard", "dashboard", extra),
+            "metadata": metadata(owner, f"{owner.name}-dashboard", "dashboard", extra,
+                                 dict(spec.dashboard.annotations) or None),
             "data": {f"frauddemo-{owner.namespace}-{owner.name}.json": dashboard_json}}
 
 

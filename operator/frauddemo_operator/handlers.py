@@ -80,6 +80,9 @@ async def reconcile(body, name, namespace, reason, retry, memo: kopf.Memo, logge
     except kube.ApiError as e:
         delay = rt.backoff(retry)
         raise kopf.TemporaryError(f"{e} (retry in {delay}s)", delay=delay) from None
+    for _, (why, message) in result.refused:
+        kopf.warn(body, reason=why, message=message)
+        logger.warning(message)
     if result.changed:
         logger.info(f"Reconciled: {result.summary()}")
         if reason == "create":

@@ -6,6 +6,7 @@ the handlers turn into a False condition and an Event (never a retry loop).
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import pydantic
@@ -15,6 +16,9 @@ from pydantic.alias_generators import to_camel
 from . import crd
 
 MAX_NAME_LEN = 30  # children are named <fd>-sync-<a>-<b>; Service names must stay <= 63 characters.
+# A FraudDemo's name starts its children's names, Services among them: a DNS-1035 label (a lower-case
+# letter first, no dots), which the API server does not ask of a custom resource's name.
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class InvalidSpec(ValueError):
@@ -93,6 +97,7 @@ class Detection(_Model):
 class Dashboard(_Model):
     enabled: bool = True
     labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
 
 
 class Monitoring(_Model):
@@ -136,6 +141,10 @@ class Spec(_Model):
 
 def check(name: str, spec: Spec) -> None:
     """What the schema cannot say: raise InvalidSpec for a spec that makes no sense."""
+    if not NAME_RE.match(name):
+        raise InvalidSpec("InvalidName", f"the FraudDemo name {name!r} is not a DNS-1035 label (lower-case "
+                          "letters, digits and '-', starting with a letter, ending with a letter or digit, no "
+                          "dots); its Services would be refused. Create it again under such a name")
     if len(name) > MAX_NAME_LEN:
         raise InvalidSpec("NameTooLong", f"the FraudDemo name {name!r} is {len(name)} characters; "
                           f"at most {MAX_NAME_LEN} keep its children's names valid")

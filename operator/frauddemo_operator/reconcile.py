@@ -119,6 +119,44 @@ def needs_recreate(desired: dict, observed: dict) -> bool:
     return False
 
 
+def has_volumes(obj: dict) -> bool:
+    return bool((obj.get("spec") or {}).get("volumeClaimTemplates"))
+
+
+def recreate_refused(desired: dict, observed: dict) -> tuple[str, str] | None:
+    """Why a StatefulSet that needs recreating must be kept (reason, message), or None. Its volumes are owned
+    by it (persistentVolumeClaimRetentionPolicy whenDeleted: Delete): deleting it would delete the
+    stores' data, and volumeClaimTemplates cannot change in place."""
+    if desired.get("kind") != "StatefulSet" or not has_volumes(observed):
+        return None
+    name = observed["metadata"]["name"]
+    ds, os_ = desired.get("spec") or {}, observed.get("spec") or {}
+
+    def size(spec):
+        for t in spec.get("volumeClaimTemplates") or []:
+            req = ((t.get("spec") or {}).get("resources") or {}).get("requests") or {}
+            cls = (t.get("spec") or {}).get("storageClassName")
+            return f"{req.get('storage')}" + (f" (class {cls})" if cls else "")
+        return "no volume (emptyDir)"
+
+    how = (f"To change it: `kubectl delete statefulset {name} --cascade=orphan` (its pods and volumes stay), "
+           f"and the operator creates it again from the spec; existing volumes keep their size unless you "
+           f"expand each PersistentVolumeClaim data-{name}-N yourself (if its StorageClass allows expansion). "
+           f"Or set the storage back.")
+    if not matches(ds.get("volumeClaimTemplates") or [], os_.get("volumeClaimTemplates") or []):
+        return "StorageChangeRefused", (f"StatefulSet {name}: the storage cannot change in place ({size(os_)} now, {size(ds)} asked); "
+                f"recreating it would delete its volumes, so it is kept as it is. {how}")
+    return "RecreateRefused", (f"StatefulSet {name} would have to be recreated (an immutable field changed), which would delete "
+            f"its volumes; it is kept as it is. {how}")
+
+
+def keep_immutable(desired: dict) -> dict:
+    """`desired` without its immutable fields (and the volumes' retention policy): what can still change
+    in place on a child that is kept, compared and patched without touching those."""
+    drop = IMMUTABLE.get(desired["kind"], ()) + ("persistentVolumeClaimRetentionPolicy",)
+    return {**desired, "spec": {k: v for k, v in desired["spec"].items() if k not in drop}}
+
+
 def controller_uid(obj: dict) -> str | None:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
@@ -191,6 +229,8 @@ class Result:
     recreated: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     deleted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     restarted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # children kept although they differ from the spec: (child, (reason, message))
+    refused: list[tuple[tuple[str, str], tuple[str, str]]] = dataclasses.field(default_factory=list)
     objects: dict[tuple[str, str], dict] = dataclasses.field(default_factory=dict)
     # the Redis passwords: {"rotation", "state": Rotating|Rotated, "previousValidUntil"}; None: never rotated
     passwords: dict | None = None
@@ -336,7 +376,11 @@ class Reconciler:
                     obj = await self._create(owner, d)
                     result.created.append(k)
                     return obj
-        if needs_recreate(d, observed):
+        recreate = needs_recreate(d, observed)
+        if recreate and (why := recreate_refused(d, observed)) is not None:
+            result.refused.append((k, why))
+            d, recreate = keep_immutable(d), False
+        if recreate:
             await self.kube.delete(kind, owner.namespace, k[1])
             try:
                 obj = await self._create(owner, d)

@@ -56,6 +56,7 @@ class DemoState:
     raw_spec: dict = dataclasses.field(default_factory=dict)
     rotation: str | None = None          # the annotation frauddemo.io/rotate-passwords
     passwords: dict | None = None        # the rotation's progress (Result.passwords)
+    refused: dict = dataclasses.field(default_factory=dict)   # child -> (reason, message): kept unlike the spec
     server_status: dict = dataclasses.field(default_factory=dict)
     deleting: bool = False
     # the last reconcile
@@ -226,6 +227,7 @@ class Runtime:
         st.invalid, st.error = None, None
         st.reconciled_generation, st.reconciled_spec = generation, spec
         st.passwords = result.passwords
+        st.refused = dict(result.refused)
         if result.passwords and result.passwords["state"] == "Rotating":
             self.reconcile_at(st.key, result.passwords["previousValidUntil"])
         for k, obj in result.objects.items():
@@ -324,6 +326,7 @@ class Runtime:
                 return None   # the owner is going away: the garbage collector's deletion, not drift
             obj = await self.reconciler.ensure(st.owner, d, None, result)
             st.verified[k] = (version_key(obj), st.desired_cache[0])
+            self._note_refused(st, k, result)
             if kind == "Secret":
                 # A recreated password: into the ACL file first, then the pods restart onto it (the other
                 # way round they would come up with a password their store does not accept yet).
@@ -339,7 +342,19 @@ class Runtime:
         if needs_recreate(d, body) or drifted(d, body):
             body = result.objects[k] = await self.reconciler.ensure(st.owner, d, body, result)
         st.verified[k] = (version_key(body), desired_key)
+        self._note_refused(st, k, result)
         return result
+
+    def _note_refused(self, st: DemoState, k: tuple[str, str], result: Result) -> None:
+        """Keep the SpecApplied condition in step when a repair of one child kept it, or recreated one
+        that had been kept (e.g. a StatefulSet deleted with --cascade=orphan to take a new storage size)."""
+        why = dict(result.refused).get(k)
+        if st.refused.get(k) != why:
+            if why is None:
+                st.refused.pop(k, None)
+            else:
+                st.refused[k] = why
+            self.request_status(st.key)
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -375,7 +390,7 @@ class Runtime:
             return None
         async with st.lock:
             obs = status.Observation(st.reconciled_generation, st.invalid, st.error, dict(st.workloads), st.detector,
-                                     st.passwords)
+                                     st.passwords, tuple(st.refused.values()))
             previous = st.written if st.written is not None else st.server_status
             new = status.compute(st.name, st.reconciled_spec, obs, previous, _now())
             clean = status.strip_none(new)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from . import builders
 from .models import Spec
 
-CONDITIONS = ("Ready", "StoresReady", "ReplicationHealthy", "Degraded")
+CONDITIONS = ("Ready", "StoresReady", "ReplicationHealthy", "Degraded", "SpecApplied")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,14 +22,32 @@ class Workload:
     component: str
     desired: int
     ready: int
+    rolled_out: bool = True   # the controller has seen the current spec and every pod runs it
 
     @property
     def is_ready(self) -> bool:
-        return self.ready >= self.desired
+        return self.rolled_out and self.ready >= self.desired
+
+
+def _rolled_out(obj: dict, desired: int) -> bool:
+    """Whether the workload's controller has rolled the current spec out to every pod, the way
+    `kubectl rollout status` tells: it observed this generation, and (a Deployment) every replica is
+    updated and no old one is left, or (a StatefulSet) the current revision is the update revision."""
+    meta, st = obj.get("metadata") or {}, obj.get("status") or {}
+    gen, seen = meta.get("generation"), st.get("observedGeneration")
+    if gen is not None and (seen is None or int(seen) < int(gen)):
+        return False
+    if obj.get("kind") == "StatefulSet":
+        current, update = st.get("currentRevision"), st.get("updateRevision")
+        return current is None or update is None or current == update
+    updated = int(st.get("updatedReplicas") or 0)
+    return updated >= desired and int(st.get("replicas") or 0) <= updated
 
 
 def workload(obj: dict) -> Workload:
-    """A StatefulSet's or Deployment's readiness as its own status reports it."""
+    """A StatefulSet's or Deployment's readiness as its own status reports it: its ready (StatefulSet)
+    or available (Deployment) replicas, and whether its rollout is complete (a stuck rollout is not
+    ready, even with old pods still available)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     st = obj.get("status") or {}
@@ -38,11 +56,9 @@ def workload(obj: dict) -> Workload:
         ready = int(st.get("readyReplicas") or 0)
     else:
         ready = int(st.get("availableReplicas") or 0)
-    gen, seen = meta.get("generation"), st.get("observedGeneration")
-    if gen is not None and seen is not None and int(seen) < int(gen):
-        ready = min(ready, desired - 1) if desired > 0 else 0   # a rollout the controller has not seen yet
     return Workload(obj.get("kind", ""), meta.get("name", ""),
-                    (meta.get("labels") or {}).get(builders.L_COMPONENT, ""), desired, ready)
+                    (meta.get("labels") or {}).get(builders.L_COMPONENT, ""), desired, ready,
+                    _rolled_out(obj, desired))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +98,7 @@ class Observation:
     workloads: Mapping[tuple[str, str], Workload] = dataclasses.field(default_factory=dict)
     detector: DetectorStats | None = None
     passwords: dict | None = None                   # a Redis password rotation's progress (reconcile.py)
+    refused: tuple[tuple[str, str], ...] = ()       # (reason, message) of children kept unlike the spec
 
 
 def condition(ctype: str, status: bool | None, reason: str, message: str, generation: int,
@@ -110,7 +127,8 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
             "conditions": [cond("Ready", False, reason, message),
                            cond("StoresReady", None, "InvalidSpec", "not deployed: the spec is invalid"),
                            cond("ReplicationHealthy", None, "InvalidSpec", "not deployed: the spec is invalid"),
-                           cond("Degraded", None, "InvalidSpec", "not deployed: the spec is invalid")],
+                           cond("Degraded", None, "InvalidSpec", "not deployed: the spec is invalid"),
+                           cond("SpecApplied", False, "InvalidSpec", "not deployed: the spec is invalid")],
         }
 
     stores = []
@@ -118,7 +136,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
         w = obs.workloads.get(("StatefulSet", builders.store_name(fd_name, s.name)))
         ready = w.ready if w else 0
         stores.append({"name": s.name, "replicas": s.replicas, "readyReplicas": ready,
-                       "ready": w is not None and ready >= s.replicas})
+                       "ready": w is not None and w.rolled_out and ready >= s.replicas})
     stores_ok = all(s["ready"] for s in stores)
     n_ready_stores = sum(1 for s in stores if s["ready"])
 
@@ -153,8 +171,11 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
 
     all_ok = stores_ok and workloads_ok and repl[0] is not False and obs.error is None
     was_ready = previous.get("phase") in ("Ready", "Degraded")
-    problems = [f"store {s['name']} {s['readyReplicas']}/{s['replicas']} ready" for s in stores if not s["ready"]]
-    problems += [f"{n} not available" for n in not_ready]
+    rolling = {s["name"] for s in stores if s["readyReplicas"] >= s["replicas"] and not s["ready"]}
+    problems = [f"store {s['name']} {s['readyReplicas']}/{s['replicas']} ready"
+                + (", rollout not complete" if s["name"] in rolling else "") for s in stores if not s["ready"]]
+    problems += [f"{n} rollout not complete" if deploys[n] is not None and deploys[n].ready >= deploys[n].desired
+                 else f"{n} not available" for n in not_ready]
     if repl[0] is False:
         problems.append(repl[2])
     if obs.error:
@@ -189,6 +210,8 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
             cond("ReplicationHealthy", repl[0], repl[1], repl[2]),
             cond("Degraded", degraded, "Degraded" if degraded else "NotDegraded",
                  summary if degraded else "nothing is degraded"),
+            cond("SpecApplied", False, obs.refused[0][0], " ".join(m for _, m in obs.refused)[:2000])
+            if obs.refused else cond("SpecApplied", True, "Applied", "every child matches the spec"),
         ],
     }
 
