@@ -227,11 +227,16 @@ def test_switches_turn_children_off():
 
 
 def test_dashboard_configmap_and_service_monitor():
-    s = spec(dashboard={"labels": {"grafana_folder": "demos"}}, monitoring={"release": "kps", "interval": "30s"})
+    s = spec(dashboard={"labels": {"team": "fraud"}, "annotations": {"grafana_folder": "demos"}},
+             monitoring={"release": "kps", "interval": "30s"})
     kids = by_key(builders.desired(OWNER, s, service_monitors=True))
     cm = kids[("ConfigMap", "demo-dashboard")]
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert cm["metadata"]["labels"]["grafana_folder"] == "demos"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and cm["metadata"]["labels"]["team"] == "fraud"
+    # the Grafana sidecar reads the folder from an annotation (its folderAnnotation), never from a label
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "demos"}
+    assert "grafana_folder" not in cm["metadata"]["labels"]
+    plain = by_key(builders.desired(OWNER, spec(), service_monitors=False))[("ConfigMap", "demo-dashboard")]
+    assert "annotations" not in plain["metadata"]
     (text,) = cm["data"].values()
     dash = json.loads(text)
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
