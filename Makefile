@@ -44,3 +44,10 @@ chart-crd:
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info
+
+# Images without Docker (tools/images.sh): the FraudDemo image from the Dockerfile and the store image
+# (tools/store-image), built with buildah on a local Debian base when the pinned one cannot be pulled,
+# loaded into a private containerd's k8s.io namespace. Cached under ~/.cache/frauddemo.
+.PHONY: images
+images:
+	tools/images.sh
