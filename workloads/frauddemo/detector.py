@@ -28,6 +28,7 @@ import redis
 from . import metrics
 from .config import StoreRef
 from .detection import ALLOW, BLOCK, RANK, REVIEW, DetectionConfig, Judgement, judge_receipt
+from .photos import index as photo_index
 from .photos import verify as ver
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .procs import die_with_parent
@@ -131,7 +132,7 @@ def verify_photo(photo: bytes | None, purchase_emb: bytes | None, earlier: list[
     purchase = ver.Embedding.from_bytes(purchase_emb) if purchase_emb else None
     v = ver.verify(photo, purchase, [ver.Embedding.from_bytes(e) for e in earlier], cfg)
     return {"verdict": v.verdict, "similarity": v.similarity, "rejected": v.rejected, "replay": v.replay,
-            "seconds": time.perf_counter() - t0}
+            "print": v.print, "seconds": time.perf_counter() - t0}
 
 
 def photo_outcome(p: dict) -> str:
@@ -291,6 +292,8 @@ class Detector:
                     n_ret[key] = n_ret.get(key, 0) + 1
             metrics.TRANSACTIONS.labels(store, kind).inc(len(entries))
             metrics.DETECTOR_EVENTS.labels(store, kind).inc(len(entries))
+            if kind == "purchase":
+                photo_index.index_purchase_events(self.store(store), entries)  # store-wide replays
             for (photo, decision), n in n_ret.items():
                 metrics.RETURN_ATTEMPTS.labels(store, "present" if photo else "absent", decision).inc(n)
         partial = self.judge(list(receipts)) if receipts else set()
@@ -386,6 +389,7 @@ class Detector:
             p = f.result()
             metrics.PHOTO_VERIFICATION.labels(photo_outcome(p)).observe(p.pop("seconds"))
             out[aid] = p
+        photo_index.judge_hook(stores, [t for t in todo if t[0].id in futures], out, self.verify_cfg)
         return out
 
     def _blobs(self, stores: dict[str, Store], todo) -> dict[str, bytes]:

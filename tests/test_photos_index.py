@@ -1,0 +1,109 @@
+"""Photo replay, for real (issue 17, item 1): copies are recognised when mirrored, cropped, zoomed,
+rotated, re-encoded, relit, seen in perspective or shot again off a screen, and across receipts, by a
+store-wide index kept in the replicated stores, while new captures of the same customer are not."""
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from frauddemo.config import StoreRef
+from frauddemo.detection import DetectionConfig
+from frauddemo.detector import Detector
+from frauddemo.photos import attacks, index, replay
+from frauddemo.photos import verify as ver
+from frauddemo.photos.camera import render
+from frauddemo.pos import HackedTill, Till, capture
+from frauddemo.retail import TerminalKeys, verdict_key
+
+from conftest import wait_converged, wait_until
+
+KEYS = TerminalKeys(bytes(range(32)))
+IDS = range(60100, 60106)  # not the identities the threshold was set on (20000-20079)
+
+
+@pytest.fixture(scope="module")
+def purchases():
+    return {i: render(i, 0).jpeg for i in IDS}
+
+
+@pytest.mark.parametrize("kind", sorted(attacks.KINDS))
+def test_every_kind_of_copy_is_flagged_against_its_receipt(purchases, kind):
+    rng = np.random.default_rng(11)
+    for i, jpeg in purchases.items():
+        emb = ver.embed(jpeg)
+        data = attacks.KINDS[kind](attacks.decode(jpeg), rng)
+        v = ver.verify(data, emb)
+        assert v.replay == "near", (i, kind, v.replay_score, v.rejected)
+
+
+def test_new_captures_are_not_copies(purchases):
+    for i, jpeg in purchases.items():
+        emb = ver.embed(jpeg)
+        for c in (1, 2, 3):
+            v = ver.verify(render(i, c).jpeg, emb)
+            assert v.replay is None, (i, c, v.replay_score)
+
+
+def test_a_mirror_image_scores_like_the_picture_itself(purchases):
+    jpeg = purchases[IDS[0]]
+    a = ver.analyze(jpeg)
+    m = ver.analyze(attacks.mirror(attacks.decode(jpeg), np.random.default_rng(0)))
+    assert replay.match_score(m.fingerprint, a.fingerprint, m.print_eyes, a.print_eyes) > 0.95
+    assert replay.copy_score(m.fingerprint, a.fingerprint) < 0.75  # what the unmirrored check saw
+    assert replay.hamming(a.face_hash, m.face_hash) <= 24  # the symmetric face hash stays close
+
+
+def test_embeddings_and_prints_round_trip(purchases):
+    e = ver.embed(purchases[IDS[1]])
+    back = ver.Embedding.from_bytes(e.to_bytes())
+    assert back.eyes == e.eyes and back.face_hash == e.face_hash and back.fingerprint == e.fingerprint
+    fp, eyes, h = replay.unpack_print(ver.replay_print(purchases[IDS[1]]))
+    assert fp == e.fingerprint and h == e.face_hash
+
+
+@pytest.fixture
+def demo(stores, links):
+    st = stores("a", "b")
+    links.mesh([srv for srv, _ in st.values()])
+    det = Detector([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
+                   name="index-detector", workers=1)
+    t = threading.Thread(target=det.run, daemon=True)
+    t.start()
+    (_, a), (_, b) = st["a"], st["b"]
+    yield {"st": st, "a": a, "b": b, "till_a": Till(a, KEYS, "a-pos-1"), "hacked_b": HackedTill(b, KEYS, "b-pos-9")}
+    det.stop.set()
+    t.join(10)
+
+
+def verdict(store, aid, timeout=30):
+    wait_until(lambda: store.hgetall(verdict_key(aid)).get("decision"), timeout, what=f"verdict of {aid}")
+    return store.hgetall(verdict_key(aid))
+
+
+def test_a_photo_replayed_on_another_receipt_is_found_store_wide(demo):
+    """The purchase photo of receipt 1, mirrored, presented at the other store for receipt 2 of the
+    same customer: its own receipt's photo is a new capture, so only the store-wide index can tell."""
+    rng = random.Random(4)
+    cust = "cust-00042"
+    p1 = demo["till_a"].purchase(cust, {"shirt": 1}, capture(cust, rng))
+    p2 = demo["till_a"].purchase(cust, {"watch": 1}, capture(cust, rng))
+    wait_until(lambda: demo["a"].smembers(index.customer_key(cust)) >= {f"{p1['photo']}|p:{p1['receipt']}"},
+               20, what="the purchase photos in the index")
+    wait_converged(demo["st"])
+    assert demo["b"].smembers(index.customer_key(cust))  # replicated like everything else
+    stolen = demo["a"].get_blob("b:photo:" + p1["photo"])
+    mirrored = attacks.mirror(attacks.decode(stolen), np.random.default_rng(1))
+    hacked = demo["hacked_b"].refund(p2["receipt"], cust, 24999, mirrored, "cross-receipt-replay")
+    v = verdict(demo["b"], hacked.id)
+    photo = json.loads(v["photo"])
+    assert photo["replay"] == "near" and photo["replay_of"] == p1["photo"], photo
+    assert photo["replay_tag"] == f"p:{p1['receipt']}" and photo["replay_scope"] == "store-wide"
+    assert v["decision"] in ("review", "block")
+    assert "replayed_photo" in [r["code"] for r in json.loads(v["reasons"])]
+
+    # and an honest return of receipt 1 with a new capture is not taken for a replay
+    honest = demo["till_a"].return_(p1["receipt"], capture(cust, rng)).attempt
+    hv = verdict(demo["a"], honest.id)
+    assert json.loads(hv["photo"]).get("replay") is None
