@@ -152,7 +152,11 @@ def test_store_down_during_a_return_is_503_and_writes_nothing(service):
     r = http.post("/api/returns", json={"store": "b", "receipt": p["receipt"]})
     assert r.status_code == 503 and r.headers["retry-after"]
     assert service["a"].smembers(attempts_key(p["receipt"])) == set()
-    assert http.get("/readyz").status_code == 503
+    # Readiness is the process's: it still serves (the page shows the outage), and says what is degraded
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and "store b down" in ready.json()["degraded"], ready.text
+    status = http.get("/api/status").json()
+    assert status["stores"]["b"]["up"] is False and status["stores"]["a"]["up"] is True
 
 
 def test_partition_during_a_double_return(service):

@@ -1,5 +1,6 @@
 """Property tests of the merge: commutative, idempotent, convergent under any interleaving and
 duplication of op batches, and equal to the independent Python replay (frauddemo.crdt)."""
+import hashlib
 import random
 
 import msgpack
@@ -9,8 +10,13 @@ from hypothesis import strategies as st
 
 from frauddemo import crdt
 from frauddemo.store import Store, ops
+from frauddemo.syncer import copy_blobs
 
 KEYS = ["k1", "k2"]
+
+
+def photo_key(value: bytes) -> str:
+    return "b:photo:" + hashlib.sha256(value).hexdigest()
 FIELDS = ["f", "g", "h"]
 
 op_strategy = st.one_of(
@@ -22,7 +28,9 @@ op_strategy = st.one_of(
     st.builds(lambda k, e: ops.srem(f"s:{k}", e), st.sampled_from(KEYS), st.sampled_from("xyz")),
     st.builds(lambda k, d: ops.incr(f"c:{k}", d), st.sampled_from(KEYS),
               st.integers(-5, 5).filter(bool)),
-    st.builds(lambda k, v: ops.blob(f"b:{k}", v), st.sampled_from(KEYS), st.binary(min_size=1, max_size=4)),
+    # Content-addressed photos (a key is the SHA-256 of its bytes): the same key at two replicas
+    # holds the same bytes, which is what makes set-once blobs converge.
+    st.builds(lambda v: ops.blob(photo_key(v), v), st.sampled_from([b"x", b"y", b"\xff\xd8"])),
 )
 writes_strategy = st.lists(st.lists(op_strategy, min_size=1, max_size=3), min_size=1, max_size=12)
 
@@ -41,7 +49,11 @@ def _pw(store):
     return store.r.connection_pool.connection_kwargs["password"]
 
 
-def deliver(target: Store, source: str, epoch: str, entries: list) -> list:
+def deliver(target: Store, source: str, epoch: str, entries: list, origin: Store | None = None) -> list:
+    """What a syncer does with one batch: copy the blobs it refers to from `origin` (they travel by
+    reference), then merge it."""
+    if origin is not None:
+        copy_blobs(origin, target, entries)
     args = [source, epoch]
     for eid, f in entries:
         args += [eid, f[b"c"], f[b"s"], f[b"o"]]
@@ -65,7 +77,10 @@ def test_any_interleaving_and_duplication_converges_to_the_replay(trio, wa, wb, 
     for w in wb:
         b.write(w)
     logs = {"a": a.r.xrange("fd:log"), "b": b.r.xrange("fd:log")}
-    expected = crdt.replay(logs)
+    blobs = {k.decode(): a.r.get(k) or b.r.get(k) for s in (a, b) for k in s.r.scan_iter(match="b:*")}
+    expected = crdt.replay(logs, blobs)
+    assert b"\xff\xd8" not in b"".join(f[b"o"] for entries in logs.values() for _, f in entries), \
+        "blob bytes must stay out of the op log"
 
     rng = random.Random(seed)
     # Cut each log into batches, send them interleaved, and re-send random earlier batches.
@@ -83,15 +98,16 @@ def test_any_interleaving_and_duplication_converges_to_the_replay(trio, wa, wb, 
         if rng.random() < 0.3:
             order.append(rng.choice(order))  # duplicate delivery of an earlier batch
     epochs = {"a": a.epoch, "b": b.epoch}
+    origins = {"a": a, "b": b}
     for name, batch in order:
-        deliver(c, name, epochs[name], batch)
+        deliver(c, name, epochs[name], batch, origins[name])
     assert c.snapshot() == expected
     assert int(c.checkpoint("a")["applied"]) == len(logs["a"])  # duplicates never re-applied
     assert int(c.checkpoint("b")["applied"]) == len(logs["b"])
 
     # Both origins, after a full exchange, equal the replay and each other.
-    deliver(a, "b", b.epoch, logs["b"])
-    deliver(b, "a", a.epoch, logs["a"])
+    deliver(a, "b", b.epoch, logs["b"], b)
+    deliver(b, "a", a.epoch, logs["a"], a)
     assert a.snapshot() == b.snapshot() == expected
 
 
@@ -99,8 +115,9 @@ logged_op = st.sampled_from([
     [b"h", b"h:k", [b"f", b"1"]], [b"h", b"h:k", [b"f", b"2", b"g", b"x"]], [b"hd", b"h:k", [b"f"]],
     [b"sa", b"s:k", b"x", b"t1"], [b"sa", b"s:k", b"x", b"t2"], [b"sr", b"s:k", [b"t1"]],
     [b"c", b"c:k", b"p:a", b"3"], [b"c", b"c:k", b"p:a", b"5"], [b"c", b"c:k", b"n:b", b"2"],
-    [b"b", b"b:k", b"v"], [b"b", b"b:k", b"w"],
+    [b"b", b"b:k", b"v"], [b"br", b"b:r", b"60000"], [b"br", b"b:gone"],
 ])
+BLOBS = {"b:r": b"referenced"}  # b:gone: a reference to a blob its origin no longer holds
 
 
 @st.composite
@@ -121,7 +138,7 @@ def tagged_ops(draw):
 def _state(seq):
     state = {}
     for op, tag in seq:
-        crdt.apply_logged(state, op, tag)
+        crdt.apply_logged(state, op, tag, BLOBS)
     return state
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import wait_until
+from frauddemo.local import stack_ready
 from frauddemo.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -87,7 +88,7 @@ class Live:
             [sys.executable, "-m", "frauddemo", "up", "--headless", "--port", str(self.port), "--data-dir",
              str(self.tmp / "stack"), "--duration", "900", "--rate", "5", "--hacked-rate", "0.5"],
             stdout=log, stderr=subprocess.STDOUT))
-        wait_until(lambda: ok(f"{self.api}/readyz"), 60, interval=0.5, what="the stack to be ready")
+        wait_until(lambda: stack_ready(self.api), 60, interval=0.5, what="the stack to be ready")
 
     def start_prometheus(self) -> None:
         shutil.copy(ROOT / "dashboards" / "frauddemo-rules.yaml", self.tmp / "rules.yaml")

@@ -1,4 +1,5 @@
-"""Photo storage on real servers: content-addressed JPEG + embedding, TTL, cap, thumbnails, replication."""
+"""Photo storage on real servers: content-addressed JPEG (its embedding derived, never stored), TTL, cap,
+thumbnails, replication."""
 import cv2
 import numpy as np
 import pytest
@@ -19,23 +20,24 @@ def photo_store(stores):
     return PhotoStore(store)
 
 
-def test_photo_and_embedding_are_stored_by_content_hash(photo_store):
+def test_photo_is_stored_by_content_hash_and_its_embedding_derived(photo_store):
     jpeg = render(20, 0).jpeg
     stored = photo_store.put(jpeg)
     assert stored.sha256 == sha256(jpeg) and not stored.reencoded and stored.rejected is None
     assert photo_store.get(stored.sha256) == jpeg
     r = photo_store.store.r
-    assert r.exists(PHOTO_PREFIX + stored.sha256) and r.exists(EMB_PREFIX + stored.sha256)
+    assert r.exists(PHOTO_PREFIX + stored.sha256) and not r.exists(EMB_PREFIX + stored.sha256)
     emb = photo_store.embedding(stored.sha256)
     assert emb.sha256 == stored.sha256 and float(emb.vector @ stored.embedding.vector) > 0.9999
+    fresh = PhotoStore(photo_store.store).embedding(stored.sha256)  # another process: from the photo
+    assert float(fresh.vector @ stored.embedding.vector) > 0.9999
 
 
 def test_blobs_carry_the_retention_ttl(stores):
     _, store = stores("a")["a"]
     ps = PhotoStore(store, PhotoPolicy(retention_ms=60_000))
     stored = ps.put(render(21, 0).jpeg)
-    for key in (PHOTO_PREFIX + stored.sha256, EMB_PREFIX + stored.sha256):
-        assert 50_000 < store.r.pttl(key) <= 60_000
+    assert 50_000 < store.r.pttl(PHOTO_PREFIX + stored.sha256) <= 60_000
 
 
 def test_storing_the_same_photo_twice_keeps_one_copy(photo_store):

@@ -1,26 +1,31 @@
 """The store layer on a real server: each CRDT type, the op log, the clock, and refused writes."""
+import hashlib
+
 import msgpack
 import pytest
 import redis
 
 from frauddemo.store import LIBRARY_VERSION, Store, StoreError, load_library, ops
 
+PHOTO = "b:photo:" + hashlib.sha256(b"\xff\xd8\x00").hexdigest()
+
 
 def test_each_type_round_trips_and_is_logged_atomically(stores):
     (_, a), = stores("a").values()
     c = a.write([ops.hset("h:purchase:r1", {"customer": "c1", "amount_cents": 2999}),
                  ops.sadd("s:attempts:r1", "att-1"), ops.incr("c:tx:a:purchase", 3),
-                 ops.incr("c:tx:a:purchase", -1), ops.blob("b:photo:x", b"\xff\xd8\x00", ttl_ms=60_000)])
+                 ops.incr("c:tx:a:purchase", -1), ops.blob(PHOTO, b"\xff\xd8\x00", ttl_ms=60_000)])
     assert len(c.clock) == 16 and c.seq == 1
     assert a.hgetall("h:purchase:r1") == {"customer": "c1", "amount_cents": "2999"}
     assert a.smembers("s:attempts:r1") == {"att-1"}
     assert a.counter("c:tx:a:purchase") == 2
-    assert a.get_blob("b:photo:x") == b"\xff\xd8\x00"
-    assert 0 < a.r.pttl("b:photo:x") <= 60_000
+    assert a.get_blob(PHOTO) == b"\xff\xd8\x00"
+    assert 0 < a.r.pttl(PHOTO) <= 60_000
     (eid, fields), = a.r.xrange("fd:log")
     assert eid.decode() == c.id and fields[b"c"].decode() == c.clock and fields[b"s"] == b"1"
     logged = msgpack.unpackb(fields[b"o"], raw=True)
-    assert [op[0] for op in logged] == [b"h", b"sa", b"c", b"c", b"b"]
+    assert [op[0] for op in logged] == [b"h", b"sa", b"c", b"c", b"br"]  # the blob by reference
+    assert logged[4][1:] == [PHOTO.encode(), 60_000] and b"\xff\xd8\x00" not in fields[b"o"]
     assert logged[2][2:] == [b"p:a", b"3"] and logged[3][2:] == [b"n:a", b"1"]  # absolute parts
 
 

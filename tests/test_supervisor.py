@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conftest import wait_until
+from frauddemo.local import stack_ready
 from frauddemo.procs import alive
 from frauddemo.servers import free_port
 
@@ -31,10 +32,8 @@ def _stack(data):
 
 
 def _ready(port):
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    """Stores up and links replicating (/readyz alone: the service can serve)."""
+    return stack_ready(f"http://127.0.0.1:{port}")
 
 
 def _pids(stack):

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import wait_until
+from frauddemo.local import stack_ready
 from frauddemo.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -50,10 +51,7 @@ class Stack:
         wait_until(self.ready, 90, interval=0.5, what="the stack to be ready")
 
     def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return stack_ready(self.url)  # stores up, links replicating
 
     def api(self, path: str):
         r = httpx.get(f"{self.url}{path}", timeout=10)

@@ -34,8 +34,9 @@ CONNECTION = ("auth", "hello", "ping", "client|setinfo")
 DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
 # What a till writes (retail.py, returns.py, photos/storage.py): receipts, return attempts and their gates,
 # the sets that index them, photos; it reads verdicts (was the refund paid?) but may not write one.
-POS_WRITES = ("h:rcpt:*", "h:ret:*", "h:gate:*", "s:ret:*", "s:cret:*", "s:wallet:*", "b:photo:*", "b:emb:*")
-POS_READS = ("x:ret:*", "x:cret:*", "x:wallet:*", "h:verdict:*")  # x: the sets' tombstones
+# A till never writes an embedding (b:emb:*): it could pair a purchase photo with another face.
+POS_WRITES = ("h:rcpt:*", "h:ret:*", "h:gate:*", "s:ret:*", "s:cret:*", "s:wallet:*", "b:photo:*")
+POS_READS = ("x:ret:*", "x:cret:*", "x:wallet:*", "h:verdict:*", "b:emb:*")  # x: the sets' tombstones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +79,8 @@ ROLES = {r.name: r for r in [
     Role("detector", "the detection engine and the API service: consumes the event streams in group "
          "`detectors`, writes verdicts, alerts and API purchases/returns, and runs the controls "
          "(partition/heal, hacked POS on/off, idempotency records, reset: a script that wipes data keys "
-         "and moves checkpoints)",
-         ("fcall", "fcall_ro", "eval", "scan", "type", "mget", "hvals", "del", "unlink", "xadd", "xrevrange",
+         "and moves checkpoints); reads the stores' memory and persistence state (INFO)",
+         ("fcall", "fcall_ro", "eval", "scan", "type", "mget", "hvals", "del", "unlink", "info", "xadd", "xrevrange",
           "xrange", "xread", "xlen", "xtrim", "xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create",
           *WRITE_FUNCTIONS),
          read_write=(*DATA, "fd:meta", "fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts",

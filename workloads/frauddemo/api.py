@@ -34,7 +34,7 @@ from .pos import CONTROL_KEY, Till, capture
 from .retail import (ALERTS, CATALOGUE, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
                      check_text, decode_hash, read_attempts, read_stories, verdict_key)
 from .scenario import ScenarioError, ScenarioUnavailable, run_fraud
-from .store import Store
+from .store import Store, StoreUnavailable, unavailable_reason
 from .syncer import pause_key
 
 MAX_BODY = 3 * 1024 * 1024  # a 1 MB photo in base64, with room for the rest
@@ -248,7 +248,7 @@ def router(demo, guards=(), token=None) -> APIRouter:
                 raise HTTPException(422, str(e)) from None
             except PhotoRejected as e:  # not an image, truncated, empty, a pixel bomb: nothing written
                 raise HTTPException(413 if e.kind == TOO_LARGE else 422, f"photo rejected: {e}") from None
-        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
+        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make), body.store)
 
     # -- returns ----------------------------------------------------------------------------------
     @api.get("/returns")
@@ -292,7 +292,7 @@ def router(demo, guards=(), token=None) -> APIRouter:
             except PhotoRejected as e:
                 raise HTTPException(413 if e.kind in (TOO_LARGE, TOO_MANY_PIXELS) else 422,
                                     f"photo rejected: {e}") from None
-        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make))
+        return _guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make), body.store)
 
     # -- alerts -----------------------------------------------------------------------------------
     @api.get("/alerts")
@@ -421,13 +421,21 @@ def router(demo, guards=(), token=None) -> APIRouter:
     return api
 
 
-def _guard(fn):
-    """Redis errors while serving a request mean a store went away: 503 with Retry-After, nothing
+def _guard(fn, store: str | None = None):
+    """Redis errors while serving a request mean a store went away, or refuses writes for now (it
+    cannot persist: disk full; maxmemory reached): 503 with Retry-After and the reason, nothing
     half-written (every domain write is one atomic call)."""
     try:
         return fn()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise Unavailable(f"a store is unreachable: {e}") from None
+    except StoreUnavailable as e:
+        raise Unavailable(str(e)) from None
+    except redis.ResponseError as e:
+        why = unavailable_reason(store or "?", e)
+        if why is None:
+            raise
+        raise Unavailable(why) from None
 
 
 def _sha(get, sha: str):

@@ -5,8 +5,6 @@ The state has the shape of `Store.snapshot()`.
 """
 from __future__ import annotations
 
-import hashlib
-
 import msgpack
 
 
@@ -22,7 +20,9 @@ def _apply_h(state: dict, key: bytes, fields: dict, tag: bytes, delete: bool = F
             h[t] = tag
 
 
-def apply_logged(state: dict, op: list, tag: bytes) -> None:
+def apply_logged(state: dict, op: list, tag: bytes, blobs: dict | None = None) -> None:
+    """`blobs`: key -> bytes of the blobs that "br" operations refer to (the bytes travel outside
+    the op log); a reference to a blob not in it applies nothing (expired at its source)."""
     kind, key = op[0], op[1].decode()
     if kind == b"h":
         flat = op[2]
@@ -41,22 +41,24 @@ def apply_logged(state: dict, op: list, tag: bytes) -> None:
         parts = state.setdefault(key, {})
         if op[2] not in parts or int(op[3]) > int(parts[op[2]]):
             parts[op[2]] = op[3]
-    elif kind == b"b":
-        cur = state.get(key)
-        if cur is None or (cur != op[2] and hashlib.sha1(op[2]).hexdigest() > hashlib.sha1(cur).hexdigest()):
-            state[key] = op[2]
+    elif kind == b"b":  # inline bytes (op logs of library versions before 16): set once
+        state.setdefault(key, op[2])
+    elif kind == b"br":  # by reference: set once, from the origin's bytes
+        if blobs is not None and key in blobs:
+            state.setdefault(key, blobs[key])
     else:
         raise ValueError(f"unknown operation {kind!r}")
 
 
-def replay(entries_by_replica: dict[str, list]) -> dict:
-    """Apply raw op-log entries [(id, {b'c','s','o'})] of each replica; order between replicas is free."""
+def replay(entries_by_replica: dict[str, list], blobs: dict | None = None) -> dict:
+    """Apply raw op-log entries [(id, {b'c','s','o'})] of each replica; order between replicas is free.
+    `blobs`: the bytes of referenced blobs (key -> bytes), as their origin stores hold them."""
     state: dict = {}
     for replica, entries in entries_by_replica.items():
         for _id, fields in entries:
             tag = fields[b"c"] + b":" + replica.encode()
             for op in msgpack.unpackb(fields[b"o"], raw=True):
-                apply_logged(state, op, tag)
+                apply_logged(state, op, tag, blobs)
     return {k: v for k, v in state.items() if not _empty(v)}
 
 

@@ -11,6 +11,7 @@ detectors share the work through the group. Metrics are counted by whoever creat
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import gc
 import json
@@ -27,14 +28,15 @@ import redis
 
 from . import metrics
 from .config import StoreRef
-from .detection import ALLOW, BLOCK, RANK, REVIEW, DetectionConfig, Judgement, judge_receipt
+from .detection import ALLOW, BLOCK, RANK, REVIEW, WEIGHTS, DetectionConfig, Judgement, judge_receipt
 from .photos import index as photo_index
 from .photos import verify as ver
+from .photos.decode import PhotoRejected
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .procs import die_with_parent
 from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
                      alert_key, customer_returns_key, read_stories, verdict_key)
-from .store import Store, ops
+from .store import Store, StoreUnavailable, ops
 from .storeset import StoreSet
 
 log = logging.getLogger("frauddemo.detector")
@@ -43,6 +45,7 @@ STREAMS = (PURCHASES, RETURNS)
 BATCH = 256
 CLAIM_IDLE_MS = 30_000
 JUDGES = 4  # batches judged at once
+EMBEDDING_CACHE = 4096  # derived embeddings kept in this process (~1 KB each)
 
 
 def cgroup_cpus(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
@@ -125,14 +128,32 @@ def _worker_init(parent: int) -> None:
     ver._tools()  # load the cascades now, not during the first verification
 
 
-def verify_photo(photo: bytes | None, purchase_emb: bytes | None, earlier: list[bytes], cfg: ver.VerifyConfig
-                 ) -> dict:
-    """Runs in a pool worker: the return photo against the purchase photo's stored embedding."""
+def verify_photo(photo: bytes | None, purchase, earlier: list, cfg: ver.VerifyConfig) -> dict:
+    """Runs in a pool worker: the return photo against the purchase photo. `purchase` and each of
+    `earlier` is ("emb", embedding bytes) or ("photo", sha, JPEG bytes) for a photo whose embedding
+    is derived here (tills never store embeddings); those come back under "embeddings" (sha -> bytes,
+    or None for a photo without a usable face) for the caller to cache."""
     t0 = time.perf_counter()
-    purchase = ver.Embedding.from_bytes(purchase_emb) if purchase_emb else None
-    v = ver.verify(photo, purchase, [ver.Embedding.from_bytes(e) for e in earlier], cfg)
+    computed: dict[str, bytes | None] = {}
+
+    def embedding(src):
+        if src is None:
+            return None
+        if src[0] == "emb":
+            return ver.Embedding.from_bytes(src[1])
+        _, sha, jpeg = src
+        try:
+            emb = ver.analyze(jpeg, cfg).embedding
+        except PhotoRejected:
+            emb = None
+        computed[sha] = emb.to_bytes() if emb is not None else None
+        return emb
+
+    purchase_emb = embedding(purchase)
+    earlier_embs = [e for e in (embedding(x) for x in earlier) if e is not None]
+    v = ver.verify(photo, purchase_emb, earlier_embs, cfg)
     return {"verdict": v.verdict, "similarity": v.similarity, "rejected": v.rejected, "replay": v.replay,
-            "print": v.print, "seconds": time.perf_counter() - t0}
+            "print": v.print, "seconds": time.perf_counter() - t0, "embeddings": computed}
 
 
 def photo_outcome(p: dict) -> str:
@@ -152,6 +173,10 @@ class Detector:
         self.inbox: queue.Queue = queue.Queue(maxsize=64)
         self.stop = threading.Event()
         self.processed = 0
+        metrics.init_detector([r.name for r in refs], WEIGHTS)
+        self._refusal = ""  # the last "store refuses writes" reason logged
+        # photo sha -> embedding bytes (None: no usable face), derived by the pool workers
+        self._embeddings: collections.OrderedDict[str, bytes | None] = collections.OrderedDict()
 
     def store(self, name: str) -> Store:
         return self.stores.get(name)
@@ -263,6 +288,11 @@ class Detector:
     def _judge_batch(self, items: list, slots: threading.BoundedSemaphore) -> None:
         try:
             self.process(items)
+        except StoreUnavailable as e:  # disk full, maxmemory: one line, no traceback; retried
+            if str(e) != self._refusal:
+                log.warning("%s: verdicts wait (their events stay pending and are retried)", e)
+            self._refusal = str(e)
+            self.stop.wait(1.0)
         except Exception:  # a bug or a store gone mid-batch: the events stay pending
             log.exception("batch failed; its events stay pending and are retried")
             self.stop.wait(1.0)
@@ -303,6 +333,9 @@ class Detector:
                 self.store(store).r.xack(stream, GROUP, *ids)
         with self._lock:
             self.processed += sum(len(e) for _, _, e in items)
+        if self._refusal:
+            log.info("stores accept verdicts again")
+            self._refusal = ""
 
     def judge(self, rids: list[str]) -> set[str]:
         """Judge receipts with what the reachable stores know; the receipts judged without some
@@ -379,26 +412,58 @@ class Detector:
         for a, story in todo:
             purchase = story.receipt.photo if story.receipt else ""
             earlier = [b.photo for b in story.attempts.values() if b.photo and b.clock < a.clock]
-            args = (blobs.get(PHOTO_PREFIX + a.photo), blobs.get(EMB_PREFIX + purchase) if purchase else None,
-                    [blobs[EMB_PREFIX + s] for s in earlier if EMB_PREFIX + s in blobs], self.verify_cfg)
-            if args[0] is None:
+            photo = blobs.get(PHOTO_PREFIX + a.photo)
+            if photo is None:
                 out[a.id] = None  # the photo has not reached any reachable store
                 continue
-            futures[a.id] = self.pool().submit(verify_photo, *args)
+            sources = [self._embedding_source(sha, blobs) for sha in earlier]
+            futures[a.id] = self.pool().submit(
+                verify_photo, photo, self._embedding_source(purchase, blobs) if purchase else None,
+                [x for x in sources if x is not None], self.verify_cfg)
         for aid, f in futures.items():
             p = f.result()
             metrics.PHOTO_VERIFICATION.labels(photo_outcome(p)).observe(p.pop("seconds"))
+            for sha, emb in p.pop("embeddings").items():
+                self._remember(sha, emb)
             out[aid] = p
         photo_index.judge_hook(stores, [t for t in todo if t[0].id in futures], out, self.verify_cfg)
         return out
 
+    def _embedding_source(self, sha: str, blobs: dict[str, bytes]):
+        """What a worker needs for a photo's embedding: the embedding (cached here, or stored by an
+        earlier version), else the photo to derive it from; None when neither is known."""
+        with self._lock:
+            if sha in self._embeddings:
+                self._embeddings.move_to_end(sha)
+                known = self._embeddings[sha]
+                return ("emb", known) if known is not None else None
+        if EMB_PREFIX + sha in blobs:
+            return ("emb", blobs[EMB_PREFIX + sha])
+        if PHOTO_PREFIX + sha in blobs:
+            return ("photo", sha, blobs[PHOTO_PREFIX + sha])
+        return None
+
+    def _remember(self, sha: str, emb: bytes | None) -> None:
+        with self._lock:
+            self._embeddings[sha] = emb
+            self._embeddings.move_to_end(sha)
+            while len(self._embeddings) > EMBEDDING_CACHE:
+                self._embeddings.popitem(last=False)
+
     def _blobs(self, stores: dict[str, Store], todo) -> dict[str, bytes]:
+        """The return photos, and for the purchase and earlier photos whose embedding is not cached
+        here: the stored embedding (written by earlier versions) and the photo."""
         keys = set()
+        with self._lock:
+            cached = set(self._embeddings)
         for a, story in todo:
             keys.add(PHOTO_PREFIX + a.photo)
+            others = [b.photo for b in story.attempts.values() if b.photo]
             if story.receipt and story.receipt.photo:
-                keys.add(EMB_PREFIX + story.receipt.photo)
-            keys.update(EMB_PREFIX + b.photo for b in story.attempts.values() if b.photo)
+                others.append(story.receipt.photo)
+            for sha in others:
+                if sha not in cached:
+                    keys.update((EMB_PREFIX + sha, PHOTO_PREFIX + sha))
         keys = sorted(keys)
         found: dict[str, bytes] = {}
         for s in stores.values():

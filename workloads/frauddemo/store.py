@@ -144,6 +144,28 @@ def load_library(r: redis.Redis) -> None:
                                "operator's store agent loads it)") from None
 
 
+class StoreUnavailable(StoreError):
+    """The store refuses writes for now (it cannot persist: disk full; or maxmemory reached): retry
+    later. The message says which store and why."""
+
+
+def unavailable_reason(replica: str, err: Exception) -> str | None:
+    """A human reason when `err` is a store refusing writes for now (MISCONF: persistence failing,
+    OOM: maxmemory reached with noeviction), else None."""
+    msg = str(err)
+    if msg.startswith("MISCONF"):
+        why = "disk full" if "No space left" in msg else msg.split(":", 1)[-1].strip() or msg
+        return f"store {replica} cannot persist: {why}"
+    if msg.startswith("OOM"):
+        return f"store {replica} is full: maxmemory reached (writes refused, nothing evicted)"
+    return None
+
+
+def _refused(replica: str, err: Exception) -> StoreError:
+    why = unavailable_reason(replica, err)
+    return StoreUnavailable(why) if why else StoreError(str(err))
+
+
 def wait_for_functions(connect, stop, what: str, log, backoff_max: float = 10.0):
     """`connect()` until it stops failing with FunctionsMissing, with backoff and one log line (a client
     that starts before the store agent loaded the functions waits for them instead of exiting).
@@ -208,7 +230,7 @@ class Store:
         try:
             return Commit.from_reply(self.r.fcall("fd_write", 0, payload))
         except redis.ResponseError as e:
-            raise StoreError(str(e)) from None
+            raise _refused(self.replica, e) from None
 
     def write_many(self, batches: list[list]) -> list[Commit]:
         """Several independent writes in one round trip (each its own atomic op-log entry)."""
@@ -218,7 +240,7 @@ class Store:
         out = []
         for res in pipe.execute(raise_on_error=False):
             if isinstance(res, Exception):
-                raise StoreError(str(res))
+                raise _refused(self.replica, res)
             out.append(Commit.from_reply(res))
         return out
 

@@ -8,11 +8,13 @@ import time
 import redis
 
 from .config import StoreRef
-from .store import FunctionsMissing, Store
+from . import metrics
+from .store import FunctionsMissing, Store, unavailable_reason
 
 log = logging.getLogger("frauddemo.stores")
 
 LINK_FRESH_MS = 3000
+PROBE_KEY = "fd:idem:~probe"  # never written: a DEL of it is refused only when the store refuses writes
 
 
 class StoreStarting(redis.ConnectionError):
@@ -65,13 +67,15 @@ class StoreSet:
             s.close()
 
     def status(self) -> dict:
-        """Per store: up and op-log seq; per directed link: state, lag, backlog, freshness."""
+        """Per store: up, op-log seq, memory (used, maxmemory, policy) and whether it accepts writes
+        (persistence working, under maxmemory), with the reason when not; per directed link: state,
+        lag, backlog, freshness. Also sets the stores' gauges (metrics.STORE_*)."""
         now_ms = int(time.time() * 1000)
         stores, links = {}, []
         for ref in self.refs:
             try:
                 s = self.get(ref.name)
-                stores[ref.name] = {"up": True, "seq": s.seq()}
+                stores[ref.name] = {"up": True, "seq": s.seq(), **store_health(s)}
                 for src in self.refs:
                     if src.name == ref.name:
                         continue
@@ -88,8 +92,38 @@ class StoreSet:
             except (redis.RedisError, OSError) as e:
                 self.drop(ref.name)
                 stores[ref.name] = {"up": False, "error": str(e)[:200]}
+        for name, st in stores.items():
+            metrics.STORE_UP.labels(name).set(1 if st["up"] else 0)
+            if st["up"]:
+                metrics.STORE_USED_MEMORY.labels(name).set(st["memory"]["used_bytes"])
+                metrics.STORE_MAXMEMORY.labels(name).set(st["memory"]["max_bytes"])
+                metrics.STORE_WRITABLE.labels(name).set(1 if st["writable"] else 0)
+            else:
+                metrics.STORE_WRITABLE.labels(name).set(0)
         return {"stores": stores, "links": links}
 
     def close(self) -> None:
         for name in list(self._stores):
             self.drop(name)
+
+
+def store_health(s: Store) -> dict:
+    """A store's memory and whether it accepts writes, from INFO (and, only when persistence is
+    failing, from the error a harmless write gets: INFO says that it fails, not why)."""
+    info = s.r.info("memory", "persistence")
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    memory = {"used_bytes": used, "max_bytes": limit, "policy": str(info.get("maxmemory_policy", "")),
+              "used_ratio": round(used / limit, 4) if limit else None}
+    failing = [k for k in ("aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status")
+               if info.get(k, "ok") != "ok"]
+    problem = None
+    if failing:
+        try:  # refused while the server cannot persist (MISCONF), whatever the key; deletes nothing
+            s.r.delete(PROBE_KEY)  # accepted: a failed rewrite or snapshot that does not stop writes
+        except redis.ResponseError as e:
+            problem = unavailable_reason(s.replica, e) or f"store {s.replica}: {e}"
+    elif limit and used >= limit:
+        problem = f"store {s.replica} is full: maxmemory ({limit} bytes) reached"
+    if problem and not problem.startswith("store "):
+        problem = f"store {s.replica} {problem}"
+    return {"memory": memory, "writable": problem is None, "problem": problem}

@@ -8,11 +8,13 @@ source) make the merge report a gap, and the link does a full-state resync from 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
+import msgpack
 import redis
 
 from . import metrics
@@ -21,6 +23,7 @@ from .store import LOG_KEY, Store, StoreError, wait_for_functions
 log = logging.getLogger("frauddemo.syncer")
 PAUSE_CHECK_S = 0.1
 MERGES_IN_FLIGHT = 2  # merge calls queued at the target under backlog
+PHOTO_KEY = "b:photo:"  # content-addressed: the key is the SHA-256 of the bytes
 
 
 def pause_key(source: str) -> str:
@@ -55,6 +58,7 @@ class LinkStats:
     last_lag_us: int = 0
     backlog: int = 0
     state: str = "starting"
+    blobs: int = 0  # blobs copied from the source (they travel by reference, not in the op log)
     lags_us: list | None = None  # filled only when a benchmark asks for raw samples
     malformed_ids: list = field(default_factory=list)
 
@@ -84,6 +88,55 @@ def _merge_command(head: tuple, entries: list) -> list:
         else:  # not written by fd_write: the merge counts it as malformed and skips it
             args += (eid, _field(fields, b"c") or b"", _field(fields, b"s") or b"", _field(fields, b"o") or b"")
     return _resp(*args)
+
+
+BLOB_REF = b"\xa2br"  # msgpack's "br": only entries holding it can refer to a blob (no unpacking the rest)
+
+
+def blob_refs(entries: list) -> list[str]:
+    """Keys of the blobs that op-log entries refer to ("br" operations), in order, once each."""
+    keys: dict[str, None] = {}
+    for _eid, fields in entries:
+        o = fields.get(b"o") if isinstance(fields, dict) else _field(fields, b"o")
+        if not isinstance(o, bytes) or BLOB_REF not in o:
+            continue
+        try:
+            operations = msgpack.unpackb(o, raw=True)
+        except Exception:  # malformed: the merge skips and reports it
+            continue
+        for op in operations if isinstance(operations, list) else ():
+            if isinstance(op, list) and len(op) >= 2 and op[0] == b"br" and isinstance(op[1], bytes):
+                keys[op[1].decode(errors="replace")] = None
+    return list(keys)
+
+
+def fetch_blobs(source: Store, keys: list[str], name: str = "") -> list:
+    """fd_blobs arguments (key, value, ttl_ms) for the blobs the source still holds. A photo whose
+    bytes do not hash to its key is left out and logged (the store checked it at its origin; this is
+    the copy's check)."""
+    if not keys:
+        return []
+    pipe = source.r.pipeline(transaction=False)
+    for k in keys:
+        pipe.get(k)
+        pipe.pttl(k)
+    res = pipe.execute()
+    out = []
+    for i, k in enumerate(keys):
+        value, ttl = res[2 * i], res[2 * i + 1]
+        if value is None:
+            continue  # expired or deleted at the source since: nothing to copy
+        if k.startswith(PHOTO_KEY) and hashlib.sha256(value).hexdigest() != k[len(PHOTO_KEY):]:
+            log.error("link %s: blob %s at the source does not hash to its key: not copied", name, k)
+            continue
+        out += [k.encode(), value, max(0, int(ttl))]
+    return out
+
+
+def copy_blobs(source: Store, target: Store, entries: list, name: str = "") -> int:
+    """Copy the blobs these entries refer to from the source to the target (before merging them)."""
+    args = fetch_blobs(source, blob_refs(entries), name)
+    return int(target.r.fcall("fd_blobs", 0, *args)) if args else 0
 
 
 class _Reader:
@@ -156,6 +209,7 @@ class Syncer:
             raise ValueError(f"source and target are the same replica {self.source.replica!r}")
         self.name = f"{self.source.replica}->{self.target.replica}"
         self.labels = {"source": self.source.replica, "target": self.target.replica}
+        metrics.init_link(self.source.replica, self.target.replica)
         return True
 
     def _close(self) -> None:
@@ -240,8 +294,13 @@ class Syncer:
                         break  # the caller reconnects, and holds while paused
                 entries = reader.next()
                 if entries:
+                    # Blobs travel by reference: copy those the batch refers to first, on the same
+                    # connection, so the merge that refers to them finds them.
+                    blobs = fetch_blobs(src, blob_refs(entries), self.name)
+                    if blobs:
+                        merge_conn.send_packed_command(_resp(b"FCALL", b"fd_blobs", b"0", *blobs))
                     merge_conn.send_packed_command(_merge_command(head, entries))
-                    pending.append(entries)
+                    pending.append((entries, bool(blobs)))
                 # Under backlog keep merges queued at the target; a short batch means no backlog:
                 # settle everything now rather than keep replies (and the lag figure) waiting.
                 settle(MERGES_IN_FLIGHT - 1 if reader.behind or reader.ready() else 0)
@@ -274,8 +333,15 @@ class Syncer:
         self._resync("entries missing from the source's op log (retention or reset)")
         return self.target.checkpoint(self.source.replica)["id"].encode()
 
-    def _finish(self, conn, entries: list) -> bool:
-        """Read one merge reply and account for it; True when the target reports a gap."""
+    def _finish(self, conn, item: tuple) -> bool:
+        """Read one merge reply (and the blob copy's before it) and account for it; True when the
+        target reports a gap."""
+        entries, blobs = item
+        if blobs:
+            copied = conn.read_response()
+            if isinstance(copied, redis.ResponseError):
+                raise copied
+            self.stats.blobs += int(copied)
         res = conn.read_response()
         if isinstance(res, redis.ResponseError):
             raise res

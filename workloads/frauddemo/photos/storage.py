@@ -1,10 +1,16 @@
-"""Photos in the stores: JPEG by content hash, the embedding beside it, thumbnails on demand.
+"""Photos in the stores: JPEG by content hash; embeddings derived where they are needed.
 
-Keys (both immutable blobs, written together in one atomic, replicated store write):
-  b:photo:<sha256 of the JPEG>   the JPEG itself, at most `PhotoPolicy.max_bytes`
-  b:emb:<sha256 of the JPEG>     `verify.Embedding` bytes (descriptor, content hash, perceptual hash)
-Both expire after the retention TTL. A photo uploaded in another format, or larger than the policy
-allows, is re-encoded as a JPEG first, so the key is always the hash of the stored bytes.
+Keys:
+  b:photo:<sha256 of the JPEG>   the JPEG itself, at most `PhotoPolicy.max_bytes`: an immutable,
+                                 content-addressed blob (the store checks the hash and refuses other
+                                 bytes under an existing key), replicated by reference
+  b:emb:<sha256 of the JPEG>     `verify.Embedding` bytes, written by versions before embeddings were
+                                 derived by their readers; still read when present, never written
+A till never writes an embedding (a compromised till could otherwise pair a purchase photo with
+someone else's face): whoever compares faces derives the embedding from the stored photo, and keeps
+it in a small in-process cache. Photos expire after the retention TTL. A photo uploaded in another
+format, or larger than the policy allows, is re-encoded as a JPEG first, so the key is always the
+hash of the stored bytes.
 
 Thumbnails are generated from the stored JPEG when asked for and cached in this process for a short
 while; they are never written to a store. Listings carry `ref()` dictionaries, never photo bytes.
@@ -38,6 +44,7 @@ class PhotoPolicy:
     thumb_side: int = 160
     thumb_cache_s: float = 300.0
     thumb_cache_entries: int = 256
+    analysis_cache_entries: int = 1024  # embeddings (or "no usable face") by photo hash, ~1 KB each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,23 +93,40 @@ class PhotoStore:
                  cfg: ver.VerifyConfig = ver.VerifyConfig()):
         self.store, self.policy, self.cfg = store, policy, cfg
         self._thumbs: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
+        self._analysed: OrderedDict[str, tuple[ver.Embedding | None, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _analyse(self, sha: str, jpeg: bytes) -> tuple[ver.Embedding | None, str | None]:
+        """(embedding, None) or (None, why there is none), cached by content hash."""
+        with self._lock:
+            hit = self._analysed.get(sha)
+            if hit is not None:
+                self._analysed.move_to_end(sha)
+                return hit
+        try:
+            out = (ver.analyze(jpeg, self.cfg).embedding, None)
+        except PhotoRejected as e:
+            out = (None, e.kind)
+        self._remember(sha, out)
+        return out
+
+    def _remember(self, sha: str, out: tuple) -> None:
+        with self._lock:
+            self._analysed[sha] = out
+            self._analysed.move_to_end(sha)
+            while len(self._analysed) > self.policy.analysis_cache_entries:
+                self._analysed.popitem(last=False)
+
     def put(self, data: bytes) -> StoredPhoto:
-        """Store a photo and its embedding (computed here, once). Raises PhotoRejected for bytes
-        that are not a usable image; a photo without a usable face is stored without embedding.
-        The same bytes stored again (content addressing) are not analysed again."""
+        """Store a photo (its embedding is computed here, once per content, but never stored).
+        Raises PhotoRejected for bytes that are not a usable image; a photo without a usable face
+        is stored all the same. The same bytes again are neither analysed nor written again."""
         jpeg, w, h, reencoded = normalise(data, self.policy, self.cfg.limits)
         sha = replay.sha256(jpeg)
-        known = self.store.get_blob(EMB_PREFIX + sha)
-        if known is not None:
-            return StoredPhoto(sha, len(jpeg), w, h, ver.Embedding.from_bytes(known), None, reencoded)
-        try:
-            emb, rejected = ver.analyze(jpeg, self.cfg).embedding, None
-        except PhotoRejected as e:
-            emb, rejected = None, e.kind
+        emb, rejected = self._analyse(sha, jpeg)
         stored, writes = self._prepare(jpeg, sha, w, h, emb, rejected, reencoded)
-        self.store.write(writes)
+        if not self.store.r.exists(PHOTO_PREFIX + sha):
+            self.store.write(writes)
         return stored
 
     def prepare_return(self, data: bytes, purchase_sha: str | None, earlier_shas: tuple[str, ...] = ()
@@ -118,9 +142,11 @@ class PhotoStore:
         try:
             probe = ver.analyze(jpeg, self.cfg)
         except PhotoRejected as e:
+            self._remember(sha, (None, e.kind))
             verdict = ver.verify(jpeg, purchase, earlier, self.cfg)  # the rejection, with a replay check
             stored, writes = self._prepare(jpeg, sha, w, h, None, e.kind, reencoded)
             return stored, verdict, writes
+        self._remember(sha, (probe.embedding, None))
         if purchase is None:
             verdict = ver.Verdict(ver.REVIEW, ("no purchase photo to compare with",), face=probe.face)
         else:
@@ -130,19 +156,22 @@ class PhotoStore:
         return stored, verdict, writes
 
     def _prepare(self, jpeg, sha, w, h, emb, rejected, reencoded) -> tuple[StoredPhoto, list]:
-        ttl = self.policy.retention_ms
-        writes = [ops.blob(PHOTO_PREFIX + sha, jpeg, ttl_ms=ttl)]
-        if emb is not None:
-            writes.append(ops.blob(EMB_PREFIX + sha, emb.to_bytes(), ttl_ms=ttl))
+        """The photo's write: the JPEG only (an embedding is never written by a till)."""
+        writes = [ops.blob(PHOTO_PREFIX + sha, jpeg, ttl_ms=self.policy.retention_ms)]
         return StoredPhoto(sha, len(jpeg), w, h, emb, rejected, reencoded), writes
 
     def get(self, sha: str) -> bytes | None:
         return self.store.get_blob(PHOTO_PREFIX + _check_sha(sha))
 
     def embedding(self, sha: str) -> ver.Embedding | None:
-        """The stored embedding; recomputed from the photo (not rewritten: blobs are immutable)
-        when it was made by another descriptor version or is missing."""
-        raw = self.store.get_blob(EMB_PREFIX + _check_sha(sha))
+        """The photo's embedding: derived from the stored photo (cached in this process), or an
+        embedding stored by an earlier version when it has the current descriptor."""
+        _check_sha(sha)
+        with self._lock:
+            hit = self._analysed.get(sha)
+        if hit is not None:
+            return hit[0]
+        raw = self.store.get_blob(EMB_PREFIX + sha)
         if raw is not None:
             emb = ver.Embedding.from_bytes(raw)
             if emb.descriptor == ver.DESCRIPTOR:
@@ -150,10 +179,7 @@ class PhotoStore:
         photo = self.get(sha)
         if photo is None:
             return None
-        try:
-            return ver.analyze(photo, self.cfg).embedding
-        except PhotoRejected:
-            return None
+        return self._analyse(sha, photo)[0]
 
     def thumbnail(self, sha: str, side: int | None = None) -> bytes | None:
         side = int(side or self.policy.thumb_side)
