@@ -9,12 +9,17 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Every dependency comes as a wheel (--only-binary), so no compiler is needed here or anywhere else.
+# The dependencies first, from pyproject.toml alone: a change to the code or the README reuses this layer.
+RUN python -m venv /opt/frauddemo \
+ && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    > /tmp/requirements.txt \
+ && /opt/frauddemo/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+COPY README.md ./
 COPY workloads ./workloads
 COPY operator ./operator
-# Every dependency comes as a wheel (--only-binary), so no compiler is needed here or anywhere else.
-RUN python -m venv /opt/frauddemo \
- && /opt/frauddemo/bin/pip wheel --no-deps --wheel-dir /wheels . \
+RUN /opt/frauddemo/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/frauddemo/bin/pip install --only-binary=:all: /wheels/*.whl \
  && /opt/frauddemo/bin/python -m compileall -q /opt/frauddemo/lib
 
