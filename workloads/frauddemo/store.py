@@ -156,7 +156,8 @@ def unavailable_reason(replica: str, err: Exception) -> str | None:
     if msg.startswith("MISCONF"):
         why = "disk full" if "No space left" in msg else msg.split(":", 1)[-1].strip() or msg
         return f"store {replica} cannot persist: {why}"
-    if msg.startswith("OOM"):
+    if msg.startswith("OOM") or isinstance(err, redis.exceptions.OutOfMemoryError) or \
+            "used memory > 'maxmemory'" in msg:
         return f"store {replica} is full: maxmemory reached (writes refused, nothing evicted)"
     return None
 
