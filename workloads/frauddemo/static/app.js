@@ -541,9 +541,32 @@ function renderStatus(st) {
     btn.textContent = overall === 'partitioned' ? 'Heal the link' : 'Partition the link';
   }
   for (const [name, s] of stores) {
-    const up = st.stores && st.stores[name] && st.stores[name].up;
-    setBadge(s.refs.state, up ? 'up' : 'down', up ? 'up' : 'down');
+    const x = (st.stores && st.stores[name]) || {};
+    const readOnly = x.up && x.writable === false;
+    setBadge(s.refs.state, !x.up ? 'down' : readOnly ? 'refusing writes' : 'up', !x.up ? 'down' : readOnly ? 'refused' : 'up');
+    s.refs.health.replaceChildren(...storeHealth(x));
+    s.refs.health.className = `store-health${readOnly ? ' tone-text-bad' : ''}`;
   }
+}
+
+// A store's memory (used of its maxmemory) and, when it refuses writes, why (disk full, memory full).
+function storeHealth(x) {
+  if (!x.up) return [document.createTextNode(x.error ? `unreachable: ${x.error}` : 'unreachable')];
+  const out = [];
+  const m = x.memory;
+  if (m) {
+    const used = `memory ${bytes(m.used_bytes)}`;
+    out.push(el('span', { cls: 'store-mem', text: m.max_bytes ? `${used} of ${bytes(m.max_bytes)}` : used }));
+  }
+  if (x.problem) out.push(el('span', { cls: 'store-problem', text: ` · ${x.problem}` }));
+  return out;
+}
+
+function bytes(n) {
+  const v = Number(n) || 0;
+  if (v >= 1024 ** 3) return `${(v / 1024 ** 3).toFixed(1)} GiB`;
+  if (v >= 1024 ** 2) return `${(v / 1024 ** 2).toFixed(1)} MiB`;
+  return `${Math.round(v / 1024)} KiB`;
 }
 
 // -- summary -----------------------------------------------------------------------------------------
