@@ -255,6 +255,11 @@ def _bench_runners() -> dict:
 
         return run()
 
+    def memory():
+        from .bench_memory import run
+
+        return run(log=lambda m: print(m, file=sys.stderr, flush=True))
+
     def operator():
         from frauddemo_operator.bench import run
 
@@ -265,7 +270,7 @@ def _bench_runners() -> dict:
 
         return run()
 
-    return {"replication": replication, "photo": photo, "operator": operator, "detection": detection}
+    return {"replication": replication, "photo": photo, "memory": memory, "operator": operator, "detection": detection}
 
 
 def build_parser() -> argparse.ArgumentParser:
