@@ -119,7 +119,8 @@ def test_the_metric_contract_is_on_the_dashboard():
                "frauddemo_fraud_alerts_total", "frauddemo_detection_decisions_total",
                "frauddemo_refund_value_dollars_total", "frauddemo_detection_latency_seconds_bucket",
                "frauddemo_photo_verification_seconds_bucket", "frauddemo_photo_verification_seconds_count",
-               "frauddemo_detector_events_total", "frauddemo_detector_pending_events", "frauddemo_detector_up"]
+               "frauddemo_detector_events_total", "frauddemo_detector_pending_events", "frauddemo_detector_up",
+               "frauddemo_store_used_memory_bytes", "frauddemo_store_maxmemory_bytes", "frauddemo_store_writable"]
     assert [m for m in metrics if m not in text] == []
 
 

@@ -218,6 +218,32 @@ def test_scenario_1_and_load_fill_every_panel(live):
         f"panels without data ({len(missing)} of {len(queries)} queries):\n  " + "\n  ".join(missing))
 
 
+def test_every_link_and_store_has_its_series(live):
+    """Each panel query answers for every link (queries by source, target) and every store (queries by
+    store), not just for those that had an event: labelled counters exist from the start, at 0
+    (a resync or skip counter with no series read "No data" on a healthy stack)."""
+    links = {(s, t) for s in STORES for t in STORES if s != t}
+    lacking = []
+    for what, promql in panel_queries():
+        top = re.match(r"\s*(sum|max|min|avg|count)\(", promql)  # an aggregate over every series: one answer
+        by = None if top else re.search(r"by \(([^)]*)\)", promql)
+        labels = {x.strip() for x in by.group(1).split(",")} if by else set()
+        result = live.query(promql)
+        if {"source", "target"} <= labels:
+            got = {(r["metric"].get("source"), r["metric"].get("target")) for r in result}
+            if got != links:
+                lacking.append(f"{what}: links {sorted(got)}")
+        elif "store" in labels and 'store="' not in promql:
+            got = {r["metric"].get("store") for r in result}
+            if got != set(STORES):
+                lacking.append(f"{what}: stores {sorted(got)}")
+    for family in ("frauddemo_syncer_resyncs_total", "frauddemo_syncer_skipped_ops_total"):
+        got = {(r["metric"]["source"], r["metric"]["target"]) for r in live.query(family)}
+        if got != links:
+            lacking.append(f"{family}: links {sorted(got)}")
+    assert lacking == [], "\n".join(lacking)
+
+
 def test_metrics_pass_promtool_check_metrics(live):
     text = get(f"{live.api}/metrics").text
     for family in ("frauddemo_replication_lag_seconds", "frauddemo_syncer_up", "frauddemo_transactions_total",
