@@ -30,7 +30,16 @@ containerd_running() {
     ctr --address "$CONTAINERD_ADDRESS" version >/dev/null 2>&1
 }
 
+# Whether this process may lower an OOM score (CAP_SYS_RESOURCE). Where it may not (some sandboxed VMs and
+# containers), runc fails every pod sandbox, which the CRI gives oom_score_adj -998, with "can't get final
+# child's PID from pipe: EOF"; the CRI plugin then clamps scores at containerd's own.
+can_lower_oom_score() {
+    sh -c 'echo -1 >/proc/self/oom_score_adj' 2>/dev/null
+}
+
 containerd_config() {
+    local restrict_oom=false
+    can_lower_oom_score || restrict_oom=true
     mkdir -p "$CONTAINERD_DIR/root" "$CONTAINERD_DIR/state" "$(dirname "$CONTAINERD_ADDRESS")" "$CNI_CONF_DIR"
     cat >"$CONTAINERD_DIR/config.toml" <<EOF
 # Written by tools/containerd.sh: a private containerd, not the system's.
@@ -50,6 +59,8 @@ disabled_plugins = []
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$SANDBOX_IMAGE"
+  # true when this machine refuses to lower OOM scores (no CAP_SYS_RESOURCE): see can_lower_oom_score
+  restrict_oom_score_adj = $restrict_oom
   # Nothing can be pulled here: images come from \`make images\` (ctr import) only.
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"

@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# A real node for the local cluster (tools/cluster.sh, `make cluster`): this machine joins it with a kubelet
+# on Debian's containerd + runc (the private containerd of tools/containerd.sh, where `make images` loads the
+# images) and the CNI bridge/host-local/portmap/loopback plugins of Debian's containernetworking-plugins.
+#
+#   tools/node.sh check   the machine's prerequisites, one line per missing one (exit 1 if any)
+#   tools/node.sh up      check, then: the pause image, the pods' bridge and CNI config, containerd,
+#                         the kubelet's certificates and config, the kubelet (and kube-proxy when built)
+#   tools/node.sh down    stop all of it: pods, kubelet, kube-proxy, containerd, bridge, rules (idempotent)
+#   tools/node.sh status  what runs
+#   tools/node.sh cni-test  without a cluster: a container on the pod network through the CNI plugins
+#
+# Pods get addresses from POD_CIDR (10.88.0.0/16) on the bridge fdnode0, which holds the gateway 10.88.0.1;
+# that address is also the node's InternalIP and where the kubelet listens (10250), so nothing listens on
+# or leaves through the machine's network interfaces: pod traffic is not masqueraded and a FORWARD rule
+# drops whatever from the pod network is not for the pod network.
+#
+# Reads (from tools/cluster.sh): .cluster/kubeconfig (the API server's address), .cluster/pki/ca.crt and
+# ca.key (signs the kubelet's and kube-proxy's client certificates), .tools/bin/kubelet and kube-proxy.
+# Writes and logs everything under .cluster/node/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.cluster}
+NODE_DIR=$CLUSTER_DIR/node
+BIN_DIR=${BIN_DIR:-$ROOT/.tools/bin}
+ADMIN_KUBECONFIG=$CLUSTER_DIR/kubeconfig
+CA_CRT=$CLUSTER_DIR/pki/ca.crt
+CA_KEY=$CLUSTER_DIR/pki/ca.key
+NODE_NAME=${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
+POD_CIDR=${POD_CIDR:-10.88.0.0/16}
+NODE_IP=${NODE_IP:-10.88.0.1}
+BRIDGE=${NODE_BRIDGE:-fdnode0}
+CLUSTER_DNS=${CLUSTER_DNS:-10.96.0.10}
+CLUSTER_DOMAIN=${CLUSTER_DOMAIN:-cluster.local}
+CNI_NETWORK=frauddemo-pods
+GUARD_CHAIN=FRAUDDEMO-NODE
+PAUSE_IMAGE=localhost/frauddemo-pause:1.0
+
+# containerd logs under .cluster/node when this script starts it
+export CONTAINERD_LOG=${CONTAINERD_LOG:-$NODE_DIR/containerd.log}
+export SANDBOX_IMAGE=$PAUSE_IMAGE
+# shellcheck source=tools/images.sh
+. "$ROOT/tools/images.sh"   # fd_buildah, fd_import, install_packages; and tools/containerd.sh
+
+say() { printf 'node: %s\n' "$*" >&2; }
+fail() { say "$*"; exit 1; }
+
+# --- prerequisites ---------------------------------------------------------------------------------------
+
+# One line per missing prerequisite; returns how many are missing. Sysctls the node needs are set when
+# FIX=1 (up does, as root), each with a line saying so; `down` puts ip_forward back as it found it.
+check_prereqs() {
+    local fix=${1:-0} missing=0 s v
+    [ "$(id -u)" = 0 ] || { say "MISSING root: the kubelet, containerd and the bridge need root"; missing=$((missing + 1)); }
+    if [ -n "$(tail -n +2 /proc/swaps)" ]; then
+        say "MISSING swap off: swap is on ($(tail -n +2 /proc/swaps | awk '{print $1}' | paste -sd,)); the kubelet refuses to start (swapoff -a)"
+        missing=$((missing + 1))
+    fi
+    [ -c /dev/kmsg ] || { say "MISSING /dev/kmsg: the kubelet's OOM watcher reads it (a container without it cannot run a kubelet)"; missing=$((missing + 1)); }
+    if [ ! -d /proc/sys/net/bridge ]; then
+        if [ "$fix" = 1 ]; then modprobe br_netfilter 2>/dev/null || true; fi
+        [ -d /proc/sys/net/bridge ] || { say "MISSING br_netfilter: no /proc/sys/net/bridge (modprobe br_netfilter)"; missing=$((missing + 1)); }
+    fi
+    for s in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
+        [ -e "/proc/sys/$s" ] || continue
+        v=$(cat "/proc/sys/$s")
+        [ "$v" = 1 ] && continue
+        if [ "$fix" = 1 ]; then
+            [ "$s" = net/ipv4/ip_forward ] && [ ! -f "$NODE_DIR/ip_forward.before" ] && echo "$v" >"$NODE_DIR/ip_forward.before"
+            echo 1 >"/proc/sys/$s" && { say "set ${s//\//.}=1 (was $v)"; continue; }
+        fi
+        say "MISSING ${s//\//.}=1 (it is $v): Services need routed and bridged pod traffic to pass iptables"
+        missing=$((missing + 1))
+    done
+    if [ -d /sys/fs/cgroup/memory ] || [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
+        # cgroups v1 (or hybrid): one hierarchy per controller
+        for s in cpu cpuacct cpuset memory pids devices freezer; do
+            grep -qw "$s" <(awk '$3=="cgroup"{print $4}' /proc/mounts | tr ',' '\n') ||
+                { say "MISSING cgroup v1 controller $s: not mounted under /sys/fs/cgroup"; missing=$((missing + 1)); }
+        done
+    else
+        for s in cpu cpuset memory pids; do
+            grep -qw "$s" /sys/fs/cgroup/cgroup.controllers ||
+                { say "MISSING cgroup v2 controller $s (not in /sys/fs/cgroup/cgroup.controllers)"; missing=$((missing + 1)); }
+        done
+    fi
+    grep -qw overlay /proc/filesystems || { say "MISSING overlay file system (containerd's overlayfs snapshotter)"; missing=$((missing + 1)); }
+    command -v iptables >/dev/null || { say "MISSING iptables (kube-proxy, the CNI portmap plugin, the FORWARD guard)"; missing=$((missing + 1)); }
+    if [ "${NEED_CLUSTER:-0}" = 1 ]; then
+        for s in "$ADMIN_KUBECONFIG" "$CA_CRT" "$CA_KEY" "$BIN_DIR/kubelet"; do
+            [ -e "$s" ] || { say "MISSING $s (tools/cluster.sh, make cluster)"; missing=$((missing + 1)); }
+        done
+    fi
+    return "$missing"
+}
+
+cgroup_version() {
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo 2; else echo 1; fi
+}
+
+# --- the pause image -------------------------------------------------------------------------------------
+
+# No sandbox image can be pulled here: a static binary that sleeps until told to stop, FROM scratch.
+ensure_pause_image() {
+    local key out="$FRAUDDEMO_CACHE/pause" c
+    key=$(sha256sum "$ROOT/tools/node/pause.c" | cut -c1-16)
+    if [ "$(image_label "$PAUSE_IMAGE" io.frauddemo.pause-key)" != "$key" ]; then
+        mkdir -p "$out"
+        gcc -static -Os -s -Wall -Wextra -o "$out/pause" "$ROOT/tools/node/pause.c"
+        c=$(fd_buildah from scratch)
+        fd_buildah copy "$c" "$out/pause" /pause >/dev/null
+        fd_buildah config --entrypoint '["/pause"]' --cmd '' --user 65535:65535 \
+            --label io.frauddemo.pause-key="$key" "$c"
+        fd_buildah commit --quiet --rm "$c" "$PAUSE_IMAGE" >/dev/null
+        say "pause image $PAUSE_IMAGE built ($(du -h "$out/pause" | cut -f1) static binary)"
+    fi
+    fd_import "$PAUSE_IMAGE" frauddemo-pause
+}
+
+# --- the pod network -------------------------------------------------------------------------------------
+
+network_up() {
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link add "$BRIDGE" type bridge
+        say "bridge $BRIDGE created"
+    fi
+    ip addr replace "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    mkdir -p "$CNI_CONF_DIR" "$NODE_DIR/cni"
+    cat >"$CNI_CONF_DIR/10-$CNI_NETWORK.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$NODE_DIR/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+    # The pod network stays on this machine: forwarded traffic from or to it that is not pod to pod
+    # is dropped (Service traffic is DNATed to a pod before FORWARD, so it passes).
+    iptables -N "$GUARD_CHAIN" 2>/dev/null || iptables -F "$GUARD_CHAIN"
+    iptables -A "$GUARD_CHAIN" -s "$POD_CIDR" -d "$POD_CIDR" -j RETURN
+    iptables -A "$GUARD_CHAIN" -s "$POD_CIDR" -j DROP
+    iptables -A "$GUARD_CHAIN" -d "$POD_CIDR" -j DROP
+    iptables -C FORWARD -j "$GUARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$GUARD_CHAIN"
+    # The API server reaches the kubelet (logs, exec, port-forward) at the node's Hostname address first;
+    # where the host name resolves to 127.0.0.1 (/etc/hosts here), that lands on loopback, where the
+    # kubelet does not listen: this machine's own connections to 127.0.0.1:10250 go to it instead.
+    iptables -t nat -N "$GUARD_CHAIN-LO" 2>/dev/null || iptables -t nat -F "$GUARD_CHAIN-LO"
+    iptables -t nat -A "$GUARD_CHAIN-LO" -d 127.0.0.1/32 -p tcp --dport 10250 -j DNAT --to-destination "$NODE_IP:10250"
+    iptables -t nat -C OUTPUT -j "$GUARD_CHAIN-LO" 2>/dev/null || iptables -t nat -I OUTPUT 1 -j "$GUARD_CHAIN-LO"
+}
+
+# CNI DEL for every pod sandbox containerd still has (as the kubelet would on pod removal): frees the
+# addresses, removes the veths and the portmap rules.
+# Prints the sandboxes' network namespace paths, for deletion once their processes are gone.
+cni_del_sandboxes() {
+    containerd_running || return 0
+    local id netns
+    for id in $(fd_ctr containers ls -q 'labels."io.cri-containerd.kind"==sandbox' 2>/dev/null); do
+        netns=$(fd_ctr containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+spec = json.load(sys.stdin).get("Spec") or {}
+print(next((n.get("path", "") for n in spec.get("linux", {}).get("namespaces", []) if n["type"] == "network"), ""))')
+        [ -n "$netns" ] || continue
+        cni_run DEL "$id" "$netns" eth0 >/dev/null 2>&1 || true
+        echo "$netns"
+    done
+}
+
+# Runs the conflist's plugins for one container (ADD in order, DEL in reverse) and prints the result.
+cni_run() { # ADD|DEL container-id netns-path ifname
+    python3 - "$@" "$CNI_CONF_DIR/10-$CNI_NETWORK.conflist" "$CNI_BIN_DIR" <<'EOF'
+import json, os, subprocess, sys
+command, cid, netns, ifname, conflist, bindir = sys.argv[1:]
+conf = json.load(open(conflist))
+plugins = conf["plugins"] if command == "ADD" else list(reversed(conf["plugins"]))
+prev = None
+for p in plugins:
+    net = dict(p, name=conf["name"], cniVersion=conf["cniVersion"])
+    if prev is not None:
+        net["prevResult"] = prev
+    env = dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME=ifname,
+               CNI_PATH=bindir)
+    r = subprocess.run([os.path.join(bindir, p["type"])], input=json.dumps(net).encode(), env=env,
+                       capture_output=True)
+    if r.returncode != 0:
+        sys.exit(f"{p['type']} {command}: {r.stdout.decode()} {r.stderr.decode()}")
+    if command == "ADD" and r.stdout.strip():
+        prev = json.loads(r.stdout)
+print(json.dumps(prev) if prev else "")
+EOF
+}
+
+network_down() {
+    local ns id
+    # named network namespaces whose veth sits on our bridge (CRI's cni-*, cni-test's): delete them
+    for id in $(ip -o link show master "$BRIDGE" 2>/dev/null | grep -o 'link-netnsid [0-9]*' | awk '{print $2}'); do
+        ns=$(ip netns list-id 2>/dev/null | awk -v id="$id" '$2==id {print $4}')
+        [ -n "$ns" ] && ip netns delete "$ns" 2>/dev/null && say "network namespace $ns deleted"
+    done
+    rm -f "$CNI_CONF_DIR/10-$CNI_NETWORK.conflist"
+    rm -rf "$NODE_DIR/cni/ipam"
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link delete "$BRIDGE" && say "bridge $BRIDGE deleted"
+    fi
+    if iptables -L "$GUARD_CHAIN" -n >/dev/null 2>&1; then
+        while iptables -D FORWARD -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+        iptables -F "$GUARD_CHAIN" && iptables -X "$GUARD_CHAIN"
+    fi
+    if iptables -t nat -L "$GUARD_CHAIN-LO" -n >/dev/null 2>&1; then
+        while iptables -t nat -D OUTPUT -j "$GUARD_CHAIN-LO" 2>/dev/null; do :; done
+        iptables -t nat -F "$GUARD_CHAIN-LO" && iptables -t nat -X "$GUARD_CHAIN-LO"
+    fi
+    if [ -f "$NODE_DIR/ip_forward.before" ]; then
+        cat "$NODE_DIR/ip_forward.before" >/proc/sys/net/ipv4/ip_forward
+        say "net.ipv4.ip_forward back to $(cat "$NODE_DIR/ip_forward.before")"
+        rm -f "$NODE_DIR/ip_forward.before"
+    fi
+}
+
+# --- certificates and kubeconfigs ------------------------------------------------------------------------
+
+api_server() {
+    awk '$1=="server:"{print $2; exit}' "$ADMIN_KUBECONFIG"
+}
+
+# A key and a certificate signed by the cluster's CA. usage: client|server; extra SANs for server.
+issue_cert() { # name subject usage [san]
+    local name=$1 subj=$2 usage=$3 san=${4:-} dir="$NODE_DIR/pki" ext
+    mkdir -p "$dir"
+    [ -f "$dir/$name.crt" ] && openssl x509 -in "$dir/$name.crt" -noout -checkend 3600 >/dev/null 2>&1 &&
+        openssl verify -CAfile "$CA_CRT" "$dir/$name.crt" >/dev/null 2>&1 && return 0
+    (umask 077 && openssl genrsa -out "$dir/$name.key" 2048 2>/dev/null)
+    openssl req -new -key "$dir/$name.key" -subj "$subj" -out "$dir/$name.csr" 2>/dev/null
+    ext="$dir/$name.ext"
+    {
+        echo "basicConstraints=critical,CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        if [ "$usage" = server ]; then echo "extendedKeyUsage=serverAuth"; echo "subjectAltName=$san"; else echo "extendedKeyUsage=clientAuth"; fi
+    } >"$ext"
+    openssl x509 -req -in "$dir/$name.csr" -CA "$CA_CRT" -CAkey "$CA_KEY" -CAcreateserial -CAserial "$dir/ca.srl" \
+        -days 30 -sha256 -extfile "$ext" -out "$dir/$name.crt" 2>/dev/null
+    rm -f "$dir/$name.csr" "$ext"
+}
+
+write_kubeconfig() { # file user cert key
+    cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: $(api_server)
+    certificate-authority: $CA_CRT
+users:
+- name: $2
+  user:
+    client-certificate: $3
+    client-key: $4
+contexts:
+- name: $2@local
+  context: {cluster: local, user: $2}
+current-context: $2@local
+EOF
+    chmod 600 "$1"
+}
+
+# --- kubelet and kube-proxy ------------------------------------------------------------------------------
+
+write_kubelet_config() {
+    cat >"$NODE_DIR/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# Listens on the pods' bridge address only, never on the machine's interfaces.
+address: $NODE_IP
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+tlsCertFile: $NODE_DIR/pki/kubelet-server.crt
+tlsPrivateKeyFile: $NODE_DIR/pki/kubelet-server.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $CA_CRT}
+authorization:
+  mode: Webhook
+containerRuntimeEndpoint: unix://$CONTAINERD_ADDRESS
+# containerd's runc runs with the cgroupfs driver (tools/containerd.sh); they must agree.
+cgroupDriver: cgroupfs
+failSwapOn: true
+# cgroups v$(cgroup_version) on this machine; kubelets from 1.35 refuse v1 unless told.
+failCgroupV1: false
+clusterDNS: [$CLUSTER_DNS]
+clusterDomain: $CLUSTER_DOMAIN
+resolvConf: /etc/resolv.conf
+registerNode: true
+rotateCertificates: false
+serializeImagePulls: false
+maxPods: 110
+# Nothing can be pulled here: never collect the images make images loaded.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: 200Mi
+  nodefs.available: 5%
+  imagefs.available: 5%
+staticPodPath: ""
+EOF
+}
+
+start_daemon() { # name command...: setsid, log and pid file under .cluster/node
+    local name=$1
+    shift
+    if [ -f "$NODE_DIR/$name.pid" ] && kill -0 "$(cat "$NODE_DIR/$name.pid")" 2>/dev/null; then
+        say "$name already runs (pid $(cat "$NODE_DIR/$name.pid"))"
+        return 0
+    fi
+    setsid "$@" >>"$NODE_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$NODE_DIR/$name.pid"
+    say "$name started (pid $!, log $NODE_DIR/$name.log)"
+}
+
+stop_daemon() { # name
+    local pidfile="$NODE_DIR/$1.pid" pid i
+    [ -f "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+        say "$1 stopped (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+kubelet_up() {
+    issue_cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" client
+    issue_cert kubelet-server "/O=system:nodes/CN=system:node:$NODE_NAME" server "DNS:$NODE_NAME,IP:$NODE_IP,IP:127.0.0.1"
+    write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" \
+        "$NODE_DIR/pki/kubelet-client.crt" "$NODE_DIR/pki/kubelet-client.key"
+    write_kubelet_config
+    mkdir -p "$NODE_DIR/kubelet"
+    start_daemon kubelet "$BIN_DIR/kubelet" \
+        --config="$NODE_DIR/kubelet.yaml" \
+        --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
+        --root-dir="$NODE_DIR/kubelet" \
+        --hostname-override="$NODE_NAME" \
+        --node-ip="$NODE_IP" \
+        --node-labels="frauddemo.io/real-node=true" \
+        --v=2
+}
+
+kube_proxy_up() {
+    [ -x "$BIN_DIR/kube-proxy" ] || { say "no $BIN_DIR/kube-proxy: Services have no proxy on this node"; return 0; }
+    issue_cert kube-proxy "/CN=system:kube-proxy" client
+    write_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" system:kube-proxy \
+        "$NODE_DIR/pki/kube-proxy.crt" "$NODE_DIR/pki/kube-proxy.key"
+    cat >"$NODE_DIR/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection:
+  kubeconfig: $NODE_DIR/kube-proxy.kubeconfig
+hostnameOverride: $NODE_NAME
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# NodePorts on loopback and the bridge only, never on the machine's interfaces.
+nodePortAddresses: ["127.0.0.0/8", "$NODE_IP/32"]
+# Leave the machine's conntrack sysctls alone.
+conntrack:
+  maxPerCore: 0
+EOF
+    start_daemon kube-proxy "$BIN_DIR/kube-proxy" --config="$NODE_DIR/kube-proxy.yaml" --v=2
+}
+
+kubectl_admin() {
+    "$BIN_DIR/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"
+}
+
+wait_node_ready() {
+    [ -x "$BIN_DIR/kubectl" ] || { say "no kubectl in $BIN_DIR: not waiting for the node"; return 0; }
+    say "waiting for node $NODE_NAME to be Ready"
+    if kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null 2>&1 ||
+        { sleep 5; kubectl_admin wait --for=condition=Ready "node/$NODE_NAME" --timeout=60s >/dev/null 2>&1; }; then
+        say "node $NODE_NAME is Ready"
+    else
+        kubectl_admin get node "$NODE_NAME" -o wide >&2 || true
+        tail -n 20 "$NODE_DIR/kubelet.log" >&2
+        fail "node $NODE_NAME is not Ready after 3 minutes; see $NODE_DIR/kubelet.log"
+    fi
+}
+
+# --- subcommands -----------------------------------------------------------------------------------------
+
+cmd_check() {
+    mkdir -p "$NODE_DIR"
+    local n=0
+    NEED_CLUSTER=1 check_prereqs 0 || n=$?
+    if [ "$n" = 0 ]; then say "all prerequisites met (cgroups v$(cgroup_version))"; else fail "$n prerequisite(s) missing"; fi
+}
+
+cmd_up() {
+    mkdir -p "$NODE_DIR"
+    install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev
+    local n=0
+    NEED_CLUSTER=1 check_prereqs 1 || n=$?
+    [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above): not starting the node"
+    choose_driver
+    network_up
+    containerd_up
+    ensure_pause_image
+    kubelet_up
+    kube_proxy_up
+    wait_node_ready
+    say "up: node $NODE_NAME (InternalIP $NODE_IP, pods $POD_CIDR on $BRIDGE); tools/node.sh down stops it"
+}
+
+cmd_down() {
+    mkdir -p "$NODE_DIR"
+    # the Node object goes too when the API server answers, so its pods are not left Terminating on it
+    if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ] && [ -f "$NODE_DIR/kubelet.pid" ]; then
+        kubectl_admin delete node "$NODE_NAME" --wait=false --request-timeout=10s >/dev/null 2>&1 &&
+            say "node $NODE_NAME deleted from the cluster" || true
+    fi
+    stop_daemon kubelet
+    stop_daemon kube-proxy
+    if [ -x "$BIN_DIR/kube-proxy" ] && [ -f "$NODE_DIR/kube-proxy.yaml" ]; then
+        "$BIN_DIR/kube-proxy" --cleanup >>"$NODE_DIR/kube-proxy.log" 2>&1 || true
+    fi
+    local netns t ipt
+    netns=$(cni_del_sandboxes)
+    containerd_down
+    # the pods' network namespaces (CRI's cni-*), now that nothing runs in them
+    for t in $netns; do
+        case "$t" in /run/netns/* | /var/run/netns/*) ip netns delete "$(basename "$t")" 2>/dev/null || true ;; esac
+    done
+    network_down
+    # the kubelet's mounts: its root directory (bind-mounted on itself) and the pods' volumes
+    awk -v d="$NODE_DIR/kubelet" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r t; do umount "$t" 2>/dev/null || umount -l "$t"; done
+    # the kubelet's canary chains (it makes them to notice iptables being flushed)
+    for ipt in iptables ip6tables; do
+        for t in nat filter mangle; do
+            "$ipt" -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true
+        done
+    done
+    say "down"
+}
+
+cmd_status() {
+    local name
+    for name in kubelet kube-proxy; do
+        if [ -f "$NODE_DIR/$name.pid" ] && kill -0 "$(cat "$NODE_DIR/$name.pid")" 2>/dev/null; then
+            echo "$name: running (pid $(cat "$NODE_DIR/$name.pid"))"
+        else
+            echo "$name: stopped"
+        fi
+    done
+    if containerd_running; then echo "containerd: running ($CONTAINERD_ADDRESS)"; else echo "containerd: stopped"; fi
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then echo "bridge $BRIDGE: $(ip -br addr show "$BRIDGE" | awk '{print $2, $3}')"; else echo "bridge $BRIDGE: absent"; fi
+    if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ]; then kubectl_admin get node "$NODE_NAME" -o wide 2>&1 || true; fi
+}
+
+# Without an API server: the runtime half of a pod. A network namespace wired by the CNI plugins with the
+# node's conflist, the store image's server in it (ctr), reached from the host at the pod's address.
+cmd_cni_test() {
+    mkdir -p "$NODE_DIR"
+    local n=0 ns=fd-cni-test id=fd-cni-test ip store result rc=0
+    check_prereqs 1 || n=$?
+    [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above)"
+    choose_driver
+    network_up
+    containerd_up
+    ensure_pause_image
+    ip netns add "$ns"
+    trap 'fd_ctr tasks kill -s SIGKILL $id >/dev/null 2>&1; sleep 0.3; fd_ctr tasks delete $id >/dev/null 2>&1; fd_ctr containers delete $id >/dev/null 2>&1; cni_run DEL $id /var/run/netns/'$ns' eth0 >/dev/null 2>&1; ip netns delete '$ns' 2>/dev/null' RETURN
+    result=$(cni_run ADD "$id" "/var/run/netns/$ns" eth0)
+    ip=$(printf '%s' "$result" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
+    say "CNI ADD: $ns got $ip on $BRIDGE"
+    store=$(full_ref "frauddemo-store:$(chart_image | sed 's/.*://')")
+    fd_ctr run -d --with-ns "network:/var/run/netns/$ns" "$store" "$id" valkey-server --port 6379 --protected-mode no --save "" >/dev/null
+    python3 - "$ip" <<'EOF' || rc=1
+import socket, sys, time
+deadline = time.time() + 20
+while True:
+    try:
+        with socket.create_connection((sys.argv[1], 6379), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+            print(f"node: host -> {sys.argv[1]}:6379 PING -> {reply!r}", file=sys.stderr)
+            sys.exit(0 if reply.startswith(b"+PONG") else 1)
+    except OSError as e:
+        if time.time() > deadline:
+            sys.exit(f"node: host -> {sys.argv[1]}:6379: {e}")
+        time.sleep(0.5)
+EOF
+    fd_ctr run --rm --with-ns "network:/var/run/netns/$ns" "$PAUSE_IMAGE" fd-cni-pause-check /pause &
+    sleep 1
+    fd_ctr tasks kill -s SIGTERM fd-cni-pause-check >/dev/null 2>&1 || true
+    wait $! && say "pause image: starts, and exits 0 on SIGTERM" || { say "pause image: did not exit cleanly on SIGTERM"; rc=1; }
+    [ "$rc" = 0 ] && say "cni-test: ok" || say "cni-test: FAILED"
+    return "$rc"
+}
+
+case "${1:-}" in
+    check) cmd_check ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    cni-test) cmd_cni_test ;;
+    *) echo "usage: $0 check|up|down|status|cni-test" >&2; exit 2 ;;
+esac
