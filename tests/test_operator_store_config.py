@@ -32,6 +32,9 @@ def store_manifests():
     return by[("ConfigMap", "demo-store-a-config")], by[("StatefulSet", "demo-store-a")]
 
 
+MEMORY_LIMIT = 256 * 1024 * 1024  # the store container's limit as the kubelet would pass it, bytes
+
+
 def run_init(cm: dict, sts: dict, root, ordinal: int, port: int, primary_port: int) -> str:
     """The init container, with its mount points moved under `root`; returns the config path."""
     template, config, data, users = root / "etc", root / "config", root / "data", root / "acl"
@@ -49,7 +52,9 @@ def run_init(cm: dict, sts: dict, root, ordinal: int, port: int, primary_port: i
     script = (template / "init.sh").read_text().replace("/etc/frauddemo", str(template)).replace("/config", str(config))
     env = {e["name"]: e.get("value") for e in init["env"]}
     env.update(POD_NAME=f"demo-store-a-{ordinal}", PRIMARY_HOST="127.0.0.1", STORE_PORT=str(primary_port),
-               STORE_PASSWORD=PASSWORD, PATH=os.environ["PATH"])
+               STORE_PASSWORD=PASSWORD, PATH=os.environ["PATH"], STORE_MEMORY_LIMIT=str(MEMORY_LIMIT))
+    field = next(e["valueFrom"]["resourceFieldRef"] for e in init["env"] if e["name"] == "STORE_MEMORY_LIMIT")
+    assert field["containerName"] == "store" and field["resource"] == "limits.memory"  # what the kubelet gives
     assert init["command"][:1] == ["sh"]
     subprocess.run(["sh", "-c", script], env=env, check=True, timeout=10)
     path = config / "store.conf"
@@ -83,6 +88,9 @@ def test_store_config_on_a_real_server(store_manifests, tmp_path, server_binary)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=p0, socket_timeout=2).set("k", "v")
         assert primary.config_get("appendonly") == {"appendonly": "yes"}
+        # at 3/4 of the container's memory limit the store refuses writes rather than be OOM-killed
+        assert primary.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert int(primary.config_get("maxmemory")["maxmemory"]) == MEMORY_LIMIT // 4 * 3
         assert redis.Redis(port=p0, username="pos", password="the-pos-password", socket_timeout=2).ping()
         primary.set("receipt:1", "returned")
         wait_for(lambda: replica.get("receipt:1") == b"returned", 15, what="replication to ordinal 1")

@@ -231,6 +231,7 @@ STORE_CONF = "\n".join([
     "appendonly yes",
     "appendfsync everysec",
     'save ""',
+    "maxmemory-policy noeviction",  # at maxmemory (init.sh: 3/4 of the memory limit) refuse writes, never evict
     "replica-read-only yes",
     "replica-serve-stale-data yes",
     "",
@@ -247,6 +248,7 @@ ordinal="${POD_NAME##*-}"
 if [ "$ordinal" != "0" ]; then
   printf 'replicaof %s %s\\n' "$PRIMARY_HOST" "$STORE_PORT" >> /config/store.conf
 fi
+printf 'maxmemory %s\\n' "$((STORE_MEMORY_LIMIT / 4 * 3))" >> /config/store.conf
 """
 
 STORE_RUN = 'exec "$(command -v valkey-server || command -v redis-server)" /config/store.conf'
@@ -348,6 +350,9 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 {"name": "PRIMARY_HOST", "value": f"{sts}-0.{store_headless(fd, s)}"},
                 {"name": "STORE_PORT", "value": str(STORE_PORT)},
+                # the store container's memory limit in bytes: maxmemory is 3/4 of it (AOF rewrite forks)
+                {"name": "STORE_MEMORY_LIMIT", "valueFrom": {"resourceFieldRef": {
+                    "containerName": "store", "resource": "limits.memory", "divisor": "1"}}},
                 secret_env("STORE_PASSWORD", secret)],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
         "securityContext": container_security(),
