@@ -177,18 +177,37 @@ def check(data: bytes, limits: Limits = Limits()) -> ImageInfo:
     return info
 
 
-def decode(data: bytes, limits: Limits = Limits(), grey: bool = False) -> tuple[np.ndarray, ImageInfo]:
+REDUCED = {2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+           4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+           8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8)}
+
+
+def decode(data: bytes, limits: Limits = Limits(), grey: bool = False, min_width: int | None = None
+           ) -> tuple[np.ndarray, ImageInfo]:
     """Checked decode to 8-bit BGR (or grey). 16-bit, grey and RGBA inputs are accepted on purpose:
-    they are converted to 8-bit (alpha dropped), which is what a camera photo would have been."""
+    they are converted to 8-bit (alpha dropped), which is what a camera photo would have been.
+    `min_width`: a JPEG at least twice as wide is decoded at 1/2, 1/4 or 1/8 scale (libjpeg scales
+    while decoding: a 24 Mpx photo costs what a 1.5 Mpx one does), keeping at least this width."""
     info = check(data, limits)
     flags = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
+    factor = 1
+    if min_width and info.format == "jpeg":
+        for f in (8, 4, 2):
+            if info.width // f >= min_width:
+                factor = f
+                flags = REDUCED[f][1 if grey else 0]
+                break
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
         raise PhotoRejected(DECODE_FAILED, str(e).strip().splitlines()[-1]) from None
     if img is None:
         raise PhotoRejected(DECODE_FAILED, f"{info.format} data could not be decoded")
-    if sorted(img.shape[:2]) != sorted((info.height, info.width)):  # EXIF rotation may swap them
+    want = sorted((-(-info.height // factor), -(-info.width // factor)))
+    if factor > 1 and sorted(img.shape[:2]) != want:
+        raise PhotoRejected(DECODE_FAILED, f"decoded {img.shape[1]}x{img.shape[0]} at 1/{factor}, header said "
+                                           f"{info.width}x{info.height}")
+    if factor == 1 and sorted(img.shape[:2]) != sorted((info.height, info.width)):  # EXIF may swap them
         raise PhotoRejected(DECODE_FAILED, f"decoded {img.shape[1]}x{img.shape[0]}, header said "
                                            f"{info.width}x{info.height}")
     return img, info

@@ -63,7 +63,16 @@ class VerifyConfig:
     # a later pass runs only when the earlier ones found no face with a pair of eyes in it.
     detect_passes: tuple[tuple[int, int, int], ...] = ((160, 120, 3), (256, 90, 3), (320, 90, 2))
     scale_factor: float = 1.1
-    min_face_px: int = 90  # face box width in the original frame
+    # cost bound (issue 17): a photo wider than this is scaled down to it first (a JPEG is decoded at
+    # 1/2..1/8 scale already), face sizes below are in this working frame; the small-face search that
+    # explains a failure runs on a frame this wide; a frame where two passes saw no face, or saw a face
+    # without eyes, gets no third pass.
+    work_width: int = 960
+    # PNG and WebP cannot be decoded at a reduced scale: their decode costs ~14 ms per Mpx, so the
+    # verifier takes at most a 1920x1080 frame of them (JPEGs up to the Limits, decoded reduced)
+    max_lossless_pixels: int = 2_100_000
+    small_face_width: int = 200  # with scale steps of 1.2: faces of ~77-90 px in a 640 px frame
+    min_face_px: int = 90  # face box width in the (working) frame
     eye_search_px: int = 100  # the upper face is scaled to this width for the eye cascade
     # quality gates (face region of the aligned, unnormalised crop)
     min_brightness: float = 45.0
@@ -193,7 +202,7 @@ def _tools():
 
 # -- stages --------------------------------------------------------------------------------------
 def detect_faces(grey: np.ndarray, width: int, min_px: int, neighbours: int,
-                 cfg: VerifyConfig) -> list[tuple[int, int, int, int]]:
+                 cfg: VerifyConfig, scale_factor: float | None = None) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, w, h) in original pixels, largest first, found on a reduced, CLAHE-equalised
     copy of the frame (the cascade's cost grows with the number of small windows)."""
     face, _, _, clahe = _tools()
@@ -201,21 +210,26 @@ def detect_faces(grey: np.ndarray, width: int, min_px: int, neighbours: int,
     k = min(1.0, width / w)
     small = cv2.resize(grey, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
     m = max(20, int(min_px * k))
-    found = face.detectMultiScale(clahe.apply(small), cfg.scale_factor, neighbours, minSize=(m, m))
+    found = face.detectMultiScale(clahe.apply(small), scale_factor or cfg.scale_factor, neighbours, minSize=(m, m))
     boxes = sorted((tuple(int(v / k) for v in b) for b in found), key=lambda b: -b[2] * b[3])
     return boxes
 
 
 def locate(grey: np.ndarray, cfg: VerifyConfig):
     """(face box, eyes, eyes found) for the best face, or None. A candidate with both eyes wins over
-    a larger one without (clutter can look like a face to a cascade, rarely like a face with eyes)."""
+    a larger one without (clutter can look like a face to a cascade, rarely like a face with eyes).
+    At most two passes when they agree that there is no face, and one when it found a large face whose
+    eyes hide (sunglasses, a drawing): a bounded cost per photo (issue 17), whatever the photo."""
     fallback = None
-    for width, min_px, neighbours in cfg.detect_passes:
-        for box in detect_faces(grey, width, max(min_px, cfg.min_face_px), neighbours, cfg)[:3]:
+    for k, (width, min_px, neighbours) in enumerate(cfg.detect_passes):
+        boxes = detect_faces(grey, width, max(min_px, cfg.min_face_px), neighbours, cfg)
+        for box in boxes[:3]:
             eyes, ok = find_eyes(grey, box, cfg.eye_search_px)
             if ok:
                 return box, eyes, True
             fallback = fallback or (box, eyes, False)
+        if k >= 1 or (fallback is not None and fallback[0][2] >= 1.5 * cfg.min_face_px):
+            break  # a large face whose eyes hide from the cascade: another pass finds the same face
     return fallback
 
 
@@ -303,7 +317,7 @@ def view(normalised: np.ndarray, ds=1.0, dx=0.0, dy=0.0, dr=0.0) -> np.ndarray:
 def _small_face(grey: np.ndarray, cfg: VerifyConfig):
     """A face with eyes below the size limit, looked for only on failure paths (small faces are
     the expensive ones to look for)."""
-    for box in detect_faces(grey, min(grey.shape[1], 512), 24, 3, cfg)[:3]:
+    for box in detect_faces(grey, min(grey.shape[1], cfg.small_face_width), 24, 3, cfg, 1.2)[:3]:
         if box[2] < cfg.min_face_px and find_eyes(grey, box, cfg.eye_search_px)[1]:
             return box
     return None
@@ -324,7 +338,14 @@ def analyze(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> Analysis:
     """Decode, check and describe one photo. Raises PhotoRejected with a typed kind; a rejection
     after decoding carries the photo's `sha256` and `fingerprint`, so replays are still caught."""
     t0 = time.perf_counter()
-    bgr, _ = dec.decode(data, cfg.limits)
+    info = dec.check(data, cfg.limits)
+    if info.format != "jpeg" and info.width * info.height > cfg.max_lossless_pixels:
+        raise PhotoRejected(dec.TOO_MANY_PIXELS, f"{info.format} of {info.width}x{info.height} exceeds "
+                                                 f"{cfg.max_lossless_pixels} pixels (send a JPEG)")
+    bgr, _ = dec.decode(data, cfg.limits, min_width=cfg.work_width)
+    if bgr.shape[1] > cfg.work_width:  # downscale first: every later stage's cost follows the frame
+        k = cfg.work_width / bgr.shape[1]
+        bgr = cv2.resize(bgr, (cfg.work_width, max(1, round(bgr.shape[0] * k))), interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     sha, fp = replay.sha256(bytes(data)), replay.fingerprint(bgr)
     t1 = time.perf_counter()
@@ -345,7 +366,8 @@ def _analyze_face(grey, sha, fp, cfg, t0, t1) -> Analysis:
     box, eyes, eyes_found = found
     if box[2] < cfg.min_face_px:  # the cascade's minimum size is rounded on the reduced frame
         raise PhotoRejected(FACE_TOO_SMALL, f"face {box[2]} px wide < {cfg.min_face_px}")
-    if not eyes_found:  # a face box without eyes may be clutter next to a face too small to use
+    if not eyes_found and box[2] < 1.5 * cfg.min_face_px:  # a face box without eyes may be clutter next
+        # to a face too small to use (a large one is plainly a face: no search for a small one)
         small = _small_face(grey, cfg)
         if small is not None:
             raise PhotoRejected(FACE_TOO_SMALL, f"face {small[2]} px wide < {cfg.min_face_px}")
