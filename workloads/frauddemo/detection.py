@@ -11,6 +11,13 @@ Decision: block at or above the alert score (default 70) when at least one findi
 no such receipt, an earlier allowed return, no photo, an exact copy of a photo, a bad signature);
 similarity and velocity are evidence, not facts, so on their own they only ever ask a person
 (review at or above the review score, default 40). Else allow. Every review or block is an alert.
+
+Value at stake: a face verifier that ships with the code can be searched offline for the customer's
+closest lookalike (issue 17: the classical verifier matches ~40-50% of such lookalikes at a 5% false
+reject rate, see `frauddemo bench photo`). So a refund of at least `high_value_cents` is not allowed on a
+face match alone unless the similarity reaches `confident_similarity` (set where <= 10% of screened
+lookalikes reach it on the calibration identities): below that, a person looks (`high_value_unsure`).
+Set high_value_cents to 0 to ask for every unconfident refund, or very high to turn the rule off.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ PHOTO_UNSURE = "photo_unsure"
 TERMINAL_INTEGRITY = "terminal_integrity"
 CONTESTED_RECEIPT = "contested_receipt"
 VELOCITY = "velocity"
+HIGH_VALUE_UNSURE = "high_value_unsure"
 WEIGHTS = {
     UNKNOWN_RECEIPT: 100,  # no store has ever sold it
     REPLAYED_PHOTO: 80,  # an exact copy of an earlier photo (a near copy weighs 50)
@@ -44,6 +52,7 @@ WEIGHTS = {
     PHOTO_UNSURE: 40,  # similarity between the thresholds, or nothing to compare with
     VELOCITY: 25,  # the customer returned more than `velocity_max` times within the window
     CONTESTED_RECEIPT: 40,  # an earlier return of the receipt is under review: this one waits too
+    HIGH_VALUE_UNSURE: 40,  # a large refund on a face match that a screened lookalike could reach
 }
 HARD = {UNKNOWN_RECEIPT, MULTIPLE_RETURNS, MISSING_PHOTO, REPLAYED_PHOTO, TERMINAL_INTEGRITY}
 NEAR_REPLAY_WEIGHT = 50
@@ -56,24 +65,35 @@ class DetectionConfig:
     review_score: int = 40  # review at or above
     window_seconds: int = 300  # velocity window
     velocity_max: int = 3  # returns per customer within the window before the velocity rule fires
+    high_value_cents: int = 20_000  # refunds from this value need a confident face match (or a person)
+    confident_similarity: float = 0.97  # `frauddemo bench photo`: calibration.confident_similarity
 
     @classmethod
     def from_env(cls, env=None) -> "DetectionConfig":
         env = os.environ if env is None else env
         out = {}
         for f, var in (("alert_score", "ALERT_SCORE"), ("review_score", "REVIEW_SCORE"),
-                       ("window_seconds", "WINDOW_SECONDS"), ("velocity_max", "VELOCITY_MAX")):
+                       ("window_seconds", "WINDOW_SECONDS"), ("velocity_max", "VELOCITY_MAX"),
+                       ("high_value_cents", "HIGH_VALUE_CENTS")):
             raw = env.get(f"FRAUDDEMO_DETECTION_{var}")
             if raw is not None:
                 try:
                     out[f] = int(raw)
                 except ValueError:
                     raise ValueError(f"FRAUDDEMO_DETECTION_{var}={raw!r} is not an integer") from None
+        raw = env.get("FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY")
+        if raw is not None:
+            try:
+                out["confident_similarity"] = float(raw)
+            except ValueError:
+                raise ValueError(f"FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY={raw!r} is not a number") from None
         cfg = cls(**out)
         if not 0 < cfg.review_score < cfg.alert_score <= 100:
             raise ValueError("detection scores must satisfy 0 < review score < alert score <= 100")
         if cfg.window_seconds < 1 or cfg.velocity_max < 1:
             raise ValueError("the detection window and velocity maximum must be positive")
+        if cfg.high_value_cents < 0 or not -1.0 <= cfg.confident_similarity <= 1.0:
+            raise ValueError("the high value must be >= 0 cents and the confident similarity in -1..1")
         return cfg
 
     def decide(self, score: int, hard: bool = True) -> str:
@@ -114,6 +134,19 @@ def photo_reasons(a: Attempt, photo: dict | None) -> list[tuple[str, int, str]]:
     return []
 
 
+def value_reasons(a: Attempt, photo: dict | None, cfg: "DetectionConfig", hits) -> list[tuple[str, int, str]]:
+    """A large refund whose only evidence of the customer is a face match below the confident
+    similarity: a screened lookalike reaches such scores, so a person decides."""
+    if hits or a.amount < cfg.high_value_cents or not photo or photo.get("verdict") != "match":
+        return []
+    sim = photo.get("similarity")
+    if not isinstance(sim, (int, float)) or sim >= cfg.confident_similarity:
+        return []
+    return [(HIGH_VALUE_UNSURE, WEIGHTS[HIGH_VALUE_UNSURE],
+             f"refund of {a.amount / 100:.2f} (from {cfg.high_value_cents / 100:.2f}) on a face match of "
+             f"{sim:.3f} < {cfg.confident_similarity:.3f}: a searched lookalike can score that")]
+
+
 def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: dict[str, str],
                   velocity: dict[str, int], keys: TerminalKeys, cfg: DetectionConfig) -> dict[str, Judgement]:
     """Judge every attempt of one receipt. `photos`: photo verdict per attempt id; `stored`: decision
@@ -130,6 +163,7 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: d
             else:
                 hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
         hits += photo_reasons(a, photos.get(a.id))
+        hits += value_reasons(a, photos.get(a.id), cfg, hits)
         problem = keys.problem(a.terminal, a.payload, a.sig)
         if problem:
             hits.append((TERMINAL_INTEGRITY, WEIGHTS[TERMINAL_INTEGRITY], f"terminal {a.terminal}: {problem}"))
