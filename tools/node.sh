@@ -456,11 +456,15 @@ cmd_down() {
     # the kubelet's mounts: its root directory (bind-mounted on itself) and the pods' volumes
     awk -v d="$NODE_DIR/kubelet" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r |
         while read -r t; do umount "$t" 2>/dev/null || umount -l "$t"; done
-    # the kubelet's canary chains (it makes them to notice iptables being flushed)
+    # the kubelet's own chains: canaries (to notice iptables being flushed), the hint, the localnet firewall
     for ipt in iptables ip6tables; do
         for t in nat filter mangle; do
             "$ipt" -t "$t" -X KUBE-KUBELET-CANARY 2>/dev/null || true
+            "$ipt" -t "$t" -X KUBE-IPTABLES-HINT 2>/dev/null || true
         done
+        while "$ipt" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+        while "$ipt" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+        "$ipt" -F KUBE-FIREWALL 2>/dev/null && "$ipt" -X KUBE-FIREWALL 2>/dev/null || true
     done
     say "down"
 }
