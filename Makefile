@@ -51,3 +51,12 @@ clean:
 .PHONY: images
 images:
 	tools/images.sh
+
+# A real node for the local cluster (tools/node.sh): a kubelet and kube-proxy on the private containerd
+# that `make images` loads, CNI bridge 10.88.0.0/16; needs `make cluster` first. node-down stops it all.
+.PHONY: node-up node-down
+node-up:
+	tools/node.sh up
+
+node-down:
+	tools/node.sh down
