@@ -484,23 +484,38 @@ cmd_status() {
 }
 
 # Without an API server: the runtime half of a pod. A network namespace wired by the CNI plugins with the
-# node's conflist, the store image's server in it (ctr), reached from the host at the pod's address.
+# node's conflist, the store image's server in it (ctr), reached from the host at the pod's address; the
+# pause image started and stopped. Leaves containerd running; the network too only if the node is up.
+CNI_TEST_ID=fd-cni-test
+cni_test_cleanup() {
+    fd_ctr tasks kill -s SIGKILL "$CNI_TEST_ID" >/dev/null 2>&1 || true
+    sleep 0.3
+    fd_ctr tasks delete "$CNI_TEST_ID" >/dev/null 2>&1 || true
+    fd_ctr containers delete "$CNI_TEST_ID" >/dev/null 2>&1 || true
+    cni_run DEL "$CNI_TEST_ID" "/var/run/netns/$CNI_TEST_ID" eth0 >/dev/null 2>&1 || true
+    ip netns delete "$CNI_TEST_ID" 2>/dev/null || true
+    if ! { [ -f "$NODE_DIR/kubelet.pid" ] && kill -0 "$(cat "$NODE_DIR/kubelet.pid")" 2>/dev/null; }; then
+        network_down
+    fi
+}
+
 cmd_cni_test() {
     mkdir -p "$NODE_DIR"
-    local n=0 ns=fd-cni-test id=fd-cni-test ip store result rc=0
+    local n=0 ip store result rc=0 st i
     check_prereqs 1 || n=$?
     [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above)"
     choose_driver
     network_up
     containerd_up
     ensure_pause_image
-    ip netns add "$ns"
-    trap 'fd_ctr tasks kill -s SIGKILL $id >/dev/null 2>&1; sleep 0.3; fd_ctr tasks delete $id >/dev/null 2>&1; fd_ctr containers delete $id >/dev/null 2>&1; cni_run DEL $id /var/run/netns/'$ns' eth0 >/dev/null 2>&1; ip netns delete '$ns' 2>/dev/null' RETURN
-    result=$(cni_run ADD "$id" "/var/run/netns/$ns" eth0)
+    trap cni_test_cleanup EXIT
+    ip netns add "$CNI_TEST_ID"
+    result=$(cni_run ADD "$CNI_TEST_ID" "/var/run/netns/$CNI_TEST_ID" eth0)
     ip=$(printf '%s' "$result" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
-    say "CNI ADD: $ns got $ip on $BRIDGE"
+    say "CNI ADD: network namespace $CNI_TEST_ID got $ip on $BRIDGE"
     store=$(full_ref "frauddemo-store:$(chart_image | sed 's/.*://')")
-    fd_ctr run -d --with-ns "network:/var/run/netns/$ns" "$store" "$id" valkey-server --port 6379 --protected-mode no --save "" >/dev/null
+    fd_ctr run -d --with-ns "network:/var/run/netns/$CNI_TEST_ID" "$store" "$CNI_TEST_ID" \
+        valkey-server --port 6379 --protected-mode no --save "" >/dev/null
     python3 - "$ip" <<'EOF' || rc=1
 import socket, sys, time
 deadline = time.time() + 20
@@ -516,11 +531,18 @@ while True:
             sys.exit(f"node: host -> {sys.argv[1]}:6379: {e}")
         time.sleep(0.5)
 EOF
-    fd_ctr run --rm --with-ns "network:/var/run/netns/$ns" "$PAUSE_IMAGE" fd-cni-pause-check /pause &
+    fd_ctr run -d "$PAUSE_IMAGE" fd-cni-pause-check >/dev/null
     sleep 1
-    fd_ctr tasks kill -s SIGTERM fd-cni-pause-check >/dev/null 2>&1 || true
-    wait $! && say "pause image: starts, and exits 0 on SIGTERM" || { say "pause image: did not exit cleanly on SIGTERM"; rc=1; }
-    [ "$rc" = 0 ] && say "cni-test: ok" || say "cni-test: FAILED"
+    fd_ctr tasks kill -s SIGTERM fd-cni-pause-check >/dev/null
+    for i in $(seq 1 20); do
+        st=$(fd_ctr tasks ls | awk '$1=="fd-cni-pause-check"{print $3}')
+        [ "$st" = STOPPED ] && break
+        sleep 0.2
+    done
+    fd_ctr tasks delete fd-cni-pause-check >/dev/null 2>&1 || true
+    fd_ctr containers delete fd-cni-pause-check >/dev/null 2>&1 || true
+    if [ "$st" = STOPPED ]; then say "pause image: runs, and stops on SIGTERM"; else say "pause image: still $st after SIGTERM"; rc=1; fi
+    if [ "$rc" = 0 ]; then say "cni-test: ok"; else say "cni-test: FAILED"; fi
     return "$rc"
 }
 
