@@ -45,3 +45,21 @@ def test_limits_come_from_the_environment():
                 {"FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY": "2"}):
         with pytest.raises(ValueError):
             DetectionConfig.from_env(bad)
+
+
+# -- a camera that fails at an honest till -------------------------------------------------------------
+def _no_photo(decision, signed=True, cfg=DetectionConfig()):
+    sig = KEYS.sign("a-pos-1", signed_payload("t1", "r1", "a", "a-pos-1", 4999, "")) if signed else ""
+    a = Attempt("t1", "r1", "a", "a-pos-1", "c1", 4999, "", decision, [], sig, 10)
+    story = ReceiptStory(Receipt("r1", "a", "a-pos-1", "c1", [], 4999, "q" * 64, 1), {"t1": a}, [])
+    return judge_receipt(story, {}, {}, {}, KEYS, cfg)["t1"]
+
+
+def test_a_signed_till_that_held_a_refund_without_photo_is_reviewed_not_blocked():
+    j = _no_photo("held")
+    assert j.decision == "review" and "camera failure" in j.reasons[0]["text"]
+    assert _no_photo("held", cfg=DetectionConfig(camera_failure="block")).decision == "block"
+    assert _no_photo("approved").decision == "block"  # a till that pays without a photo
+    assert _no_photo("held", signed=False).decision == "block"  # an unsigned one
+    with pytest.raises(ValueError):
+        DetectionConfig.from_env({"FRAUDDEMO_DETECTION_CAMERA_FAILURE": "ignore"})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .retail import REFUSED, Attempt, ReceiptStory, TerminalKeys
+from .retail import HELD, REFUSED, Attempt, ReceiptStory, TerminalKeys
 
 ALLOW, REVIEW, BLOCK = "allow", "review", "block"
 RANK = {ALLOW: 0, REVIEW: 1, BLOCK: 2}
@@ -56,6 +56,7 @@ WEIGHTS = {
 }
 HARD = {UNKNOWN_RECEIPT, MULTIPLE_RETURNS, MISSING_PHOTO, REPLAYED_PHOTO, TERMINAL_INTEGRITY}
 NEAR_REPLAY_WEIGHT = 50
+CAMERA_FAILURE_WEIGHT = 40  # missing photo from a signed till that held the refund: review, not a fact
 UNKNOWN_PARTIAL_WEIGHT = 40  # unknown receipt while some store could not be read
 
 
@@ -67,6 +68,9 @@ class DetectionConfig:
     velocity_max: int = 3  # returns per customer within the window before the velocity rule fires
     high_value_cents: int = 20_000  # refunds from this value need a confident face match (or a person)
     confident_similarity: float = 0.97  # `frauddemo bench photo`: calibration.confident_similarity
+    # A registered, correctly signing till that took no photo and held the refund itself (its camera
+    # failed): "review" asks a person (the money was not paid); "block" treats it as any missing photo.
+    camera_failure: str = "review"
 
     @classmethod
     def from_env(cls, env=None) -> "DetectionConfig":
@@ -81,6 +85,11 @@ class DetectionConfig:
                     out[f] = int(raw)
                 except ValueError:
                     raise ValueError(f"FRAUDDEMO_DETECTION_{var}={raw!r} is not an integer") from None
+        raw = env.get("FRAUDDEMO_DETECTION_CAMERA_FAILURE")
+        if raw is not None:
+            if raw not in ("review", "block"):
+                raise ValueError(f"FRAUDDEMO_DETECTION_CAMERA_FAILURE={raw!r}: use review or block")
+            out["camera_failure"] = raw
         raw = env.get("FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY")
         if raw is not None:
             try:
@@ -162,9 +171,13 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: d
                              f"({', '.join(story.unreachable)} unreachable)"))
             else:
                 hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
-        hits += photo_reasons(a, photos.get(a.id))
-        hits += value_reasons(a, photos.get(a.id), cfg, hits)
         problem = keys.problem(a.terminal, a.payload, a.sig)
+        if not a.photo and not problem and a.decision == HELD and cfg.camera_failure == "review":
+            hits.append((MISSING_PHOTO, CAMERA_FAILURE_WEIGHT, "no photo from a registered till, which held the "
+                         "refund itself (a camera failure?): a person decides"))
+        else:
+            hits += photo_reasons(a, photos.get(a.id))
+        hits += value_reasons(a, photos.get(a.id), cfg, hits)
         if problem:
             hits.append((TERMINAL_INTEGRITY, WEIGHTS[TERMINAL_INTEGRITY], f"terminal {a.terminal}: {problem}"))
         hits += _earlier_reasons(a, earlier)
