@@ -11,7 +11,7 @@ import uvicorn
 from frauddemo.servers import Server, ServerSpec, find_server, free_port
 from frauddemo.store import Store
 from frauddemo.syncer import LinkConfig, LinkStats, Syncer
-from frauddemo_operator.testing import wait_for as wait_until  # one polling helper for all tests
+from frauddemo_testkit.testing import wait_for as wait_until  # one polling helper for all tests
 
 
 @pytest.fixture(scope="session")

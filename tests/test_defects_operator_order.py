@@ -12,9 +12,9 @@ import json
 import pytest
 
 from frauddemo_operator import builders
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 WORKLOADS = ("statefulsets", "deployments")
 MOUNTED = ("secrets", "configmaps")

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from frauddemo_operator import builders, crd, models
 from frauddemo_operator.builders import Owner
-from frauddemo_operator.testing import FD_PATH, wait_for
+from frauddemo_testkit.testing import FD_PATH, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 SPEC_SCHEMA = crd.openapi_schema()["properties"]["spec"]
 FD_NAMES = st.one_of(st.from_regex(r"[a-z]([a-z0-9-]{0,40}[a-z0-9])?", fullmatch=True), st.just("demo"))

@@ -10,7 +10,7 @@ from frauddemo_operator import bench
 
 def test_bench_runs_and_reports_its_figures():
     threads_before = {t.ident for t in threading.enumerate()}
-    result = bench.run(serial=3, burst=4, timeout=60)
+    result = bench.run(serial=3, burst=4, timeout=60)  # the emulator (test kit): no kubeconfig
     json.dumps(result)
     assert result["benchmark"] == "operator" and result["children_per_demo"] == 40
     for key in ("create_to_ready_ms", "create_to_phase_ready_ms"):

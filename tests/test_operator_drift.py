@@ -6,9 +6,9 @@ import time
 import pytest
 
 from frauddemo_operator import builders, models, reconcile
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 RESTORE_WITHIN = 5.0
 

@@ -7,7 +7,7 @@ import httpx
 
 from frauddemo_operator import crd
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 CM = "/api/v1/namespaces/{ns}/configmaps"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -138,7 +138,7 @@ def test_garbage_collection_and_finalizers(kube_cluster, kube_ns):
     held["metadata"]["finalizers"] = ["example.com/hold"]
     http.post(CM.format(ns=kube_ns), json=held)
     http.delete(CM.format(ns=kube_ns) + "/owner")
-    from frauddemo_operator.testing import wait_for
+    from frauddemo_testkit.testing import wait_for
     wait_for(lambda: http.get(CM.format(ns=kube_ns) + "/dep").status_code == 404, 5, what="dependent collected")
     # finalizers: deletion marks, removing the finalizer deletes
     r = http.delete(CM.format(ns=kube_ns) + "/held").json()

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from frauddemo_operator import builders, models
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 
 def expected_names(name: str, kube_ns: str, raw: dict) -> dict[str, set[str]]:

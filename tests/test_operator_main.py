@@ -14,9 +14,9 @@ import pytest
 from frauddemo_operator import cli, kube
 from frauddemo_operator.main import OperatorThread
 from frauddemo_operator.settings import Settings
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 
 def test_settings_from_env():

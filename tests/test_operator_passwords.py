@@ -12,9 +12,9 @@ from frauddemo import acl
 from frauddemo.servers import Server, ServerSpec, write_secret
 from frauddemo_operator import builders
 from frauddemo_operator.reconcile import rotation_step, secret_values
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 
 def secret(kube_cluster, ns, name) -> dict:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from frauddemo_operator import kube
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 DISCOVERY = {"/api", "/apis", "/version"}
 

@@ -2,9 +2,9 @@
 what failed meanwhile."""
 from __future__ import annotations
 
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 
 def test_failed_creates_are_retried_with_backoff(kube_cluster, kube_ns):

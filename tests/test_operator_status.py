@@ -3,9 +3,9 @@ back and forth instead of sticking at Ready."""
 from __future__ import annotations
 
 from frauddemo_operator import builders, crd, models, status
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
-pytest_plugins = ("frauddemo_operator.pytest_plugin",)
+pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 SPEC = models.parse("demo", TWO_STORES)
 NOW1, NOW2 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"

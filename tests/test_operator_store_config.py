@@ -14,7 +14,7 @@ import redis
 
 from frauddemo import acl
 from frauddemo_operator import builders, models
-from frauddemo_operator.testing import TWO_STORES, wait_for
+from frauddemo_testkit.testing import TWO_STORES, wait_for
 
 PASSWORD = "s3cret-Token_from-the-Secret"
 

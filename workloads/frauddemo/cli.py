@@ -229,7 +229,16 @@ def cmd_chaos(a) -> int:
 
 def cmd_bench(a) -> int:
     soak_opts = {k: getattr(a, k) for k in SOAK_OPTIONS if getattr(a, k) is not None}
-    if a.what == "soak":
+    operator_opts = {k: getattr(a, k) for k in ("kubeconfig", "serial", "burst") if getattr(a, k) is not None}
+    if operator_opts and a.what != "operator":
+        raise ConfigError(f"--{next(iter(operator_opts))} is an option of `bench operator` only")
+    if a.what == "operator":
+        if soak_opts:
+            raise ConfigError(f"--{next(iter(soak_opts))} is an option of `bench soak` only")
+        from frauddemo_operator.bench import run
+
+        result = run(**operator_opts)
+    elif a.what == "soak":
         from .bench_soak import run
 
         result = run(log=lambda m: print(m, file=sys.stderr, flush=True), **soak_opts)
@@ -393,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "fifth of the duration, at most 60)")
     be.add_argument("--interval", type=float, help="soak: seconds between samples (default 10)")
     be.add_argument("--retention", type=int, help="soak: op-log entries each store keeps (default 20000)")
+    be.add_argument("--kubeconfig", help="operator: measure against this real cluster (e.g. .cluster/kubeconfig "
+                    "from `make cluster`), with the emulator's figures beside it when the test kit is importable")
+    be.add_argument("--serial", type=int, help="operator: FraudDemos created one by one (default 100)")
+    be.add_argument("--burst", type=int, help="operator: FraudDemos created at once (default 100)")
     be.set_defaults(fn=cmd_bench)
     return p
 

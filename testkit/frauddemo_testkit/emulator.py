@@ -46,7 +46,7 @@ import jsonpatch
 import kmock
 from kmock._internal import k8s_dicts
 
-from . import crd as crd_mod
+from frauddemo_operator import crd as crd_mod
 
 log = logging.getLogger(__name__)
 

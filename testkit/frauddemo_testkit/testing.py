@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from . import crd
+from frauddemo_operator import crd
 from .emulator import EmulatorThread
-from .main import OperatorThread
+from frauddemo_operator.main import OperatorThread
 
 FD_PATH = f"/apis/{crd.API_VERSION}/namespaces/{{ns}}/{crd.PLURAL}"
 

@@ -1,6 +1,6 @@
 """pytest fixtures for the operator's tests: one API emulator (own thread) and one real kopf operator
 (own thread) for the whole session, the CRD registered from crd.yaml over HTTP, and a fake detector
-API. Load with `pytest_plugins = ("frauddemo_operator.pytest_plugin",)`.
+API. Load with `pytest_plugins = ("frauddemo_testkit.pytest_plugin",)`.
 
 Every thread started here is stopped and joined at the end of the session.
 """
@@ -11,10 +11,10 @@ import itertools
 import httpx
 import pytest
 
-from . import crd
+from frauddemo_operator import crd
 from .emulator import EmulatorThread
-from .main import OperatorThread
-from .settings import Settings
+from frauddemo_operator.main import OperatorThread
+from frauddemo_operator.settings import Settings
 from .testing import FD_PATH, Cluster, FakeDetector
 
 _ns_counter = itertools.count(1)
