@@ -28,7 +28,8 @@ def test_create_makes_every_child_and_reports_ready(kube_cluster, kube_ns):
     assert st["stores"] == [{"name": "a", "replicas": 2, "readyReplicas": 2, "ready": True},
                             {"name": "b", "replicas": 2, "readyReplicas": 2, "ready": True}]
     conds = {c["type"]: c for c in st["conditions"]}
-    assert set(conds) == {"Ready", "StoresReady", "ReplicationHealthy", "Degraded"}
+    assert set(conds) == {"Ready", "StoresReady", "ReplicationHealthy", "Degraded", "SpecApplied"}
+    assert conds["SpecApplied"]["status"] == "True"
     assert conds["Ready"]["status"] == "True" and conds["StoresReady"]["status"] == "True"
     assert conds["Degraded"]["status"] == "False"
     for c in conds.values():

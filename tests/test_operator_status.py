@@ -83,7 +83,8 @@ def test_syncers_down_without_a_detector_means_replication_unhealthy():
 
 def test_a_rollout_not_yet_observed_is_not_ready():
     obj = {"kind": "Deployment", "metadata": {"name": "x", "generation": 3},
-           "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "availableReplicas": 1}}
+           "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "availableReplicas": 1, "replicas": 1,
+                                               "updatedReplicas": 1}}
     assert not status.workload(obj).is_ready
     obj["status"]["observedGeneration"] = 3
     assert status.workload(obj).is_ready
