@@ -14,6 +14,21 @@ pipeline with photos absent, as fast as the tills can write. Baseline (same run)
 the stores took the rules-only transactions from the tills, `baseline_store_tx_per_s` (the time to
 write them, with the syncers and the detector running beside); the pipeline's figure is the time until
 the last verdict is stored, so `rules_vs_baseline` is what waiting for every verdict costs.
+
+Issue 17 additions (every earlier key kept):
+  - attack modes where the face model decides, from a compromised registered till (it signs) on
+    receipts nobody returned: a signed mismatched photo, a lookalike found by search (the attacker
+    screens `lookalike_pool` identities 70000+ with the shipped verifier against the victim's purchase
+    photo and brings a fresh capture of the closest), the purchase photo mirrored, re-shot off a
+    screen, and replayed on another receipt of the same customer (whose own photo is a different
+    capture); `face_per_mode` instances each (default 100);
+  - a legitimate population with hard cases, each `hard_per_case` times: a return at the other store,
+    two receipts of one customer returned one after the other, a purchase made without a photo, a till
+    whose camera failed (no photo; detection.DetectionConfig.camera_failure decides), poor light;
+  - every rate with its 95% Wilson interval; an attempt the detector never judged counts as missed
+    (decision "none"), never dropped; `rules_throughput_tx_per_s` counts judged returns only;
+  - `throughput_tx_per_s` is a ceiling: the mixed load (purchases with photos and returns) is offered
+    in steps until the verdicts' p99 passes 100 ms or the backlog grows; the highest rate that held.
 """
 from __future__ import annotations
 
@@ -24,15 +39,19 @@ import random
 import statistics
 import time
 
+import numpy as np
+
 from .detector import verify_photo
 from .local import Supervisor
 from .photos import verify as ver
 from .photos.camera import SyntheticCamera
-from .photos import replay
+from .photos import attacks, replay
+from .photos.camera import render
 from .photos.decode import PhotoRejected
+from .photos.stats import percentile, rate
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .pos import MODES, HackedTill, Till, customer_id, face_of, wallet_key
-from .retail import LABELS, LEGIT, TerminalKeys, purchase_ops, verdict_key
+from .retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
 from .returns import ReturnRequest, process_returns
 from .servers import free_port, read_secret
 from .store import Store, ops
@@ -45,6 +64,26 @@ CATALOGUE_BASKETS = ({"shirt": 1}, {"jeans": 1}, {"jacket": 1}, {"shoes": 1, "ca
 def _render(args) -> bytes:
     customer, seed = args
     return SyntheticCamera(face_of(customer), seed=seed).capture()
+
+
+def _render_dark(args) -> bytes:
+    """A capture in poor light (the gain below the camera's usual range)."""
+    customer, seed = args
+    return SyntheticCamera(face_of(customer), seed=seed).capture_full(gain=0.45).jpeg
+
+
+def _pool_member(identity: int):
+    """One person of the lookalike attacker's population: their screening photo, analysed."""
+    try:
+        return identity, ver.analyze(render(identity, 0).jpeg)
+    except PhotoRejected:
+        return identity, None
+
+
+FACE_MODES = ("mismatched-signed", "lookalike", "mirrored-replay", "reshot-replay", "cross-receipt-replay")
+HARD_CASES = ("other-store", "second-receipt", "no-photo-purchase", "camera-failure", "poor-light")
+REPLAY_KINDS = ("mirror", "crop", "zoom", "rotate", "reencode", "relight", "perspective", "reshoot")
+POOL_OFFSET = 70_000
 
 
 def _enrol(customer: str) -> tuple[bytes, bytes]:
@@ -68,7 +107,10 @@ def _pct(values, q) -> float:
 
 class Bench:
     def __init__(self, purchases: int, returns: int, fraud_share: float, customers: int, return_rate: float,
-                 seed: int = 7):
+                 seed: int = 7, face_per_mode: int = 100, hard_per_case: int = 100, lookalike_pool: int = 300):
+        self.face_per_mode, self.hard_per_case, self.lookalike_pool = face_per_mode, hard_per_case, lookalike_pool
+        self.amounts: dict[str, int] = {}  # receipt -> cents
+        self.cases: dict[str, str] = {}  # attempt -> hard case or attack mode
         self.n_purchases, self.n_returns = purchases, returns
         self.fraud_share, self.n_customers, self.return_rate = fraud_share, customers, return_rate
         self.rng = random.Random(seed)
@@ -122,8 +164,9 @@ class Bench:
         for _ in range(n):
             store = self.rng.choice("ab")
             c = self.rng.choice(self.customers)
-            rid, w = purchase_ops(store, f"{store}-pos-1", c, self.rng.choice(CATALOGUE_BASKETS),
-                                  photos[c] if photos else "")
+            basket = self.rng.choice(CATALOGUE_BASKETS)
+            rid, w = purchase_ops(store, f"{store}-pos-1", c, basket, photos[c] if photos else "")
+            self.amounts[rid] = price(basket)[1]
             batches[store].append(w + [ops.sadd(wallet_key(c), rid)])
             out.append((rid, store, c))
             if len(batches[store]) == 500:
@@ -177,23 +220,97 @@ class Bench:
         block.append(("partition", False))
         mid = len(actions) // 2
         actions[mid:mid] = block
-        return actions
+        return actions + self.plan_face_and_hard(pool)
+
+    def plan_face_and_hard(self, pool: list) -> list[tuple]:
+        """The attacks the face model decides and the legitimate hard cases, shuffled together after
+        the rest. Receipts a case needs of its own (a second receipt with its own photo, a purchase
+        without photo) are bought here, before the clock."""
+        rng = self.rng
+        out: list[tuple] = []
+        for mode in FACE_MODES:
+            for _ in range(self.face_per_mode):
+                rid, store, c = pool.pop()
+                if mode == "cross-receipt-replay":  # receipt 2 of the customer, with a new photo
+                    rid = self.tills[store].purchase(c, rng.choice(CATALOGUE_BASKETS),
+                                                     _render((c, rng.getrandbits(62))))["receipt"]
+                out.append(("fraud", mode, rid, c, False))
+        by_customer: dict[str, list] = collections.defaultdict(list)
+        for rid, store, c in pool:
+            by_customer[c].append((rid, store))
+        pairs = [(c, v[:2]) for c, v in by_customer.items() if len(v) >= 2]
+        used = set()
+        for case in HARD_CASES:
+            for k in range(self.hard_per_case):
+                if case == "second-receipt":
+                    while pairs and any(r in used for r, _ in pairs[-1][1]):
+                        pairs.pop()
+                    if k % 2 or not pairs:
+                        continue
+                    c, two = pairs.pop()
+                    used.update(r for r, _ in two)
+                    out.append(("legit-pair", [("legit", st, r, c, case) for r, st in two]))
+                    continue
+                rid, store, c = next(x for x in reversed(pool) if x[0] not in used)
+                used.add(rid)
+                if case == "no-photo-purchase":
+                    rid = self.tills[store].purchase(c, rng.choice(CATALOGUE_BASKETS), None)["receipt"]
+                where = ("b" if store == "a" else "a") if case == "other-store" else store
+                out.append(("legit", where, rid, c, case))
+        self.spare = [x for x in pool if x[0] not in used]  # unreturned receipts, for the ceiling run
+        rng.shuffle(out)
+        flat = []
+        for act in out:
+            flat += act[1] if act[0] == "legit-pair" else [act]
+        return flat
+
+    def attack_photos(self, actions, enrol_imgs: dict[str, bytes], enrolled_embs: dict[str, bytes]) -> dict:
+        """Photos the attacks need from the enrolled photos (before the clock): copies, lookalikes."""
+        rng = np.random.default_rng(self.rng.getrandbits(32))
+        out: dict[int, bytes] = {}
+        victims = [i for i, act in enumerate(actions) if act[0] == "fraud" and act[1] == "lookalike"]
+        if victims:
+            with multiprocessing.get_context("spawn").Pool() as pool:
+                members = [(j, a) for j, a in pool.map(_pool_member, range(POOL_OFFSET, POOL_OFFSET + self.lookalike_pool),
+                                                       chunksize=8) if a is not None]
+            mat = np.array([a.vector for _, a in members])
+            cfg = ver.VerifyConfig()
+            for i in victims:
+                emb = ver.Embedding.from_bytes(enrolled_embs[actions[i][3]])
+                top = np.argsort(-(mat @ emb.vector))[:10]
+                j = max((members[k] for k in top), key=lambda m: ver.similarity(m[1], emb.vector, cfg))[0]
+                out[i] = render(j, 1 + self.rng.randrange(1000)).jpeg  # a fresh capture of the lookalike
+        for i, act in enumerate(actions):
+            if act[0] != "fraud" or act[1] not in ("mirrored-replay", "reshot-replay", "cross-receipt-replay"):
+                continue
+            img = attacks.decode(enrol_imgs[act[3]])
+            kind = {"mirrored-replay": "mirror", "reshot-replay": "reshoot"}.get(act[1]) or \
+                REPLAY_KINDS[int(rng.integers(len(REPLAY_KINDS)))]
+            out[i] = attacks.KINDS[kind](img, rng)
+        return out
 
     def photos_for(self, actions, receipts) -> dict[int, bytes | None]:
         """The return photo of every action, rendered before the clock starts (all cores)."""
         jobs = {}
+        dark = {}
         for i, act in enumerate(actions):
-            if act[0] == "legit" or (act[0] == "fraud" and act[1] in (
+            case = act[4] if act[0] == "legit" and len(act) > 4 else None
+            if case == "camera-failure":
+                continue
+            if case == "poor-light":
+                dark[i] = (act[3], self.rng.getrandbits(62))
+            elif act[0] == "legit" or (act[0] == "fraud" and act[1] in (
                     "double-return-same-store", "double-return-other-store", "window-race", "partition")):
                 jobs[i] = (act[3], self.rng.getrandbits(62))
-            elif act[0] == "fraud" and act[1] == "mismatched-photo":
+            elif act[0] == "fraud" and act[1] in ("mismatched-photo", "mismatched-signed"):
                 other = self.rng.choice([c for c in self.customers if c != act[3]])
                 jobs[i] = (other, self.rng.getrandbits(62))
             elif act[0] == "fraud" and act[1] == "unknown-receipt" and self.rng.random() < 0.5:
                 jobs[i] = (self.rng.choice(self.customers), self.rng.getrandbits(62))
         with multiprocessing.get_context("spawn").Pool() as pool:
             rendered = pool.map(_render, list(jobs.values()), chunksize=16)
-        return dict(zip(jobs, rendered))
+            darkened = pool.map(_render_dark, list(dark.values()), chunksize=16)
+        return {**dict(zip(jobs, rendered)), **dict(zip(dark, darkened))}
 
     def run_actions(self, actions, photos: dict[int, bytes | None], enrolled: dict[str, bytes],
                     receipts_by_id: dict) -> int:
@@ -206,14 +323,15 @@ class Bench:
                 next_t = time.monotonic()  # the wait for the links is not owed to the pacing as a burst
                 continue
             if act[0] == "legit":
-                _, store, rid, c = act
-                self.tills[store].return_(rid, photos.get(i))
+                store, rid, c = act[1:4]
+                out = self.tills[store].return_(rid, photos.get(i))
+                self.cases[out.attempt.id] = act[4] if len(act) > 4 else "plain"
             else:
                 _, mode, rid, c, rogue = act
                 till = self.rogue if rogue else self.hacked
-                _, _, amount = receipts_by_id.get(rid, (None, None, 4999))
+                amount = self.amounts.get(rid, 4999)
                 photo = enrolled[c] if mode == "replayed-photo" else photos.get(i)
-                till.refund(rid, c, amount, photo, mode)
+                self.cases[till.refund(rid, c, amount, photo, mode).id] = mode
             attempts += 1
             paired = i + 1 < len(actions) and actions[i + 1][0] == "fraud" and actions[i + 1][1] in (
                 "window-race", "partition") and act[0] == "legit"
@@ -222,13 +340,15 @@ class Bench:
                 time.sleep(max(0.0, next_t - time.monotonic()))
         return attempts
 
-    def wait_verdicts(self, n: int, timeout: float = 120) -> None:
+    def wait_verdicts(self, n: int, timeout: float = 120) -> bool:
+        """True once the stores hold n verdict events; False at the timeout (the attempts without a
+        verdict then count as missed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if sum(s.r.xlen("fd:ev:verdicts") for s in self.stores.values()) >= n:
-                return
+                return True
             time.sleep(0.05)
-        raise RuntimeError("the detector did not judge every attempt in time")
+        return False
 
     def results(self) -> dict:
         """Per attempt: label, decision, latency (verdict clock - attempt clock)."""
@@ -236,7 +356,7 @@ class Bench:
         for s in self.stores.values():
             for _, f in s.r.xrange(LABELS):
                 labels[f[b"att"].decode()] = f[b"label"].decode()
-        rows = []
+        rows, judged = [], set()
         for name, s in self.stores.items():
             mine = list(labels)
             pipe = s.r.pipeline(transaction=False)
@@ -249,43 +369,142 @@ class Bench:
                 if not v or tag is None or tag.decode().split(":")[1] != name:
                     continue  # judged at the attempt's own store only
                 first = min(int(x[:16]) for key, x in v.items() if key[:1] == b"~")
+                judged.add(aid)
                 rows.append({"att": aid, "label": labels[aid], "decision": v[b"decision"].decode(),
-                             "reason": (v.get(b"reason") or b"").decode(),
+                             "reason": (v.get(b"reason") or b"").decode(), "case": self.cases.get(aid, ""),
                              "store": name, "latency_ms": (first - int(tag[:16])) / 1000})
+        for aid in labels:  # never judged: missed, not dropped
+            if aid not in judged:
+                rows.append({"att": aid, "label": labels[aid], "decision": "none", "reason": "no verdict",
+                             "case": self.cases.get(aid, ""), "store": "", "latency_ms": None})
         return {"rows": rows, "labels": len(labels)}
 
 
+def _verdict_ms(store: Store, aid: str, attempt_clock: int) -> float | None:
+    v = store.r.hgetall(verdict_key(aid))
+    tags = [int(x[:16]) for k, x in v.items() if k[:1] == b"~"]
+    return (min(tags) - attempt_clock) / 1000 if tags else None
+
+
+def ceiling(b: "Bench", receipts: list, rates=(4, 8, 16, 32, 64), step_s: float = 5.0, p99_ms: float = 100.0,
+            tills: int = 4) -> dict:
+    """Offer the mixed load (half purchases with a photo, half returns with a fresh one, both stores)
+    at rising rates; a step holds when its returns' verdict p99 <= p99_ms and no return is left
+    without a verdict a second after the step. Returns the highest rate that held and every step."""
+    plan, k = [], 0
+    for r in rates:
+        n = max(2, int(r * step_s))
+        step = []
+        for i in range(n):
+            c = b.rng.choice(b.customers)
+            if i % 2 == 0 or k >= len(receipts):
+                step.append(("purchase", b.rng.choice("ab"), c, (c, b.rng.getrandbits(62))))
+            else:
+                rid, store, rc = receipts[k]
+                k += 1
+                step.append(("return", b.rng.choice("ab"), rid, (rc, b.rng.getrandbits(62))))
+        plan.append((r, step))
+    jobs = [x[3] for _, st in plan for x in st]
+    with multiprocessing.get_context("spawn").Pool() as pool:
+        rendered = iter(pool.map(_render, jobs, chunksize=16))
+    plan = [(r, [(*x[:3], next(rendered)) for x in st]) for r, st in plan]
+    tills_by = {n: [Till(s, b.keys, f"{n}-pos-{10 + i}") for i in range(tills)] for n, s in b.stores.items()}
+    steps, best = [], None
+    with concurrent.futures.ThreadPoolExecutor(tills * 2) as ex:
+        for r, st in plan:
+            t0 = time.monotonic()
+            futs = []
+            for i, (kind, store, who, photo) in enumerate(st):
+                time.sleep(max(0.0, t0 + i / r - time.monotonic()))
+                till = tills_by[store][i % tills]
+                if kind == "purchase":
+                    futs.append(ex.submit(till.purchase, who, {"shirt": 1}, photo))
+                else:
+                    futs.append(ex.submit(till.return_, who, photo))
+            done = [f.result() for f in futs]
+            offered_s = time.monotonic() - t0
+            time.sleep(1.0)
+            lat = []
+            for o in done:
+                if not isinstance(o, dict):
+                    a = o.attempt
+                    lat.append(_verdict_ms(b.stores[a.store], a.id, a.clock))
+            judged = [x for x in lat if x is not None]
+            p99 = percentile(judged, 99)
+            ok = bool(judged) and len(judged) == len(lat) and p99 is not None and p99 <= p99_ms
+            steps.append({"offered_tx_per_s": r, "achieved_tx_per_s": round(len(st) / offered_s, 1),
+                          "returns": len(lat), "unjudged_after_1s": len(lat) - len(judged),
+                          "verdict_p99_ms": round(p99, 1) if p99 is not None else None,
+                          "verdict_p50_ms": round(percentile(judged, 50), 1) if judged else None, "held": ok})
+            if not ok:
+                break
+            best = steps[-1]
+    return {"throughput_tx_per_s": best["achieved_tx_per_s"] if best else 0.0,
+            "latency_at_ceiling_ms": {"p50": best["verdict_p50_ms"], "p99": best["verdict_p99_ms"]} if best else None,
+            "ceiling_steps": steps, "ceiling_p99_limit_ms": p99_ms}
+
+
 def accuracy(rows: list[dict]) -> dict:
+    """Figures over every labelled attempt; an attempt without a verdict ("none") is a miss."""
     fraud = [r for r in rows if r["label"] != LEGIT]
     legit = [r for r in rows if r["label"] == LEGIT]
     caught = [r for r in fraud if r["decision"] in ("review", "block")]
     blocked = [r for r in rows if r["decision"] == "block"]
     per_mode = {}
-    for m in MODES:
+    for m in [*MODES, *FACE_MODES]:
         rs = [r for r in fraud if r["label"] == m]
-        per_mode[m] = {"recall": round(sum(r["decision"] != "allow" for r in rs) / len(rs), 4) if rs else None,
-                       "count": len(rs)}
-    lat = [r["latency_ms"] for r in rows]
-    alert_lat = [r["latency_ms"] for r in rows if r["decision"] != "allow"]
+        k = sum(r["decision"] in ("review", "block") for r in rs)
+        per_mode[m] = {"recall": round(k / len(rs), 4) if rs else None, "count": len(rs),
+                       "recall_ci95": rate(k, len(rs))["ci95"],
+                       "allowed": sum(r["decision"] == "allow" for r in rs),
+                       "no_verdict": sum(r["decision"] == "none" for r in rs)}
+    legit_cases = {}
+    for case in sorted({r.get("case") or "plain" for r in legit}):
+        rs = [r for r in legit if (r.get("case") or "plain") == case]
+        legit_cases[case] = {"count": len(rs),
+                             "review": rate(sum(r["decision"] == "review" for r in rs), len(rs)),
+                             "block": rate(sum(r["decision"] == "block" for r in rs), len(rs)),
+                             "flagged_by": dict(collections.Counter(r["reason"] for r in rs if r["decision"] != "allow"))}
+    lat = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
+    alert_lat = [r["latency_ms"] for r in rows if r["decision"] in ("review", "block") and r["latency_ms"] is not None]
+    n_block_fraud = sum(r["label"] != LEGIT for r in blocked)
+    n_review_legit = sum(r["decision"] == "review" for r in legit)
+    n_block_legit = sum(r["decision"] == "block" for r in legit)
+
+    def mode_rate(m, what="recall"):
+        return per_mode[m][what] if per_mode.get(m, {}).get("count") else None
+
+    look = per_mode["lookalike"]
     return {
         "recall": round(len(caught) / len(fraud), 4) if fraud else None,
-        "block_precision": round(sum(r["label"] != LEGIT for r in blocked) / len(blocked), 4) if blocked else None,
-        "review_rate_legit": round(sum(r["decision"] == "review" for r in legit) / len(legit), 4) if legit else None,
-        "block_rate_legit": round(sum(r["decision"] == "block" for r in legit) / len(legit), 4) if legit else None,
+        "recall_ci95": rate(len(caught), len(fraud))["ci95"],
+        "block_precision": round(n_block_fraud / len(blocked), 4) if blocked else None,
+        "block_precision_ci95": rate(n_block_fraud, len(blocked))["ci95"],
+        "review_rate_legit": round(n_review_legit / len(legit), 4) if legit else None,
+        "review_rate_legit_ci95": rate(n_review_legit, len(legit))["ci95"],
+        "block_rate_legit": round(n_block_legit / len(legit), 4) if legit else None,
+        "block_rate_legit_ci95": rate(n_block_legit, len(legit))["ci95"],
+        "lookalike_accept_rate": round((look["allowed"] + look["no_verdict"]) / look["count"], 4) if look["count"] else None,
+        "lookalike_accept_rate_ci95": rate(look["allowed"] + look["no_verdict"], look["count"])["ci95"],
+        "mirror_replay_recall": mode_rate("mirrored-replay"),
+        "reshot_replay_recall": mode_rate("reshot-replay"),
+        "cross_receipt_replay_recall": mode_rate("cross-receipt-replay"),
         "per_mode": per_mode,
+        "legit_cases": legit_cases,
         # why legitimate customers were stopped, by the verdict's main reason (what to tune next)
         "legit_flagged_by": dict(collections.Counter(r["reason"] for r in legit if r["decision"] != "allow")),
         "detection_latency_ms": {"p50": round(_pct(lat, 0.5), 2), "p99": round(_pct(lat, 0.99), 2),
                                  "mean": round(statistics.fmean(lat), 2) if lat else None},
         "alert_latency_ms": {"p50": round(_pct(alert_lat, 0.5), 2), "p99": round(_pct(alert_lat, 0.99), 2)},
         "attempts": len(rows), "fraud_attempts": len(fraud), "legit_attempts": len(legit),
+        "no_verdict": sum(r["decision"] == "none" for r in rows),
     }
 
 
 def photo_capacity(samples: int = 60) -> dict:
     """Verifications per second of a pool sized to the cores, the way the detector runs them."""
     cams = [SyntheticCamera(face_of(customer_id(i)), seed=i) for i in range(samples)]
-    purchases = [ver.embed(c.capture()).to_bytes() for c in cams[:10]]
+    purchases = [("emb", ver.embed(c.capture()).to_bytes()) for c in cams[:10]]  # detector.verify_photo's form
     probes = [c.capture() for c in cams]
     cfg = ver.VerifyConfig()
     workers = multiprocessing.cpu_count()
@@ -299,9 +518,12 @@ def photo_capacity(samples: int = 60) -> dict:
 
 
 def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12, customers: int = 1_500,
-        return_rate: float = 25.0, rules_purchases: int = 20_000, rules_returns: int = 6_000) -> dict:
+        return_rate: float = 25.0, rules_purchases: int = 20_000, rules_returns: int = 6_000,
+        face_per_mode: int = 100, hard_per_case: int = 100, lookalike_pool: int = 300,
+        ceiling_rates=(4, 8, 16, 32, 64), ceiling_step_s: float = 5.0, verdict_timeout_s: float = 180) -> dict:
     t_start = time.monotonic()
-    b = Bench(purchases, returns, fraud_share, customers, return_rate)
+    b = Bench(purchases, returns, fraud_share, customers, return_rate, face_per_mode=face_per_mode,
+              hard_per_case=hard_per_case, lookalike_pool=lookalike_pool)
     b.start()
     try:
         # Before the clock: photos rendered, each customer's purchase photo enrolled once.
@@ -319,20 +541,26 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
         receipts = b.write_purchases(purchases, enrolled)
         b.wait_replicated()
         purchase_s = time.monotonic() - t0
-        by_id = {rid: (store, c, 4999) for rid, store, c in receipts}
+        by_id = {rid: (store, c, b.amounts.get(rid, 4999)) for rid, store, c in receipts}
         actions = b.plan_returns(receipts)
         photos = b.photos_for(actions, receipts)
+        photos.update(b.attack_photos(actions, enrol_imgs, {c: emb for c, (_, emb) in enrol.items()}))
+        b.wait_replicated()
         t_returns = time.monotonic()
         n = b.run_actions(actions, photos, enrol_imgs, by_id)
-        b.wait_verdicts(n)
+        all_judged = b.wait_verdicts(n, verdict_timeout_s)
         t_end = time.monotonic()
         labelled = accuracy(b.results()["rows"])
+        labelled["all_judged_in_time"] = all_judged
         run_s = t_end - t_returns  # the return photos were rendered before t_returns
+        ceil = ceiling(b, b.spare, ceiling_rates, ceiling_step_s)
 
         # Rules-only run: the same pipeline, photos absent, as fast as the tills go.
         r0 = time.monotonic()
-        verdicts_before = sum(s.r.xlen("fd:ev:verdicts") for s in b.stores.values())
         rules_receipts = b.write_purchases(rules_purchases, None)
+        b.wait_replicated()
+        verdicts_before = sum(s.r.xlen("fd:ev:verdicts") for s in b.stores.values())
+        r_ret0 = time.monotonic()
         b.rng.shuffle(rules_receipts)
         reqs = {"a": [], "b": []}
         for rid, store, c in rules_receipts[:rules_returns]:
@@ -341,20 +569,25 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
             for i in range(0, len(rs), 200):
                 process_returns(b.stores[store], b.tills[store].photos, b.keys, f"{store}-pos-1", rs[i:i + 200])
         r_written = time.monotonic()
-        b.wait_verdicts(verdicts_before + rules_returns)
+        rules_all_judged = b.wait_verdicts(verdicts_before + rules_returns, verdict_timeout_s)
         r_end = time.monotonic()
+        rules_judged = sum(s.r.xlen("fd:ev:verdicts") for s in b.stores.values()) - verdicts_before
         rules_tx = rules_purchases + rules_returns
     finally:
         b.stop()
     capacity = photo_capacity()
     return {
         **labelled,
-        "throughput_tx_per_s": round((purchases + n) / (purchase_s + run_s), 1),
-        "rules_throughput_tx_per_s": round(rules_tx / (r_end - r0), 1),
+        **ceil,
+        "labelled_run_tx_per_s": round((purchases + n) / (purchase_s + run_s), 1),
+        # judged returns per second, from the first return written to the last verdict stored
+        "rules_throughput_tx_per_s": round(min(rules_judged, rules_returns) / (r_end - r_ret0), 1),
+        "rules_returns_judged": min(rules_judged, rules_returns), "rules_all_judged_in_time": rules_all_judged,
+        "rules_purchases_s": round(r_ret0 - r0, 1),
         "photo_verifications_per_s": capacity["photo_verifications_per_s"],
         "photo_workers": capacity["workers"],
-        "baseline_store_tx_per_s": round(rules_tx / (r_written - r0), 1),
-        "rules_vs_baseline": round((r_written - r0) / (r_end - r0), 3),
+        "baseline_store_tx_per_s": round(rules_returns / (r_written - r_ret0), 1),
+        "rules_vs_baseline": round((r_written - r_ret0) / (r_end - r_ret0), 3),
         "purchases": purchases, "returns": n, "return_rate_per_s": return_rate,
         "return_rate_actual_per_s": round(n / run_s, 1),
         "labelled_purchases_s": round(purchase_s, 1), "labelled_returns_s": round(run_s, 1), "rules_tx": rules_tx,
