@@ -50,6 +50,15 @@ def test_the_crd_and_the_chart_say_the_same_about_names():
     assert sample["pattern"] == models.NAME_RE.pattern and sample["maxLength"] == models.MAX_NAME_LEN
 
 
+def test_the_crd_metadata_schema_is_one_the_api_server_takes():
+    """A structural schema may restrict only metadata.name and metadata.generateName, and `metadata` itself
+    may say nothing but its type (else the CRD is refused: "must not specify anything other than name and
+    generateName"); the emulator does not check this, so it is checked here."""
+    meta = crd.openapi_schema()["properties"]["metadata"]
+    assert set(meta) <= {"type", "properties"} and meta.get("type") == "object"
+    assert set(meta.get("properties") or {}) <= {"name", "generateName"}
+
+
 def test_an_invalid_name_is_a_condition_not_a_retry_loop(kube_cluster, kube_ns):
     kube_cluster.apply_fd(kube_ns, "1demo", TWO_STORES)   # the emulator, like old CRDs, does not check it
     st = kube_cluster.wait_phase(kube_ns, "1demo", "Invalid")
