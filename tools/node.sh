@@ -165,6 +165,47 @@ EOF
     iptables -t nat -C OUTPUT -j "$GUARD_CHAIN-LO" 2>/dev/null || iptables -t nat -I OUTPUT 1 -j "$GUARD_CHAIN-LO"
 }
 
+# Pods reach the API server (in-cluster clients: the operator, kubectl in a pod) through the `kubernetes`
+# Service. A loopback API server (https://127.0.0.1:6443) cannot be its endpoint (endpoints may not be
+# loopback) and does not listen where pods can reach. So, for a loopback API server: a relay (socat) on the
+# node address 10.88.0.1:6443 to 127.0.0.1:6443 (TLS passes through: clients verify the API server's own
+# certificate, whose SANs hold the Service IP), and, unless the API server advertises an address itself,
+# an EndpointSlice of the `kubernetes` Service pointing at the relay (deleted by down).
+API_SLICE=kubernetes-frauddemo-node
+api_from_pods_up() {
+    local server host port
+    server=$(api_server)
+    host=${server#https://}
+    host=${host%%/*}
+    port=${host##*:}
+    host=${host%:*}
+    [ "$host" = 127.0.0.1 ] || return 0
+    start_daemon api-relay socat "TCP-LISTEN:$port,bind=$NODE_IP,reuseaddr,fork" "TCP:127.0.0.1:$port"
+    if kubectl_admin get endpointslices -n default -l kubernetes.io/service-name=kubernetes \
+        -o jsonpath='{.items[*].endpoints[*].addresses[*]}' 2>/dev/null | grep -q .; then
+        return 0
+    fi
+    kubectl_admin apply -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $API_SLICE
+  namespace: default
+  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: frauddemo-node}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: https, port: $port, protocol: TCP}]
+EOF
+    say "the kubernetes Service had no endpoint (the API server advertises loopback): EndpointSlice $API_SLICE -> $NODE_IP:$port (the relay)"
+}
+
+api_from_pods_down() {
+    stop_daemon api-relay
+    if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ]; then
+        kubectl_admin delete endpointslice -n default "$API_SLICE" --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
+    fi
+}
+
 # CNI DEL for every pod sandbox containerd still has (as the kubelet would on pod removal): frees the
 # addresses, removes the veths and the portmap rules.
 # Prints the sandboxes' network namespace paths, for deletion once their processes are gone.
@@ -258,8 +299,15 @@ issue_cert() { # name subject usage [san]
     rm -f "$dir/$name.csr" "$ext"
 }
 
+# stdin to the file, only if that changes it (kube-proxy exits when its configuration file changes)
+write_if_changed() { # file
+    local tmp="$1.new"
+    cat >"$tmp"
+    if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
 write_kubeconfig() { # file user cert key
-    cat >"$1" <<EOF
+    write_if_changed "$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -283,7 +331,7 @@ EOF
 # --- kubelet and kube-proxy ------------------------------------------------------------------------------
 
 write_kubelet_config() {
-    cat >"$NODE_DIR/kubelet.yaml" <<EOF
+    write_if_changed "$NODE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # Listens on the pods' bridge address only, never on the machine's interfaces.
@@ -371,7 +419,7 @@ kube_proxy_up() {
     issue_cert kube-proxy "/CN=system:kube-proxy" client
     write_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" system:kube-proxy \
         "$NODE_DIR/pki/kube-proxy.crt" "$NODE_DIR/pki/kube-proxy.key"
-    cat >"$NODE_DIR/kube-proxy.yaml" <<EOF
+    write_if_changed "$NODE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -419,12 +467,13 @@ cmd_check() {
 
 cmd_up() {
     mkdir -p "$NODE_DIR"
-    install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev
+    install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev socat
     local n=0
     NEED_CLUSTER=1 check_prereqs 1 || n=$?
     [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above): not starting the node"
     choose_driver
     network_up
+    api_from_pods_up
     containerd_up
     ensure_pause_image
     kubelet_up
@@ -442,6 +491,7 @@ cmd_down() {
     fi
     stop_daemon kubelet
     stop_daemon kube-proxy
+    api_from_pods_down
     if [ -x "$BIN_DIR/kube-proxy" ] && [ -f "$NODE_DIR/kube-proxy.yaml" ]; then
         "$BIN_DIR/kube-proxy" --cleanup >>"$NODE_DIR/kube-proxy.log" 2>&1 || true
     fi
