@@ -33,7 +33,7 @@ LOCAL_BASE=localhost/frauddemo-base:bookworm
 FRAUDDEMO_BASE=${FRAUDDEMO_BASE:-auto}
 NEEDED_PACKAGES=(buildah debootstrap containerd runc)
 
-log() { printf 'images: %s\n' "$*" >&2; }
+log() { printf 'images: [%3ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------------------
