@@ -67,7 +67,7 @@ class DetectionConfig:
     window_seconds: int = 300  # velocity window
     velocity_max: int = 3  # returns per customer within the window before the velocity rule fires
     high_value_cents: int = 20_000  # refunds from this value need a confident face match (or a person)
-    confident_similarity: float = 0.97  # `frauddemo bench photo`: calibration.confident_similarity
+    confident_similarity: float = 0.962  # `frauddemo bench photo`: calibration.confident_similarity (0.9618)
     # A registered, correctly signing till that took no photo and held the refund itself (its camera
     # failed): "review" asks a person (the money was not paid); "block" treats it as any missing photo.
     camera_failure: str = "review"
