@@ -97,8 +97,8 @@ containerd_up() {
     # setsid: its own session, so it outlives the make that started it and ^C of the caller.
     setsid containerd --config "$CONTAINERD_DIR/config.toml" >>"$CONTAINERD_LOG" 2>&1 </dev/null &
     echo $! >"$CONTAINERD_DIR/containerd.pid"
-    local i
-    for i in $(seq 1 100); do
+    local _
+    for _ in $(seq 1 100); do
         if containerd_running; then
             return 0
         fi
@@ -128,8 +128,8 @@ containerd_down() {
             fd_ctr containers delete "$c" >/dev/null 2>&1 || true
         done
         kill "$pid"
-        local i
-        for i in $(seq 1 50); do
+        local _
+        for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.2
         done

@@ -108,7 +108,7 @@ EOF
     # (the runtime mounts /dev), the build host's name and resolver.
     rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/* "$tmp"/var/cache/debconf/*-old \
         "$tmp"/usr/share/doc/* "$tmp"/usr/share/man/* "$tmp"/usr/share/info/* "$tmp"/var/log/*.log \
-        "$tmp"/var/log/apt/* "$tmp"/dev/* "$tmp"/run/* "$tmp"/tmp/*
+        "${tmp:?}"/var/log/apt/* "${tmp:?}"/dev/* "${tmp:?}"/run/* "${tmp:?}"/tmp/*
     : >"$tmp/etc/resolv.conf"
     echo localhost >"$tmp/etc/hostname"
     tar --numeric-owner -C "$tmp" -cf "$out.part" .

@@ -51,16 +51,16 @@ fail() { say "$*"; exit 1; }
 # One line per missing prerequisite; returns how many are missing. Sysctls the node needs are set when
 # FIX=1 (up does, as root), each with a line saying so; `down` puts ip_forward back as it found it.
 check_prereqs() {
-    local fix=${1:-0} missing=0 s v
-    [ "$(id -u)" = 0 ] || { say "MISSING root: the kubelet, containerd and the bridge need root"; missing=$((missing + 1)); }
+    local fix=${1:-0} nmiss=0 s v
+    [ "$(id -u)" = 0 ] || { say "MISSING root: the kubelet, containerd and the bridge need root"; nmiss=$((nmiss + 1)); }
     if [ -n "$(tail -n +2 /proc/swaps)" ]; then
         say "MISSING swap off: swap is on ($(tail -n +2 /proc/swaps | awk '{print $1}' | paste -sd,)); the kubelet refuses to start (swapoff -a)"
-        missing=$((missing + 1))
+        nmiss=$((nmiss + 1))
     fi
-    [ -c /dev/kmsg ] || { say "MISSING /dev/kmsg: the kubelet's OOM watcher reads it (a container without it cannot run a kubelet)"; missing=$((missing + 1)); }
+    [ -c /dev/kmsg ] || { say "MISSING /dev/kmsg: the kubelet's OOM watcher reads it (a container without it cannot run a kubelet)"; nmiss=$((nmiss + 1)); }
     if [ ! -d /proc/sys/net/bridge ]; then
         if [ "$fix" = 1 ]; then modprobe br_netfilter 2>/dev/null || true; fi
-        [ -d /proc/sys/net/bridge ] || { say "MISSING br_netfilter: no /proc/sys/net/bridge (modprobe br_netfilter)"; missing=$((missing + 1)); }
+        [ -d /proc/sys/net/bridge ] || { say "MISSING br_netfilter: no /proc/sys/net/bridge (modprobe br_netfilter)"; nmiss=$((nmiss + 1)); }
     fi
     for s in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables; do
         [ -e "/proc/sys/$s" ] || continue
@@ -71,28 +71,28 @@ check_prereqs() {
             echo 1 >"/proc/sys/$s" && { say "set ${s//\//.}=1 (was $v)"; continue; }
         fi
         say "MISSING ${s//\//.}=1 (it is $v): Services need routed and bridged pod traffic to pass iptables"
-        missing=$((missing + 1))
+        nmiss=$((nmiss + 1))
     done
     if [ -d /sys/fs/cgroup/memory ] || [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
         # cgroups v1 (or hybrid): one hierarchy per controller
         for s in cpu cpuacct cpuset memory pids devices freezer; do
             grep -qw "$s" <(awk '$3=="cgroup"{print $4}' /proc/mounts | tr ',' '\n') ||
-                { say "MISSING cgroup v1 controller $s: not mounted under /sys/fs/cgroup"; missing=$((missing + 1)); }
+                { say "MISSING cgroup v1 controller $s: not mounted under /sys/fs/cgroup"; nmiss=$((nmiss + 1)); }
         done
     else
         for s in cpu cpuset memory pids; do
             grep -qw "$s" /sys/fs/cgroup/cgroup.controllers ||
-                { say "MISSING cgroup v2 controller $s (not in /sys/fs/cgroup/cgroup.controllers)"; missing=$((missing + 1)); }
+                { say "MISSING cgroup v2 controller $s (not in /sys/fs/cgroup/cgroup.controllers)"; nmiss=$((nmiss + 1)); }
         done
     fi
-    grep -qw overlay /proc/filesystems || { say "MISSING overlay file system (containerd's overlayfs snapshotter)"; missing=$((missing + 1)); }
-    command -v iptables >/dev/null || { say "MISSING iptables (kube-proxy, the CNI portmap plugin, the FORWARD guard)"; missing=$((missing + 1)); }
+    grep -qw overlay /proc/filesystems || { say "MISSING overlay file system (containerd's overlayfs snapshotter)"; nmiss=$((nmiss + 1)); }
+    command -v iptables >/dev/null || { say "MISSING iptables (kube-proxy, the CNI portmap plugin, the FORWARD guard)"; nmiss=$((nmiss + 1)); }
     if [ "${NEED_CLUSTER:-0}" = 1 ]; then
         for s in "$ADMIN_KUBECONFIG" "$CA_CRT" "$CA_KEY" "$BIN_DIR/kubelet"; do
-            [ -e "$s" ] || { say "MISSING $s (tools/cluster.sh, make cluster)"; missing=$((missing + 1)); }
+            [ -e "$s" ] || { say "MISSING $s (tools/cluster.sh, make cluster)"; nmiss=$((nmiss + 1)); }
         done
     fi
-    return "$missing"
+    return "$nmiss"
 }
 
 cgroup_version() {
@@ -385,12 +385,12 @@ start_daemon() { # name command...: setsid, log and pid file under .cluster/node
 }
 
 stop_daemon() { # name
-    local pidfile="$NODE_DIR/$1.pid" pid i
+    local pidfile="$NODE_DIR/$1.pid" pid
     [ -f "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
     if kill -0 "$pid" 2>/dev/null; then
         kill "$pid"
-        for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
         say "$1 stopped (pid $pid)"
     fi
@@ -551,7 +551,7 @@ cni_test_cleanup() {
 
 cmd_cni_test() {
     mkdir -p "$NODE_DIR"
-    local n=0 ip store result rc=0 st i
+    local n=0 ip store result rc=0 st
     check_prereqs 1 || n=$?
     [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above)"
     choose_driver
@@ -584,7 +584,7 @@ EOF
     fd_ctr run -d "$PAUSE_IMAGE" fd-cni-pause-check >/dev/null
     sleep 1
     fd_ctr tasks kill -s SIGTERM fd-cni-pause-check >/dev/null
-    for i in $(seq 1 20); do
+    for _ in $(seq 1 20); do
         st=$(fd_ctr tasks ls | awk '$1=="fd-cni-pause-check"{print $3}')
         [ "$st" = STOPPED ] && break
         sleep 0.2
