@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
+import sys
 import threading
+import venv
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,3 +130,36 @@ def serving(app):
     finally:
         server.should_exit = True
         t.join(15)
+
+
+# --- what users install: the wheel, in a clean venv (test_wheel.py and the cluster tests) -------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """Built from a copy of what the Dockerfile copies (setuptools' in-tree build/ keeps stale files)."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("wheel-src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("workloads", "operator"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
+                           "--wheel-dir", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "would be ignored" not in proc.stdout + proc.stderr, "setuptools drops a data package"
+    (whl,) = out.glob("frauddemo-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(wheel, tmp_path_factory) -> Path:
+    """A clean venv (no system site-packages, no checkout on its path) with the wheel and its deps."""
+    env_dir = tmp_path_factory.mktemp("venv")
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return env_dir

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
@@ -17,29 +16,6 @@ from chart_support import ROOT
 pytestmark = pytest.mark.slow
 
 TEST_ONLY = ("pytest", "kmock", "httpx", "hypothesis", "schemathesis", "playwright")
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-                           "--wheel-dir", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "would be ignored" not in proc.stdout + proc.stderr, "setuptools drops a data package"
-    (whl,) = out.glob("frauddemo-*.whl")
-    return whl
-
-
-@pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory) -> Path:
-    """A clean venv (no system site-packages, no checkout on its path) with the wheel and its deps."""
-    env_dir = tmp_path_factory.mktemp("venv")
-    venv.create(env_dir, with_pip=True)
-    py = env_dir / "bin" / "python"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return env_dir
 
 
 def _run(env_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -62,7 +38,7 @@ def test_the_wheel_holds_every_source_module_and_no_test_kit(wheel):
                 in TEST_ONLY], requires
 
 
-def test_every_module_imports_from_the_installed_wheel(installed):
+def test_every_module_imports_from_the_installed_wheel(wheel_venv):
     code = (
         "import importlib, pkgutil, sys\n"
         "import frauddemo, frauddemo_operator\n"
@@ -73,19 +49,19 @@ def test_every_module_imports_from_the_installed_wheel(installed):
         "        try: importlib.import_module(m.name)\n"
         "        except Exception as e: bad.append(f'{m.name}: {e!r}')\n"
         "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n")
-    proc = _run(installed, str(installed / "bin" / "python"), "-c", code)
+    proc = _run(wheel_venv, str(wheel_venv / "bin" / "python"), "-c", code)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for mod in TEST_ONLY:
-        probe = _run(installed, str(installed / "bin" / "python"), "-c", f"import {mod}")
+        probe = _run(wheel_venv, str(wheel_venv / "bin" / "python"), "-c", f"import {mod}")
         assert probe.returncode != 0, f"{mod} (test-only) is installed with the runtime"
 
 
-def test_every_verb_answers_help_from_the_installed_wheel(installed):
-    exe = str(installed / "bin" / "frauddemo")
-    top = _run(installed, exe, "--help")
+def test_every_verb_answers_help_from_the_installed_wheel(wheel_venv):
+    exe = str(wheel_venv / "bin" / "frauddemo")
+    top = _run(wheel_venv, exe, "--help")
     assert top.returncode == 0, top.stderr
     listed = top.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
     assert {"up", "syncer", "detector", "pos", "operator", "bench"} <= set(listed), listed
     for verb in listed:
-        proc = _run(installed, exe, verb, "--help")
+        proc = _run(wheel_venv, exe, verb, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout, f"frauddemo {verb} --help: {proc.stderr[-2000:]}"

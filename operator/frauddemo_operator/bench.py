@@ -373,13 +373,19 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
 
 
 def _server_version(kubeconfig: str) -> str:
+    """The server's version; a RuntimeError saying why when the kubeconfig or the cluster is unusable."""
     async def get():
         client = kube.Kube(await kube.load_configuration(kubeconfig), 4)
         try:
             return (await client.request("GET", "/version")).get("gitVersion", "?")
         finally:
             await client.close()
-    return asyncio.run(get())
+    if not os.path.isfile(kubeconfig):
+        raise RuntimeError(f"kubeconfig {kubeconfig} does not exist (start a cluster with `make cluster`)")
+    try:
+        return asyncio.run(get())
+    except Exception as e:  # noqa: BLE001 - any failure here is reported as one line
+        raise RuntimeError(f"cannot reach a cluster with kubeconfig {kubeconfig}: {type(e).__name__}: {e}") from None
 
 
 def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig: str | None = None,
@@ -388,11 +394,12 @@ def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig:
     given (with the emulator's figures beside it when the test kit is importable)."""
     if kubeconfig is None:
         return _emulator_run(serial, burst, timeout)
+    version = _server_version(kubeconfig)
     run_id = uuid.uuid4().hex[:6]
     real = asyncio.run(_cluster_async(kubeconfig, serial, burst, timeout, run_id))
     result = {
         "benchmark": "operator",
-        "api": f"kube-apiserver {_server_version(kubeconfig)}",
+        "api": f"kube-apiserver {version}",
         "serial_fraud_demos": serial,
         "burst_fraud_demos": burst,
         "children_per_demo": expected_children("demo", "x", service_monitors=False),

@@ -237,7 +237,10 @@ def cmd_bench(a) -> int:
             raise ConfigError(f"--{next(iter(soak_opts))} is an option of `bench soak` only")
         from frauddemo_operator.bench import run
 
-        result = run(**operator_opts)
+        try:
+            result = run(**operator_opts)
+        except RuntimeError as e:   # no usable cluster, or no test kit for the emulator
+            raise ConfigError(f"bench operator: {e}") from None
     elif a.what == "soak":
         from .bench_soak import run
 
