@@ -201,12 +201,12 @@ def full_disk(tmp_path, server_binary):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_full_disk_answers_503_with_the_reason(full_disk):
+def test_a_full_disk_answers_503_with_the_reason(full_disk, caplog):
     srv, mnt = full_disk
     refs = [StoreRef("a", *srv.credentials("detector"))]
     admin = srv.spec.client()
     filler = mnt / "filler"
-    with serving(create_app(refs, KEYS, engine=False)) as http:
+    with serving(create_app(refs, KEYS, workers=1)) as http:
         ok = http.post("/api/purchases", json={"store": "a", "customer": "c1", "items": {"shirt": 1},
                                                "capture": False})
         assert ok.status_code == 201, ok.text
@@ -238,6 +238,8 @@ def test_a_full_disk_answers_503_with_the_reason(full_disk):
         ready = http.get("/readyz")
         assert ready.status_code == 200 and "store a cannot persist: disk full" in ready.json()["degraded"]
         assert sample(http.get("/metrics").text, 'frauddemo_store_writable{store="a"}') == 0
+        tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+        assert tracebacks == [], "the detector must say why in one line, not log tracebacks"
 
         filler.unlink()  # space comes back: the store resumes by itself, nothing acknowledged was lost
         wait_until(lambda: http.get("/api/status").json()["stores"]["a"]["writable"], 15,

@@ -36,7 +36,7 @@ from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .procs import die_with_parent
 from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
                      alert_key, customer_returns_key, read_stories, verdict_key)
-from .store import Store, StoreUnavailable, ops
+from .store import Store, StoreUnavailable, ops, unavailable_reason
 from .storeset import StoreSet
 
 log = logging.getLogger("frauddemo.detector")
@@ -330,7 +330,13 @@ class Detector:
         for (store, stream), ids in acks.items():
             ids = [i for i in ids if about.get(i) not in partial]  # the others stay pending: judged again
             if ids:
-                self.store(store).r.xack(stream, GROUP, *ids)
+                try:
+                    self.store(store).r.xack(stream, GROUP, *ids)
+                except redis.ResponseError as e:  # XACK writes: refused while the store cannot persist
+                    why = unavailable_reason(store, e)
+                    if why is None:
+                        raise
+                    raise StoreUnavailable(why) from None
         with self._lock:
             self.processed += sum(len(e) for _, _, e in items)
         if self._refusal:
