@@ -54,13 +54,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     i=$((i + 1))
     t0=$SECONDS
     printf 'cluster-tools: [%d/%d] %s ... ' "$i" "${#missing[@]}" "$n"
-    if [ "$n" = kwok ]; then
+    if ! if [ "$n" = kwok ]; then
       # kwok's module has no replace lines, so it installs directly (checked against the Go checksum database).
-      GOBIN="$cache/.partial" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-      mv "$cache/.partial/kwok" "$cache/kwok"
+      GOBIN="$cache/.partial" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" &&
+        mv "$cache/.partial/kwok" "$cache/kwok"
     else
-      (cd "$MOD" && go build -trimpath -ldflags "$LDFLAGS" -o "$cache/.partial-$n" "${pkg[$n]}")
-      mv "$cache/.partial-$n" "$cache/$n"
+      (cd "$MOD" && go build -trimpath -ldflags "$LDFLAGS" -o "$cache/.partial-$n" "${pkg[$n]}") &&
+        mv "$cache/.partial-$n" "$cache/$n"
+    fi >"$cache/build.log" 2>&1; then
+      echo "failed"
+      tail -30 "$cache/build.log" >&2
+      echo "cluster-tools: building $n failed (whole log: $cache/build.log)" >&2
+      exit 1
     fi
     echo "$((SECONDS - t0)) s"
   done

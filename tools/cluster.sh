@@ -238,7 +238,13 @@ status() {
 case ${1:-} in
   up) up ;;
   down) down ;;
-  run) up; trap 'echo; down; exit 0' INT TERM; log "running; Ctrl-C stops it"; while true; do sleep 3600 & wait $!; done ;;
+  run)
+    up
+    # A background sleep ignores SIGINT (no job control here): the trap ends it with the cluster.
+    sleeper=""
+    trap 'echo; [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null; down; exit 0' INT TERM
+    log "running; Ctrl-C stops it"
+    while true; do sleep 3600 >/dev/null 2>&1 & sleeper=$!; wait "$sleeper"; done ;;
   status) status ;;
   *) echo "usage: $0 up|down|run|status" >&2; exit 2 ;;
 esac
