@@ -253,6 +253,17 @@ fd_import() { # image name-of-archive
     fd_ctr images import --snapshotter overlayfs "$archive" >/dev/null
     fd_ctr images ls -q "name==$image" | grep -qx "$image" || die "containerd does not list $image after the import"
     echo "$id" >"$archive.id"
+    drop_stale_id_refs
+}
+
+# The CRI plugin names each image it sees by its ID too (sha256:<config digest>); once a rebuilt image
+# takes the name, the old ID reference alone keeps the old image's content: drop those no name points at.
+drop_stale_id_refs() {
+    local ref
+    for ref in $(fd_ctr images ls 2>/dev/null | awk 'NR > 1 { if ($1 ~ /^sha256:/) id[$1] = $3; else named[$3] = 1 }
+                                                   END { for (r in id) if (!(id[r] in named)) print r }'); do
+        fd_ctr images rm "$ref" >/dev/null 2>&1 || true
+    done
 }
 
 smoke_app() { # image: the entry point starts, as the image's user (10001), on a read-only root
