@@ -137,6 +137,9 @@ containerd_down() {
         echo "containerd: stopped (pid $pid)" >&2
     fi
     rm -f "$pidfile"
+    # what its tasks and pod sandboxes left mounted (sandbox /dev/shm, rootfs) under its state
+    awk -v d="$CONTAINERD_DIR/state/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

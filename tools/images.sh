@@ -214,7 +214,7 @@ build() { # image context dockerfile [build args...]
     mkdir -p "$CACHE/logs"
     local out
     out="$CACHE/logs/$(basename "${image%:*}").build.log"
-    if ! fd_buildah bud --layers --network host --pull-never "${ca[@]}" \
+    if ! fd_buildah bud --layers --force-rm --network host --pull-never "${ca[@]}" \
         --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" "$@" \
         -f "$file" -t "$image" "$context" >"$out" 2>&1; then
         tail -n 30 "$out" >&2
