@@ -336,8 +336,17 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
             burst_ns = [await fresh(f"burst-{i}") for i in range(burst)]
             t0 = time.perf_counter()
             await asyncio.gather(*(client.create(kube.FRAUDDEMO, ns, _fd("demo")) for ns in burst_ns))
-            done = await asyncio.gather(*(_phase_ready(client, ns, timeout) for ns in burst_ns))
-            burst_s = max(done) - t0
+            burst_timeout = max(timeout, 3.0 * burst)
+
+            async def ready_or_none(ns: str) -> float | None:
+                try:
+                    return await _phase_ready(client, ns, burst_timeout)
+                except RuntimeError:
+                    return None
+            done = await asyncio.gather(*(ready_or_none(ns) for ns in burst_ns))
+            reached = [t for t in done if t is not None]
+            # a FraudDemo that never got Ready leaves the burst unmeasured (None), never short
+            burst_s = max(reached) - t0 if len(reached) == burst else None
         finally:
             await asyncio.to_thread(op.close)
         # The baseline once the operator is gone (it would reconcile these FraudDemos too).
@@ -360,7 +369,8 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
     ready_base = _summary(base_ready)
     return {
         "create_to_ready_ms": create,
-        f"burst_{burst}_s": round(burst_s, 2),
+        f"burst_{burst}_s": round(burst_s, 2) if burst_s is not None else None,
+        "burst_ready": f"{len(reached)}/{burst} within {burst_timeout:g} s",
         "baseline": {
             "what": "the same FraudDemo, children and status created directly by one kubernetes_asyncio "
                     "client against the same cluster, no operator; ready when every workload is",
@@ -406,7 +416,8 @@ def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig:
         **real,
         "poll_interval_ms": POLL_S * 1000,
         "targets": {"create_to_ready_p99_ms": 5000, f"burst_{burst}_s": 60},
-        "meets_targets": real["create_to_ready_ms"]["p99"] <= 5000 and real[f"burst_{burst}_s"] <= 60,
+        "meets_targets": (real["create_to_ready_ms"]["p99"] <= 5000 and real[f"burst_{burst}_s"] is not None
+                          and real[f"burst_{burst}_s"] <= 60),
         "environment": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     if emulator:
