@@ -186,11 +186,27 @@ def dependents(fd: str, store: str, desired: list[dict]) -> list[dict]:
 
 
 def secret_values(obj: dict | None) -> dict[str, str]:
-    """A Secret's data, decoded (`stringData` too: the API emulator keeps it as written)."""
+    """A Secret's data, decoded (`stringData` too: the API emulator keeps it as written). A value that is
+    not base64 of UTF-8 text is left out, as if absent."""
     obj = obj or {}
-    out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items() if v is not None}
-    out.update({k: v for k, v in (obj.get("stringData") or {}).items() if v is not None})
+    out = {}
+    for k, v in (obj.get("data") or {}).items():
+        try:
+            out[k] = base64.b64decode(v, validate=True).decode()
+        except (TypeError, ValueError):   # binascii.Error and UnicodeDecodeError are ValueErrors
+            continue
+    out.update({k: v for k, v in (obj.get("stringData") or {}).items() if isinstance(v, str)})
     return out
+
+
+def is_password_secret(d: dict) -> bool:
+    """A Secret the operator generates a password for (every one but the stores' ACL files)."""
+    return d["kind"] == "Secret" and d["metadata"]["labels"].get(builders.L_COMPONENT) != "store-acl"
+
+
+def password_of(obj: dict | None) -> str | None:
+    """The password a password Secret holds; None when its key is missing, empty or undecodable."""
+    return secret_values(obj).get(builders.PASSWORD_KEY) or None
 
 
 def b64(text: str) -> str:
@@ -229,6 +245,8 @@ class Result:
     recreated: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     deleted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     restarted: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # password Secrets found without a usable password and given a new one (also in `patched`)
+    regenerated: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     # children kept although they differ from the spec: (child, (reason, message))
     refused: list[tuple[tuple[str, str], tuple[str, str]]] = dataclasses.field(default_factory=list)
     objects: dict[tuple[str, str], dict] = dataclasses.field(default_factory=dict)
@@ -301,10 +319,13 @@ class Reconciler:
                 obj = await self.kube.get(kube.SECRET, owner.namespace, name)
             return secret_values(obj)
 
-        passwords = {acl.ADMIN: [(await values(builders.store_secret(owner.name, store)))[builders.PASSWORD_KEY]]}
+        # A password missing here (its Secret emptied since it was repaired) leaves the role without one: for
+        # the admin, a file the store agent refuses to apply; the next event on that Secret repairs it.
+        admin = (await values(builders.store_secret(owner.name, store))).get(builders.PASSWORD_KEY)
+        passwords = {acl.ADMIN: [admin] if admin else []}
         for role in acl.CLIENT_ROLES:
             v = await values(builders.role_secret(owner.name, store, role))
-            passwords[role] = [v[k] for k in (builders.PASSWORD_KEY, builders.PREVIOUS_KEY) if k in v]
+            passwords[role] = [v[k] for k in (builders.PASSWORD_KEY, builders.PREVIOUS_KEY) if v.get(k)]
         return acl.render(passwords)
 
     async def sync_acls(self, owner: Owner, desired: list[dict], result: Result, observed=None) -> None:
@@ -327,6 +348,44 @@ class Reconciler:
                 result.patched.append(k)
             else:
                 result.objects[k] = obs
+
+    async def repair_password(self, owner: Owner, d: dict, obj: dict, result: Result) -> dict:
+        """A password Secret without a usable password (its key removed or emptied by hand, or the Secret
+        written by another tool) gets a new one, as a deleted one would be recreated with. The caller then
+        syncs the ACL files and restarts the Secret's users, in that order. Returns the Secret."""
+        k = builders.key(d)
+        for _ in range(3):
+            if password_of(obj) is not None:
+                return obj
+            # only if nobody wrote it since it was read: two repairs at once would give two passwords
+            patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                     "data": {builders.PASSWORD_KEY: b64(self.password())}}
+            if builders.PASSWORD_KEY in (obj.get("stringData") or {}):   # only the API emulator keeps it
+                patch["stringData"] = {builders.PASSWORD_KEY: None}
+            try:
+                obj = await self.kube.patch(kube.SECRET, owner.namespace, k[1], patch)
+            except kube.Conflict:
+                obj = await self.kube.get(kube.SECRET, owner.namespace, k[1])
+                if obj is None:
+                    raise kube.ApiError(409, "Conflict", f"Secret {k[1]} was deleted while being repaired") from None
+                continue
+            result.patched.append(k)
+            result.regenerated.append(k)
+            return obj
+        raise kube.ApiError(409, "Conflict", f"Secret {k[1]} keeps changing while being repaired")
+
+    async def repair_passwords(self, owner: Owner, desired: list[dict], result: Result) -> list[dict]:
+        """`repair_password` for every password Secret in `result.objects`; the workloads that read the
+        repaired ones (to restart once the ACL files hold the new passwords)."""
+        restart = []
+        for d in desired:
+            k = builders.key(d)
+            if not is_password_secret(d) or k not in result.objects or password_of(result.objects[k]) is not None:
+                continue
+            result.objects[k] = await self.repair_password(owner, d, result.objects[k], result)
+            if k in result.regenerated:
+                restart += users_of({k[1]}, desired)
+        return restart
 
     async def rotate_passwords(self, owner: Owner, desired: list[dict], result: Result,
                                rotation: str | None) -> set[str]:
@@ -423,11 +482,14 @@ class Reconciler:
         drops = [] if observed is None else [drop(k, obj) for k, obj in observed.items()
                                              if k not in wanted and controller_uid(obj) == owner.uid]
         await _all([one(d) for d in first] + drops)
+        # A password Secret without its password: a new one, into the ACL files before its users restart.
+        repaired = await self.repair_passwords(owner, desired, result)
         rotated = await self.rotate_passwords(owner, desired, result, rotation)
         await self.sync_acls(owner, desired, result, observed)
         await _all([one(d) for d in rest])
         # Restarts last: a pod restarted onto a new password must find it in its store's ACL already.
-        restart = users_of(rotated, desired, ("Deployment",))
+        restart = users_of(rotated, desired, ("Deployment",)) + [
+            d for d in repaired if builders.key(d) not in result.created]   # a new workload starts on it anyway
         if missing_secrets and observed:
             restart += [d for s in missing_secrets for d in dependents(
                 owner.name, s["metadata"]["labels"][builders.L_STORE], desired)]

@@ -22,9 +22,10 @@ import time
 
 import aiohttp
 
-from . import builders, dashboard, kube, models, status
+from . import builders, crd, dashboard, kube, models, status
 from .builders import Owner
-from .reconcile import Reconciler, Result, controller_uid, drifted, needs_recreate
+from .reconcile import (Reconciler, Result, controller_uid, drifted, is_password_secret, needs_recreate,
+                        password_of, users_of)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ class Runtime:
             except kube.ApiError:
                 pass
             raise
+        await self.warn_regenerated(st, result)
         st.invalid, st.error = None, None
         st.reconciled_generation, st.reconciled_spec = generation, spec
         st.passwords = result.passwords
@@ -337,6 +339,17 @@ class Runtime:
         desired_key = st.desired_cache[0]
         if kind == "Secret" and labels.get(builders.L_COMPONENT) == "store-acl":
             await self.reconciler.sync_acls(st.owner, [d], result, {k: body})   # its data is derived too
+        if kind == "Secret" and is_password_secret(d) and password_of(body) is None:
+            # Its password removed, emptied or garbled: drift like a deleted Secret, repaired the same way
+            # (a new password, into the ACL file first, then the pods that read it restart onto it).
+            body = await self.reconciler.ensure(st.owner, d, body, result)
+            body = result.objects[k] = await self.reconciler.repair_password(st.owner, d, body, result)
+            if k in result.regenerated:
+                await self.reconciler.sync_acls(st.owner, desired, result)
+                await self.reconciler.restart(st.owner, users_of({name}, desired), result)
+                await self.warn_regenerated(st, result)
+            st.verified[k] = (version_key(body), desired_key)
+            return result
         if st.verified.get(k) == (version_key(body), desired_key):
             return result   # this very version was already found (or made) right
         if needs_recreate(d, body) or drifted(d, body):
@@ -344,6 +357,25 @@ class Runtime:
         st.verified[k] = (version_key(body), desired_key)
         self._note_refused(st, k, result)
         return result
+
+    async def warn_regenerated(self, st: DemoState, result: Result) -> None:
+        """A Warning event on the FraudDemo (and a log line) per password Secret given a new password."""
+        for _, name in result.regenerated:
+            message = (f"Secret {name} had no usable {builders.PASSWORD_KEY!r} (missing, empty or undecodable): "
+                       f"repaired with a new password; the ACL files were updated and the pods using it restarted")
+            log.warning("%s/%s: %s", st.namespace, st.name, message)
+            now = _now()
+            event = {"apiVersion": "v1", "kind": "Event",
+                     "metadata": {"namespace": st.namespace, "generateName": f"{st.name}."},
+                     "involvedObject": {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": st.name,
+                                        "namespace": st.namespace, "uid": st.uid},
+                     "type": "Warning", "reason": "SecretRepaired", "message": message,
+                     "source": {"component": "frauddemo-operator"},
+                     "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+            try:
+                await self.kube.create(kube.EVENT, st.namespace, event)
+            except kube.ApiError as e:
+                log.warning("event about Secret %s not posted: %s", name, e)
 
     def _note_refused(self, st: DemoState, k: tuple[str, str], result: Result) -> None:
         """Keep the SpecApplied condition in step when a repair of one child kept it, or recreated one
