@@ -41,12 +41,12 @@ local LOG = 'fd:log'
 -- sandbox's metatable, dearer than the merge's inner loops (about 5% of a merge). FUNCTION LOAD
 -- itself runs without `type` or `string`, so they cannot be bound while loading.
 local type_of, tonum, each, spread, try, sbyte, ssub, smatch, sformat, rcall, mp_unpack, mp_pack
-local band, bor, bxor, bnot, rshift, lshift, ror, tobit, tohex, srep, schar
+local band, bor, bxor, rshift, ror, tobit, tohex, srep, schar
 local function bind()
   type_of, tonum, each, spread, try = type, tonumber, ipairs, unpack, pcall
   sbyte, ssub, smatch, sformat = string.byte, string.sub, string.match, string.format
   rcall, mp_unpack, mp_pack = redis.call, cmsgpack.unpack, cmsgpack.pack
-  band, bor, bxor, bnot, rshift, lshift = bit.band, bit.bor, bit.bxor, bit.bnot, bit.rshift, bit.lshift
+  band, bor, bxor, rshift = bit.band, bit.bor, bit.bxor, bit.rshift
   ror, tobit, tohex, srep, schar = bit.ror, bit.tobit, bit.tohex, string.rep, string.char
 end
 
@@ -85,7 +85,8 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- SHA-256 (FIPS 180-4) on Lua's bit library: the server has only SHA-1 built in, and photo keys are
--- SHA-256 digests. About 0.6 ms per KB, so it runs only when a blob is created at its origin.
+-- SHA-256 digests. About 0.5 ms per KB (25-30 ms for a 48 KB photo on the 2-core development machine),
+-- so it runs only when a blob is created at its origin, never for the same bytes again or in a merge.
 
 local K256 = {
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -110,7 +111,7 @@ local function sha256(msg)
   for chunk = 1, #msg, 64 do
     for i = 0, 15 do
       local a, b, c, d = sbyte(msg, chunk + i * 4, chunk + i * 4 + 3)
-      w[i] = bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d)
+      w[i] = tobit(((a * 256 + b) * 256 + c) * 256 + d)
     end
     for i = 16, 63 do
       local x, y = w[i - 15], w[i - 2]
@@ -119,8 +120,9 @@ local function sha256(msg)
     end
     local a, b, c, d, e, f, g, h = h0, h1, h2, h3, h4, h5, h6, h7
     for i = 0, 63 do
-      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(band(e, f), band(bnot(e), g)) + k[i + 1] + w[i]
-      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bxor(band(a, b), band(a, c), band(b, c))
+      -- ch(e, f, g) and maj(a, b, c) in their cheaper equivalent forms (fewer bit-library calls)
+      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(g, band(e, bxor(f, g))) + k[i + 1] + w[i]
+      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bor(band(a, b), band(c, bor(a, b)))
       h, g, f, e, d, c, b, a = g, f, e, tobit(d + t1), c, b, a, tobit(t1 + t2)
     end
     h0, h1, h2, h3 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d)
