@@ -7,6 +7,8 @@
 #       from k8s.io/kubernetes (tools/kubernetes/go.mod pins it and its staging modules)
 #   etcd  from go.etcd.io/etcd/server/v3, at the version that Kubernetes release requires
 #   kwok  from sigs.k8s.io/kwok
+#   coredns  from github.com/coredns/coredns (tools/coredns: go.mod pins it, main.go picks the plugins),
+#       cached apart, under its own key, so changing it rebuilds nothing else
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,4 +75,24 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 for n in "${names[@]}"; do ln -sfn "$cache/$n" ".tools/bin/$n"; done
-echo "cluster-tools: Kubernetes $KUBE_VERSION ($("$cache/kube-apiserver" --version 2>/dev/null | awk '{print $2}')), etcd $("$cache/etcd" --version | awk '/etcd Version/ {print $3}'), kwok $KWOK_VERSION in .tools/bin"
+
+# CoreDNS, the cluster DNS of a real node (tools/node.sh): its own module, its own cache key.
+DNS_MOD=tools/coredns
+COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$DNS_MOD/go.mod")
+dns_key=$(cat "$DNS_MOD/go.mod" "$DNS_MOD/go.sum" "$DNS_MOD/main.go" | sha256sum | cut -c1-12)
+dns_cache=$(dirname "$cache")/coredns-$COREDNS_VERSION-$dns_key
+mkdir -p "$dns_cache"
+if [ ! -x "$dns_cache/coredns" ]; then
+  t0=$SECONDS
+  printf 'cluster-tools: coredns %s ... ' "$COREDNS_VERSION"
+  if ! (cd "$DNS_MOD" && go build -trimpath -ldflags "-s -w" -o "$dns_cache/.partial-coredns" . &&
+        mv "$dns_cache/.partial-coredns" "$dns_cache/coredns") >"$dns_cache/build.log" 2>&1; then
+    echo "failed"
+    tail -30 "$dns_cache/build.log" >&2
+    echo "cluster-tools: building coredns failed (whole log: $dns_cache/build.log)" >&2
+    exit 1
+  fi
+  echo "$((SECONDS - t0)) s"
+fi
+ln -sfn "$dns_cache/coredns" .tools/bin/coredns
+echo "cluster-tools: Kubernetes $KUBE_VERSION ($("$cache/kube-apiserver" --version 2>/dev/null | awk '{print $2}')), etcd $("$cache/etcd" --version | awk '/etcd Version/ {print $3}'), kwok $KWOK_VERSION, coredns $COREDNS_VERSION in .tools/bin"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, from the binaries `make cluster-tools` builds, in the way
 # Kubernetes' own hack/local-up-cluster.sh runs one: etcd, kube-apiserver (TLS, ServiceAccount token
-# signing, the Node and RBAC authorizers, the default admission plugins, an audit log),
+# signing, the Node and RBAC authorizers, the default admission plugins plus NodeRestriction and
+# PodNodeSelector (a namespace's scheduler.alpha.kubernetes.io/node-selector pins its pods, e.g. to the
+# kwok nodes or to the real node of tools/node.sh), an audit log),
 # kube-controller-manager, kube-scheduler, and kwok managing fake nodes labelled like kind-config.yaml's
 # workers, so Pods are scheduled and become Running and Ready.
 #
@@ -11,7 +13,8 @@
 #   tools/cluster.sh status  which of its processes run
 #
 # Settings (environment): CLUSTER_DIR (.cluster), API_PORT (6443), ETCD_PORT (2379), FAKE_NODES
-# ("store-a:a store-b:b", name:store pairs). Everything it writes is under CLUSTER_DIR: pki/, the
+# ("store-a:a store-b:b", name:store pairs; set and empty: none, for a cluster whose only node is the real
+# one of tools/node.sh). Everything it writes is under CLUSTER_DIR: pki/, the
 # kubeconfigs (kubeconfig is the admin one), logs/, pids/, etcd's data and audit.log.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +22,7 @@ BIN=$ROOT/.tools/bin
 DIR=${CLUSTER_DIR:-$ROOT/.cluster}
 API_PORT=${API_PORT:-6443}
 ETCD_PORT=${ETCD_PORT:-2379}
-FAKE_NODES=${FAKE_NODES:-"store-a:a store-b:b"}
+FAKE_NODES=${FAKE_NODES-"store-a:a store-b:b"}
 SERVICE_CIDR=10.96.0.0/16
 SERVER=https://127.0.0.1:$API_PORT
 
@@ -167,9 +170,10 @@ EOF
     --service-account-key-file "$DIR/pki/sa.pub" \
     --service-account-signing-key-file "$DIR/pki/sa.key" \
     --authorization-mode Node,RBAC \
-    --enable-admission-plugins NodeRestriction \
+    --enable-admission-plugins NodeRestriction,PodNodeSelector \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --allow-privileged=true \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
     --audit-log-format json --audit-log-maxsize 200 \
     --profiling=false
@@ -220,7 +224,7 @@ metadata:
 spec: {}
 EOF
   done
-  wait_for "fake nodes" 60 "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" wait node --all --for condition=Ready --timeout 1s
+  [ -z "$FAKE_NODES" ] || wait_for "fake nodes" 60 "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" wait node --all --for condition=Ready --timeout 1s
   # The controller-manager gives every namespace its default ServiceAccount; pods need it.
   wait_for "default ServiceAccount" 60 "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" get serviceaccount default -n default
 

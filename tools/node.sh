@@ -206,6 +206,95 @@ api_from_pods_down() {
     fi
 }
 
+# Cluster DNS: CoreDNS (.tools/bin/coredns, built by make cluster-tools from tools/coredns) as a process on
+# the node address, serving cluster.local (and the reverse zones) from the API server, and nothing else: it
+# forwards no query, so none leaves the machine. The kubelet gives pods nameserver $CLUSTER_DNS; the Service
+# kube-system/kube-dns holds that address, with an EndpointSlice to $NODE_IP:53, which kube-proxy DNATs to.
+# CoreDNS authenticates as system:coredns (a certificate from the cluster CA) with the RBAC CoreDNS' own
+# deployment manifests give it.
+DNS_SLICE=kube-dns-frauddemo-node
+dns_up() {
+    [ -x "$BIN_DIR/coredns" ] || { say "no $BIN_DIR/coredns (make cluster-tools): pods have no cluster DNS"; return 0; }
+    issue_cert coredns "/CN=system:coredns" client
+    write_kubeconfig "$NODE_DIR/coredns.kubeconfig" system:coredns "$NODE_DIR/pki/coredns.crt" "$NODE_DIR/pki/coredns.key"
+    kubectl_admin apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns", labels: {app.kubernetes.io/managed-by: frauddemo-node}}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns", labels: {app.kubernetes.io/managed-by: frauddemo-node}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS, app.kubernetes.io/managed-by: frauddemo-node}
+spec:
+  clusterIP: $CLUSTER_DNS
+  ports:
+  - {name: dns, port: 53, protocol: UDP, targetPort: 53}
+  - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $DNS_SLICE
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: frauddemo-node}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports:
+- {name: dns, port: 53, protocol: UDP}
+- {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+    write_if_changed "$NODE_DIR/Corefile" <<EOF
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $NODE_IP
+    errors
+    ready $NODE_IP:8181
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $NODE_DIR/coredns.kubeconfig system:coredns@local
+        pods insecure
+        ttl 5
+    }
+    cache 5
+    loadbalance
+}
+EOF
+    start_daemon coredns "$BIN_DIR/coredns" -conf "$NODE_DIR/Corefile"
+    local _
+    for _ in $(seq 1 150); do
+        if curl -sf "http://$NODE_IP:8181/ready" >/dev/null 2>&1; then
+            say "coredns ready: $CLUSTER_DOMAIN on $NODE_IP:53, Service kube-system/kube-dns $CLUSTER_DNS"
+            return 0
+        fi
+        kill -0 "$(cat "$NODE_DIR/coredns.pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    tail -n 20 "$NODE_DIR/coredns.log" >&2
+    fail "coredns did not become ready (log $NODE_DIR/coredns.log)"
+}
+
+dns_down() {
+    stop_daemon coredns
+    if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ]; then
+        kubectl_admin delete endpointslice -n kube-system "$DNS_SLICE" --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
+        kubectl_admin delete service -n kube-system kube-dns --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
+    fi
+}
+
 # CNI DEL for every pod sandbox containerd still has (as the kubelet would on pod removal): frees the
 # addresses, removes the veths and the portmap rules.
 # Prints the sandboxes' network namespace paths, for deletion once their processes are gone.
@@ -467,7 +556,7 @@ cmd_check() {
 
 cmd_up() {
     mkdir -p "$NODE_DIR"
-    install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev socat
+    install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev socat curl
     local n=0
     NEED_CLUSTER=1 check_prereqs 1 || n=$?
     [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above): not starting the node"
@@ -478,6 +567,7 @@ cmd_up() {
     ensure_pause_image
     kubelet_up
     kube_proxy_up
+    dns_up
     wait_node_ready
     say "up: node $NODE_NAME (InternalIP $NODE_IP, pods $POD_CIDR on $BRIDGE); tools/node.sh down stops it"
 }
@@ -491,6 +581,7 @@ cmd_down() {
     fi
     stop_daemon kubelet
     stop_daemon kube-proxy
+    dns_down
     api_from_pods_down
     if [ -x "$BIN_DIR/kube-proxy" ] && [ -f "$NODE_DIR/kube-proxy.yaml" ]; then
         "$BIN_DIR/kube-proxy" --cleanup >>"$NODE_DIR/kube-proxy.log" 2>&1 || true
@@ -521,7 +612,7 @@ cmd_down() {
 
 cmd_status() {
     local name
-    for name in kubelet kube-proxy; do
+    for name in kubelet kube-proxy coredns; do
         if [ -f "$NODE_DIR/$name.pid" ] && kill -0 "$(cat "$NODE_DIR/$name.pid")" 2>/dev/null; then
             echo "$name: running (pid $(cat "$NODE_DIR/$name.pid"))"
         else

@@ -74,8 +74,9 @@ class LocalCluster:
         out = {}
         for c in COMPONENTS:
             f = self.dir / "pids" / c
-            if f.exists():
-                out[c] = int(f.read_text())
+            text = f.read_text().strip() if f.exists() else ""
+            if text.isdigit():  # empty while tools/cluster.sh is writing it
+                out[c] = int(text)
         return out
 
     def stop(self) -> None:
