@@ -143,6 +143,32 @@ def test_rotation_by_annotation_changes_every_password(install):
     install.wait_ready(name)
 
 
+def test_edited_and_deleted_children_are_put_back(install):
+    """Drift repair through the real apiserver's patch semantics (strategic merge for built-in kinds):
+    a scaled and relabelled Deployment and a deleted ConfigMap come back as the operator wants them."""
+    name = sample_name()
+    install.wait_ready(name)
+    dep = builders.detector_name(name)
+    want = install.c.get("deployment", dep, "-n", NS)["spec"]
+    container = want["template"]["spec"]["containers"][0]
+    install.c.kubectl("patch", "deployment", dep, "-n", NS, "--type", "merge", "-p",
+                      json.dumps({"spec": {"replicas": want["replicas"] + 2}}))
+    install.c.kubectl("set", "image", f"deployment/{dep}", "-n", NS, f"{container['name']}=intruder:6.6.6")
+    (cm,) = [o for o in install.children(name) if o["kind"] == "ConfigMap"][:1]
+    install.c.kubectl("delete", "configmap", cm["metadata"]["name"], "-n", NS)
+
+    def repaired() -> bool:
+        spec = install.c.get("deployment", dep, "-n", NS)["spec"]
+        image = spec["template"]["spec"]["containers"][0]["image"]
+        back = install.c.kubectl("get", "configmap", cm["metadata"]["name"], "-n", NS, check=False).returncode == 0
+        return spec["replicas"] == want["replicas"] and image == container["image"] and back
+    try:
+        wait_for(repaired, 60, 0.5, what="the children repaired")
+    except AssertionError:
+        raise AssertionError(install.operator.output()[-3000:])
+    install.wait_ready(name)
+
+
 def test_the_settled_operator_writes_nothing(install):
     """A real apiserver defaults fields and drops empty lists: an operator comparing naively would patch
     its children at every resync. Over two minutes (eight resyncs), no write to any child."""
