@@ -64,7 +64,12 @@ function ms(v) {
   return `${v.toFixed(1)} ms`;
 }
 
+// A photo this viewer may not open (the API gives its links only to an authorised viewer, e.g. none
+// without the API token in Kubernetes): not requested, so no 401 per thumbnail.
+const PRIVATE = 'private';
+
 function photo(sha, side, alt) {
+  if (sha === PRIVATE) return el('span', { cls: `nophoto nophoto-${side}`, text: 'photo private', attrs: { title: 'photos need the API token' } });
   if (!sha || !SHA.test(sha)) return el('span', { cls: `nophoto nophoto-${side}`, text: 'no photo' });
   const img = el('img', { cls: `photo photo-${side}`, attrs: { alt, width: side, height: side, decoding: 'async' } });
   img.src = `/api/photos/${sha}/thumbnail?side=${side * 2}`;
@@ -288,7 +293,8 @@ function addPurchase(name, d) {
     later(() => s.purchases.alive(d.receipt), async () => {
       try {
         const r = await api(`/api/purchases/${encodeURIComponent(d.receipt)}`);
-        s.purchases.update(d.receipt, { photo: (r.receipt && r.receipt.photo) || null });
+        const sha = (r.receipt && r.receipt.photo) || null;
+        s.purchases.update(d.receipt, { photo: sha && !r.purchase_photo ? PRIVATE : sha });
       } catch (e) {
         if (e.status === 404) s.purchases.update(d.receipt, { photo: null });
       }
@@ -306,7 +312,7 @@ function addReturn(name, d) {
     later(() => s.returns.alive(d.attempt), async () => {
       try {
         const r = await api(`/api/returns/${encodeURIComponent(d.attempt)}`);
-        s.returns.update(d.attempt, { photo_sha: r.photo || null, ...(r.verdict ? { verdict: r.verdict } : {}) });
+        s.returns.update(d.attempt, { photo_sha: r.photo && !r.photo_urls ? PRIVATE : r.photo || null, ...(r.verdict ? { verdict: r.verdict } : {}) });
       } catch (e) {
         if (e.status === 404) s.returns.update(d.attempt, { photo_sha: null });
       }
@@ -704,7 +710,7 @@ function renderCompare(a) {
   const seen = Object.entries(story.replicated || {}).filter(([, v]) => v.receipt || v.attempts)
     .map(([k, v]) => `${k.toUpperCase()} (${v.attempts} return${v.attempts === 1 ? '' : 's'})`).join(', ');
   $('cmp-purchase').replaceChildren(
-    photo(rc && rc.photo, PURCHASE_PHOTO, 'purchase photo'),
+    photo(rc && rc.photo && !story.purchase_photo ? PRIVATE : rc && rc.photo, PURCHASE_PHOTO, 'purchase photo'),
     el('p', { cls: 'item-sub', text: rc ? `Bought at store ${rc.store.toUpperCase()}, ${clock(rc.committed_us)}` : 'purchase not found' }),
     el('p', { cls: 'item-sub', text: rc ? rc.items.map((i) => `${i.qty} × ${i.name}`).join(', ') : '' }),
     el('p', { cls: 'item-sub', text: seen ? `Known at ${seen}` : '' }));
@@ -722,7 +728,7 @@ function renderCompare(a) {
     },
     el('h3', {}, `Return ${i + 1} · store ${t.store.toUpperCase()} `, flagged ? badge('flagged', 'block') : v.decision ? badge('allowed', 'allow') : badge('judging…', 'pending')),
     el('div', { cls: 'side-top' },
-      photo(t.photo, PHOTO, `return photo ${i + 1}`),
+      photo(t.photo && !t.photo_urls ? PRIVATE : t.photo, PHOTO, `return photo ${i + 1}`),
       el('dl', { cls: 'facts' },
         factBadge('Store said', t.local_decision),
         factBadge('Detector', v.decision ? `${v.decision} ${v.score}` : 'judging…', v.decision || 'pending'),
