@@ -29,7 +29,7 @@ from .detection import BLOCK, REVIEW
 from .detector import alert_id, outcome
 from .photos.access import PhotoAccess, PhotoDenied
 from .photos.decode import TOO_LARGE, TOO_MANY_PIXELS, PhotoRejected
-from .photos.storage import PhotoStore
+from .photos.storage import PhotoStore, describe_ttl, photo_ttl_ms
 from .pos import CONTROL_KEY, Till, capture
 from .retail import (ALERTS, CATALOGUE, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
                      check_text, decode_hash, read_attempts, read_stories, verdict_key)
@@ -335,14 +335,14 @@ def router(demo, guards=(), token=None) -> APIRouter:
     def photo(sha: str = Path(pattern=SHA_HEX)):
         data = demo.first(lambda name: _sha(demo.photo_store(name).get, sha))
         if data is None:
-            raise HTTPException(404, "no such photo")
+            raise HTTPException(404, _photo_gone())
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @api.get("/photos/{sha}/thumbnail", **photo_routes)
     def thumbnail(sha: str = Path(pattern=SHA_HEX), side: int = Query(160, ge=16, le=1024)):
         data = demo.first(lambda name: _sha(lambda s: demo.photo_store(name).thumbnail(s, side), sha))
         if data is None:
-            raise HTTPException(404, "no such photo")
+            raise HTTPException(404, _photo_gone())
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     # -- scenario ---------------------------------------------------------------------------------
@@ -436,6 +436,12 @@ def _guard(fn, store: str | None = None):
         if why is None:
             raise
         raise Unavailable(why) from None
+
+
+def _photo_gone() -> str:
+    """A photo no store holds: expired (photos are kept FRAUDDEMO_PHOTO_TTL; the receipt outlives it)
+    or never stored."""
+    return f"photo expired: photos are kept {describe_ttl(photo_ttl_ms())} (or it was never stored)"
 
 
 def _sha(get, sha: str):

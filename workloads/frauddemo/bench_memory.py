@@ -4,17 +4,35 @@ Runs `frauddemo up`'s stack as the demo does (two stores, both POS at the defaul
 POS, syncers, the detector), samples every store's INFO used_memory, and fits a line through the
 samples taken after the warm-up: its slope is the growth in bytes a second, reported per hour and per
 day beside the store's maxmemory. The op log's size (MEMORY USAGE fd:log) and the photos' (b:photo:*)
-are reported too, to say where the memory goes.
+are reported too, to say where the memory goes, with MEMORY USAGE summed by key prefix (`by_prefix`).
+
+A day's projection (`projected_24h_bytes`): what the store holds at the first sample, plus
+  - the photos' growth for as long as they live (their TTL, FRAUDDEMO_PHOTO_TTL; capped at a day):
+    photos expire, so their bytes plateau at growth x TTL;
+  - the op log's growth until it reaches its retention (entries x bytes per entry), where it is trimmed;
+  - everything else's growth for 24 h (receipts, attempts, verdicts, alerts, indexes, prints, events).
+`fits_a_day` compares it with the maxmemory of a store deployed with the CRD's default memory limit
+(3/4 of it, the store's init container) and with this store's maxmemory: the bench fails (exit 1)
+when a day does not fit.
 """
 from __future__ import annotations
 
+import collections
 import statistics
 import time
 
 import redis
 
 from .local import Supervisor
+from .photos.storage import photo_ttl_ms
 from .servers import free_port
+
+DAY_S = 86400
+PHOTO_PREFIX = b"b:photo:"
+# The store container's default memory limit in the CRD (operator/frauddemo_operator/crd.yaml) and the
+# maxmemory the store's init container derives from it (3/4: room for the AOF rewrite's fork).
+K8S_DEFAULT_MEMORY_LIMIT = 2 * 1024 * 1024 * 1024
+K8S_DEFAULT_MAXMEMORY = K8S_DEFAULT_MEMORY_LIMIT // 4 * 3
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -33,6 +51,67 @@ def _photos(r: redis.Redis) -> tuple[int, int]:
     return n, size
 
 
+def _prefix(key: bytes) -> str:
+    """`h:rcpt:r-01...` -> `h:rcpt`, `fd:ev:purchases` -> `fd:ev:purchases`, `fd:log` -> `fd:log`."""
+    k = key.decode(errors="replace")
+    parts = k.split(":")
+    if parts[0] == "fd":
+        return ":".join(parts[:3]) if parts[1:2] == ["ev"] else ":".join(parts[:2])
+    return ":".join(parts[:2])
+
+
+def by_prefix(r: redis.Redis) -> dict[str, dict]:
+    """MEMORY USAGE summed by key prefix (every key: exact for strings, sampled for big aggregates),
+    biggest first: where a store's bytes go."""
+    agg: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    keys = list(r.scan_iter(count=1000))
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        pipe = r.pipeline(transaction=False)
+        for k in chunk:
+            pipe.memory_usage(k, samples=0)
+        for k, used in zip(chunk, pipe.execute()):
+            a = agg[_prefix(k)]
+            a[0] += 1
+            a[1] += int(used or 0)
+    return {p: {"keys": n, "bytes": b} for p, (n, b) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+
+
+def photo_memory(r: redis.Redis) -> int:
+    """MEMORY USAGE of every photo (b:photo:*)."""
+    keys = list(r.scan_iter(match="b:photo:*", count=1000))
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.memory_usage(k, samples=0)
+    return sum(int(u or 0) for u in pipe.execute()) if keys else 0
+
+
+def oplog_memory(r: redis.Redis) -> tuple[int, int]:
+    """(entries, bytes) of the op log."""
+    return r.xlen("fd:log"), int(r.memory_usage("fd:log", samples=0) or 0)
+
+
+def other_bytes(prefixes: dict[str, dict]) -> int:
+    """Bytes of every key but the photos and the op log (by_prefix's output)."""
+    return sum(v["bytes"] for p, v in prefixes.items() if p not in ("b:photo", "fd:log"))
+
+
+def project_day(first_used: int, total_per_s: float, photo_per_s: float, photo_ttl_s: float,
+                oplog_per_s: float, oplog_room: float, other_per_s: float = 0.0) -> dict:
+    """A day's memory from the measured slopes: photos plateau at growth x TTL, the op log at its
+    retention (`oplog_room`: bytes it may still grow), the rest grows for 24 h: the greater of
+    used_memory's slope less the photos' and the op log's, and `other_per_s` (the other keys' own
+    MEMORY USAGE growth), so that noise in one figure never shrinks the projection."""
+    other = max(0.0, total_per_s - max(0.0, photo_per_s) - max(0.0, oplog_per_s), other_per_s)
+    photos = max(0.0, photo_per_s) * min(photo_ttl_s, DAY_S)
+    oplog = min(max(0.0, oplog_per_s) * DAY_S, max(0.0, oplog_room))
+    rest = other * DAY_S
+    return {"projected_24h_bytes": round(first_used + photos + oplog + rest),
+            "projected_24h_parts": {"at_start": first_used, "photos_plateau": round(photos),
+                                    "oplog": round(oplog), "other_24h": round(rest)},
+            "other_growth_bytes_per_s": round(other, 1)}
+
+
 def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, rate: float | None = None,
         hacked_rate: float | None = None, log=lambda m: None) -> dict:
     kw = {}
@@ -43,6 +122,7 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
     sup = Supervisor(["a", "b"], port=free_port(), headless=True, **kw)
     clients: dict[str, redis.Redis] = {}
     samples: dict[str, list[tuple[float, float]]] = {}
+    marks: dict[str, tuple] = {}  # (t, photo bytes, oplog entries, oplog bytes, other keys' bytes)
     try:
         sup.start()
         sup.wait_ready(120)
@@ -56,14 +136,27 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
             if now >= warmup:
                 for n, r in clients.items():
                     samples.setdefault(n, []).append((now, float(r.info("memory")["used_memory"])))
+                    if len(samples[n]) == 1:
+                        marks[n] = (now, photo_memory(r), *oplog_memory(r), other_bytes(by_prefix(r)))
             time.sleep(max(0.0, min(interval, end - time.monotonic())))
         stores = {}
+        ttl_s = photo_ttl_ms() / 1000
         for n, r in clients.items():
             pts = samples.get(n, [])
             per_s = slope(pts)
             limit = int(r.config_get("maxmemory")["maxmemory"])
             used = int(r.info("memory")["used_memory"])
             photos, photo_bytes = _photos(r)
+            t1 = time.monotonic() - t0
+            prefixes = by_prefix(r)
+            last = (t1, photo_memory(r), *oplog_memory(r), other_bytes(prefixes))
+            first = marks.get(n, last)
+            dt = max(1e-9, last[0] - first[0])
+            retention = int(r.hget("fd:meta", "retention") or 0)
+            per_entry = last[3] / last[2] if last[2] else 0.0
+            proj = project_day(int(pts[0][1]) if pts else used, per_s, (last[1] - first[1]) / dt, ttl_s,
+                               (last[3] - first[3]) / dt, (retention - last[2]) * per_entry + last[3] - first[3],
+                               (last[4] - first[4]) / dt)
             stores[n] = {
                 "samples": len(pts), "used_memory_first": int(pts[0][1]) if pts else None,
                 "used_memory_last": int(pts[-1][1]) if pts else None,
@@ -71,10 +164,22 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
                 "growth_bytes_per_day": round(per_s * 86400), "maxmemory": limit,
                 "hours_to_maxmemory": round((limit - used) / (per_s * 3600), 1) if limit and per_s > 0 else None,
                 "oplog_entries": r.xlen("fd:log"), "oplog_bytes": r.memory_usage("fd:log", samples=0) or 0,
+                "oplog_retention": retention,
                 "photos": photos, "photo_bytes": photo_bytes,
+                "photo_growth_bytes_per_s": round((last[1] - first[1]) / dt, 1),
+                "oplog_growth_bytes_per_s": round((last[3] - first[3]) / dt, 1),
+                **proj,
+                "fits_a_day": proj["projected_24h_bytes"] <= K8S_DEFAULT_MAXMEMORY,
+                "fits_a_day_here": (not limit) or proj["projected_24h_bytes"] <= limit,
+                "other_keys_growth_bytes_per_s": round((last[4] - first[4]) / dt, 1),
+                "by_prefix": prefixes,
             }
         return {"rate": sup.rate, "hacked_rate": sup.hacked_rate, "warmup_s": warmup, "duration_s": duration,
-                "interval_s": interval, "restarts": sum(c.restarts for c in sup.children), "stores": stores}
+                "interval_s": interval, "restarts": sum(c.restarts for c in sup.children),
+                "photo_ttl_s": ttl_s, "kubernetes_default_maxmemory": K8S_DEFAULT_MAXMEMORY,
+                "projected_24h_bytes": max((s["projected_24h_bytes"] for s in stores.values()), default=0),
+                "fits_a_day": bool(stores) and all(s["fits_a_day"] for s in stores.values()),
+                "stores": stores}
     finally:
         for r in clients.values():
             r.close()

@@ -72,6 +72,9 @@ class Child:
                 "log": str(self.log_file) if self.log_file else None}
 
 
+DEFAULT_RETENTION = 100_000  # as the operator's replication.retention default
+
+
 class Supervisor:
     def __init__(self, stores: list[str], data_dir: str | None = None, port: int = 8080,
                  redis_server: str | None = None, headless: bool = False, retention: int | None = None,
@@ -86,7 +89,10 @@ class Supervisor:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="frauddemo-")).resolve()
         self.port, self.host, self.headless = port, host, headless
         self.binary = find_server(redis_server)
-        self.retention, self.rate, self.hacked_rate = retention, rate, hacked_rate
+        # op-log entries each store keeps: the operator's default (a store's own library default, a
+        # million ~330-byte entries, would hold ~330 MB of log); a link further behind resyncs in full
+        self.retention = retention if retention is not None else DEFAULT_RETENTION
+        self.rate, self.hacked_rate = rate, hacked_rate
         self.backoff_min, self.backoff_max = backoff  # `frauddemo chaos` restarts faster than a demo
         self.children: list[Child] = []
         self.stopping = False

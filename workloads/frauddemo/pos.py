@@ -25,6 +25,7 @@ import hashlib
 import logging
 import random
 import threading
+import time
 
 import redis
 
@@ -134,12 +135,15 @@ class Simulator:
         self.customers = [customer_id(i) for i in range(customers)]
         self.rng = random.Random(seed)
         self.photos = PhotoStore(store)
+        # customers return what they bought while its photo is kept (FRAUDDEMO_PHOTO_TTL): a return is
+        # judged with its purchase photo, as at a real till shortly after the purchase
+        self.recent_us = self.photos.policy.retention_ms * 1000 * 9 // 10
 
     def pick_receipt(self, want, tries: int = 40):
         """A receipt from a random customer's wallet whose attempts satisfy `want(receipt, attempts)`."""
         for _ in range(tries):
             c = self.rng.choice(self.customers)
-            rids = [v.decode() for v in self.store.r.hvals(wallet_key(c))]
+            rids = recent_receipts(self.store.r.hgetall(wallet_key(c)), self.recent_us)
             self.rng.shuffle(rids)
             for rid in rids[:5]:
                 story = read_stories({self.store.replica: self.store}, [rid])[rid]
@@ -212,6 +216,22 @@ class Simulator:
 
     def paused(self) -> bool:
         return self.store.r.hget(CONTROL_KEY, "hacked") == b"paused"
+
+
+def recent_receipts(wallet: dict, within_us: int, now_us: int | None = None) -> list[str]:
+    """Receipt ids of a raw wallet (add tag "<clock16>:<replica>:<i>" -> receipt) bought in the last
+    `within_us` microseconds, or every receipt when none is that recent."""
+    now_us = int(time.time() * 1e6) if now_us is None else now_us
+    every, recent = [], []
+    for tag, rid in wallet.items():
+        rid = rid.decode() if isinstance(rid, bytes) else rid
+        every.append(rid)
+        try:
+            if now_us - int(tag[:16]) <= within_us:
+                recent.append(rid)
+        except ValueError:
+            pass
+    return recent or every
 
 
 def not_returned(receipt, attempts) -> bool:

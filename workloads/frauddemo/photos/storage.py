@@ -8,7 +8,8 @@ Keys:
                                  derived by their readers; still read when present, never written
 A till never writes an embedding (a compromised till could otherwise pair a purchase photo with
 someone else's face): whoever compares faces derives the embedding from the stored photo, and keeps
-it in a small in-process cache. Photos expire after the retention TTL. A photo uploaded in another
+it in a small in-process cache. Photos expire after the retention TTL ($FRAUDDEMO_PHOTO_TTL, default
+1 h: `photo_ttl_ms`); an expired photo reads as None, shown as "photo expired" by the API. A photo uploaded in another
 format, or larger than the policy allows, is re-encoded as a JPEG first, so the key is always the
 hash of the stored bytes.
 
@@ -18,6 +19,8 @@ while; they are never written to a store. Listings carry `ref()` dictionaries, n
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -33,13 +36,44 @@ from .decode import PhotoRejected
 PHOTO_PREFIX = "b:photo:"
 EMB_PREFIX = "b:emb:"
 DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+PHOTO_TTL_ENV = "FRAUDDEMO_PHOTO_TTL"
+# How long a photo is kept (every store: the TTL set at the photo's origin travels with the blob, as the
+# remaining PTTL, when a syncer copies it). Sized in hours for the demo: photos are ~80 % of a store's
+# growth (~50 KB each), so their retention decides whether a day of the default rate fits the store's
+# maxmemory (README, Benchmarks: bench memory). Receipts outlive their photos: a return after the photo
+# expired is judged without a face match ("purchase photo expired").
+DEFAULT_PHOTO_TTL_MS = 1 * HOUR_MS
+_UNITS_MS = {"": 1000, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS}
+
+
+def parse_ttl(text: str) -> int:
+    """'90m', '6h', '1d', '45s' or plain seconds ('3600') -> milliseconds (ValueError otherwise)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(text).lower())
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"{PHOTO_TTL_ENV}={text!r}: give a duration > 0, e.g. 3600, 90m, 6h or 1d")
+    return int(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def photo_ttl_ms() -> int:
+    """The photo retention: $FRAUDDEMO_PHOTO_TTL, else DEFAULT_PHOTO_TTL_MS."""
+    raw = os.environ.get(PHOTO_TTL_ENV, "").strip()
+    return parse_ttl(raw) if raw else DEFAULT_PHOTO_TTL_MS
+
+
+def describe_ttl(ms: int) -> str:
+    """A retention for people: '1 h', '90 min', '45 s'."""
+    for unit, size in (("d", DAY_MS), ("h", HOUR_MS), ("min", 60_000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size} {unit}"
+    return f"{ms / 1000:g} s"
 
 
 @dataclasses.dataclass(frozen=True)
 class PhotoPolicy:
     max_bytes: int = 1024 * 1024  # per stored JPEG; a 640x480 POS frame is ~60 KB
     max_side: int = 1280  # larger photos are scaled down before storing
-    retention_ms: int = 30 * DAY_MS
+    retention_ms: int = dataclasses.field(default_factory=photo_ttl_ms)  # FRAUDDEMO_PHOTO_TTL
     jpeg_quality: int = 90
     thumb_side: int = 160
     thumb_cache_s: float = 300.0
@@ -67,9 +101,10 @@ def photo_ref(sha: str) -> dict:
             "thumbnail_url": f"/api/photos/{sha}/thumbnail"}
 
 
-def normalise(data: bytes, policy: PhotoPolicy = PhotoPolicy(),
+def normalise(data: bytes, policy: PhotoPolicy | None = None,
               limits: dec.Limits = dec.Limits()) -> tuple[bytes, int, int, bool]:
     """The JPEG to store: the upload itself when it is a JPEG within the policy, else re-encoded."""
+    policy = policy or PhotoPolicy()
     info = dec.check(data, limits)
     if (info.format == "jpeg" and len(data) <= policy.max_bytes
             and max(info.width, info.height) <= policy.max_side):
@@ -89,9 +124,9 @@ def normalise(data: bytes, policy: PhotoPolicy = PhotoPolicy(),
 class PhotoStore:
     """Photo storage on one store (replication to the others is the store layer's job)."""
 
-    def __init__(self, store: Store, policy: PhotoPolicy = PhotoPolicy(),
+    def __init__(self, store: Store, policy: PhotoPolicy | None = None,
                  cfg: ver.VerifyConfig = ver.VerifyConfig()):
-        self.store, self.policy, self.cfg = store, policy, cfg
+        self.store, self.policy, self.cfg = store, policy or PhotoPolicy(), cfg
         self._thumbs: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
         self._analysed: OrderedDict[str, tuple[ver.Embedding | None, str | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -148,7 +183,10 @@ class PhotoStore:
             return stored, verdict, writes
         self._remember(sha, (probe.embedding, None))
         if purchase is None:
-            verdict = ver.Verdict(ver.REVIEW, ("no purchase photo to compare with",), face=probe.face)
+            why = ("purchase photo expired (photos are kept "
+                   f"{describe_ttl(self.policy.retention_ms)})" if purchase_sha and self.expired(purchase_sha)
+                   else "no purchase photo to compare with")
+            verdict = ver.Verdict(ver.REVIEW, (why,), face=probe.face)
         else:
             verdict = ver.compare(probe, purchase, earlier, self.cfg)
         verdict = dataclasses.replace(verdict, ms=round((time.perf_counter() - t0) * 1e3, 3))
@@ -159,6 +197,10 @@ class PhotoStore:
         """The photo's write: the JPEG only (an embedding is never written by a till)."""
         writes = [ops.blob(PHOTO_PREFIX + sha, jpeg, ttl_ms=self.policy.retention_ms)]
         return StoredPhoto(sha, len(jpeg), w, h, emb, rejected, reencoded), writes
+
+    def expired(self, sha: str) -> bool:
+        """True when this store no longer holds the photo (past its retention TTL, or never here)."""
+        return not self.store.r.exists(PHOTO_PREFIX + _check_sha(sha))
 
     def get(self, sha: str) -> bytes | None:
         return self.store.get_blob(PHOTO_PREFIX + _check_sha(sha))
