@@ -49,7 +49,7 @@ for n in "${names[@]}"; do [ -x "$cache/$n" ] || missing+=("$n"); done
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "cluster-tools: building ${missing[*]} (Kubernetes $KUBE_VERSION, kwok $KWOK_VERSION) into $cache;" \
-       "the first build takes about 10 minutes on 2 cores"
+       "the first build takes 10 to 40 minutes on 2 cores"
   start=$SECONDS
   i=0
   for n in "${missing[@]}"; do
