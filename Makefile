@@ -87,3 +87,26 @@ node-up:
 
 node-down:
 	tools/node.sh down
+
+# The sample on a real node (tools/node.sh), from the images built here: images, a cluster whose only node
+# is this machine (no kwok node), the node with CoreDNS, then the chart with the sample
+# (tools/node/sample-values.yaml). `make real-demo-down` stops it all.
+.PHONY: real-demo real-demo-down test-real-pods soak-real-pods
+real-demo: cluster-tools images
+	FAKE_NODES= tools/cluster.sh up
+	tools/node.sh up
+	KUBECONFIG=.cluster/kubeconfig .tools/helm upgrade --install frauddemo charts/frauddemo -n frauddemo \
+	  --create-namespace -f tools/node/sample-values.yaml
+	@echo "real-demo: KUBECONFIG=.cluster/kubeconfig .tools/bin/kubectl -n frauddemo get fd,pods -w"
+
+real-demo-down:
+	tools/node.sh down
+	tools/cluster.sh down
+
+# The real-pod tests alone (tests/cluster/test_real_pods.py, ~10 min); soak-real-pods soaks for 30 minutes
+# at the sample's default rate instead of 3 (no restart, no OOM kill, store memory within its limit).
+test-real-pods: $(STAMP) cluster-tools tools
+	$(BIN)/python -m pytest -q -s tests/cluster/test_real_pods.py
+
+soak-real-pods: $(STAMP) cluster-tools tools
+	FRAUDDEMO_REAL_PODS_SOAK_S=1800 $(BIN)/python -m pytest -q -s tests/cluster/test_real_pods.py

@@ -483,6 +483,8 @@ stop_daemon() { # name
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
         say "$1 stopped (pid $pid)"
     fi
+    # what it forked (socat's connection handlers) is in its process group (setsid): end those too
+    kill -- "-$pid" 2>/dev/null || true
     rm -f "$pidfile"
 }
 
