@@ -18,6 +18,16 @@ from frauddemo.store import Store
 from frauddemo.syncer import LinkConfig, LinkStats, Syncer
 from frauddemo_testkit.testing import wait_for as wait_until  # one polling helper for all tests
 
+pytest_plugins = ("frauddemo_testkit.cluster_fixtures",)
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/cluster/ runs against a real control plane: marked `cluster`."""
+    here = Path(__file__).resolve().parent / "cluster"
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(here):
+            item.add_marker(pytest.mark.cluster)
+
 
 @pytest.fixture(scope="session")
 def server_binary():

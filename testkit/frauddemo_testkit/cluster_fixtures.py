@@ -1,5 +1,6 @@
-"""Fixtures for the tests against a real control plane: each test module gets its own cluster
-(tools/cluster.sh in a temp dir, free ports), stopped after it; no process outlives the module."""
+"""pytest fixtures for the tests against a real control plane (tests/cluster/): each test module gets
+its own cluster (tools/cluster.sh in a temp dir, free ports), stopped after it; no process outlives the
+module. Loaded by tests/conftest.py (one conftest only: the tests import helpers from it by name)."""
 from __future__ import annotations
 
 import os
@@ -7,13 +8,6 @@ import os
 import pytest
 
 from frauddemo_testkit.kubecluster import COMPONENTS, LocalCluster, missing_tools
-
-
-def pytest_collection_modifyitems(items):
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.cluster)
 
 
 def _require_tools() -> None:
