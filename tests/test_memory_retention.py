@@ -34,7 +34,7 @@ def pos_store(srv) -> Store:
 # -- retention ---------------------------------------------------------------------------------------
 def test_photo_retention_is_hours_by_default_and_configurable(monkeypatch):
     monkeypatch.delenv(storage.PHOTO_TTL_ENV, raising=False)
-    assert HOUR_MS <= PhotoPolicy().retention_ms <= 24 * HOUR_MS
+    assert PhotoPolicy().retention_ms == storage.DEFAULT_PHOTO_TTL_MS == 30 * 60_000  # not 30 days
     for text, ms in (("2h", 2 * HOUR_MS), ("90m", 90 * 60_000), ("3600", HOUR_MS), ("1d", 24 * HOUR_MS),
                      ("45s", 45_000)):
         monkeypatch.setenv(storage.PHOTO_TTL_ENV, text)

@@ -89,7 +89,7 @@ def test_store_statefulset():
         assert "ping" in store[probe]["exec"]["command"][-1]
     assert store["securityContext"]["allowPrivilegeEscalation"] is False
     assert store["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                  "limits": {"cpu": "500m", "memory": "2Gi"}}
+                                  "limits": {"cpu": "500m", "memory": "3Gi"}}
     # no storage: an emptyDir, no claim templates
     assert {"name": "data", "emptyDir": {}} in pod["volumes"]
     assert "volumeClaimTemplates" not in sts["spec"]
@@ -116,7 +116,7 @@ def test_store_with_storage_gets_a_claim_per_server():
     sts = kids[("StatefulSet", "demo-store-a")]
     claim = sts["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data"
-    assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "6Gi"
     assert not any(v["name"] == "data" for v in sts["spec"]["template"]["spec"]["volumes"])
     sc = by_key(builders.desired(OWNER, spec(stores=[
         {"name": "a", "storage": {"size": "2Gi", "storageClassName": "fast"}}, {"name": "b"}]),

@@ -41,7 +41,7 @@ class Quantities(_Model):
 
 class Resources(_Model):
     requests: Quantities = Quantities(cpu="50m", memory="64Mi")
-    limits: Quantities = Quantities(cpu="500m", memory="2Gi")  # maxmemory 1.5 GiB: a day of the default rate
+    limits: Quantities = Quantities(cpu="500m", memory="3Gi")  # maxmemory 2.25 GiB: a day of the default rate
 
 
 class Storage(_Model):

@@ -441,7 +441,11 @@ def _guard(fn, store: str | None = None):
 def _photo_gone() -> str:
     """A photo no store holds: expired (photos are kept FRAUDDEMO_PHOTO_TTL; the receipt outlives it)
     or never stored."""
-    return f"photo expired: photos are kept {describe_ttl(photo_ttl_ms())} (or it was never stored)"
+    try:
+        kept = f"photos are kept {describe_ttl(photo_ttl_ms())}"
+    except ValueError:  # a bad FRAUDDEMO_PHOTO_TTL is the tills' error to report, not this answer's
+        kept = "photos are kept for a while"
+    return f"photo expired: {kept} (or it was never stored)"
 
 
 def _sha(get, sha: str):

@@ -26,10 +26,10 @@ SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
 MAXMEMORY_ENV = "FRAUDDEMO_STORE_MAXMEMORY"
 # A store's memory cap (bytes). With `noeviction` a store at the cap refuses writes (OOM errors, shown as
 # "store a is full" with a 503) instead of evicting replicated data or growing until the machine (or a
-# pod's memory limit) kills it, and its AOF replays it to the same size after a restart. 1.5 GiB, as a
-# store deployed with the CRD's default memory limit (2Gi, 3/4 of it): a day of the default demo rate
+# pod's memory limit) kills it, and its AOF replays it to the same size after a restart. 2.25 GiB, as a
+# store deployed with the CRD's default memory limit (3Gi, 3/4 of it): a day of the default demo rate
 # fits (`frauddemo bench memory`: photos kept FRAUDDEMO_PHOTO_TTL, the op log its retention).
-DEFAULT_MAXMEMORY = 1536 * 1024 * 1024
+DEFAULT_MAXMEMORY = 2304 * 1024 * 1024
 MALLOC_ENV = "FRAUDDEMO_SERVER_MALLOC"
 # The ACL rules grant `client|setinfo` (what redis-py sends on connect), a subcommand Redis/Valkey 7.2
 # added: an older server refuses the ACL file and exits at start.

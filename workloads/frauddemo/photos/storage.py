@@ -9,9 +9,9 @@ Keys:
 A till never writes an embedding (a compromised till could otherwise pair a purchase photo with
 someone else's face): whoever compares faces derives the embedding from the stored photo, and keeps
 it in a small in-process cache. Photos expire after the retention TTL ($FRAUDDEMO_PHOTO_TTL, default
-1 h: `photo_ttl_ms`); an expired photo reads as None, shown as "photo expired" by the API. A photo uploaded in another
-format, or larger than the policy allows, is re-encoded as a JPEG first, so the key is always the
-hash of the stored bytes.
+30 min: `photo_ttl_ms`); an expired photo reads as None, shown as "photo expired" by the API. A photo
+uploaded in another format, or larger than the policy allows, is re-encoded as a JPEG first, so the
+key is always the hash of the stored bytes.
 
 Thumbnails are generated from the stored JPEG when asked for and cached in this process for a short
 while; they are never written to a store. Listings carry `ref()` dictionaries, never photo bytes.
@@ -40,10 +40,11 @@ HOUR_MS = 3600 * 1000
 PHOTO_TTL_ENV = "FRAUDDEMO_PHOTO_TTL"
 # How long a photo is kept (every store: the TTL set at the photo's origin travels with the blob, as the
 # remaining PTTL, when a syncer copies it). Sized in hours for the demo: photos are ~80 % of a store's
-# growth (~50 KB each), so their retention decides whether a day of the default rate fits the store's
-# maxmemory (README, Benchmarks: bench memory). Receipts outlive their photos: a return after the photo
+# growth (~50 KB each, ~160 KB/s per store at the default rate), so their retention decides whether a
+# day of the default rate fits the store's maxmemory (README, Benchmarks: bench memory): 30 min of photos
+# is ~285 MB of the 2.25 GiB. Receipts outlive their photos: a return after the photo
 # expired is judged without a face match ("purchase photo expired").
-DEFAULT_PHOTO_TTL_MS = 1 * HOUR_MS
+DEFAULT_PHOTO_TTL_MS = 30 * 60_000
 _UNITS_MS = {"": 1000, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS}
 
 
