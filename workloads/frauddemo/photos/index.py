@@ -7,7 +7,8 @@ and no entry is lost to a concurrent one at another store:
   s:pidx:face:<band>:<16 bits>    add-wins set: photos whose mirror-symmetric face hash
                                   (replay.face_hash) has these 16 bits in band 0..3
   b:pprint:<sha256>               immutable blob: the photo's replay print (replay.pack_print:
-                                  fingerprint, eyes, face hash; ~5 KB), content-addressed like the photo
+                                  fingerprint, eyes, face hash; ~5 KB), expiring with the photo
+                                  (FRAUDDEMO_PHOTO_TTL): a replay of an expired photo is not found
 A tag says where the photo was used: "p:<receipt>" (a purchase photo), "t:<attempt>" (a return photo).
 The index only proposes candidates; the decision is the fingerprint match (replay.match_score, mirror-
 aware), as for the receipt's own photos, or the same bytes under another tag (exact). The face hash
@@ -36,7 +37,13 @@ BANDS = 4
 MAX_CUSTOMER = 64  # candidates from the customer's own photos
 MAX_FACE = 16  # candidates from close face hashes
 FACE_MAX_BITS = 12  # a face-hash candidate further than this is not worth a match
-PRINT_TTL_MS = 30 * 24 * 3600 * 1000  # as long as the photos (storage.PhotoPolicy.retention_ms)
+
+
+def print_ttl_ms() -> int:
+    """A print is a small picture of the customer: kept no longer than the photo itself."""
+    from .storage import photo_ttl_ms
+
+    return photo_ttl_ms()
 
 
 def customer_key(customer: str) -> str:
@@ -53,7 +60,7 @@ def add_ops(sha: str, tag: str, customer: str, face_hash: int | None = None, prn
     if face_hash is not None:
         out += [ops.sadd(k, member) for k in band_keys(face_hash)]
     if prnt is not None:
-        out.append(ops.blob(PRINT_PREFIX + sha, prnt, ttl_ms=PRINT_TTL_MS))
+        out.append(ops.blob(PRINT_PREFIX + sha, prnt, ttl_ms=print_ttl_ms()))
     return out
 
 
@@ -106,7 +113,7 @@ def prints(stores: Mapping[str, Store], shas: list[str], home: Store | None = No
         if p is None:
             continue
         out[s] = replay.unpack_print(p)
-        writes.append([ops.blob(PRINT_PREFIX + s, p, ttl_ms=PRINT_TTL_MS)])
+        writes.append([ops.blob(PRINT_PREFIX + s, p, ttl_ms=print_ttl_ms())])
     if writes and home is not None:
         try:
             home.write_many(writes)
@@ -194,7 +201,7 @@ def judge_hook(stores: Mapping[str, Store], todo, out: dict, cfg: ver.VerifyConf
                 if story.receipt is not None and story.receipt.photo:
                     w.append(add_ops(story.receipt.photo, f"p:{story.receipt.id}", story.receipt.customer))
                 if prnt:  # its own write: a blob already stored (same photo, same print) is no error
-                    w.append([ops.blob(PRINT_PREFIX + a.photo, prnt, ttl_ms=PRINT_TTL_MS)])
+                    w.append([ops.blob(PRINT_PREFIX + a.photo, prnt, ttl_ms=print_ttl_ms())])
                 home.write_many([x for x in w if x])
         except Exception as e:  # the index is evidence, never a reason to leave an attempt unjudged
             log.warning("photo index for attempt %s: %s", a.id, e)
