@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # The cluster tests (tests/cluster/) run a real control plane built from Go modules: where Go is
 # missing they are skipped with one line saying so, except in CI, where that fails the run.
-test: $(STAMP) tools system-deps
+test: system-deps $(STAMP) tools
 	@if command -v go >/dev/null; then \
 	  tools/cluster-tools.sh && $(BIN)/python -m pytest -q; \
 	elif [ -n "$$CI" ]; then \
@@ -45,7 +45,7 @@ TOOLS := .tools
 $(TOOLS)/helm: tools/fetch_helm.py | $(STAMP)
 	$(BIN)/python tools/fetch_helm.py $@
 
-$(TOOLS)/prometheus-models/.installed: tools/fetch_prometheus_models.sh tools/prometheus-models/*
+$(TOOLS)/prometheus-models/.installed: tools/fetch_prometheus_models.sh tools/prometheus-models/* | system-deps
 	tools/fetch_prometheus_models.sh
 
 tools: $(TOOLS)/helm $(TOOLS)/prometheus-models/.installed
