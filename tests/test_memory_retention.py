@@ -120,7 +120,7 @@ def test_the_day_projection_plateaus_photos_and_the_op_log_and_can_fail():
     # 100 B/s of photos kept 1 h, 10 B/s of op log with 5 000 B of room, 20 B/s of everything else
     p = bench_memory.project_day(1_000, 130.0, 100.0, 3600, 10.0, 5_000)
     assert p["projected_24h_parts"] == {"at_start": 1_000, "photos_plateau": 360_000, "oplog": 5_000,
-                                        "other_24h": 20 * 86400}
+                                        "other_expiring_plateau": 0, "other_24h": 20 * 86400}
     assert p["projected_24h_bytes"] == 1_000 + 360_000 + 5_000 + 20 * 86400
     # a photo TTL past a day counts a day; the same slopes with 30-day photos grow for 24 h
     assert bench_memory.project_day(0, 130.0, 100.0, 30 * 86400, 10.0, 5_000)["projected_24h_parts"][
@@ -129,12 +129,25 @@ def test_the_day_projection_plateaus_photos_and_the_op_log_and_can_fail():
     assert big["projected_24h_bytes"] > bench_memory.K8S_DEFAULT_MAXMEMORY  # the old design does not fit
 
 
+def test_other_keys_with_a_ttl_plateau_too():
+    first = {"b:pprint": {"bytes": 0, "ttl_s": 1800}, "h:rcpt": {"bytes": 0, "ttl_s": None}}
+    last = {"b:pprint": {"bytes": 6_000, "ttl_s": 1800}, "h:rcpt": {"bytes": 1_000, "ttl_s": None},
+            "b:photo": {"bytes": 50_000, "ttl_s": 1800}}
+    per_s, plateau = bench_memory.expiring(first, last, 10.0)
+    assert per_s == 600 and plateau == 600 * 1800
+    # used_memory 8 B/s beyond the photos (under the keys' own 700 B/s: noise): prints plateau, receipts grow
+    p = bench_memory.project_day(0, 5_008.0, 5_000.0, 1800, 0.0, 0, 700.0, per_s, plateau)
+    assert p["projected_24h_parts"]["other_expiring_plateau"] == 600 * 1800
+    assert p["projected_24h_parts"]["other_24h"] == 100 * 86400  # max(8-0-600, 700-600) B/s
+
+
 def test_by_prefix_groups_keys_by_type_and_name(stores):
     st = stores("a")
     _, a = st["a"]
-    a.r.set("b:photo:" + "0" * 64, b"x" * 5000)
+    a.r.set("b:photo:" + "0" * 64, b"x" * 5000, px=60_000)
     a.r.hset("h:rcpt:r-1", "store", "a")
     out = bench_memory.by_prefix(a.r)
     assert out["b:photo"]["keys"] == 1 and out["b:photo"]["bytes"] >= 5000
     assert out["h:rcpt"]["keys"] == 1 and "fd:meta" in out
     assert list(out)[0] == "b:photo"  # biggest first
+    assert 50 <= out["b:photo"]["ttl_s"] <= 60 and out["h:rcpt"]["ttl_s"] is None

@@ -63,18 +63,28 @@ def _prefix(key: bytes) -> str:
 def by_prefix(r: redis.Redis) -> dict[str, dict]:
     """MEMORY USAGE summed by key prefix (every key: exact for strings, sampled for big aggregates),
     biggest first: where a store's bytes go."""
-    agg: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    agg: dict[str, list] = collections.defaultdict(lambda: [0, 0, 0])  # keys, bytes, greatest PTTL (-1: none)
     keys = list(r.scan_iter(count=1000))
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
         pipe = r.pipeline(transaction=False)
         for k in chunk:
             pipe.memory_usage(k, samples=0)
-        for k, used in zip(chunk, pipe.execute()):
+            pipe.pttl(k)
+        res = pipe.execute()
+        for j, k in enumerate(chunk):
+            used, ttl = res[2 * j], int(res[2 * j + 1])
             a = agg[_prefix(k)]
             a[0] += 1
             a[1] += int(used or 0)
-    return {p: {"keys": n, "bytes": b} for p, (n, b) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+            if ttl < 0 or a[2] < 0:
+                a[2] = -1 if ttl == -1 or a[2] < 0 else a[2]
+            else:
+                a[2] = max(a[2], ttl)
+    # ttl_s: the greatest remaining TTL of the prefix's keys (the newest key's, about the TTL it was
+    # given), None when one of them has none: those keys stay, the others plateau
+    return {p: {"keys": n, "bytes": b, "ttl_s": round(t / 1000) if t > 0 else None}
+            for p, (n, b, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
 
 
 def photo_memory(r: redis.Redis) -> int:
@@ -96,19 +106,36 @@ def other_bytes(prefixes: dict[str, dict]) -> int:
     return sum(v["bytes"] for p, v in prefixes.items() if p not in ("b:photo", "fd:log"))
 
 
+def expiring(first: dict[str, dict], last: dict[str, dict], dt: float) -> tuple[float, float]:
+    """(growth in bytes/s, plateau in bytes) of the keys with a TTL other than the photos (by_prefix's
+    output at two moments `dt` apart): each prefix grows for its TTL, capped at a day."""
+    per_s = plateau = 0.0
+    for p, v in last.items():
+        if p in ("b:photo", "fd:log") or not v.get("ttl_s"):
+            continue
+        g = max(0.0, (v["bytes"] - first.get(p, {}).get("bytes", 0)) / dt)
+        per_s += g
+        plateau += g * min(v["ttl_s"], DAY_S)
+    return per_s, plateau
+
+
 def project_day(first_used: int, total_per_s: float, photo_per_s: float, photo_ttl_s: float,
-                oplog_per_s: float, oplog_room: float, other_per_s: float = 0.0) -> dict:
+                oplog_per_s: float, oplog_room: float, other_per_s: float = 0.0,
+                expiring_per_s: float = 0.0, expiring_plateau: float = 0.0) -> dict:
     """A day's memory from the measured slopes: photos plateau at growth x TTL, the op log at its
     retention (`oplog_room`: bytes it may still grow), the rest grows for 24 h: the greater of
     used_memory's slope less the photos' and the op log's, and `other_per_s` (the other keys' own
-    MEMORY USAGE growth), so that noise in one figure never shrinks the projection."""
-    other = max(0.0, total_per_s - max(0.0, photo_per_s) - max(0.0, oplog_per_s), other_per_s)
+    MEMORY USAGE growth), so that noise in one figure never shrinks the projection. Other keys with a
+    TTL (`expiring_per_s`, e.g. photo prints) plateau at `expiring_plateau` instead."""
+    other = max(0.0, total_per_s - max(0.0, photo_per_s) - max(0.0, oplog_per_s) - expiring_per_s,
+                other_per_s - expiring_per_s)
     photos = max(0.0, photo_per_s) * min(photo_ttl_s, DAY_S)
     oplog = min(max(0.0, oplog_per_s) * DAY_S, max(0.0, oplog_room))
     rest = other * DAY_S
-    return {"projected_24h_bytes": round(first_used + photos + oplog + rest),
+    return {"projected_24h_bytes": round(first_used + photos + oplog + expiring_plateau + rest),
             "projected_24h_parts": {"at_start": first_used, "photos_plateau": round(photos),
-                                    "oplog": round(oplog), "other_24h": round(rest)},
+                                    "oplog": round(oplog), "other_expiring_plateau": round(expiring_plateau),
+                                    "other_24h": round(rest)},
             "other_growth_bytes_per_s": round(other, 1)}
 
 
@@ -137,7 +164,8 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
                 for n, r in clients.items():
                     samples.setdefault(n, []).append((now, float(r.info("memory")["used_memory"])))
                     if len(samples[n]) == 1:
-                        marks[n] = (now, photo_memory(r), *oplog_memory(r), other_bytes(by_prefix(r)))
+                        pre = by_prefix(r)
+                        marks[n] = (now, photo_memory(r), *oplog_memory(r), other_bytes(pre), pre)
             time.sleep(max(0.0, min(interval, end - time.monotonic())))
         stores = {}
         ttl_s = photo_ttl_ms() / 1000
@@ -149,7 +177,7 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
             photos, photo_bytes = _photos(r)
             t1 = time.monotonic() - t0
             prefixes = by_prefix(r)
-            last = (t1, photo_memory(r), *oplog_memory(r), other_bytes(prefixes))
+            last = (t1, photo_memory(r), *oplog_memory(r), other_bytes(prefixes), prefixes)
             first = marks.get(n, last)
             dt = max(1e-9, last[0] - first[0])
             retention = int(r.hget("fd:meta", "retention") or 0)
@@ -159,7 +187,7 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
             span = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else per_s
             proj = project_day(int(pts[0][1]) if pts else used, span, (last[1] - first[1]) / dt, ttl_s,
                                (last[3] - first[3]) / dt, (retention - last[2]) * per_entry + last[3] - first[3],
-                               (last[4] - first[4]) / dt)
+                               (last[4] - first[4]) / dt, *expiring(first[5], last[5], dt))
             stores[n] = {
                 "samples": len(pts), "used_memory_first": int(pts[0][1]) if pts else None,
                 "used_memory_last": int(pts[-1][1]) if pts else None,
