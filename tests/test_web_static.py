@@ -76,5 +76,5 @@ def test_the_page_is_served_with_the_security_headers():
 def test_the_package_ships_the_page():
     """The wheel (and so the image) carries static/*, where every file of the page is: nothing to build."""
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
-    assert "static/*" in pyproject["tool"]["setuptools"]["package-data"]["frauddemo"]
+    assert "*" in pyproject["tool"]["setuptools"]["package-data"]["frauddemo.static"]   # tests/test_wheel.py builds it
     assert {p.name for p in Path(STATIC).iterdir()} == {"index.html", "app.js", "app.css", "favicon.svg"}
