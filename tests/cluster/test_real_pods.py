@@ -32,7 +32,8 @@ import pytest
 from frauddemo_testkit.kubecluster import BIN, LocalCluster
 from frauddemo_testkit.testing import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
+SOAK_S = float(os.environ.get("FRAUDDEMO_REAL_PODS_SOAK_S", "180"))
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(max(1500, int(SOAK_S) + 900))]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "tools" / "images.sh"
@@ -43,7 +44,6 @@ BRIDGE = "fdnode0"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SOAK_S = float(os.environ.get("FRAUDDEMO_REAL_PODS_SOAK_S", "180"))
 
 
 def _skip_or_fail(msg: str):
