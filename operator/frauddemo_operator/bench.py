@@ -9,6 +9,13 @@ pods Ready), the top-level figures are the real ones:
 - burst_100_s: 100 FraudDemos created at once -> every one phase Ready;
 - baseline (in-run): the same objects created directly by one client with no operator, until every
   workload they hold is ready: the floor the operator's overhead is measured against.
+- real_pods (only when the cluster has a real node, labelled frauddemo.io/real-node=true by tools/node.sh):
+  FraudDemos whose pods run for real on that node (the images `make images` loads; store image from
+  FRAUDDEMO_BENCH_STORE_IMAGE, default frauddemo-store:<version>), FRAUDDEMO_BENCH_REAL_SERIAL of them
+  (default 5) created one by one, each measured to
+  phase Ready with every pod of its namespace Ready, beside the kwok figure of the same run. The kwok
+  FraudDemos' namespaces then pin their pods to the kwok nodes (scheduler.alpha.kubernetes.io/node-selector,
+  the PodNodeSelector admission plugin tools/cluster.sh enables) and the real ones' to the real node.
 In the same run, `emulator` holds the figures against the API emulator (the test kit, from a checkout),
 whose simulated controllers mark every workload ready as soon as it exists.
 
@@ -250,9 +257,18 @@ async def _ensure_crd(client: kube.Kube) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _namespace(client: kube.Kube, name: str) -> None:
+NODE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"   # the PodNodeSelector admission plugin's
+REAL_NODE_LABEL = "frauddemo.io/real-node"                        # tools/node.sh's kubelet sets it
+NODE = kube.Kind("v1", "Node", "nodes")
+POD = kube.Kind("v1", "Pod", "pods")
+
+
+async def _namespace(client: kube.Kube, name: str, node_selector: str | None = None) -> None:
+    meta: dict = {"name": name, "labels": {"frauddemo.io/bench": "operator"}}
+    if node_selector:
+        meta["annotations"] = {NODE_SELECTOR: node_selector}
     await client.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
-                                                             "metadata": {"name": name, "labels": {"frauddemo.io/bench": "operator"}}})
+                                                             "metadata": meta})
     # pods need the namespace's default ServiceAccount, which the controller-manager adds
     while await client.get(kube.Kind("v1", "ServiceAccount", "serviceaccounts"), name, "default") is None:
         await asyncio.sleep(POLL_S)
@@ -268,6 +284,69 @@ async def _phase_ready(client: kube.Kube, ns: str, timeout: float) -> float:
             raise RuntimeError(f"FraudDemo {ns}/demo did not reach phase Ready within {timeout}s: "
                                f"{(fd or {}).get('status')}")
         await asyncio.sleep(POLL_S)
+
+
+async def _real_nodes(client: kube.Kube) -> list[str]:
+    """Ready nodes with a real kubelet (tools/node.sh labels them), not kwok's."""
+    out = []
+    for n in await client.list(NODE, None, f"{REAL_NODE_LABEL}=true"):
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in (n.get("status") or {}).get("conditions", [])):
+            out.append(n["metadata"]["name"])
+    return out
+
+
+def _pod_ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
+
+
+async def _all_pods_ready(client: kube.Kube, ns: str, expected: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = [p for p in await client.list(POD, ns) if not p["metadata"].get("deletionTimestamp")]
+        if len(pods) >= expected and all(_pod_ready(p) for p in pods):
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the pods in {ns} were not all Ready within {timeout}s: "
+                               f"{sorted(p['metadata']['name'] for p in pods if not _pod_ready(p))}")
+        await asyncio.sleep(0.2)
+
+
+async def _namespace_gone(client: kube.Kube, ns: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await client.get(kube.Kind("v1", "Namespace", "namespaces"), None, ns) is None:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _default_store_image() -> str:
+    """frauddemo-store at the runtime image's tag (the CRD's default image): what `make images` builds."""
+    spec = crd.load()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return "frauddemo-store:" + spec["properties"]["image"]["default"].rsplit(":", 1)[1]
+
+
+async def _real_pods(client: kube.Kube, fresh, n: int, timeout: float, store_image: str, node: str) -> dict:
+    """n FraudDemos, one at a time, on the real node: creation -> phase Ready, and -> phase Ready with every
+    pod Ready. Each namespace is deleted (and waited for) before the next, so they do not pile up."""
+    spec = {"stores": [{"name": "a", "image": store_image}, {"name": "b", "image": store_image}]}
+    body = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "demo"}, "spec": spec}
+    n_pods = sum(c["spec"].get("replicas", 1) for c in builders.desired(
+        builders.Owner("demo", "x", "-"), models.parse("demo", spec), service_monitors=False)
+        if c["kind"] in ("StatefulSet", "Deployment"))
+    phase_ms, pods_ms = [], []
+    for i in range(n):
+        ns = await fresh(f"real-{i}", f"{REAL_NODE_LABEL}=true")
+        t0 = time.perf_counter()
+        await client.create(kube.FRAUDDEMO, ns, body)
+        t_phase = await _phase_ready(client, ns, timeout)
+        t_pods = await _all_pods_ready(client, ns, n_pods, timeout)
+        # phase Ready is read from the workloads' readiness, which follows the pods': both are needed
+        phase_ms.append((t_phase - t0) * 1000)
+        pods_ms.append((max(t_phase, t_pods) - t0) * 1000)
+        await client.request("DELETE", f"/api/v1/namespaces/{ns}")
+        await _namespace_gone(client, ns, 120)
+    return {"node": node, "store_image": store_image, "pods_per_demo": n_pods,
+            "create_to_ready_ms": _summary(pods_ms), "create_to_phase_ready_ms": _summary(phase_ms)}
 
 
 def _workload_ready(obj: dict) -> bool:
@@ -305,14 +384,20 @@ async def _direct(client: kube.Kube, ns: str, timeout: float) -> tuple[float, fl
     return (created - t0) * 1000, (ready - t0) * 1000
 
 
-async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: float, run_id: str) -> dict:
+async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: float, run_id: str,
+                         real_serial: int = 5) -> dict:
     cfg = await kube.load_configuration(kubeconfig)
     client = kube.Kube(cfg, 32)
     namespaces: list[str] = []
+    real_nodes = await _real_nodes(client)
+    # With a real node in the cluster, the kwok FraudDemos' pods stay on the kwok nodes (the real node
+    # could not pull their default store image), and the real ones' on the real node.
+    kwok_selector = "type=kwok" if real_nodes else None
+    real_result = None
 
-    async def fresh(prefix: str) -> str:
+    async def fresh(prefix: str, node_selector: str | None = None) -> str:
         ns = f"fdb-{run_id}-{prefix}"
-        await _namespace(client, ns)
+        await _namespace(client, ns, node_selector or kwok_selector)
         namespaces.append(ns)
         return ns
 
@@ -347,6 +432,10 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
             reached = [t for t in done if t is not None]
             # a FraudDemo that never got Ready leaves the burst unmeasured (None), never short
             burst_s = max(reached) - t0 if len(reached) == burst else None
+            if real_nodes and real_serial > 0:
+                store_image = os.environ.get("FRAUDDEMO_BENCH_STORE_IMAGE") or _default_store_image()
+                real_result = await _real_pods(client, fresh, real_serial, max(timeout, 300.0), store_image,
+                                               real_nodes[0])
         finally:
             await asyncio.to_thread(op.close)
         # The baseline once the operator is gone (it would reconcile these FraudDemos too).
@@ -379,6 +468,8 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
         },
         "operator_overhead_p50_ms": round(create["p50"] - ready_base["p50"], 1),
         "overhead_ratio_p50": round(create["p50"] / ready_base["p50"], 2) if ready_base["p50"] else None,
+        "real_pods": ({**real_result, "kwok_create_to_ready_ms": create} if real_result else
+                      {"skipped": "no Ready node labelled frauddemo.io/real-node=true (tools/node.sh up)"}),
     }
 
 
@@ -406,7 +497,8 @@ def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig:
         return _emulator_run(serial, burst, timeout)
     version = _server_version(kubeconfig)
     run_id = uuid.uuid4().hex[:6]
-    real = asyncio.run(_cluster_async(kubeconfig, serial, burst, timeout, run_id))
+    real_serial = int(os.environ.get("FRAUDDEMO_BENCH_REAL_SERIAL", "5"))
+    real = asyncio.run(_cluster_async(kubeconfig, serial, burst, timeout, run_id, real_serial))
     result = {
         "benchmark": "operator",
         "api": f"kube-apiserver {version}",
