@@ -73,7 +73,7 @@ from .photos.storage import PHOTO_PREFIX
 from .pos import HackedTill, Till
 from .procs import alive
 from .retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
-                     attempts_key, price, receipt_key)
+                     attempts_key, price, receipt_key, verdict_key)
 from .servers import free_port, read_secret, write_secret
 from .store import Store, StoreError
 from .syncer import pause_key
@@ -372,10 +372,32 @@ class Driver:
         self.double_refunds: list[str] = []
         self.window_double_refunds = 0
         self.threads: list[threading.Thread] = []
+        self._next_seed: dict[int, int] = {}
+        self._purchase_emb: dict[int, object] = {}
 
     # bookkeeping
     def face(self, customer: str) -> int:
         return int(customer.rsplit("-", 1)[1]) % len(self.photos)
+
+    def new_capture(self, customer: str) -> bytes:
+        """A new capture of the customer's face for each return, as a camera takes one, that matches
+        the purchase photo: the same bytes on two receipts are a replayed photo, which the detector's
+        store-wide replay index rightly blocks (an honest return would then read as a fraud)."""
+        from .photos import verify as ver
+        from .photos.camera import SyntheticCamera
+
+        face = self.face(customer)
+        with self.lock:
+            if face not in self._purchase_emb:
+                self._purchase_emb[face] = ver.embed(self.photos[face][0])
+        for _ in range(50):
+            with self.lock:
+                seed = self._next_seed.get(face, 1000)
+                self._next_seed[face] = seed + 1
+            jpeg = SyntheticCamera(face, seed=seed).capture()
+            if ver.verify(jpeg, self._purchase_emb[face]).verdict == "match":
+                return jpeg
+        raise RuntimeError(f"no new capture of face {face} matches its purchase photo")
 
     def _take_fresh(self, rng: random.Random):
         with self.lock:
@@ -408,7 +430,7 @@ class Driver:
             return self.purchase(here, rng)
         rid, sold_at, customer, amount = got
         at = here if self.stores[here].r.exists(receipt_key(rid)) else sold_at
-        out = self.tills[at].return_(rid, self.photos[self.face(customer)][1])
+        out = self.tills[at].return_(rid, self.new_capture(customer))
         a = out.attempt
         self._attempt(a.id, rid, at, a.decision, "legit", False)
         if a.decision == APPROVED:
@@ -425,7 +447,7 @@ class Driver:
             with self.lock:
                 self.refunded.append(got)  # not replicated here yet: later
             return None
-        out = self.tills[here].return_(rid, self.photos[self.face(customer)][2])
+        out = self.tills[here].return_(rid, self.new_capture(customer))
         a = out.attempt
         self._attempt(a.id, rid, here, a.decision, "double-return-visible", True)
         if a.decision == APPROVED:
@@ -441,11 +463,12 @@ class Driver:
         if not self.stores[here].r.exists(receipt_key(rid)):
             return None
         barrier, out = threading.Barrier(2), [None, None]
+        photos = [self.new_capture(customer), self.new_capture(customer)]
 
         def one(i: int) -> None:
             barrier.wait()
             try:
-                out[i] = self.tills[here].return_(rid, self.photos[self.face(customer)][1 + i]).attempt
+                out[i] = self.tills[here].return_(rid, photos[i]).attempt
             except (redis.RedisError, OSError, StoreError) as e:
                 out[i] = e
 
@@ -476,20 +499,19 @@ class Driver:
             if got is None:
                 return self.purchase(here, rng)
             rid, _, _, customer, amount = got
-            a = till.refund(rid, customer, amount, self.photos[self.face(customer)][2], mode)
+            a = till.refund(rid, customer, amount, self.new_capture(customer), mode)
             return self._attempt(a.id, rid, here, a.decision, mode, True)
         got = self._take_fresh(rng)
         if got is None:
             return self.purchase(here, rng)
         rid, sold_at, customer, amount = got
-        face = self.photos[self.face(customer)]
         if mode == "window-race":
             other = rng.choice([n for n in self.names if n != here])
-            first = self.tills[other].return_(rid, face[1]).attempt
+            first = self.tills[other].return_(rid, self.new_capture(customer)).attempt
             self._attempt(first.id, rid, other, first.decision, "accomplice", False)
             if first.decision == REFUSED:
                 return None  # nothing to refund twice
-            a = till.refund(rid, customer, amount, face[2], mode)
+            a = till.refund(rid, customer, amount, self.new_capture(customer), mode)
             if first.decision == APPROVED:
                 with self.lock:
                     self.window_double_refunds += 1
@@ -633,6 +655,12 @@ def missing_alerts(stores: dict[str, Store], frauds: list[str]) -> list[str]:
     return sorted(missing)
 
 
+def missed_verdicts(stores: dict[str, Store], missed: list[str]) -> dict[str, dict]:
+    """What the detector decided for each missed fraud (empty: never judged), to say why it was missed."""
+    first = next(iter(stores.values()))
+    return {aid: first.hgetall(verdict_key(aid)) for aid in missed}
+
+
 def differences(stores: dict[str, Store]) -> list[str]:
     snaps = {n: s.snapshot() for n, s in stores.items()}
     first, *rest = snaps.values()
@@ -737,6 +765,9 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "lost": len(lost), "lost_ids": lost[:MAX_IDS],
             "frauds": len(frauds), "frauds_by_kind": dict(sorted(by_kind.items())),
             "missed_frauds": len(missed), "missed_ids": missed[:MAX_IDS],
+            "missed_by_kind": dict(sorted(collections.Counter(drv.attempts[a].kind for a in missed
+                                                              if a in drv.attempts).items())),
+            "missed_verdicts": missed_verdicts(admin, missed[:MAX_IDS]),
             "alerts": len({a for a, _ in events}), "duplicated_alerts": len(dup), "duplicated_ids": dup[:MAX_IDS],
             "double_refunds": len(drv.double_refunds), "double_refund_receipts": drv.double_refunds[:MAX_IDS],
             "visible_double_returns": by_kind.get("double-return-visible", 0),
