@@ -443,7 +443,8 @@ def test_soak_no_restart_no_oom_memory_within_limit(demo):
             peak[s] = max(peak[s], info["used_memory"])
             assert info["used_memory"] < info["maxmemory"], (s, info)
         time.sleep(15)
-    st = httpx.get(f"{demo.api_url}/api/status", timeout=10).json()
+    # kubectl port-forward follows one pod: the rotation replaced the detector's, so forward again
+    st = httpx.get(f"{demo.forward(f'service/{FD}-detector', 8080)}/api/status", timeout=10).json()
     print(f"soak {SOAK_S:.0f} s: store peak used_memory {peak}, limits {limit}, "
           f"seq {seq0} -> {{a: {demo.store_info('a')['seq']}, b: {demo.store_info('b')['seq']}}}, status {st['stores']}")
     assert demo.restarts() == restarts0, (restarts0, demo.restarts())
