@@ -1,4 +1,4 @@
-"""The API emulator's fixes to kmock's KubernetesEmulator (the gaps DESIGN.md lists), over real HTTP."""
+"""The API emulator's fixes to kmock's KubernetesEmulator (the gaps docs/testing.md lists), over real HTTP."""
 from __future__ import annotations
 
 import json

@@ -180,7 +180,7 @@ def test_tan_triggs_removes_gain_and_smooth_shading():
     assert np.corrcoef(crop.ravel(), (crop * ramp).ravel())[0, 1] < 0.99  # the ramp did change the input
 
 
-# -- real photos shipped in packages (DESIGN.md) ---------------------------------------------------
+# -- real photos shipped in packages (docs/testing.md) ----------------------------------------------
 def _astronaut() -> bytes:
     data = pytest.importorskip("skimage.data")
     ok, buf = cv2.imencode(".png", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))

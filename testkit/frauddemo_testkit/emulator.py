@@ -1,6 +1,6 @@
 """A Kubernetes API emulator for the operator's tests and benchmark, built on kmock's KubernetesEmulator.
 
-kmock 0.8's stock emulator needs these fixes before kopf works against it (DESIGN.md lists them);
+kmock 0.8's stock emulator needs these fixes before kopf works against it (docs/testing.md lists them);
 this subclass serves every resource request itself and keeps kmock for the rest:
 
 - objects get a uid, resourceVersion (one cluster-wide counter), generation and creationTimestamp;

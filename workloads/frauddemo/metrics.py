@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the runtime, in one place (names per DESIGN.md: `frauddemo_` prefix,
+"""Every Prometheus metric of the runtime, in one place (conventions in docs/metrics.md: `frauddemo_` prefix,
 base units, `_total` on counters, bounded label values).
 
 Locally, many processes share one `/metrics`: the supervisor sets PROMETHEUS_MULTIPROC_DIR and the
