@@ -20,27 +20,11 @@ WORKLOADS = ("statefulsets", "deployments")
 MOUNTED = ("secrets", "configmaps")
 
 
-def writes(kube_cluster, mark: int, ns: str) -> list[tuple[str, str, str, dict]]:
-    """(method, plural, name, body) of every write into namespace `ns` since `mark`."""
-    out = []
-    for r in kube_cluster.emu.requests()[mark:]:
-        if r.method not in ("POST", "PATCH", "PUT", "DELETE") or f"/namespaces/{ns}/" not in r.path:
-            continue
-        parts = r.path.split(f"/namespaces/{ns}/", 1)[1].split("/")
-        try:
-            body = json.loads(r.body or b"{}")
-        except ValueError:
-            body = {}
-        name = parts[1] if len(parts) > 1 else (body.get("metadata") or {}).get("name", "")
-        out.append((r.method, parts[0], name, body))
-    return out
-
-
 def test_secrets_and_configmaps_are_created_before_the_workloads(kube_cluster, kube_ns):
     mark = kube_cluster.mark()
     kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
     kube_cluster.wait_phase(kube_ns, "demo", "Ready")
-    creates = [(plural, name) for m, plural, name, _ in writes(kube_cluster, mark, kube_ns) if m == "POST"]
+    creates = [(plural, name) for m, plural, name, _ in kube_cluster.writes(mark, kube_ns) if m == "POST"]
     first_workload = next(i for i, (plural, _) in enumerate(creates) if plural in WORKLOADS)
     late = [c for c in creates[first_workload:] if c[0] in MOUNTED]
     assert not late, f"created after the first workload ({creates[first_workload]}): {late}"
@@ -62,7 +46,7 @@ def test_a_recreated_store_secret_is_in_the_acl_before_pods_restart(kube_cluster
     kube_cluster.emu.delete("secrets", ns, builders.store_secret("demo", "b"))
     wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("statefulsets", ns, "demo-store-b")[
         "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="store b restarted")
-    log = writes(kube_cluster, mark, ns)
+    log = kube_cluster.writes(mark, ns)
     acl_patch = next((i for i, (m, plural, name, _) in enumerate(log)
                       if m == "PATCH" and plural == "secrets" and name == acl_name), None)
     restarts = [i for i, (m, plural, _, body) in enumerate(log) if m == "PATCH" and plural in WORKLOADS

@@ -27,22 +27,6 @@ def acl_text(kube_cluster, ns, store) -> str:
     return secret_values(kube_cluster.emu.get("secrets", ns, builders.acl_secret("demo", store)))[builders.ACL_KEY]
 
 
-def writes(kube_cluster, mark: int, ns: str) -> list[tuple[str, str, str, dict]]:
-    """(method, plural, name, body) of every write into namespace `ns` since `mark`."""
-    out = []
-    for r in kube_cluster.emu.requests()[mark:]:
-        if r.method not in ("POST", "PATCH", "PUT", "DELETE") or f"/namespaces/{ns}/" not in r.path:
-            continue
-        parts = r.path.split(f"/namespaces/{ns}/", 1)[1].split("/")
-        try:
-            body = json.loads(r.body or b"{}")
-        except ValueError:
-            body = {}
-        name = parts[1] if len(parts) > 1 else (body.get("metadata") or {}).get("name", "")
-        out.append((r.method, parts[0], name, body))
-    return out
-
-
 def warnings_about(kube_cluster, ns, secret) -> list[dict]:
     return [e for e in kube_cluster.events(ns) if e.get("type") == "Warning" and secret in e.get("message", "")]
 
@@ -83,7 +67,7 @@ def test_a_store_secret_without_its_password_is_repaired_acl_first(kube_cluster,
     assert acl.password_hash(old) not in acl_text(kube_cluster, ns, "b")
     wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("statefulsets", ns, "demo-store-b")[
         "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="store b restarted")
-    log = writes(kube_cluster, mark, ns)
+    log = kube_cluster.writes(mark, ns)
     acl_patch = next((i for i, (m, plural, n, _) in enumerate(log)
                       if m == "PATCH" and plural == "secrets" and n == acl_name), None)
     restarts = [i for i, (m, plural, _, body) in enumerate(log) if m == "PATCH" and plural in WORKLOADS

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from frauddemo.procs import alive
 from frauddemo_testkit.kubecluster import COMPONENTS, LocalCluster, missing_tools
 
 
@@ -20,14 +21,6 @@ def _require_tools() -> None:
     pytest.skip(msg)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     _require_tools()
@@ -36,5 +29,5 @@ def cluster(tmp_path_factory):
         pids = c.pids()
         assert set(pids) == set(COMPONENTS), pids
         yield c
-    left = [name for name, pid in pids.items() if _alive(pid)]
+    left = [name for name, pid in pids.items() if alive(pid)]
     assert not left, f"still running after tools/cluster.sh down: {left}"

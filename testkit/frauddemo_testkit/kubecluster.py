@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from frauddemo.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".tools" / "bin"
@@ -41,18 +42,12 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free pair of loopback ports")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalCluster:
     """One control plane in its own directory and ports; `with LocalCluster(dir) as c:` starts and stops it."""
 
     def __init__(self, directory: Path, fake_nodes: str = "store-a:a store-b:b"):
         self.dir = Path(directory)
-        self.api_port = _free_port()
+        self.api_port = free_port()
         self.etcd_port = _free_port_pair()
         self.env = {**os.environ, "CLUSTER_DIR": str(self.dir), "API_PORT": str(self.api_port),
                     "ETCD_PORT": str(self.etcd_port), "FAKE_NODES": fake_nodes}
@@ -161,7 +156,7 @@ class OperatorProcess:
         self.cmd = [frauddemo, "operator"]
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_")}, **env,
                     "FRAUDDEMO_OPERATOR_KUBECONFIG": str(kubeconfig),
-                    "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{_free_port()}/healthz"}
+                    "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz"}
         self.log = log
         self.proc: subprocess.Popen | None = None
 
@@ -198,6 +193,3 @@ def chart_operator_env(cluster: LocalCluster, namespace: str, deployment: str) -
         dep["spec"]["template"]["spec"]["containers"][:1]
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
-
-def which(name: str) -> str | None:
-    return shutil.which(name)

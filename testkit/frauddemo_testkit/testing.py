@@ -126,5 +126,20 @@ class Cluster:
     def mark(self) -> int:
         return len(self.emu.requests())
 
+    def writes(self, mark: int, ns: str) -> list[tuple[str, str, str, dict]]:
+        """(method, plural, name, body) of every write into namespace `ns` since `mark`, in order."""
+        out = []
+        for r in self.emu.requests()[mark:]:
+            if r.method not in ("POST", "PATCH", "PUT", "DELETE") or f"/namespaces/{ns}/" not in r.path:
+                continue
+            parts = r.path.split(f"/namespaces/{ns}/", 1)[1].split("/")
+            try:
+                body = json.loads(r.body or b"{}")
+            except ValueError:
+                body = {}
+            name = parts[1] if len(parts) > 1 else (body.get("metadata") or {}).get("name", "")
+            out.append((r.method, parts[0], name, body))
+        return out
+
 
 TWO_STORES = {"stores": [{"name": "a"}, {"name": "b"}]}

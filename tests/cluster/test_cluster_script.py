@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from frauddemo.procs import alive
 from frauddemo_testkit.kubecluster import CLUSTER_SH, COMPONENTS, ROOT, LocalCluster, missing_tools
 
 
@@ -23,16 +24,6 @@ def test_a_second_tools_run_rebuilds_nothing():
     proc = subprocess.run([str(ROOT / "tools" / "cluster-tools.sh")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "building" not in proc.stdout and "Kubernetes v1." in proc.stdout, proc.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is not alive
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 def _interrupt_when(tmp_path, mode: str, line: str) -> tuple[LocalCluster, dict, str]:
@@ -65,7 +56,7 @@ def _interrupt_when(tmp_path, mode: str, line: str) -> tuple[LocalCluster, dict,
 def test_ctrl_c_in_the_foreground_mode_stops_everything(tmp_path):
     c, pids, out = _interrupt_when(tmp_path, "run", "Ctrl-C stops it")
     assert set(pids) == set(COMPONENTS), (pids, out)
-    assert not [n for n, p in pids.items() if _alive(p)], out
+    assert not [n for n, p in pids.items() if alive(p)], out
     assert "stopped" in out
 
 
@@ -73,5 +64,5 @@ def test_ctrl_c_during_start_up_stops_what_had_started(tmp_path):
     c, pids, out = _interrupt_when(tmp_path, "up", "kube-apiserver on")
     assert "etcd" in pids, out
     time.sleep(1)
-    assert not [n for n, p in pids.items() if _alive(p)], out
+    assert not [n for n, p in pids.items() if alive(p)], out
     assert "interrupted" in out and not list((c.dir / "pids").glob("*"))

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from frauddemo.servers import free_port
 from frauddemo_testkit.kubecluster import BIN, LocalCluster
 from frauddemo_testkit.testing import wait_for
 
@@ -50,12 +50,6 @@ def _skip_or_fail(msg: str):
     if os.environ.get("CI") == "true":
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _node_owned_state() -> list[str]:
@@ -176,7 +170,7 @@ class Real:
     # --- port-forward ------------------------------------------------------------------------------
 
     def forward(self, target: str, remote: int) -> str:
-        port = _free_port()
+        port = free_port()
         log = (self.tmp / f"port-forward-{port}.log").open("w")
         proc = subprocess.Popen([str(BIN / "kubectl"), "--kubeconfig", str(self.c.kubeconfig), "-n", NS,
                                  "port-forward", target, f"{port}:{remote}"],
