@@ -118,7 +118,8 @@ containerd_down() {
     local pidfile="$CONTAINERD_DIR/containerd.pid" pid c
     [ -f "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
+    # a pid file left by a killed containerd may name another program now
+    if kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = containerd ]; then
         for c in $(fd_ctr tasks ls -q 2>/dev/null); do
             fd_ctr tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
         done

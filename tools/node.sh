@@ -8,6 +8,7 @@
 #                         the kubelet's certificates and config, the kubelet (and kube-proxy when built)
 #   tools/node.sh down    stop all of it: pods, kubelet, kube-proxy, containerd, bridge, rules (idempotent)
 #   tools/node.sh status  what runs
+#   tools/node.sh reclaim what a node that was killed rather than stopped left behind (up does it first)
 #   tools/node.sh cni-test  without a cluster: a container on the pod network through the CNI plugins
 #
 # Pods get addresses from POD_CIDR (10.88.0.0/16) on the bridge fdnode0, which holds the gateway 10.88.0.1;
@@ -339,8 +340,12 @@ EOF
 network_down() {
     local ns id
     # named network namespaces whose veth sits on our bridge (CRI's cni-*, cni-test's): delete them
-    for id in $(ip -o link show master "$BRIDGE" 2>/dev/null | grep -o 'link-netnsid [0-9]*' | awk '{print $2}'); do
-        ns=$(ip netns list-id 2>/dev/null | awk -v id="$id" '$2==id {print $4}')
+    # (ip names a named namespace with link-netns NAME, an unnamed one with link-netnsid ID)
+    for id in $(ip -o link show master "$BRIDGE" 2>/dev/null | grep -oE 'link-netns(id)? [^ ]+' | awk '{print $1 "=" $2}'); do
+        case "$id" in
+            link-netns=*) ns=${id#*=} ;;
+            *) ns=$(ip netns list-id 2>/dev/null | awk -v id="${id#*=}" '$2==id {print $4}') ;;
+        esac
         [ -n "$ns" ] && ip netns delete "$ns" 2>/dev/null && say "network namespace $ns deleted"
     done
     rm -f "$CNI_CONF_DIR/10-$CNI_NETWORK.conflist"
@@ -558,6 +563,11 @@ cmd_check() {
 
 cmd_up() {
     mkdir -p "$NODE_DIR"
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        node_running && fail "a node already runs on this machine (bridge $BRIDGE, a kubelet runs): one node per machine; tools/node.sh down (with its CLUSTER_DIR) first"
+        say "bridge $BRIDGE exists but no kubelet runs: a node was killed rather than stopped; reclaiming what it left"
+        cmd_reclaim
+    fi
     install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev socat curl
     local n=0
     NEED_CLUSTER=1 check_prereqs 1 || n=$?
@@ -610,6 +620,33 @@ cmd_down() {
         "$ipt" -F KUBE-FIREWALL 2>/dev/null && "$ipt" -X KUBE-FIREWALL 2>/dev/null || true
     done
     say "down"
+}
+
+node_running() { pgrep -x kubelet >/dev/null 2>&1; }
+
+# A node whose processes were killed (a session or CI job ended) leaves its bridge, the pods' network
+# namespaces, iptables chains and mounts. Its node directory is found from the kubelet's mounts; `down`
+# with it removes the rest (its stop steps find nothing alive).
+cmd_reclaim() {
+    node_running && fail "a kubelet runs: stop its node with tools/node.sh down (with its CLUSTER_DIR), not reclaim"
+    local stale
+    stale=$(awk '$2 ~ /\/kubelet$/ && index($2, "/node/kubelet") {print $2; exit}' /proc/mounts)
+    if [ -n "$stale" ]; then
+        say "reclaiming the node directory ${stale%/kubelet}"
+        (NODE_DIR=${stale%/kubelet} CLUSTER_DIR=${stale%/node/kubelet} ADMIN_KUBECONFIG=/nonexistent cmd_down)
+    fi
+    # pods' namespaces (CRI names them cni-*) that no process uses, with an address on the pod network,
+    # whose veth is no longer on a bridge
+    local ns
+    for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ {print $1}'); do
+        [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || continue
+        ip -n "$ns" -o -4 addr show 2>/dev/null | awk '{print $4}' | python3 -c '
+import ipaddress, sys
+net = ipaddress.ip_network(sys.argv[1])
+sys.exit(0 if any(ipaddress.ip_interface(a).ip in net for a in sys.stdin.read().split()) else 1)' "$POD_CIDR" &&
+            ip netns delete "$ns" && say "network namespace $ns deleted"
+    done
+    cmd_down
 }
 
 cmd_status() {
@@ -694,6 +731,7 @@ case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    reclaim) cmd_reclaim ;;
     cni-test) cmd_cni_test ;;
-    *) echo "usage: $0 check|up|down|status|cni-test" >&2; exit 2 ;;
+    *) echo "usage: $0 check|up|down|status|reclaim|cni-test" >&2; exit 2 ;;
 esac
