@@ -5,10 +5,15 @@ The state has the shape of `Store.snapshot()`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 
+State = dict[Any, Any]  # key -> hash fields (with their ~tags), an (adds, removed) set, counter parts or bytes
+Blobs = dict[str, bytes]
 
-def _apply_h(state: dict, key: bytes, fields: dict, tag: bytes, delete: bool = False) -> None:
+
+def _apply_h(state: State, key: str, fields: dict[bytes, Any], tag: bytes, delete: bool = False) -> None:
     h = state.setdefault(key, {})
     for f in fields:
         t = b"~" + f
@@ -20,7 +25,7 @@ def _apply_h(state: dict, key: bytes, fields: dict, tag: bytes, delete: bool = F
             h[t] = tag
 
 
-def apply_logged(state: dict, op: list, tag: bytes, blobs: dict | None = None) -> None:
+def apply_logged(state: State, op: list[Any], tag: bytes, blobs: Blobs | None = None) -> None:
     """`blobs`: key -> bytes of the blobs that "br" operations refer to (the bytes travel outside
     the op log); a reference to a blob not in it applies nothing (expired at its source)."""
     kind, key = op[0], op[1].decode()
@@ -50,10 +55,10 @@ def apply_logged(state: dict, op: list, tag: bytes, blobs: dict | None = None) -
         raise ValueError(f"unknown operation {kind!r}")
 
 
-def replay(entries_by_replica: dict[str, list], blobs: dict | None = None) -> dict:
+def replay(entries_by_replica: dict[str, list[Any]], blobs: Blobs | None = None) -> State:
     """Apply raw op-log entries [(id, {b'c','s','o'})] of each replica; order between replicas is free.
     `blobs`: the bytes of referenced blobs (key -> bytes), as their origin stores hold them."""
-    state: dict = {}
+    state: State = {}
     for replica, entries in entries_by_replica.items():
         for _id, fields in entries:
             tag = fields[b"c"] + b":" + replica.encode()
@@ -62,7 +67,7 @@ def replay(entries_by_replica: dict[str, list], blobs: dict | None = None) -> di
     return {k: v for k, v in state.items() if not _empty(v)}
 
 
-def _empty(v) -> bool:
+def _empty(v: Any) -> bool:
     """Redis holds no key for an empty hash or set, so neither does the model."""
     if isinstance(v, tuple):
         return not v[0] and not v[1]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from .retail import HELD, REFUSED, Attempt, ReceiptStory, TerminalKeys
 
@@ -73,9 +75,9 @@ class DetectionConfig:
     camera_failure: str = "review"
 
     @classmethod
-    def from_env(cls, env=None) -> "DetectionConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DetectionConfig:
         env = os.environ if env is None else env
-        out = {}
+        out: dict[str, Any] = {}
         for f, var in (("alert_score", "ALERT_SCORE"), ("review_score", "REVIEW_SCORE"),
                        ("window_seconds", "WINDOW_SECONDS"), ("velocity_max", "VELOCITY_MAX"),
                        ("high_value_cents", "HIGH_VALUE_CENTS")):
@@ -116,14 +118,14 @@ class Judgement:
     attempt: str
     score: int
     decision: str
-    reasons: list[dict]  # {"code", "weight", "text"}, heaviest first
+    reasons: list[dict[str, Any]]  # {"code", "weight", "text"}, heaviest first
 
     @property
     def main_reason(self) -> str:
         return self.reasons[0]["code"] if self.reasons else ""
 
 
-def photo_reasons(a: Attempt, photo: dict | None) -> list[tuple[str, int, str]]:
+def photo_reasons(a: Attempt, photo: dict[str, Any] | None) -> list[tuple[str, int, str]]:
     if not a.photo:
         return [(MISSING_PHOTO, WEIGHTS[MISSING_PHOTO], "no photo with the return")]
     if photo is None:
@@ -143,7 +145,7 @@ def photo_reasons(a: Attempt, photo: dict | None) -> list[tuple[str, int, str]]:
     return []
 
 
-def value_reasons(a: Attempt, photo: dict | None, cfg: "DetectionConfig", hits) -> list[tuple[str, int, str]]:
+def value_reasons(a: Attempt, photo: dict[str, Any] | None, cfg: DetectionConfig, hits: object) -> list[tuple[str, int, str]]:
     """A large refund whose only evidence of the customer is a face match below the confident
     similarity: a screened lookalike reaches such scores, so a person decides."""
     if hits or a.amount < cfg.high_value_cents or not photo or photo.get("verdict") != "match":
@@ -156,7 +158,7 @@ def value_reasons(a: Attempt, photo: dict | None, cfg: "DetectionConfig", hits) 
              f"{sim:.3f} < {cfg.confident_similarity:.3f}: a searched lookalike can score that")]
 
 
-def judge_receipt(story: ReceiptStory, photos: dict[str, dict | None], stored: dict[str, str],
+def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None], stored: dict[str, str],
                   velocity: dict[str, int], keys: TerminalKeys, cfg: DetectionConfig) -> dict[str, Judgement]:
     """Judge every attempt of one receipt. `photos`: photo verdict per attempt id; `stored`: decision
     already stored per attempt id (verdicts only escalate); `velocity`: the customer's returns within
