@@ -1,0 +1,210 @@
+"""The packages and which may import which (docs/architecture.md, "Packages and imports"), read from the
+source with `ast`: nothing is imported or built. Lazy imports inside functions, imports under
+TYPE_CHECKING and `importlib.import_module("...")` / `__import__("...")` with a literal name count.
+
+1. The runtime (`frauddemo` except `frauddemo.lab`) never imports the lab, the test kit, the operator
+   or a test tool.
+2. The lab (`frauddemo.lab`) may import the runtime, never the test kit.
+3. The operator imports only the runtime's public modules and names (the lab only from its bench
+   module), never the test kit.
+4. No project module imports, or reads through an imported module, another module's private name.
+5. The wheel's package list (pyproject's setuptools config) holds no test kit.
+"""
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOTS = {"frauddemo": ROOT / "workloads", "frauddemo_operator": ROOT / "operator",
+                "frauddemo_testkit": ROOT / "testkit"}
+CHECKED = ("frauddemo", "frauddemo_operator")    # the shipped packages, whose files are parsed
+PROJECT = tuple(SOURCE_ROOTS)
+RUNTIME, LAB, OPERATOR, TESTKIT = "frauddemo", "frauddemo.lab", "frauddemo_operator", "frauddemo_testkit"
+TEST_TOOLS = ("pytest", "httpx", "kmock")       # test dependencies the shipped code must not need
+OPERATOR_BENCH = "frauddemo_operator.bench"     # the operator's benchmark: the one operator module that may use the lab
+
+
+def under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def private(part: str) -> bool:
+    return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+
+def module_name(path: Path) -> tuple[str, bool]:
+    """(dotted name, is a package) of a source file."""
+    for top, root in SOURCE_ROOTS.items():
+        if path.is_relative_to(root / top):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                return ".".join(parts[:-1]), True
+            return ".".join(parts), False
+    raise ValueError(path)
+
+
+def all_modules() -> set[str]:
+    names = set()
+    for top, root in SOURCE_ROOTS.items():
+        for path in (root / top).rglob("*.py"):
+            names.add(module_name(path)[0])
+    return names
+
+
+MODULES = all_modules()
+
+
+def files(top: str) -> list[Path]:
+    return sorted(p for p in (SOURCE_ROOTS[top] / top).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+@dataclass(frozen=True)
+class Import:
+    path: Path
+    line: int
+    importer: str      # the importing module
+    module: str        # the module imported (absolute, resolved)
+    name: str | None   # the name taken from it (`from module import name`), when not itself a module
+
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    def target(self) -> str:
+        return f"{self.module}.{self.name}" if self.name else self.module
+
+
+def resolve(importer: str, is_package: bool, level: int, module: str | None) -> str:
+    """The absolute module of `from <level dots><module> import ...` in `importer`."""
+    if level == 0:
+        return module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    if level > 1:
+        base = base[:-(level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def imports(path: Path) -> list[Import]:
+    importer, is_package = module_name(path)
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[Import] = []
+    aliases: dict[str, str] = {}    # a local name bound to a project module -> that module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(path, node.lineno, importer, alias.name, None))
+                if alias.name.split(".")[0] in PROJECT:
+                    aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(importer, is_package, node.level, node.module)
+            for alias in node.names:
+                if alias.name == "*":
+                    found.append(Import(path, node.lineno, importer, base, None))
+                elif f"{base}.{alias.name}" in MODULES:       # `from package import submodule`
+                    found.append(Import(path, node.lineno, importer, f"{base}.{alias.name}", None))
+                    aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+                else:
+                    found.append(Import(path, node.lineno, importer, base, alias.name))
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and (isinstance(node.func, ast.Name) and node.func.id == "__import__"
+                   or isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")):
+            found.append(Import(path, node.lineno, importer, node.args[0].value, None))
+    # `module._name` through a name bound to another project module counts as importing `_name`
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and private(node.attr) and aliases[node.value.id] != importer):
+            found.append(Import(path, node.lineno, importer, aliases[node.value.id], node.attr))
+    return found
+
+
+def every_import() -> list[Import]:
+    return [imp for top in CHECKED for path in files(top) for imp in imports(path)]
+
+
+IMPORTS = every_import()
+
+
+def report(violations: list[tuple[Import, str]]) -> str:
+    return "\n".join(f"{imp.where()}: {imp.importer} imports {imp.target()}: {why}" for imp, why in violations)
+
+
+def test_the_parser_sees_the_packages():
+    """A guard against a rule passing because nothing was read: both packages and their imports are seen."""
+    importers = {imp.importer for imp in IMPORTS}
+    assert any(under(m, RUNTIME) for m in importers) and any(under(m, OPERATOR) for m in importers)
+    assert any(under(imp.module, RUNTIME) and under(imp.importer, OPERATOR) for imp in IMPORTS)
+    assert resolve("frauddemo.web.routes.stores", False, 2, "views") == "frauddemo.web.views"
+    assert resolve("frauddemo.web", True, 1, "app") == "frauddemo.web.app"
+    assert resolve("frauddemo.lab.cli", False, 2, None) == "frauddemo"
+
+
+def test_the_runtime_imports_no_lab_test_kit_operator_or_test_tool():
+    bad = []
+    for imp in IMPORTS:
+        if not under(imp.importer, RUNTIME) or under(imp.importer, LAB):
+            continue
+        for forbidden in (LAB, TESTKIT, OPERATOR, *TEST_TOOLS):
+            if under(imp.target(), forbidden) or under(imp.module, forbidden):
+                bad.append((imp, f"the runtime never imports {forbidden}"))
+                break
+    assert not bad, "\n" + report(bad)
+
+
+def test_the_lab_imports_no_test_kit():
+    bad = [(imp, "the lab never imports the test kit") for imp in IMPORTS
+           if under(imp.importer, LAB) and under(imp.module, TESTKIT)]
+    assert not bad, "\n" + report(bad)
+
+
+def test_the_operator_imports_only_the_runtimes_public_modules():
+    bad = []
+    for imp in IMPORTS:
+        if not under(imp.importer, OPERATOR):
+            continue
+        if under(imp.module, TESTKIT):
+            bad.append((imp, "the operator never imports the test kit"))
+        elif under(imp.module, LAB) and imp.importer != OPERATOR_BENCH:
+            bad.append((imp, f"only {OPERATOR_BENCH} may use the lab"))
+        elif under(imp.target(), RUNTIME) and any(private(p) for p in imp.target().split(".")):
+            bad.append((imp, "a private module or name of the runtime"))
+    assert not bad, "\n" + report(bad)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """`_name` belongs to the module (or package) that holds it: only that module, or a module inside
+    that package, may import it or read it through the module."""
+    bad = []
+    for imp in IMPORTS:
+        parts = imp.target().split(".")
+        if parts[0] not in PROJECT:
+            continue
+        for i, part in enumerate(parts[1:], 1):
+            owner = ".".join(parts[:i])
+            if private(part) and not under(imp.importer, owner):
+                bad.append((imp, f"{part} is private to {owner}"))
+                break
+    assert not bad, "\n" + report(bad)
+
+
+def test_the_wheel_ships_no_test_kit():
+    """The packages setuptools would put in the wheel, worked out from pyproject.toml as setuptools does
+    (packages.find: where, include, exclude; or an explicit list), without building anything."""
+    setuptools = pytest.importorskip("setuptools")
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    config = tool["packages"]
+    if isinstance(config, list):
+        packages = list(config)
+    else:
+        find = config["find"]
+        finder = setuptools.find_namespace_packages if find.get("namespaces", True) else setuptools.find_packages
+        packages = [p for where in find.get("where", ["."])
+                    for p in finder(str(ROOT / where), include=find.get("include", ["*"]),
+                                    exclude=find.get("exclude", ()))]
+    assert RUNTIME in packages and OPERATOR in packages, packages
+    assert not [p for p in packages if under(p, TESTKIT)], f"the wheel would ship the test kit: {packages}"
+    assert not any("testkit" in str(d) for d in tool.get("package-dir", {}).values()), tool["package-dir"]
