@@ -88,6 +88,7 @@ class StoreSet:
                         "backlog": int(st.get("backlog", 0)),
                         "resyncs": int(st.get("resyncs", 0)),
                         "updated_ms_ago": age,
+                        **_partition(st, now_ms),
                     })
             except (redis.RedisError, OSError) as e:
                 self.drop(ref.name)
@@ -105,6 +106,16 @@ class StoreSet:
     def close(self) -> None:
         for name in list(self._stores):
             self.drop(name)
+
+
+def _partition(st: dict, now_ms: int) -> dict:
+    """A link's partition on demand as its syncer reports it: for how long it has lasted (None when
+    not partitioned), and the last heal (how long ago, how long it had lasted, the backlog it merged)."""
+    since, healed = int(st.get("partitioned_since_ms", 0)), int(st.get("healed_ms", 0))
+    return {"partitioned_for_ms": max(0, now_ms - since) if since else None,
+            "healed_ms_ago": max(0, now_ms - healed) if healed else None,
+            "last_partition_ms": int(st.get("partition_ms", 0)) if healed else None,
+            "healed_backlog": int(st.get("healed_backlog", 0)) if healed else None}
 
 
 def store_health(s: Store) -> dict:

@@ -59,6 +59,12 @@ class LinkStats:
     backlog: int = 0
     state: str = "starting"
     blobs: int = 0  # blobs copied from the source (they travel by reference, not in the op log)
+    # A partition on demand, for the dashboard: when it began (wall clock ms, 0 when not partitioned);
+    # when the last one ended, how long it lasted and the backlog the link then had to merge.
+    partitioned_since_ms: int = 0
+    healed_ms: int = 0
+    partition_ms: int = 0
+    healed_backlog: int = 0
     lags_us: list | None = None  # filled only when a benchmark asks for raw samples
     malformed_ids: list = field(default_factory=list)
 
@@ -321,13 +327,21 @@ class Syncer:
     def _hold_while_paused(self) -> None:
         """A partition on demand (the demo's control): replicate nothing while the target holds
         `fd:pause:<source>`, and say so in the link status."""
+        st = self.stats
         while self.paused() and not self.stop_event.is_set():
-            if self.stats.state != "partitioned":
+            if st.state != "partitioned":
                 log.info("link %s partitioned on demand", self.name)
-            self.stats.state = "partitioned"
+            st.state = "partitioned"
+            if not st.partitioned_since_ms:  # kept across reconnections while the partition lasts
+                st.partitioned_since_ms = int(time.time() * 1000)
             metrics.SYNCER_STATE.labels(**self.labels).set(0)
             self._publish_status()
             self.stop_event.wait(PAUSE_CHECK_S)
+        if st.partitioned_since_ms and not self.stop_event.is_set():  # healed: what the link now merges
+            st.healed_ms = int(time.time() * 1000)
+            st.partition_ms = st.healed_ms - st.partitioned_since_ms
+            st.partitioned_since_ms = 0
+            st.healed_backlog = st.backlog  # as published while holding (every PAUSE_CHECK_S)
 
     def _resync_from_gap(self) -> bytes:
         self._resync("entries missing from the source's op log (retention or reset)")
@@ -388,7 +402,9 @@ class Syncer:
         st = self.stats
         dst.r.fcall("fd_link", 0, src.replica, "state", st.state, "lag_us", st.last_lag_us,
                     "backlog", st.backlog, "applied", st.applied, "resyncs", st.resyncs,
-                    "malformed", st.malformed, "updated_ms", int(time.time() * 1000))
+                    "malformed", st.malformed, "partitioned_since_ms", st.partitioned_since_ms,
+                    "healed_ms", st.healed_ms, "partition_ms", st.partition_ms, "healed_backlog", st.healed_backlog,
+                    "updated_ms", int(time.time() * 1000))
 
     def _resync(self, why: str) -> None:
         """Full-state transfer from the source, then resume from the position taken before it."""
