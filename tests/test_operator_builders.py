@@ -104,7 +104,7 @@ def test_store_statefulset():
     assert {"name": "acl", "mountPath": "/etc/frauddemo/acl", "readOnly": True} in store["volumeMounts"]
     assert {"name": "acl", "secret": {"secretName": "demo-store-a-acl", "defaultMode": 0o440}} in pod["volumes"]
     agent = pod["containers"][1]
-    assert agent["command"] == ["python", "-m", "frauddemo.acl"] and "--acl-file" in agent["args"]
+    assert agent["command"] == ["frauddemo", "store-agent"] and "--acl-file" in agent["args"]
     env = {e["name"]: e for e in init["env"]}
     assert env["STORE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-store-a-auth", "key": "password"}
     assert env["PRIMARY_HOST"]["value"] == "demo-store-a-0.demo-store-a-headless"

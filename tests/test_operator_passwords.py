@@ -8,8 +8,9 @@ import base64
 import pytest
 import redis
 
-from frauddemo import acl
-from frauddemo.servers import Server, ServerSpec, write_secret
+from frauddemo import acl, store_agent
+from frauddemo.secretfiles import write_secret
+from frauddemo.servers import Server, ServerSpec
 from frauddemo_operator import builders
 from frauddemo_operator.reconcile import rotation_step, secret_values
 from frauddemo_testkit.testing import TWO_STORES, wait_for
@@ -34,7 +35,7 @@ def ping(port: int, role: str, password: str) -> bool:
 @pytest.fixture
 def store_a(kube_cluster, kube_ns, tmp_path, server_binary):
     """Store a of a FraudDemo as its pod runs it: the ACL file and admin password from the operator's
-    Secrets, and the store agent's step (what `python -m frauddemo.acl` does) to apply changes."""
+    Secrets, and the store agent's step (what `frauddemo store-agent` does) to apply changes."""
     kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
     kube_cluster.wait_phase(kube_ns, "demo", "Ready")
     spec = ServerSpec.create("a", tmp_path, server_binary)
@@ -50,7 +51,7 @@ def store_a(kube_cluster, kube_ns, tmp_path, server_binary):
     def agent():
         admin = srv.spec.client(socket_timeout=5)
         try:
-            seen[0] = acl.agent_step(admin, spec.acl_file, seen[0])
+            seen[0] = store_agent.agent_step(admin, spec.acl_file, seen[0])
         finally:
             admin.close()
 

@@ -394,7 +394,7 @@ def test_reset_from_the_page(page, stack):
 
 def test_stays_light_with_10k_transactions(browser, stack, seen):
     from frauddemo.retail import purchase_ops
-    from frauddemo.servers import read_secret
+    from frauddemo.secretfiles import read_secret
     from frauddemo.store import Store
 
     info = next(p for p in json.loads((stack.tmp / "stack" / "stack.json").read_text())["processes"]

@@ -296,7 +296,7 @@ def store_agent_container(spec: Spec, fd: str, store: str) -> dict:
                                       "--password-file", f"{ADMIN_DIR}/{PASSWORD_KEY}",
                                       "--acl-file", f"{ACL_DIR}/{ACL_KEY}"],
                       [], small_resources("10m", "48Mi", "200m", "128Mi"))
-    c["command"] = ["python", "-m", "frauddemo.acl"]
+    c["command"] = ["frauddemo", "store-agent"]
     # the store pod's user (the image's files are world-readable), so both read the 0440 Secret files
     c["securityContext"] = {**c["securityContext"], "runAsUser": STORE_UID, "runAsGroup": STORE_UID}
     c["volumeMounts"] += [{"name": "acl", "mountPath": ACL_DIR, "readOnly": True},

@@ -180,7 +180,7 @@ def test_store_image_serves_the_statefulsets_config_probe_acl_and_functions(imag
     holder = ctr.run(images["app"], "sleep", "3600", detach=True, netns=netns,
                      mounts=[(acl_dir, builders.ACL_DIR, "ro"), (admin_dir, builders.ADMIN_DIR, "ro")])
     assert holder.returncode == 0, holder.stderr
-    agent = ctr.exec(ctr.made[-1], "python", "-m", "frauddemo.acl", "--url", f"redis://127.0.0.1:{builders.STORE_PORT}",
+    agent = ctr.exec(ctr.made[-1], "frauddemo", "store-agent", "--url", f"redis://127.0.0.1:{builders.STORE_PORT}",
                      "--password-file", f"{builders.ADMIN_DIR}/{builders.PASSWORD_KEY}",
                      "--acl-file", f"{builders.ACL_DIR}/{builders.ACL_KEY}", user=f"{uid}:{uid}", detach=True)
     assert agent.returncode == 0, agent.stderr

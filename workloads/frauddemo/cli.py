@@ -1,12 +1,27 @@
-"""The `frauddemo` command line: thin verbs that parse arguments and call into the modules."""
+"""FraudDemo catches cross-store return fraud live: two stores replicate active-active on open-source
+Redis (Valkey), tills sell and take returns with a camera, a hacked till refunds what it should not,
+and a detector raises the alert.
+
+Start here:
+  frauddemo up                  the whole demo on this machine; open the URL it prints
+  frauddemo scenario fraud      Scenario 1: a double return across two stores, caught
+  frauddemo status              the stores and the replication links
+  frauddemo link partition      cut replication (Scenario 2 by hand), then `frauddemo link heal`
+  frauddemo purchase / return   act at a till by hand
+
+Once `frauddemo up` runs, the other commands find it by themselves (its stack.json in the data dir);
+--api URL or $FRAUDDEMO_API point them elsewhere. `frauddemo COMMAND --help` says more.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .config import ConfigError, check_name, check_url, parse_stores, password_for
 from .servers import ServerError
@@ -15,6 +30,18 @@ from .servers import ServerError
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and says every option's default (one that has a value)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or not action.option_strings or default in (None, False, argparse.SUPPRESS)
+                or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _stop_on_signals(stop) -> None:
@@ -115,8 +142,9 @@ def cmd_hacked_pos(a) -> int:
 def cmd_scenario(a) -> int:
     from .scenario import render
 
-    if a.api:
-        report = _api_call(a.api, "POST", "/api/scenarios/fraud", {})
+    api = _api(a, required=False)
+    if api:
+        report = _api_call(api, "POST", "/api/scenarios/fraud", {})
     else:
         from .local import Supervisor
 
@@ -137,7 +165,14 @@ def cmd_purchase(a) -> int:
     if a.photo:
         body["photo"] = _b64_file(a.photo)
     body["capture"] = not a.no_photo
-    print(json.dumps(_api_call(a.api, "POST", "/api/purchases", body), indent=2))
+    out = _api_call(_api(a), "POST", "/api/purchases", body)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        items = ", ".join(f"{q} x {sku}" for sku, q in (out.get("items") or {}).items())
+        print(f"receipt {out['receipt']}: {items} for {_money(out.get('amount_cents'))} at store {out['store']}, "
+              f"customer {out['customer']}, {'with' if out.get('photo') else 'no'} photo "
+              f"(return it: frauddemo return --store STORE --receipt {out['receipt']})")
     return 0
 
 
@@ -147,8 +182,76 @@ def cmd_return(a) -> int:
         body["photo"] = _b64_file(a.photo)
     if a.customer:
         body["customer"] = a.customer
-    print(json.dumps(_api_call(a.api, "POST", "/api/returns", body), indent=2))
+    out = _api_call(_api(a), "POST", "/api/returns", body)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        reasons = "; ".join(out.get("local_reasons") or [])
+        pv = out.get("photo_verification") or {}
+        photo = f", photo {pv['verdict']}" if pv.get("verdict") else ("" if out.get("photo") else ", no photo")
+        if pv.get("similarity") is not None:
+            photo += f" (similarity {pv['similarity']:.2f})"
+        print(f"return {out['attempt']} of receipt {out['receipt']} at store {out['store']}: "
+              f"{str(out.get('local_decision', '')).upper()} by the store{photo}"
+              f"{': ' + reasons if reasons else ''}; the detector's verdict follows on the dashboard")
     return 0
+
+
+def cmd_status(a) -> int:
+    api = _api(a)
+    st = _api_call(api, "GET", "/api/status")
+    if a.json:
+        print(json.dumps(st))
+        return 0
+    parts = []
+    for name, s in st.get("stores", {}).items():
+        parts.append(f"store {name} {'up' if s.get('up') else 'DOWN'}"
+                     + (f" ({s['problem']})" if s.get("problem") else ""))
+    for link in st.get("links", []):
+        lag = f" lag {link['lag_ms']:.1f} ms" if link.get("state") == "up" else ""
+        backlog = f" backlog {link['backlog']}" if link.get("backlog") else ""
+        parts.append(f"link {link['source']}->{link['target']} {link['state']}{lag}{backlog}")
+    alerts = (st.get("fraud") or {}).get("alerts")
+    if alerts is not None:
+        parts.append(f"{alerts} fraud alert{'' if alerts == 1 else 's'}")
+    print(f"FraudDemo at {api}: " + "; ".join(parts))
+    return 0
+
+
+def cmd_link(a) -> int:
+    out = _api_call(_api(a), "POST", "/api/link", {"action": a.action})
+    if a.json:
+        print(json.dumps(out))
+    elif a.action == "partition":
+        print(f"link partitioned: stores {', '.join(out.get('stores', []))} no longer replicate; each still "
+              "takes returns on what it knows (reconnect: frauddemo link heal)")
+    else:
+        print(f"link healed: stores {', '.join(out.get('stores', []))} replicate again and catch up")
+    return 0
+
+
+def _money(cents) -> str:
+    return f"${cents / 100:.2f}" if isinstance(cents, (int, float)) else "?"
+
+
+def _api(a, required: bool = True) -> str | None:
+    """The service URL: --api, else $FRAUDDEMO_API, else the demo `frauddemo up` runs on the data dir
+    (its stack.json, while its lock is held). None when nothing is found and not `required`."""
+    url = getattr(a, "api", None) or os.environ.get("FRAUDDEMO_API")
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"the API URL must be http://HOST:PORT, got {url[:100]!r}")
+        return url.rstrip("/")
+    from .local import default_data_dir, running_stack
+
+    data = Path(a.data_dir).expanduser() if getattr(a, "data_dir", None) else default_data_dir()
+    stack = running_stack(data)
+    if stack and stack.get("service_url"):
+        return stack["service_url"]
+    if not required:
+        return None
+    raise ConfigError(f"no FraudDemo is running on {data}: start one with `frauddemo up` (or `make demo`), "
+                      "or give --api URL (or set FRAUDDEMO_API)")
 
 
 def _items(specs: list[str]) -> dict:
@@ -197,11 +300,15 @@ def _api_call(base: str, method: str, path: str, body: dict | None = None) -> di
     except urllib.error.HTTPError as e:
         try:
             detail = json.loads(e.read()).get("detail")
-        except ValueError:
+        except (ValueError, AttributeError):
             detail = e.reason
-        raise ConfigError(f"{method} {path}: HTTP {e.code}: {detail}") from None
+        if isinstance(detail, str) and detail:  # the service's own sentence
+            raise ConfigError(detail.splitlines()[0]) from None
+        raise ConfigError(f"{method} {path}: HTTP {e.code}: {json.dumps(detail)[:300]}") from None
     except urllib.error.URLError as e:
-        raise ConfigError(f"cannot reach {base}: {e.reason}") from None
+        raise ConfigError(f"cannot reach {base}: {e.reason} (is `frauddemo up` running?)") from None
+    except (OSError, ValueError) as e:  # reset, timeout, or not JSON: not the FraudDemo API
+        raise ConfigError(f"no FraudDemo answer from {base}: {e}") from None
 
 
 def cmd_load(a) -> int:
@@ -381,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .photos import cli as photo_cli
 
     photo_cli.add_commands(sub)
+    from .store_agent import add_commands as store_agent_commands
+
+    store_agent_commands(sub)
     from frauddemo_operator.cli import add_commands as operator_commands
 
     operator_commands(sub)

@@ -6,7 +6,7 @@ import os
 import re
 from urllib.parse import urlparse
 
-from .servers import read_secret
+from .secretfiles import read_secret
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 

@@ -8,6 +8,8 @@ Children die with it even when it is killed -9 (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -23,7 +25,8 @@ from pathlib import Path
 from . import acl
 from .config import ConfigError, check_name
 from .procs import child_preexec
-from .servers import ServerSpec, find_server, free_port, server_env, write_secret
+from .secretfiles import write_secret
+from .servers import ServerSpec, find_server, free_port, server_env
 from .store import Store
 
 log = logging.getLogger("frauddemo.up")
@@ -73,6 +76,85 @@ class Child:
 
 
 DEFAULT_RETENTION = 100_000  # as the operator's replication.retention default
+LOCK_FILE = "lock"  # in the data dir: held (flock) by the one supervisor that runs it
+READY_TIMEOUT_S = 60.0
+
+
+def default_data_dir() -> Path:
+    """Where `frauddemo up` keeps its stores, logs and stack.json unless told otherwise, reused
+    across runs: $FRAUDDEMO_DATA_DIR, else $XDG_STATE_HOME/frauddemo, else ~/.local/state/frauddemo."""
+    if os.environ.get("FRAUDDEMO_DATA_DIR"):
+        return Path(os.environ["FRAUDDEMO_DATA_DIR"]).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "frauddemo"
+
+
+class DataDirLock:
+    """An exclusive flock on `<data_dir>/lock` for as long as a supervisor runs that data dir: a
+    second one on the same dir is refused before it touches the stores, the metrics or stack.json.
+    The kernel drops the lock when the process dies, however it dies."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(f"cannot lock the data dir {self.path.parent}: {e.strerror}") from None
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError(f"another frauddemo is already running on the data dir {self.path.parent}{who}: "
+                              "stop it first (Ctrl-C in its terminal) or give another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def held(data_dir: Path) -> bool:
+    """True while a supervisor runs `data_dir` (holds its lock)."""
+    try:
+        fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def running_stack(data_dir: Path) -> dict | None:
+    """stack.json of the supervisor running `data_dir` now; None when none runs it."""
+    if not held(data_dir):
+        return None
+    try:
+        return json.loads((Path(data_dir) / "stack.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another program listens on, before anything starts (the detector would
+    crash-loop on it while the dashboard's URL served someone else's app)."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    if _bindable(host, port):
+        return
+    other = next((p for p in range(port + 1, min(port + 50, 65536)) if _bindable(host, p)), None)
+    hint = f": try --port {other} or make demo PORT={other}" if other else ": give another --port"
+    raise ConfigError(f"port {port} is in use{hint}")
 
 
 class Supervisor:
@@ -96,6 +178,7 @@ class Supervisor:
         self.backoff_min, self.backoff_max = backoff  # `frauddemo chaos` restarts faster than a demo
         self.children: list[Child] = []
         self.stopping = False
+        self.lock = DataDirLock(self.data_dir)
 
     # -- building the stack ---------------------------------------------------------------------
     def _env(self) -> dict:
@@ -109,9 +192,24 @@ class Supervisor:
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "frauddemo", *args]
 
+    def preflight(self) -> None:
+        """Before anything starts: the data dir is ours alone (locked) and the service's port is free;
+        each failure is one line saying what to do."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.data_dir, 0o700)
+        except OSError as e:
+            raise ConfigError(f"cannot use the data dir {self.data_dir}: {e.strerror}") from None
+        if self.lock.fd is None:
+            self.lock.acquire()
+        try:
+            check_port(self.host, self.port)
+        except ConfigError:
+            self.lock.release()
+            raise
+
     def plan(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
+        self.preflight()
         self.logs_dir = self.data_dir / "logs"
         self.logs_dir.mkdir(exist_ok=True)
         self.metrics_dir = self.data_dir / "metrics"
@@ -179,9 +277,11 @@ class Supervisor:
 
     # -- running --------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the stores (each waited for), then everything else; a stop asked for meanwhile
+        (Ctrl-C, SIGTERM: `stopping`) starts nothing more."""
         self.plan()
         for c in self.children:
-            if c.role != "store":
+            if c.role != "store" or self.stopping:
                 continue
             c.start()
             spec = self.servers[c.name.removeprefix("store-")]
@@ -189,10 +289,11 @@ class Supervisor:
             st = Store.connect(spec.url, spec.password, replica=spec.name, retention=self.retention)
             st.close()
         for c in self.children:
-            if c.role != "store":
+            if c.role != "store" and not self.stopping:
                 c.start()
         self.write_stack()
-        log.info("stack up: %s", self.service_url)
+        if not self.stopping:
+            log.info("every process started; the service will be at %s", self.service_url)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until the stack replicates: the service answers, every store is up and every link is up
@@ -267,7 +368,9 @@ class Supervisor:
         self.stopping = True
         for group in (("pos", "hacked-pos", "detector", "syncer"), ("store",)):
             _terminate([c for c in self.children if c.role in group])
-        self.write_stack()
+        if self.lock.fd is not None:  # stack.json is ours to write only while we hold the data dir
+            self.write_stack()
+            self.lock.release()
         log.info("stack stopped")
 
 
@@ -308,6 +411,19 @@ def _terminate(children: list[Child]) -> None:
             p.wait()
 
 
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as uvicorn binds)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 def _port_free(port: int) -> bool:
     import socket
 
@@ -328,9 +444,57 @@ def _mark_dead(pid: int) -> None:
         pass
 
 
+def serving(url: str, timeout: float = 1.0) -> bool:
+    """The service at `url` answers /readyz with 200."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_serving(sup: Supervisor, timeout: float = READY_TIMEOUT_S) -> bool:
+    """Until the detection service answers /readyz (True), or a stop is asked for (False). The
+    service exiting before it ever answered, or no answer in time, is an error naming its log."""
+    (det,) = [c for c in sup.children if c.role == "detector"]
+    deadline = time.monotonic() + timeout
+    while not sup.stopping:
+        if serving(sup.service_url):
+            return True
+        code = det.proc.poll() if det.proc else None
+        if code is not None:
+            raise ConfigError(f"the detection service exited with code {code} before it answered"
+                              f"{_last_line(det.log_file)}; its log: {det.log_file}")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the detection service did not answer {sup.service_url}/readyz within "
+                              f"{timeout:g} s; its log: {det.log_file}")
+        sup.poll()
+        time.sleep(0.1)
+    return False
+
+
+def _last_line(path: Path | None) -> str:
+    """': <the last line of the log>', or nothing."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except (OSError, TypeError):
+        return ""
+    return f": {lines[-1].strip()[:300]}" if lines else ""
+
+
 def up(stores: list[str], data_dir: str | None, port: int, headless: bool, duration: float | None,
        redis_server: str | None, retention: int | None, rate: float, hacked_rate: float) -> int:
-    sup = Supervisor(stores, data_dir, port, redis_server, headless, retention, rate, hacked_rate=hacked_rate)
+    """`frauddemo up`: preflight (the data dir locked, the port free), start, print the URL once the
+    service answers, run until Ctrl-C, SIGTERM or `duration`. Nothing is printed as up after a stop
+    was asked for. The data dir defaults to default_data_dir(), kept across runs."""
+    data = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    sup = Supervisor(stores, str(data), port, redis_server, headless, retention, rate, hacked_rate=hacked_rate)
 
     def on_signal(signum, frame):
         sup.stopping = True
@@ -339,12 +503,15 @@ def up(stores: list[str], data_dir: str | None, port: int, headless: bool, durat
     signal.signal(signal.SIGINT, on_signal)
     try:
         sup.start()
-        print(f"FraudDemo is up: {sup.service_url}/  (API docs {sup.service_url}/docs, live events "
-              f"{sup.service_url}/api/events, health {sup.service_url}/readyz, metrics {sup.service_url}/metrics)",
-              flush=True)
-        print(f"stack: {sup.data_dir / 'stack.json'}  logs: {sup.logs_dir}", flush=True)
-        print("Ctrl-C stops every process.", flush=True)
-        sup.run(duration)
+        if not sup.stopping and wait_serving(sup) and not sup.stopping:
+            url = sup.service_url
+            print(f"FraudDemo is up: {url}/  (API docs {url}/docs, live events {url}/api/events, "
+                  f"health {url}/readyz, metrics {url}/metrics)", flush=True)
+            print(f"data: {sup.data_dir} (kept for the next run)  stack: {sup.data_dir / 'stack.json'}  "
+                  f"logs: {sup.logs_dir}", flush=True)
+            print("Try: frauddemo scenario fraud | frauddemo status | frauddemo link partition. "
+                  "Ctrl-C stops every process.", flush=True)
+            sup.run(duration)
     finally:
         sup.stop()
     return 0

@@ -21,6 +21,7 @@ import redis
 
 from . import acl
 from .procs import child_preexec
+from .secretfiles import read_secret, write_secret
 
 SERVER_ENV = "FRAUDDEMO_REDIS_SERVER"
 MAXMEMORY_ENV = "FRAUDDEMO_STORE_MAXMEMORY"
@@ -128,18 +129,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
-def read_secret(path: str | Path) -> str:
-    return Path(path).read_text().strip()
 
 
 @dataclasses.dataclass
