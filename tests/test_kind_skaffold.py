@@ -1,4 +1,4 @@
-"""kind-config.yaml, skaffold.yaml and the README's "Run on Kubernetes" commands, parsed and checked
+"""kind-config.yaml, skaffold.yaml and the "Run on Kubernetes" commands of docs/kubernetes.md, parsed and checked
 against the chart, the operator and each other (no kind or skaffold binary runs here)."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from frauddemo_operator import builders, crd, models
 
 GRAFANA_NODE_PORT = 30300
 PROMETHEUS_NODE_PORT = 30090
+KUBERNETES_DOC = "docs/kubernetes.md"   # where the "Run on Kubernetes" commands are
 STORE_LABEL = builders.L_STORE   # nodes carry the same key the store pods do: frauddemo.io/store
 
 
@@ -33,8 +34,8 @@ def chart_values() -> dict:
 
 @pytest.fixture(scope="module")
 def readme_commands() -> list[list[str]]:
-    """The shell commands of the README's "Run on Kubernetes" section, split as the shell would."""
-    text = (ROOT / "README.md").read_text()
+    """The shell commands of the "Run on Kubernetes" section (docs/kubernetes.md), split as the shell would."""
+    text = (ROOT / KUBERNETES_DOC).read_text()
     section = text.split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     return [shlex.split(line) for line in block.splitlines() if line.strip() and not line.startswith("#")]
@@ -42,7 +43,7 @@ def readme_commands() -> list[list[str]]:
 
 def command(commands: list[list[str]], *prefix: str) -> list[str]:
     found = [c for c in commands if c[:len(prefix)] == list(prefix)]
-    assert len(found) == 1, f"expected one `{' '.join(prefix)}` in the README, got {found}"
+    assert len(found) == 1, f"expected one `{' '.join(prefix)}` in {KUBERNETES_DOC}, got {found}"
     return found[0]
 
 
@@ -132,7 +133,7 @@ def test_skaffold_kind_profile_loads_instead_of_pushing(skaffold, kind):
     assert "local" not in skaffold["build"] and "kubeContext" not in skaffold["deploy"], "the patches add them"
 
 
-# --- the README's commands ----------------------------------------------------------------------------------
+# --- the commands of docs/kubernetes.md---------------------------------------------------------------------------
 
 def test_readme_commands_agree_with_the_files(readme_commands, kind):
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -161,7 +162,7 @@ def test_readme_chart_install_renders_a_valid_release(readme_commands, chart_val
 
 
 def test_readme_names_the_objects_it_points_at(chart_values):
-    text = (ROOT / "README.md").read_text().split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    text = (ROOT / KUBERNETES_DOC).read_text().split("## Run on Kubernetes", 1)[1].split("\n## ", 1)[0]
     objs = render({"sample.enabled": True, "grafanaDashboard.enabled": True})
     name = chart_values["sample"]["name"]
     owner = builders.Owner(name, NAMESPACE, "uid")
