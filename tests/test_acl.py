@@ -17,8 +17,10 @@ from frauddemo import acl
 from frauddemo.config import StoreRef
 from frauddemo.detector import alert_id
 from frauddemo.local import stack_ready
-from frauddemo.pos import MODES, HackedTill, Simulator, Till, capture
+from frauddemo.attack_modes import AttackMode
+from frauddemo.pos import Simulator
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key, verdict_key
+from frauddemo.till import HackedTill, Till, capture
 from frauddemo.servers import free_port, read_secret
 from frauddemo.service import create_app
 from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
@@ -72,7 +74,7 @@ def test_every_role_runs_its_process_on_its_own_user(stores, links):
                        what="the verdict everywhere")
         hacked = HackedTill(till_b.store, KEYS, "b-pos-9")
         lines = {}
-        for mode in MODES:
+        for mode in AttackMode:
             if mode == "partition":
                 assert api.post("/api/link", json={"action": "partition"}).status_code == 200
                 wait_until(sim.partitioned, 10, what="partition seen by the till")

@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 
 from frauddemo.config import StoreRef
-from frauddemo.pos import HackedTill, capture
-from frauddemo.photos.samples import png_bomb
+from frauddemo.till import HackedTill, capture
+from frauddemo.lab.samples import png_bomb
 from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
 from frauddemo.procs import alive
 from frauddemo.servers import free_port

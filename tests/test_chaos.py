@@ -14,7 +14,7 @@ from frauddemo.config import ConfigError, StoreRef
 from frauddemo.detector import GROUP, Detector
 from frauddemo.local import LOCAL_DETECTOR, Supervisor
 from frauddemo.procs import alive
-from frauddemo.pos import HackedTill
+from frauddemo.till import HackedTill
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys
 from frauddemo.servers import Server, ServerSpec, free_port
 from frauddemo.store import Store, ops

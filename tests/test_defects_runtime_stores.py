@@ -19,7 +19,7 @@ from frauddemo import metrics
 from frauddemo.config import StoreRef
 from frauddemo.detector import Detector
 from frauddemo.photos.storage import EMB_PREFIX, PHOTO_PREFIX
-from frauddemo.pos import Till, capture
+from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import Server, ServerSpec
 from frauddemo.service import create_app

@@ -8,7 +8,7 @@ import pytest
 from frauddemo.config import StoreRef
 from frauddemo.detection import DetectionConfig
 from frauddemo.detector import Detector, alert_id
-from frauddemo.pos import HackedTill, Till, capture
+from frauddemo.till import HackedTill, Till, capture
 from frauddemo.retail import TerminalKeys, alert_key, verdict_key
 
 from conftest import wait_until
@@ -55,7 +55,8 @@ def test_scenario_one_cross_store_double_return(demo):
 
 
 def test_every_attack_mode_of_the_hacked_pos_is_caught(demo):
-    from frauddemo.pos import MODES, Simulator
+    from frauddemo.attack_modes import AttackMode as MODES
+    from frauddemo.pos import Simulator
     from frauddemo.syncer import pause_key
 
     a, b = demo["a"], demo["b"]

@@ -16,7 +16,8 @@ from frauddemo.local import DEFAULT_RETENTION
 from frauddemo.photos import storage
 from frauddemo.photos import verify as ver
 from frauddemo.photos.storage import PHOTO_PREFIX, PhotoPolicy, PhotoStore
-from frauddemo.pos import Till, capture, recent_receipts
+from frauddemo.pos import recent_receipts
+from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.service import create_app
 from frauddemo.store import Store

@@ -11,10 +11,11 @@ import pytest
 from frauddemo.config import StoreRef
 from frauddemo.detection import DetectionConfig
 from frauddemo.detector import Detector
-from frauddemo.photos import attacks, index, replay
+from frauddemo.lab import photo_attacks as attacks
+from frauddemo.photos import index, replay
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render
-from frauddemo.pos import HackedTill, Till, capture
+from frauddemo.till import HackedTill, Till, capture
 from frauddemo.retail import TerminalKeys, verdict_key
 
 from conftest import wait_converged, wait_until

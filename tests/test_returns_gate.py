@@ -6,7 +6,7 @@ import pytest
 
 from conftest import wait_converged
 from frauddemo.chaos import _captures
-from frauddemo.pos import Till
+from frauddemo.till import Till
 from frauddemo.retail import APPROVED, REFUSED, TerminalKeys, verdict_key
 from frauddemo.returns import gate_key
 from frauddemo.store import Store, ops

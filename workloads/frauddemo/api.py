@@ -30,12 +30,13 @@ from .detector import alert_id, outcome
 from .photos.access import PhotoAccess, PhotoDenied
 from .photos.decode import TOO_LARGE, TOO_MANY_PIXELS, PhotoRejected
 from .photos.storage import PhotoStore, describe_ttl, photo_ttl_ms
-from .pos import CONTROL_KEY, Till, capture
+from .controls import CONTROL_KEY
 from .retail import (ALERTS, CATALOGUE, PURCHASES, RETURNS, VERDICTS, InvalidInput, TerminalKeys, alert_key, attempt_key,
                      check_text, decode_hash, read_attempts, read_stories, verdict_key)
 from .scenario import ScenarioError, ScenarioUnavailable, run_fraud
 from .store import Store, StoreUnavailable, unavailable_reason
 from .syncer import pause_key
+from .till import Till, capture
 
 MAX_BODY = 3 * 1024 * 1024  # a 1 MB photo in base64, with room for the rest
 PAGE_MAX = 200

@@ -49,8 +49,9 @@ from .photos import attacks, replay
 from .photos.camera import render
 from .photos.decode import PhotoRejected
 from .photos.stats import percentile, rate
+from .attack_modes import AttackMode
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
-from .pos import MODES, HackedTill, Till, customer_id, face_of, wallet_key
+from .till import HackedTill, Till, customer_id, face_of, wallet_key
 from .retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
 from .returns import ReturnRequest, process_returns
 from .servers import free_port, read_secret
@@ -80,6 +81,7 @@ def _pool_member(identity: int):
         return identity, None
 
 
+MODES = tuple(AttackMode)  # the hacked till's attacks
 FACE_MODES = ("mismatched-signed", "lookalike", "mirrored-replay", "reshot-replay", "cross-receipt-replay")
 HARD_CASES = ("other-store", "second-receipt", "no-photo-purchase", "camera-failure", "poor-light")
 REPLAY_KINDS = ("mirror", "crop", "zoom", "rotate", "reencode", "relight", "perspective", "reshoot")

@@ -49,7 +49,7 @@ from .bench_replication import _summary_ms
 from .config import ConfigError, StoreRef
 from .local import Supervisor, read_stack
 from .photos.decode import PhotoRejected
-from .pos import HackedTill, Till, customer_id
+from .till import HackedTill, Till, customer_id
 from .retail import TerminalKeys
 from .servers import free_port, read_secret
 from .store import LOG_KEY, Store

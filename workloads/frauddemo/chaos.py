@@ -70,7 +70,7 @@ from .ids import new_id
 from .local import Supervisor, read_stack
 from .photos.decode import PhotoRejected
 from .photos.storage import PHOTO_PREFIX
-from .pos import HackedTill, Till
+from .till import HackedTill, Till
 from .procs import alive
 from .retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
                      attempts_key, price, receipt_key, verdict_key)

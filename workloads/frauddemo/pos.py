@@ -1,27 +1,13 @@
-"""Point-of-sale simulators: a legitimate till with a camera, and a hacked one without.
+"""Point-of-sale simulators: the loops behind `frauddemo pos` (a legitimate till with a camera) and
+`frauddemo hacked-pos` (one that approves its own refunds). The tills themselves (how a purchase or a
+return attempt is made) are the domain's, in till.py; this module only decides what to do and when.
 
-Customers are a fixed population (`cust-00042`), each with a procedural face (the synthetic camera's
-identity), so any store can photograph any customer. A customer's receipts travel with them: the
-purchase adds the receipt to `s:wallet:<customer>` (replicated), which is how a till at the other store
-finds something to return. Every attempt carries its ground-truth label in the store's local
-`fd:ev:labels` stream, which only benchmarks read.
-
-Attack modes of the hacked till (it approves its own refunds, whatever the store would say):
-  no-photo                 skips the camera
-  mismatched-photo         someone else's face
-  replayed-photo           the purchase photo sent back as the return photo
-  double-return-same-store a receipt already refunded at this store, again (the customer colludes)
-  double-return-other-store a receipt already refunded at another store, again
-  unknown-receipt          a receipt no store ever issued
-  window-race              a return at a peer store by an accomplice, then the same receipt here at
-                           once, inside the replication window (needs --peer)
-  partition                the same, while the stores are partitioned (needs --peer; waits for one)
-A rogue terminal is unregistered and cannot sign; a compromised one is registered and signs correctly.
+Every attempt carries its ground-truth label in the store's local `fd:ev:labels` stream, which only
+benchmarks read. The hacked till's attacks are the vocabulary of attack_modes.py (`AttackMode`).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import random
 import threading
@@ -29,102 +15,45 @@ import time
 
 import redis
 
+from .attack_modes import DEPRECATED_ALIASES, PEER_MODES, AttackMode, parse_mode
+from .controls import hacked_paused
 from .ids import new_id
-from .photos.camera import SyntheticCamera
 from .photos.storage import PHOTO_PREFIX, PhotoStore
-from .retail import (APPROVED, CATALOGUE, LEGIT, TerminalKeys, attempt_ops, new_attempt, purchase_ops,
-                     read_stories, verdict_key)
-from .returns import ReturnOutcome, process_return
-from .store import Store, StoreUnavailable, ops, wait_for_functions
+from .retail import APPROVED, TerminalKeys, read_stories, verdict_key
+from .store import Store, StoreUnavailable, wait_for_functions
+# the tills live in till.py; these names stay importable from here for the command line
+from .till import HackedTill, Till, basket, capture, customer_id, wallet_key  # noqa: F401
 
 log = logging.getLogger("frauddemo.pos")
 
-MODES = ("no-photo", "mismatched-photo", "replayed-photo", "double-return-same-store",
-         "double-return-other-store", "unknown-receipt", "window-race", "partition")
-ALIASES = {"duplicate-receipt": "double-return-other-store"}  # the operator's older name
-PEER_MODES = ("window-race", "partition")
-CONTROL_KEY = "fd:ctl"  # local control flags: hacked=paused
 
-
-def customer_id(i: int) -> str:
-    return f"cust-{i:05d}"
-
-
-def wallet_key(customer: str) -> str:
-    return f"s:wallet:{customer}"
-
-
-def face_of(customer: str) -> int:
-    """The synthetic camera identity of a customer (stable, any store)."""
-    return int.from_bytes(hashlib.sha256(customer.encode()).digest()[:4], "big") % 1_000_000
-
-
-def capture(customer: str, rng: random.Random) -> bytes:
-    return SyntheticCamera(face_of(customer), seed=rng.getrandbits(62)).capture()
-
-
-def basket(rng: random.Random) -> dict[str, int]:
-    skus = rng.sample(sorted(CATALOGUE), rng.randint(1, 3))
-    return {s: rng.randint(1, 2) for s in skus}
-
-
-def parse_mix(flag: str) -> dict[str, float]:
-    """'no-photo=0.6,mismatched-photo=0.3' -> weights; unknown modes and bad weights are refused."""
-    mix = {}
+def parse_mix(flag: str) -> dict[AttackMode, float]:
+    """'no-photo=0.6,mismatched-photo=0.3' -> weights; unknown modes and bad weights are refused, a
+    deprecated alias is accepted with a warning."""
+    mix: dict[AttackMode, float] = {}
     for part in flag.split(","):
         if not part.strip():
             continue
         name, sep, w = part.partition("=")
-        name = ALIASES.get(name.strip(), name.strip())
-        if not sep or name not in MODES:
-            raise ValueError(f"attack mix wants MODE=WEIGHT with MODE in {', '.join(MODES)}; got {part!r}")
+        name = name.strip()
+        try:
+            mode = parse_mode(name)
+        except ValueError:
+            mode = None
+        if not sep or mode is None:
+            raise ValueError(f"attack mix wants MODE=WEIGHT with MODE in {', '.join(AttackMode)}; got {part!r}")
+        if name in DEPRECATED_ALIASES:
+            log.warning("attack mode %r is deprecated: use %r", name, str(mode))
         try:
             weight = float(w)
         except ValueError:
-            raise ValueError(f"weight of {name} must be a number, got {w!r}") from None
+            raise ValueError(f"weight of {mode} must be a number, got {w!r}") from None
         if weight < 0:
-            raise ValueError(f"weight of {name} must be >= 0")
-        mix[name] = mix.get(name, 0.0) + weight
+            raise ValueError(f"weight of {mode} must be >= 0")
+        mix[mode] = mix.get(mode, 0.0) + weight
     if sum(mix.values()) <= 0:
         raise ValueError("the attack mix needs at least one positive weight")
     return mix
-
-
-class Till:
-    """A registered terminal at one store, with a camera (library for the POS, the API and benches)."""
-
-    def __init__(self, store: Store, keys: TerminalKeys, terminal: str, photos: PhotoStore | None = None):
-        self.store, self.keys, self.terminal = store, keys, terminal
-        self.photos = photos or PhotoStore(store)
-
-    def purchase(self, customer: str, items: dict[str, int], photo: bytes | None) -> dict:
-        """Photo first (its own write: a content-addressed blob is harmless alone), then the receipt,
-        the event and the customer's wallet in one atomic write."""
-        sha = self.photos.put(photo).sha256 if photo is not None else ""
-        rid, w = purchase_ops(self.store.replica, self.terminal, customer, items, sha)
-        commit = self.store.write(w + [ops.sadd(wallet_key(customer), rid)])
-        return {"receipt": rid, "photo": sha or None, "committed_us": int(commit.clock),
-                "store": self.store.replica, "customer": customer}
-
-    def return_(self, receipt: str, photo: bytes | None, customer: str = "", label: str = LEGIT) -> ReturnOutcome:
-        return process_return(self.store, self.photos, self.keys, self.terminal, receipt, photo, customer, label)
-
-
-class HackedTill:
-    """A terminal that records returns as approved without asking the store."""
-
-    def __init__(self, store: Store, keys: TerminalKeys, terminal: str, rogue: bool = False,
-                 photos: PhotoStore | None = None):
-        self.store, self.terminal, self.rogue = store, terminal, rogue
-        self.keys = TerminalKeys(None) if rogue else keys
-        self.photos = photos or PhotoStore(store)
-
-    def refund(self, receipt: str, customer: str, amount: int, photo: bytes | None, mode: str):
-        sha = self.photos.put(photo).sha256 if photo is not None else ""
-        a = new_attempt(self.keys, self.store.replica, self.terminal, receipt, customer, amount, sha, APPROVED,
-                        ["approved by the terminal"], sign=not self.rogue)
-        a.clock = int(self.store.write(attempt_ops(a, label=mode)).clock)
-        return a
 
 
 class Simulator:
@@ -161,25 +90,26 @@ class Simulator:
         p = till.purchase(c, basket(self.rng), capture(c, self.rng))
         return f"purchase {p['receipt']}"
 
-    def hacked_step(self, till: HackedTill, mode: str, peers: dict[str, Till]) -> str | None:
+    def hacked_step(self, till: HackedTill, mode: AttackMode | str, peers: dict[str, Till]) -> str | None:
         rng = self.rng
-        if mode == "unknown-receipt":
+        mode = parse_mode(mode)
+        if mode is AttackMode.UNKNOWN_RECEIPT:
             a = till.refund(new_id("r"), rng.choice(self.customers), rng.choice([4999, 7999, 12999]),
                             None if rng.random() < 0.5 else capture(rng.choice(self.customers), rng), mode)
-            return f"{mode} {a.id}"
-        if mode in ("double-return-same-store", "double-return-other-store"):
+            return f"{mode.value} {a.id}"
+        if mode in (AttackMode.DOUBLE_RETURN_SAME_STORE, AttackMode.DOUBLE_RETURN_OTHER_STORE):
             here = till.store.replica
-            same = mode == "double-return-same-store"
+            same = mode is AttackMode.DOUBLE_RETURN_SAME_STORE
             receipt, _ = self.pick_receipt(lambda r, atts: any(
                 a.decision == APPROVED and (a.store == here) == same and self.paid(a.id) for a in atts.values()))
             if receipt is None:
                 return None
             a = till.refund(receipt.id, receipt.customer, receipt.amount, capture(receipt.customer, rng), mode)
-            return f"{mode} {a.id}"
-        if mode in PEER_MODES:
+            return f"{mode.value} {a.id}"
+        if mode.needs_peer:
             if not peers:
                 return None
-            if mode == "partition" and not self.partitioned():
+            if mode is AttackMode.PARTITION and not self.partitioned():
                 return None
             receipt, _ = self.pick_receipt(not_returned)
             if receipt is None:
@@ -187,20 +117,20 @@ class Simulator:
             peer = rng.choice(list(peers.values()))
             peer.return_(receipt.id, capture(receipt.customer, rng))  # the accomplice's return, legit-looking
             a = till.refund(receipt.id, receipt.customer, receipt.amount, capture(receipt.customer, rng), mode)
-            return f"{mode} {a.id}"
+            return f"{mode.value} {a.id}"
         receipt, _ = self.pick_receipt(not_returned)
         if receipt is None:
             return None
-        if mode == "no-photo":
+        if mode is AttackMode.NO_PHOTO:
             photo = None
-        elif mode == "mismatched-photo":
+        elif mode is AttackMode.MISMATCHED_PHOTO:
             photo = capture(rng.choice([c for c in self.customers if c != receipt.customer]), rng)
         else:  # replayed-photo
             photo = self.store.get_blob(PHOTO_PREFIX + receipt.photo) if receipt.photo else None
             if photo is None:
                 return None
         a = till.refund(receipt.id, receipt.customer, receipt.amount, photo, mode)
-        return f"{mode} {a.id}"
+        return f"{mode.value} {a.id}"
 
     def paid(self, attempt: str) -> bool:
         """The refund went out: the detector allowed it (as far as this store has heard)."""
@@ -215,7 +145,7 @@ class Simulator:
         return False
 
     def paused(self) -> bool:
-        return self.store.r.hget(CONTROL_KEY, "hacked") == b"paused"
+        return hacked_paused(self.store)
 
 
 def recent_receipts(wallet: dict, within_us: int, now_us: int | None = None) -> list[str]:

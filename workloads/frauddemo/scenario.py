@@ -11,9 +11,9 @@ import random
 import time
 
 from .detector import alert_id
-from .pos import HackedTill, Till, capture, customer_id
 from .retail import TerminalKeys, alert_key, attempt_key, decode_hash, receipt_key, verdict_key
 from .store import Store
+from .till import HackedTill, Till, capture, customer_id
 
 
 class ScenarioError(RuntimeError):

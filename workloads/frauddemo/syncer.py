@@ -18,17 +18,13 @@ import msgpack
 import redis
 
 from . import metrics
+from .controls import pause_key, partitioned_from  # noqa: F401  (pause_key: importers of syncer.pause_key keep working)
 from .store import LOG_KEY, Store, StoreError, wait_for_functions
 
 log = logging.getLogger("frauddemo.syncer")
 PAUSE_CHECK_S = 0.1
 MERGES_IN_FLIGHT = 2  # merge calls queued at the target under backlog
 PHOTO_KEY = "b:photo:"  # content-addressed: the key is the SHA-256 of the bytes
-
-
-def pause_key(source: str) -> str:
-    """Set on a target store to partition the link from `source` (local, never replicated)."""
-    return f"fd:pause:{source}"
 
 
 @dataclass
@@ -322,7 +318,7 @@ class Syncer:
             dst.r.connection_pool.release(merge_conn)
 
     def paused(self) -> bool:
-        return bool(self.target.r.exists(pause_key(self.source.replica)))
+        return partitioned_from(self.target, self.source.replica)
 
     def _hold_while_paused(self) -> None:
         """A partition on demand (the demo's control): replicate nothing while the target holds
