@@ -2,9 +2,12 @@
 
 Pure functions, no I/O: the detector (detector.py) gathers a receipt's story and the photo
 verifications, and this module turns them into one verdict per attempt. A receipt is judged as a
-whole, attempts in commit order (HLC, then id), so a later attempt is weighed against what came
-before it wherever it happened; a verdict can only escalate (allow < review < block) when new
-attempts arrive, for example after a partition heals.
+whole, so an attempt is weighed against what came before it wherever it happened; a verdict can only
+escalate (allow < review < block) when new attempts arrive, for example after a partition heals.
+"Before" is what the deciding store had heard of (each store records the receipt's attempts it held
+when it committed one), never a clock: two stores that had not heard of each other's return are
+concurrent, whatever their clocks say (a store's clock may be off), and the evidence each attempt
+carries decides between them, or a person does (`order`, `_concurrent_reasons`).
 
 Score: the sum of the weights of the rules that fire, capped at 100 (weights in README).
 Decision: block at or above the alert score (default 70) when at least one finding is a fact (HARD:
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .retail import HELD, REFUSED, Attempt, ReceiptStory, TerminalKeys
@@ -43,6 +46,7 @@ TERMINAL_INTEGRITY = "terminal_integrity"
 CONTESTED_RECEIPT = "contested_receipt"
 VELOCITY = "velocity"
 HIGH_VALUE_UNSURE = "high_value_unsure"
+CONCURRENT_RETURNS = "concurrent_returns"
 WEIGHTS = {
     UNKNOWN_RECEIPT: 100,  # no store has ever sold it
     REPLAYED_PHOTO: 80,  # an exact copy of an earlier photo (a near copy weighs 50)
@@ -55,6 +59,7 @@ WEIGHTS = {
     VELOCITY: 25,  # the customer returned more than `velocity_max` times within the window
     CONTESTED_RECEIPT: 40,  # an earlier return of the receipt is under review: this one waits too
     HIGH_VALUE_UNSURE: 40,  # a large refund on a face match that a screened lookalike could reach
+    CONCURRENT_RETURNS: 40,  # returned at two stores that had not heard of each other's return
 }
 HARD = {UNKNOWN_RECEIPT, MULTIPLE_RETURNS, MISSING_PHOTO, REPLAYED_PHOTO, TERMINAL_INTEGRITY}
 NEAR_REPLAY_WEIGHT = 50
@@ -165,24 +170,12 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None],
     the window ending at each attempt."""
     out: dict[str, Judgement] = {}
     earlier: list[tuple[Attempt, str]] = []
-    for a in sorted(story.attempts.values(), key=lambda x: (x.clock, x.id)):
-        hits: list[tuple[str, int, str]] = []
-        if story.receipt is None:
-            if story.unreachable:
-                hits.append((UNKNOWN_RECEIPT, UNKNOWN_PARTIAL_WEIGHT, "receipt unknown at every reachable store "
-                             f"({', '.join(story.unreachable)} unreachable)"))
-            else:
-                hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
-        problem = keys.problem(a.terminal, a.payload, a.sig)
-        if not a.photo and not problem and a.decision == HELD and cfg.camera_failure == "review":
-            hits.append((MISSING_PHOTO, CAMERA_FAILURE_WEIGHT, "no photo from a registered till, which held the "
-                         "refund itself (a camera failure?): a person decides"))
-        else:
-            hits += photo_reasons(a, photos.get(a.id))
-        hits += value_reasons(a, photos.get(a.id), cfg, hits)
-        if problem:
-            hits.append((TERMINAL_INTEGRITY, WEIGHTS[TERMINAL_INTEGRITY], f"terminal {a.terminal}: {problem}"))
-        hits += _earlier_reasons(a, earlier)
+    attempts = _in_order(story.attempts.values())
+    own = {a.id: _own_reasons(a, story, photos, keys, cfg) for a in attempts}
+    for a in attempts:
+        hits = list(own[a.id])
+        hits += _earlier_reasons(a, [(b, d) for b, d in earlier if order(b, a) == BEFORE])
+        hits += _concurrent_reasons(a, [b for b in attempts if b is not a and order(b, a) == CONCURRENT], own)
         n = velocity.get(a.id, 0)
         if n > cfg.velocity_max:
             hits.append((VELOCITY, WEIGHTS[VELOCITY],
@@ -196,6 +189,80 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None],
         out[a.id] = Judgement(a.id, score, decision, [{"code": c, "weight": w, "text": t} for c, w, t in hits])
         earlier.append((a, decision))
     return out
+
+
+def _own_reasons(a: Attempt, story: ReceiptStory, photos: dict[str, dict[str, Any] | None], keys: TerminalKeys,
+                 cfg: DetectionConfig) -> list[tuple[str, int, str]]:
+    """What the attempt itself carries: its receipt, photo, value and signature (not the other attempts)."""
+    hits: list[tuple[str, int, str]] = []
+    if story.receipt is None:
+        if story.unreachable:
+            hits.append((UNKNOWN_RECEIPT, UNKNOWN_PARTIAL_WEIGHT, "receipt unknown at every reachable store "
+                         f"({', '.join(story.unreachable)} unreachable)"))
+        else:
+            hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
+    problem = keys.problem(a.terminal, a.payload, a.sig)
+    if not a.photo and not problem and a.decision == HELD and cfg.camera_failure == "review":
+        hits.append((MISSING_PHOTO, CAMERA_FAILURE_WEIGHT, "no photo from a registered till, which held the "
+                     "refund itself (a camera failure?): a person decides"))
+    else:
+        hits += photo_reasons(a, photos.get(a.id))
+    hits += value_reasons(a, photos.get(a.id), cfg, hits)
+    if problem:
+        hits.append((TERMINAL_INTEGRITY, WEIGHTS[TERMINAL_INTEGRITY], f"terminal {a.terminal}: {problem}"))
+    return hits
+
+
+BEFORE, AFTER, CONCURRENT = "before", "after", "concurrent"
+
+
+def _in_order(attempts: Iterable[Attempt]) -> list[Attempt]:
+    """Every attempt after those it came after (`order`), the rest by clock."""
+    left = sorted(attempts, key=lambda x: (x.clock, x.id))
+    out: list[Attempt] = []
+    while left:
+        i = next((i for i, a in enumerate(left) if not any(order(b, a) == BEFORE for b in left if b is not a)), 0)
+        out.append(left.pop(i))
+    return out
+
+
+def order(b: Attempt, a: Attempt) -> str:
+    """Whether `b` came BEFORE or AFTER `a`, or CONCURRENT: neither store had heard of the other's
+    attempt when it decided. Across stores this is read from what each store recorded it held (never
+    from clocks, which may be off); one store's own commits are ordered by its clock; attempts without
+    that record (older data) fall back to the clock."""
+    by_clock = BEFORE if (b.clock, b.id) < (a.clock, a.id) else AFTER
+    if b.store == a.store:
+        return by_clock
+    a_saw_b, b_saw_a = a.saw(b), b.saw(a)
+    if a_saw_b:
+        return BEFORE
+    if b_saw_a:
+        return AFTER
+    if a_saw_b is False and b_saw_a is False:
+        return CONCURRENT
+    return by_clock
+
+
+def _concurrent_reasons(a: Attempt, others: list[Attempt], own: dict[str, list[tuple[str, int, str]]]
+                        ) -> list[tuple[str, int, str]]:
+    """Refunds of one receipt at stores that had not heard of each other's: no clock can say which came
+    first. The evidence decides when it differs (the attempt with nothing against it keeps its refund,
+    one with findings of its own is the second refund); when it does not, both wait for a person."""
+    rivals = [b for b in others if b.decision != REFUSED]
+    if not rivals or a.decision == REFUSED:
+        return []
+    clean = [b for b in rivals if not own[b.id]]
+    if own[a.id] and clean:
+        return [(MULTIPLE_RETURNS, WEIGHTS[MULTIPLE_RETURNS],
+                 f"receipt also returned at store {clean[0].store} while neither store had heard of the other's "
+                 f"return; that return carries no finding and this one does (attempt {clean[0].id})")]
+    if own[a.id] or clean:  # the same evidence on both sides (or findings on both)
+        b = (clean or rivals)[0]
+        return [(CONCURRENT_RETURNS, WEIGHTS[CONCURRENT_RETURNS],
+                 f"receipt also returned at store {b.store} while neither store had heard of the other's return "
+                 f"(attempt {b.id}): no clock can tell which came first, so a person decides")]
+    return []  # this one carries no finding and every rival does: they are the second refunds
 
 
 def _earlier_reasons(a: Attempt, earlier: list[tuple[Attempt, str]]) -> list[tuple[str, int, str]]:

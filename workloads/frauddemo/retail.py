@@ -174,6 +174,13 @@ class Attempt:
     reasons: list
     sig: str
     clock: int
+    # the receipt's attempts its store held when it committed this one (recorded by the store itself);
+    # None when not recorded (an attempt written by an older version)
+    seen: frozenset[str] | None = None
+
+    def saw(self, other: "Attempt") -> bool | None:
+        """Whether this attempt's store had heard of `other` when it decided; None when unknown."""
+        return None if self.seen is None else other.id in self.seen
 
     @property
     def payload(self) -> str:
@@ -183,7 +190,8 @@ class Attempt:
         return {"attempt": self.id, "receipt": self.receipt, "store": self.store, "terminal": self.terminal,
                 "customer": self.customer, "amount_cents": self.amount, "photo": self.photo or None,
                 "local_decision": self.decision, "local_reasons": self.reasons, "signed": bool(self.sig),
-                "committed_us": self.clock}
+                "committed_us": self.clock,
+                "store_had_heard_of": sorted(self.seen) if self.seen is not None else None}
 
 
 def decode_hash(raw: Mapping[bytes, bytes]) -> tuple[dict, int]:
@@ -227,7 +235,8 @@ def attempt_from(aid: str, raw) -> Attempt | None:
         return None
     return Attempt(aid, f["receipt"], f.get("store", ""), f.get("terminal", ""), f.get("customer", ""),
                    _int(f.get("amount")), f.get("photo", ""), f.get("decision", ""),
-                   _json_list(f.get("reasons")), f.get("sig", ""), clock)
+                   _json_list(f.get("reasons")), f.get("sig", ""), clock,
+                   frozenset(filter(None, f["@seen"].split(","))) if "@seen" in f else None)
 
 
 # -- writes -----------------------------------------------------------------------------------------
@@ -246,7 +255,8 @@ def purchase_ops(store: str, terminal: str, customer: str, items: Mapping[str, i
 def attempt_ops(a: Attempt, label: str | None = None) -> list:
     """The operations of one return attempt (one atomic write), its event and, for simulators, its
     ground-truth label."""
-    w = [ops.sadd(attempts_key(a.receipt), a.id),
+    w = [ops.hknown(attempt_key(a.id), "@seen", attempts_key(a.receipt)),  # before this attempt joins the set
+         ops.sadd(attempts_key(a.receipt), a.id),
          ops.sadd(customer_returns_key(a.customer), f"{int(time.time() * 1000)}:{a.id}"),
          ops.hset(attempt_key(a.id), {"receipt": a.receipt, "store": a.store, "terminal": a.terminal,
                                       "customer": a.customer, "amount": a.amount, "photo": a.photo,

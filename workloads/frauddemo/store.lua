@@ -33,7 +33,7 @@ Local-only operations, accepted by fd_write and never logged:
             write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '16'
+local VERSION = '17'
 local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
@@ -233,7 +233,7 @@ end
 -- Validation: a malformed operation is rejected before anything is written.
 
 -- The first byte of the key each operation may write ('h', 's', 'c' or 'b'; the second is ':').
-local PREFIX = { h = 104, hd = 104, sa = 115, sr = 115, c = 99, b = 98, br = 98 }
+local PREFIX = { h = 104, hn = 104, hk = 104, hd = 104, sa = 115, sr = 115, c = 99, b = 98, br = 98 }
 
 local function is_str(v) return type_of(v) == 'string' end
 -- A counter part or a TTL: decimal digits that HINCRBY and PX accept (tonumber alone takes
@@ -332,14 +332,29 @@ local function check_event(op)
   return true
 end
 
+-- Fields whose name starts with '@' are written by the store itself (an 'hk' operation), never by a
+-- client: a till cannot claim what its store had heard of.
+local function store_fields(l)
+  if type_of(l) ~= 'table' then return false end
+  for j = 1, #l, 2 do
+    if is_str(l[j]) and sbyte(l[j], 1) == 64 then return true end
+  end
+  return false
+end
+
 local function check_origin(op, i)
   if type_of(op) ~= 'table' then return false end
   if op[1] == 'e' then return check_event(op) end
   if op[1] == 'hn' then
-    return i == 1 and valid_logged({ 'h', op[2], op[3] })
+    return i == 1 and valid_logged({ 'h', op[2], op[3] }) and not store_fields(op[3])
   end
   if op[1] == 'br' or not check_key(op) then return false end
   local k = op[1]
+  if k == 'h' and store_fields(op[3]) then return false end
+  if k == 'hk' then
+    return is_str(op[3]) and sbyte(op[3], 1) == 64 and #op[3] > 1 and is_str(op[4]) and #op[4] > 2
+      and ssub(op[4], 1, 2) == 's:'
+  end
   if k == 'c' then return tonum(op[3]) ~= nil and tonum(op[3]) ~= 0 end
   if k == 'sa' or k == 'sr' then return is_str(op[3]) end
   return valid_logged(op)
@@ -362,7 +377,7 @@ local function fd_write(keys, args)
       return redis.error_reply('BADOP operation ' .. i .. ' is malformed')
     end
     local k = op[1]
-    if k == 'c' or k == 'sa' or k == 'sr' or k == 'e' or k == 'hn' or k == 'b' then rewrite = true end
+    if k == 'c' or k == 'sa' or k == 'sr' or k == 'e' or k == 'hn' or k == 'hk' or k == 'b' then rewrite = true end
   end
   for _, op in each(ops) do
     if op[1] == 'b' then
@@ -385,6 +400,17 @@ local function fd_write(keys, args)
     local k = op[1]
     local out = op
     if k == 'hn' then k = 'h'; out = { 'h', op[2], op[3] } end
+    if k == 'hk' then
+      -- what this store knows of an add-wins set now, recorded in a field (logged as a plain 'h'):
+      -- its distinct elements, sorted, comma-separated
+      local seen, known = {}, {}
+      for _, e in each(rcall('HVALS', op[4])) do
+        if not seen[e] then seen[e] = true; known[#known + 1] = e end
+      end
+      table.sort(known)
+      k = 'h'; out = { 'h', op[2], { op[3], table.concat(known, ',') } }
+      op = out
+    end
     if k == 'e' then
       out = nil
       local l = op[3]

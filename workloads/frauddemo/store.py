@@ -61,6 +61,17 @@ class ops:
         return ["hn"] + ops.hset(key, mapping)[1:]
 
     @staticmethod
+    def hknown(key: str, field: str, set_key: str) -> list:
+        """The store itself sets `field` (its name starts with '@', which clients cannot write) to what it
+        holds of the add-wins set `set_key` at commit: its distinct elements, sorted, comma-separated.
+        Logged as a plain field write, so every replica learns what this store knew then."""
+        _prefix(key, "h:")
+        _prefix(set_key, "s:")
+        if not field.startswith("@") or len(field) < 2:
+            raise ValueError(f"a store-recorded field starts with '@': {field!r}")
+        return ["hk", key, field, set_key]
+
+    @staticmethod
     def event(stream: str, mapping: Mapping) -> list:
         """Append to this store's local event stream `fd:ev:<name>` (never replicated); the event
         gets the write's clock as field `c`."""
@@ -106,6 +117,8 @@ def _field(name) -> bytes:
     name = _s(name)
     if not name or name.startswith(b"~"):
         raise ValueError(f"field name {name!r} must be non-empty and not start with '~' (tags use it)")
+    if name.startswith(b"@"):
+        raise ValueError(f"field name {name!r} starts with '@': only the store writes those (ops.hknown)")
     return name
 
 
