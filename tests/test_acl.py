@@ -21,7 +21,8 @@ from frauddemo.attack_modes import AttackMode
 from frauddemo.pos import Simulator
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key, verdict_key
 from frauddemo.till import HackedTill, Till, capture
-from frauddemo.servers import free_port, read_secret
+from frauddemo.secretfiles import read_secret
+from frauddemo.servers import free_port
 from frauddemo.service import create_app
 from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
 
@@ -304,13 +305,13 @@ def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
 
 
 def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store_servers, tmp_path):
-    """`python -m frauddemo.acl` (the operator's sidecar) for real: it loads the function library, applies a
+    """`frauddemo store-agent` (the operator's sidecar) for real: it loads the function library, applies a
     new ACL file with ACL LOAD (no restart), and keeps the last good users when a file is malformed."""
     (srv,) = store_servers(1)
     spec = srv.spec
     old = read_secret(spec.role_password_file("pos"))
     assert not srv.spec.client().function_list(library="frauddemo")
-    proc = subprocess.Popen([sys.executable, "-m", "frauddemo.acl", "--url", spec.url, "--password-file",
+    proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "store-agent", "--url", spec.url, "--password-file",
                              str(tmp_path / "missing"), "--password-file", str(spec.password_file),
                              "--acl-file", str(spec.acl_file), "--interval", "0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -14,7 +14,7 @@ import uvicorn
 
 from frauddemo.config import StoreRef
 from frauddemo.till import HackedTill, capture
-from frauddemo.photos.samples import png_bomb
+from frauddemo.lab.samples import png_bomb
 from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
 from frauddemo.procs import alive
 from frauddemo.servers import free_port

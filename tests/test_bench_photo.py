@@ -3,8 +3,8 @@ rate is what its own counts say (k of n, inside its Wilson interval); thresholds
 disjoint from the evaluated ones."""
 import pytest
 
-from frauddemo.photos import bench
-from frauddemo.photos.stats import rate, wilson
+from frauddemo.lab import photo_bench as bench
+from frauddemo.lab.stats import rate, wilson
 
 KEPT = ("identities", "captures_per_identity", "face_detection_rate", "failure_to_acquire", "failures",
         "genuine_pairs", "impostor_pairs", "eer", "eer_threshold", "far_at_frr_5pct", "threshold_at_frr_5pct",

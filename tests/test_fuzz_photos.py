@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from frauddemo.photos import decode as dec
-from frauddemo.photos import samples, verify
+from frauddemo.lab import samples
+from frauddemo.photos import verify
 from frauddemo.photos.camera import render
 from frauddemo.photos.decode import Limits, PhotoRejected
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from frauddemo.photos import bench, cli
+from frauddemo.lab import photo_bench as bench
+from frauddemo.photos import cli
 from frauddemo.photos.camera import render
 
 

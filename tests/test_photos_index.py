@@ -11,7 +11,8 @@ import pytest
 from frauddemo.config import StoreRef
 from frauddemo.detection import DetectionConfig
 from frauddemo.detector import Detector
-from frauddemo.photos import attacks, index, replay
+from frauddemo.lab import photo_attacks as attacks
+from frauddemo.photos import index, replay
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render
 from frauddemo.till import HackedTill, Till, capture

@@ -16,7 +16,7 @@ import uvicorn
 from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
 from frauddemo.photos import access as photo_access
-from frauddemo.photos.samples import png_bomb
+from frauddemo.lab.samples import png_bomb
 from frauddemo.till import capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import free_port

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from frauddemo.photos import replay, samples
+from frauddemo.lab import samples
+from frauddemo.photos import replay
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from frauddemo.photos import samples
+from frauddemo.lab import samples
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render, render_empty
 from frauddemo.photos.decode import PhotoRejected

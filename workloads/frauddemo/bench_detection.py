@@ -45,16 +45,18 @@ from .detector import verify_photo
 from .local import Supervisor
 from .photos import verify as ver
 from .photos.camera import SyntheticCamera
-from .photos import attacks, replay
+from .lab import photo_attacks as attacks
+from .photos import replay
 from .photos.camera import render
 from .photos.decode import PhotoRejected
-from .photos.stats import percentile, rate
+from .lab.stats import percentile, rate
 from .attack_modes import AttackMode
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .till import HackedTill, Till, customer_id, face_of, wallet_key
 from .retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
 from .returns import ReturnRequest, process_returns
-from .servers import free_port, read_secret
+from .secretfiles import read_secret
+from .servers import free_port
 from .store import Store, ops
 from .syncer import pause_key
 

@@ -51,7 +51,8 @@ from .local import Supervisor, read_stack
 from .photos.decode import PhotoRejected
 from .till import HackedTill, Till, customer_id
 from .retail import TerminalKeys
-from .servers import free_port, read_secret
+from .secretfiles import read_secret
+from .servers import free_port
 from .store import LOG_KEY, Store
 from .storeset import StoreSet
 

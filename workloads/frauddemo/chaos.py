@@ -74,7 +74,8 @@ from .till import HackedTill, Till
 from .procs import alive
 from .retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
                      attempts_key, price, receipt_key, verdict_key)
-from .servers import free_port, read_secret, write_secret
+from .secretfiles import read_secret, write_secret
+from .servers import free_port
 from .store import Store, StoreError
 from .syncer import pause_key
 

@@ -370,7 +370,7 @@ def _bench_runners() -> dict:
         return run()
 
     def photo():
-        from .photos.bench import run
+        from .lab.photo_bench import run
 
         return run()
 

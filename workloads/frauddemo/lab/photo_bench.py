@@ -12,7 +12,7 @@ Attacks measured here, none of them used to set a threshold on the evaluation se
   - lookalike: for each victim the attacker screens `lookalike_pool` other people with the shipped
     verifier against the victim's purchase photo (it ships with the code) and presents a fresh capture
     of the most similar one; `lookalike_accept_rate` is the share the verifier matches;
-  - replays of the purchase photo (attacks.py: mirrored, cropped, zoomed, rotated, re-encoded, relit,
+  - replays of the purchase photo (photo_attacks.py: mirrored, cropped, zoomed, rotated, re-encoded, relit,
     perspective, re-shot off a screen), checked against their receipt; `mirror_replay_recall`;
   - `cross_receipt_replay_recall`: a copy of receipt 1's photo presented for receipt 2 of the same
     customer, whose own photo is a different capture: what the store-wide index's check decides
@@ -32,12 +32,13 @@ import time
 import cv2
 import numpy as np
 
-from . import attacks, replay
+from ..photos import replay
+from ..photos import verify as ver
+from ..photos.camera import render, render_empty
+from ..photos.decode import PhotoRejected
+from . import photo_attacks as attacks
 from . import samples
-from . import verify as ver
-from .camera import render, render_empty
-from .decode import PhotoRejected
-from .stats import percentile, rate
+from .stats import percentile, rate, rounded
 
 
 def _rates(gen: np.ndarray, imp: np.ndarray) -> dict:
@@ -49,10 +50,6 @@ def _rates(gen: np.ndarray, imp: np.ndarray) -> dict:
     t5 = float(np.quantile(gen, 0.05))
     return {"eer": float((far[k] + frr[k]) / 2), "eer_threshold": float(ths[k]),
             "far_at_frr_5pct": float(np.mean(imp >= t5)), "threshold_at_frr_5pct": t5}
-
-
-def _pct(xs, q) -> float:
-    return round(float(np.percentile(xs, q)), 2) if len(xs) else float("nan")
 
 
 CALIBRATION_OFFSET, EVALUATION_OFFSET, POOL_OFFSET = 20_000, 50_000, 70_000
@@ -285,8 +282,9 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
         "replay_false_rate": round(genuine_flagged / genuine_checked, 4) if genuine_checked else None,
         "replay_genuine_max_score": round(max(scores), 4) if scores else None,
         "replay_near_copy_score": cfg.near_copy_score,
-        "verify_ms": {"p50": _pct(verify_ms, 50), "p95": _pct(verify_ms, 95), "n": len(verify_ms)},
-        "verify_cpu_ms": {"p50": _pct(verify_cpu_ms, 50), "p95": _pct(verify_cpu_ms, 95)},
+        "verify_ms": {"p50": rounded(percentile(verify_ms, 50), 2), "p95": rounded(percentile(verify_ms, 95), 2),
+                      "n": len(verify_ms)},
+        "verify_cpu_ms": {"p50": rounded(percentile(verify_cpu_ms, 50), 2), "p95": rounded(percentile(verify_cpu_ms, 95), 2)},
         "camera_ms_per_frame": round(float(np.mean(next_ms or first_ms)), 2),
         "camera_ms_first_frame_of_a_customer": round(float(np.mean(first_ms)), 2),
         "bad_inputs_rejected": rejected,

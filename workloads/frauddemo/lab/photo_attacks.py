@@ -2,7 +2,7 @@
 
 Every transform takes a decoded BGR frame and a numpy Generator and returns JPEG bytes. Ranges are
 wide on purpose: the replay check was not tuned on these (its thresholds come from genuine captures
-only, see bench.py), so each kind here is a held-out attack.
+only, see photo_bench.py), so each kind here is a held-out attack.
 """
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ import zlib
 import cv2
 import numpy as np
 
-from . import decode as dec
-from . import verify as ver
-from .camera import render, render_empty
+from ..photos import decode as dec
+from ..photos import verify as ver
+from ..photos.camera import render, render_empty
 
 
 @dataclasses.dataclass(frozen=True)
