@@ -53,6 +53,7 @@ RATE = "$__rate_interval"
 LAG_OBJECTIVE_S = 0.5          # replication lag p99, per link, over 5 minutes
 BACKLOG_ALERT_OPS = 1000       # a link whose backlog is above this and still growing is down
 FRAUD_SPIKE_PER_MIN = 1.0      # alerts per minute at one store, and 3x its rate over the last hour
+CLOCK_SKEW_ALERT_S = 1.0       # a store's server clock this far from another's is wrong
 
 
 # --- panels ------------------------------------------------------------------------------------------
@@ -203,7 +204,13 @@ def dashboard() -> dict:
                            [(f"sum by (source, target) (increase(frauddemo_syncer_resyncs_total{{{SEL}}}[{RATE}]))",
                              "resyncs {{source}} → {{target}}"),
                             (f"sum by (source, target) (increase(frauddemo_syncer_skipped_ops_total{{{SEL}}}[{RATE}]))",
-                             "skipped {{source}} → {{target}}")], bars=True, decimals=0)))
+                             "skipped {{source}} → {{target}}")], bars=True, decimals=0))
+         .with_panel(graph("Clock skew between stores", "How far apart the stores' server clocks are, as each "
+                           "link's syncer measures them (round-trip corrected). The detector never orders returns "
+                           f"by these clocks; above {CLOCK_SKEW_ALERT_S:g} s a server's time is wrong (an alert "
+                           "fires).", "s",
+                           [(f"max by (source, target) (abs(frauddemo_store_clock_skew_seconds{{{SEL}}}))",
+                             "{{source}} vs {{target}}")])))
 
     d = (d.with_row(db.Row("Stores' memory and writes"))
          .with_panel(graph("Store memory", "Memory each store's server has allocated, and its maxmemory: at "
@@ -283,6 +290,14 @@ def rules() -> dict:
                          "description": "{{ $labels.namespace }}/{{ $labels.service }}: the syncer from "
                                         "{{ $labels.source }} to {{ $labels.target }} is disconnected, or its backlog "
                                         f"is above {BACKLOG_ALERT_OPS} entries and still growing; the stores are diverging."}},
+        {"alert": "FraudDemoStoreClockSkew",
+         "expr": f"max by ({link}) (abs(frauddemo_store_clock_skew_seconds)) > {CLOCK_SKEW_ALERT_S:g}",
+         "for": "5m", "labels": {"severity": "warning"},
+         "annotations": {"summary": "Store {{ $labels.source }}'s clock is off from store {{ $labels.target }}'s",
+                         "description": "{{ $labels.namespace }}/{{ $labels.service }}: the server clocks of stores "
+                                        "{{ $labels.source }} and {{ $labels.target }} are {{ $value | humanizeDuration }} "
+                                        f"apart (over {CLOCK_SKEW_ALERT_S:g} s): fix the hosts' time sync. Returns are "
+                                        "still judged correctly (never by these clocks), but commit times shown are off."}},
         {"alert": "FraudDemoDetectorDown",
          "expr": ('up{service=~".+-detector"} == 0\n'
                   f"or max by ({inst}, store) (frauddemo_detector_up) == 0"),

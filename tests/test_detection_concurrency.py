@@ -2,10 +2,13 @@
 attempts it held when it committed one, and the detector reads "before" from that record. Found by a
 held-out evaluation: with store b's clock 30 s behind, the honest first return at a was blocked and the
 later one at b allowed."""
+import os
+import time
+
 import pytest
 import redis
 
-from conftest import wait_converged
+from conftest import wait_converged, wait_until
 from frauddemo.detection import BEFORE, CONCURRENT, DetectionConfig, judge_receipt, order
 from frauddemo.photos.camera import SyntheticCamera
 from frauddemo.retail import APPROVED, Attempt, Receipt, ReceiptStory, TerminalKeys, read_stories, signed_payload
@@ -108,3 +111,45 @@ def test_a_client_cannot_write_what_its_store_had_heard_of(stores):
     assert a.hgetall("h:att:t9") == {"@seen": "t-old"}
     with pytest.raises(ValueError):
         ops.hknown("h:att:t9", "seen", "s:ret:r9")
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def test_a_store_whose_clock_is_30_s_behind_blocks_no_honest_return(stores, links, monkeypatch):
+    """The held-out case, on real servers: store b's server runs 30 s behind (libfaketime); a receipt is
+    returned at a during a partition and, a second later, at b. Before, the honest first return was
+    blocked and the later one allowed. Now neither store had heard of the other's, so no clock orders
+    them: both wait for a person. The syncers measure the skew (about 30 s) and report it."""
+    if not os.path.exists(FAKETIME):
+        pytest.skip("libfaketime is not installed (tools/system-deps.sh installs it)")
+    from frauddemo.syncer import clock_skew_s
+
+    (sa_srv, sa), = stores("a").values()
+    monkeypatch.setenv("LD_PRELOAD", FAKETIME)
+    monkeypatch.setenv("FAKETIME", "-30s")
+    monkeypatch.setenv("FRAUDDEMO_SERVER_MALLOC", "libc")  # libfaketime and a preloaded mimalloc crash together
+    (sb_srv, sb), = stores("b").values()
+    for var in ("LD_PRELOAD", "FAKETIME", "FRAUDDEMO_SERVER_MALLOC"):
+        monkeypatch.delenv(var)
+    skew = clock_skew_s(sa, sb)
+    assert skew is not None and 29 < skew < 31, skew
+    named = {"a": (sa_srv, sa), "b": (sb_srv, sb)}
+    links.mesh([sa_srv, sb_srv])
+    till_a, till_b = Till(sa, KEYS, "a-pos-1"), Till(sb, KEYS, "b-pos-1")
+    rid = till_a.purchase("c-8", {"shirt": 1}, _photo(8, 1))["receipt"]
+    wait_converged(named)
+    links.stop_all()
+    first = till_a.return_(rid, _photo(8, 2)).attempt
+    time.sleep(1)
+    second = till_b.return_(rid, _photo(8, 3)).attempt
+    assert second.clock < first.clock  # b's clock says it came first: it did not
+    links.mesh([sa_srv, sb_srv])
+    wait_converged(named)
+    story = read_stories({"a": sa, "b": sb}, [rid])[rid]
+    v = judge_receipt(story, {aid: MATCH for aid in story.attempts}, {}, {}, KEYS, DetectionConfig())
+    assert v[first.id].decision != "block", v[first.id]
+    assert {v[first.id].decision, v[second.id].decision} == {"review"}
+    # the b -> a syncer writes its link status at a: b's clock minus a's
+    wait_until(lambda: -31e6 < int(sa.r.hget("fd:link:b", "clock_skew_us") or 0) < -29e6, 15,
+               what="the b -> a link to report b's clock 30 s behind")

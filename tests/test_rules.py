@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES = ROOT / "dashboards" / "frauddemo-rules.yaml"
 TESTS = ROOT / "dashboards" / "frauddemo-rules.test.yaml"
 ALERTS = {"FraudDemoFraudSpike", "FraudDemoReplicationLagHigh", "FraudDemoReplicationLinkDown",
-          "FraudDemoDetectorDown"}
+          "FraudDemoDetectorDown", "FraudDemoStoreClockSkew"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -23,7 +23,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_rules_are_valid():
     out = promtool("check", "rules", str(RULES))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 4 rules found" in out.stdout
+    assert "SUCCESS: 5 rules found" in out.stdout
 
 
 def test_the_chart_ships_the_same_rules():

@@ -2,15 +2,17 @@
 # The machine packages the tests run for real, installed from Debian's archive when missing:
 #   prometheus (prometheus + promtool: the observability tests), nodejs + npm (the prometheus-operator
 #   schemas the chart tests use), chromium (the dashboard's browser tests), openssl and curl (the
-#   local Kubernetes cluster's certificates and health checks).
+#   local Kubernetes cluster's certificates and health checks), libfaketime (a store server whose clock
+#   is off, for the clock-skew tests).
 # Anything else than Debian/Ubuntu: install those yourself; this prints what is missing and stops.
 set -euo pipefail
 
 declare -A need=([prometheus]=prometheus [promtool]=prometheus [node]=nodejs [npm]=npm
-                 [/usr/bin/chromium]=chromium [openssl]=openssl [curl]=curl)
+                 [/usr/bin/chromium]=chromium [openssl]=openssl [curl]=curl
+                 [/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1]=libfaketime)
 missing=()
 for cmd in "${!need[@]}"; do
-  if [[ $cmd == /* ]]; then [ -x "$cmd" ] && continue; else command -v "$cmd" >/dev/null && continue; fi
+  if [[ $cmd == /* ]]; then [ -e "$cmd" ] && continue; else command -v "$cmd" >/dev/null && continue; fi
   [[ " ${missing[*]} " == *" ${need[$cmd]} "* ]] || missing+=("${need[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -29,6 +29,11 @@ SYNCER_RESYNCS = Counter(
 SYNCER_BACKLOG = Gauge(
     "frauddemo_syncer_backlog_ops", "Op-log entries written at the source, not yet applied at the target.",
     LINK, multiprocess_mode="livemax")
+CLOCK_SKEW = Gauge(
+    "frauddemo_store_clock_skew_seconds",
+    "The source store's server clock minus the target's, measured by the link's syncer (RTT-corrected). "
+    "The detector never orders returns by these clocks; a skew says a server's time is wrong.",
+    LINK, multiprocess_mode="livemax")
 SYNCER_STATE = Gauge(
     "frauddemo_syncer_up", "1 while the link is connected to both stores and replicating.",
     LINK, multiprocess_mode="livemax")

@@ -61,6 +61,7 @@ class LinkStats:
     healed_ms: int = 0
     partition_ms: int = 0
     healed_backlog: int = 0
+    clock_skew_us: int = 0  # the source server's clock minus the target's (clock_skew_s)
     lags_us: list | None = None  # filled only when a benchmark asks for raw samples
     malformed_ids: list = field(default_factory=list)
 
@@ -110,6 +111,20 @@ def blob_refs(entries: list) -> list[str]:
             if isinstance(op, list) and len(op) >= 2 and op[0] == b"br" and isinstance(op[1], bytes):
                 keys[op[1].decode(errors="replace")] = None
     return list(keys)
+
+
+def clock_skew_s(source: Store, target: Store) -> float | None:
+    """The source server's clock minus the target's, in seconds: each TIME read is placed at the middle
+    of its round trip on this process's monotonic clock. None when a store does not answer."""
+    try:
+        t0 = time.monotonic()
+        s_sec, s_us = source.r.time()
+        t1 = time.monotonic()
+        d_sec, d_us = target.r.time()
+        t2 = time.monotonic()
+    except (redis.RedisError, OSError):
+        return None
+    return (s_sec + s_us / 1e6) - (d_sec + d_us / 1e6) - ((t0 + t1) / 2 - (t1 + t2) / 2)
 
 
 def fetch_blobs(source: Store, keys: list[str], name: str = "") -> list:
@@ -396,7 +411,12 @@ class Syncer:
             self.stats.backlog = max(0, seq - int(ckpt.get("seq", 0)))
             metrics.SYNCER_BACKLOG.labels(**self.labels).set(self.stats.backlog)
         st = self.stats
+        skew = clock_skew_s(src, dst)
+        if skew is not None:
+            st.clock_skew_us = round(skew * 1e6)
+            metrics.CLOCK_SKEW.labels(**self.labels).set(skew)
         dst.r.fcall("fd_link", 0, src.replica, "state", st.state, "lag_us", st.last_lag_us,
+                    "clock_skew_us", st.clock_skew_us,
                     "backlog", st.backlog, "applied", st.applied, "resyncs", st.resyncs,
                     "malformed", st.malformed, "partitioned_since_ms", st.partitioned_since_ms,
                     "healed_ms", st.healed_ms, "partition_ms", st.partition_ms, "healed_backlog", st.healed_backlog,
