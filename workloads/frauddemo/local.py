@@ -371,7 +371,8 @@ class Supervisor:
         if self.lock.fd is not None:  # stack.json is ours to write only while we hold the data dir
             self.write_stack()
             self.lock.release()
-        log.info("stack stopped")
+        if any(c.proc for c in self.children):
+            log.info("stack stopped")
 
 
 def stack_ready(service_url: str, timeout: float = 2.0) -> bool:
