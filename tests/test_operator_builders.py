@@ -5,10 +5,13 @@ import json
 import re
 from importlib import resources
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from frauddemo.attack_modes import AttackMode
+from frauddemo.pos import parse_mix
 from frauddemo_operator import builders, models
 from frauddemo_operator.builders import Owner
 
@@ -192,8 +195,42 @@ def test_detector_and_points_of_sale():
     hacked = kids[("Deployment", "demo-hacked-pos")]["spec"]["template"]["spec"]["containers"][0]
     assert hacked["args"] == ["hacked-pos", "--store", "a", "--url", "redis://pos@demo-store-a:6379",
                               "--password-file", "/var/run/frauddemo/redis/a-pos/password", "--rate", "1",
-                              "--attack-mix", "no-photo=1,mismatched-photo=0,duplicate-receipt=0"]
+                              "--attack-mix", "no-photo=1,mismatched-photo=0,replayed-photo=0,"
+                              "double-return-same-store=0,double-return-other-store=0,unknown-receipt=0,"
+                              "window-race=0,partition=0"]
     assert mounted_secrets(kids[("Deployment", "demo-hacked-pos")]) == {"demo-store-a-pos"}
+
+
+def hacked_mix(mix: dict) -> dict[str, float]:
+    kids = by_key(builders.desired(OWNER, spec(pos={"hacked": {"attackMix": mix}}), service_monitors=False))
+    args = kids[("Deployment", "demo-hacked-pos")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    flag = args[args.index("--attack-mix") + 1]
+    assert parse_mix(flag)   # what the hacked POS reads
+    return {k: float(v) for k, v in (p.split("=") for p in flag.split(","))}
+
+
+def test_every_attack_mode_of_the_crd_reaches_the_hacked_pos():
+    """All eight attackMix keys (the AttackMode vocabulary's crd_key) pass through, each under the mode's
+    own name; the defaults fill the others."""
+    for i, mode in enumerate(AttackMode):
+        mix = hacked_mix({mode.crd_key: 0.05 * (i + 1)})
+        assert list(mix) == [m.value for m in AttackMode]
+        assert mix[mode.value] == pytest.approx(0.05 * (i + 1))
+        assert {m: w for m, w in mix.items() if m != mode.value} == {
+            m.value: models.DEFAULT_MIX.get(m, 0.0) for m in AttackMode if m is not mode}
+    weights = {m.crd_key: round(0.1 * (i + 1), 1) for i, m in enumerate(AttackMode)}
+    assert hacked_mix(weights) == {m.value: weights[m.crd_key] for m in AttackMode}
+
+
+def test_the_deprecated_duplicate_receipt_is_read_as_double_return_other_store():
+    mix = hacked_mix({"duplicateReceipt": 0.7, "noPhoto": 0})
+    assert mix[AttackMode.DOUBLE_RETURN_OTHER_STORE] == 0.7 and mix[AttackMode.NO_PHOTO] == 0
+    assert "duplicate-receipt" not in mix
+    assert hacked_mix({})[AttackMode.DOUBLE_RETURN_OTHER_STORE] == 0.1   # neither given: the default
+    with pytest.raises(models.InvalidSpec) as e:
+        models.parse("demo", {"stores": [{"name": "a"}, {"name": "b"}], "pos": {"hacked": {"attackMix": {
+            "duplicateReceipt": 0.2, "doubleReturnOtherStore": 0.3}}}})
+    assert e.value.reason == "ConflictingAttackMix" and "doubleReturnOtherStore" in e.value.message
 
 
 def test_detector_reads_the_api_token_from_a_mounted_secret_file():

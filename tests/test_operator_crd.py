@@ -7,6 +7,7 @@ from importlib import resources
 import pytest
 import yaml
 
+from frauddemo.attack_modes import DEPRECATED_CRD_KEYS, AttackMode
 from frauddemo_operator import crd, models
 
 SAMPLE = yaml.safe_load(resources.files("frauddemo_operator").joinpath("samples/frauddemo.yaml").read_text())
@@ -82,9 +83,51 @@ def test_minimal_spec_gets_every_default():
     assert full["stores"][0]["image"] == "valkey/valkey:8.1"
     assert full["stores"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
     assert full["replication"] == {"batchMax": 512, "retention": 100000, "lagThresholdSeconds": 5}
-    assert full["pos"]["hacked"]["attackMix"] == {"noPhoto": 0.6, "mismatchedPhoto": 0.3, "duplicateReceipt": 0.1}
+    # every attack mode but doubleReturnOtherStore (0.1 when neither it nor duplicateReceipt, its deprecated
+    # name, is given: a default would make the old name impossible to give alone)
+    assert full["pos"]["hacked"]["attackMix"] == {"noPhoto": 0.6, "mismatchedPhoto": 0.3, "replayedPhoto": 0,
+                                                  "doubleReturnSameStore": 0, "unknownReceipt": 0,
+                                                  "windowRace": 0, "partition": 0}
     assert full["monitoring"]["release"] == "prometheus"
     assert full["security"]["networkPolicies"] is True
+
+
+def attack_mix_schema() -> dict:
+    return crd.openapi_schema()["properties"]["spec"]["properties"]["pos"]["properties"]["hacked"][
+        "properties"]["attackMix"]
+
+
+def test_the_attack_mix_has_every_attack_mode_under_its_crd_key_and_the_deprecated_alias():
+    schema = attack_mix_schema()
+    assert list(schema["properties"]) == [m.crd_key for m in AttackMode] + list(DEPRECATED_CRD_KEYS)
+    for key, sub in schema["properties"].items():
+        assert (sub["type"], sub["minimum"], sub["maximum"]) == ("number", 0, 1), key
+    for key, mode in DEPRECATED_CRD_KEYS.items():
+        assert "default" not in schema["properties"][key] and "default" not in schema["properties"][mode.crd_key]
+        assert "Deprecated" in schema["properties"][key]["description"]
+        # the CEL rule a real API server applies (the emulator does not evaluate CEL; models.check does the same)
+        rules = [v["rule"] for v in schema["x-kubernetes-validations"]]
+        assert f"!has(self.{key}) || !has(self.{mode.crd_key})" in rules
+    defaults = {k: sub["default"] for k, sub in schema["properties"].items() if "default" in sub}
+    assert defaults == {m.crd_key: models.DEFAULT_MIX.get(m, 0) for m in AttackMode if m not in models.UNDEFAULTED}
+    assert models.AttackMix().weights() == {m: models.DEFAULT_MIX.get(m, 0.0) for m in AttackMode}
+
+
+@pytest.mark.parametrize("key", [m.crd_key for m in AttackMode] + list(DEPRECATED_CRD_KEYS))
+def test_every_attack_mix_key_passes_the_schema(key):
+    obj = copy.deepcopy(SAMPLE)
+    obj["spec"].setdefault("pos", {}).setdefault("hacked", {})["attackMix"] = {key: 0.5}
+    crd.validate(obj)
+
+
+def test_an_unknown_attack_mix_key_is_refused_by_the_schema_and_the_operator():
+    obj = copy.deepcopy(SAMPLE)
+    obj["spec"].setdefault("pos", {}).setdefault("hacked", {})["attackMix"] = {"noPhoto": 1, "doubleReceipt": 1}
+    causes = crd.errors(obj)   # strict field validation (kubectl's default)
+    assert [c["field"] for c in causes] == ["spec.pos.hacked.attackMix.doubleReceipt"]
+    with pytest.raises(models.InvalidSpec) as e:   # a server that kept it: the operator refuses it
+        models.parse("demo", obj["spec"])
+    assert e.value.reason == "SchemaViolation" and "attackMix.doubleReceipt" in e.value.message
 
 
 def test_pydantic_defaults_match_the_crd_defaults():

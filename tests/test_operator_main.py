@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import datetime
 import socket
+import time
 
 import httpx
 import pytest
@@ -93,14 +94,28 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
                  op.runtime.demos[(kube_ns, "demo")].reconciled_generation == 1, what="the peer reconciled it")
         peering = wait_for(lambda: kube_cluster.emu.list(PEERINGS, kube_ns)[0].get("status"), what="peering heartbeat")
         assert peering[op.runtime.identity]["priority"] == 5
-        assert not op.runtime.paused
-        # a live peer with a higher priority appears: kopf pauses, and so does the background work
+        # the demo's kopf timers run in this operator: the detector's figures are read every stats_seconds
+        key = (kube_ns, "demo")
+
+        def polled_since(t: float) -> bool:
+            st = op.runtime.demos.get(key)
+            return st is not None and (st.polled_at or 0) > t
+        t0 = time.monotonic()
+        wait_for(lambda: polled_since(t0), what="the detector timer running")
+        # a live peer with a higher priority appears: kopf pauses, its timers with it
         now = datetime.datetime.now(datetime.UTC).isoformat()
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {
             "someone-else": {"priority": 9, "lifetime": 60, "lastseen": now}}})
-        wait_for(lambda: op.runtime.paused, what="paused for a higher-priority peer")
+
+        def quiet_for(seconds: float) -> bool:
+            t = time.monotonic()
+            time.sleep(seconds)
+            return not polled_since(t)
+        wait_for(lambda: quiet_for(4 * settings.stats_seconds), what="the timers stopped for a higher-priority peer")
+        assert quiet_for(1.0)
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {"someone-else": None}})
-        wait_for(lambda: not op.runtime.paused, what="resumed")
+        t1 = time.monotonic()
+        wait_for(lambda: polled_since(t1), what="the timers running again")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 

@@ -69,17 +69,26 @@ async def demo_event(type, body, memo: kopf.Memo, **_) -> None:
     memo.runtime.on_demo_event(type, dict(body))
 
 
+def _warn_deprecated(rt: Runtime, body, namespace: str, name: str, logger) -> None:
+    st = rt.demos.get((namespace, name))
+    for field, message in st.deprecated if st is not None else ():
+        kopf.warn(body, reason="DeprecatedField", message=message)
+        logger.warning(message)
+
+
 async def reconcile(body, name, namespace, reason, retry, memo: kopf.Memo, logger, **_) -> None:
     rt: Runtime = memo.runtime
     try:
         result = await rt.reconcile(namespace, name, dict(body), fresh=reason == "create")
     except models.InvalidSpec as e:
+        _warn_deprecated(rt, body, namespace, name, logger)
         kopf.warn(body, reason=e.reason, message=e.message)
         logger.warning(f"Not deployed: {e.message}")
         return  # recorded in the status; retried only when the spec changes
     except kube.ApiError as e:
         delay = rt.backoff(retry)
         raise kopf.TemporaryError(f"{e} (retry in {delay}s)", delay=delay) from None
+    _warn_deprecated(rt, body, namespace, name, logger)
     for _, (why, message) in result.refused:
         kopf.warn(body, reason=why, message=message)
         logger.warning(message)
@@ -108,8 +117,20 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
             kopf.event(_ref(st.namespace, st.name, st.uid), type="Normal", reason="Repaired", message=message)
 
 
+async def detector(name, namespace, memo: kopf.Memo, **_) -> None:
+    """Timer: the detector's figures into the status."""
+    await memo.runtime.detector_tick(namespace, name)
+
+
+async def resync(name, namespace, memo: kopf.Memo, **_) -> None:
+    """Timer: a full reconcile, the safety net for missed events."""
+    await memo.runtime.resync(namespace, name)
+
+
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
-    """Every handler, registered for one operator (the settings may choose handlers in the future)."""
+    """Every handler, registered for one operator. The timers run per FraudDemo, only while this
+    operator is active (kopf stops them while a peer holds the peering; kopf keeps a finalizer on
+    every FraudDemo so that they stop before it goes)."""
     reg = kopf.OperatorRegistry()
     kopf.on.startup(registry=reg)(configure)
     kopf.on.cleanup(registry=reg)(cleanup)
@@ -119,6 +140,10 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.resume(*FD, registry=reg)(reconcile)
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
+    kopf.timer(*FD, id="detector", interval=settings.stats_seconds, initial_delay=settings.stats_seconds,
+               registry=reg)(detector)
+    kopf.timer(*FD, id="resync", interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
+               registry=reg)(resync)
     for kind in kube.CHILD_KINDS.values():
         kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg,
                       id=f"child-{kind.plural}")(child_event)

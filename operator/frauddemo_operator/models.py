@@ -13,6 +13,8 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from frauddemo.attack_modes import DEPRECATED_CRD_KEYS, AttackMode
+
 from . import crd
 
 MAX_NAME_LEN = 30  # children are named <fd>-sync-<a>-<b>; Service names must stay <= 63 characters.
@@ -63,14 +65,49 @@ class Replication(_Model):
     lag_threshold_seconds: float = Field(5.0, ge=0.1, le=3600)
 
 
-class AttackMix(_Model):
-    no_photo: float = Field(0.6, ge=0, le=1)
-    mismatched_photo: float = Field(0.3, ge=0, le=1)
-    duplicate_receipt: float = Field(0.1, ge=0, le=1)
+# The attack mix's default weights (the CRD says the same; a test checks). doubleReturnOtherStore has no
+# default in the CRD, so that its deprecated name duplicateReceipt can still be given alone.
+DEFAULT_MIX: dict[AttackMode, float] = {AttackMode.NO_PHOTO: 0.6, AttackMode.MISMATCHED_PHOTO: 0.3,
+                                        AttackMode.DOUBLE_RETURN_OTHER_STORE: 0.1}
+UNDEFAULTED = frozenset(DEPRECATED_CRD_KEYS.values())   # modes whose key may be absent (read via an alias)
+
+
+class _AttackMixBase(_Model):
+    """The hacked POS's weights, one per AttackMode under its crd_key (camelCase), and the deprecated
+    keys (DEPRECATED_CRD_KEYS) read as the mode they now mean. Unknown keys are refused."""
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    def given(self) -> dict[str, float]:
+        """The keys the spec gives (camelCase), deprecated ones included."""
+        return self.model_dump(exclude_none=True)
+
+    def weights(self) -> dict[AttackMode, float]:
+        """Every mode's weight, in AttackMode's order, a deprecated key read as the mode it now means."""
+        given = self.given()
+        out: dict[AttackMode, float] = {}
+        for mode in AttackMode:
+            old = [given[k] for k, m in DEPRECATED_CRD_KEYS.items() if m is mode and k in given]
+            out[mode] = given.get(mode.crd_key, old[0] if old else DEFAULT_MIX.get(mode, 0.0))
+        return out
+
+    def deprecated(self) -> list[str]:
+        """The deprecated keys this mix gives."""
+        given = self.given()
+        return [k for k in DEPRECATED_CRD_KEYS if k in given]
 
     def as_flag(self) -> str:
-        return (f"no-photo={self.no_photo:g},mismatched-photo={self.mismatched_photo:g},"
-                f"duplicate-receipt={self.duplicate_receipt:g}")
+        """The hacked POS's --attack-mix: MODE=WEIGHT for all eight modes."""
+        return ",".join(f"{mode}={w:g}" for mode, w in self.weights().items())
+
+
+def _weight(default: float | None):
+    return (float | None, Field(default, ge=0, le=1))
+
+
+AttackMix = pydantic.create_model(
+    "AttackMix", __base__=_AttackMixBase,
+    **{m.crd_key: _weight(None if m in UNDEFAULTED else DEFAULT_MIX.get(m, 0.0)) for m in AttackMode},
+    **{k: _weight(None) for k in DEPRECATED_CRD_KEYS})
 
 
 class Hacked(_Model):
@@ -157,11 +194,31 @@ def check(name: str, spec: Spec) -> None:
         raise InvalidSpec("UnknownHackedStore", f"pos.hacked.store {hacked!r} is not one of the stores "
                           f"({', '.join(spec.store_names)})")
     mix = spec.pos.hacked.attack_mix
-    if hacked is not None and mix.no_photo + mix.mismatched_photo + mix.duplicate_receipt <= 0:
+    for old in mix.deprecated():
+        mode = DEPRECATED_CRD_KEYS[old]
+        if mode.crd_key in mix.given():
+            raise InvalidSpec("ConflictingAttackMix", f"pos.hacked.attackMix gives both {old} (deprecated) and "
+                              f"{mode.crd_key}, its new name: keep only {mode.crd_key}")
+    if hacked is not None and sum(mix.weights().values()) <= 0:
         raise InvalidSpec("EmptyAttackMix", "pos.hacked is enabled but every attackMix weight is 0")
     if spec.detection.review_score >= spec.detection.alert_score:
         raise InvalidSpec("ScoresOutOfOrder", f"detection.reviewScore ({spec.detection.review_score}) must be "
                           f"below detection.alertScore ({spec.detection.alert_score})")
+
+
+ATTACK_MIX_PATH = "spec.pos.hacked.attackMix"
+
+
+def deprecated_fields(raw_spec) -> list[tuple[str, str]]:
+    """(field, message) for every deprecated field a raw spec uses (any input: never raises)."""
+    mix = raw_spec
+    for key in ("pos", "hacked", "attackMix"):
+        mix = mix.get(key) if isinstance(mix, dict) else None
+    if not isinstance(mix, dict):
+        return []
+    return [(f"{ATTACK_MIX_PATH}.{old}", f"{ATTACK_MIX_PATH}.{old} is deprecated: it is read as "
+             f"{mode.crd_key} ({mode}); rename it to {mode.crd_key}")
+            for old, mode in DEPRECATED_CRD_KEYS.items() if old in mix]
 
 
 def parse(name: str, raw_spec: dict | None) -> Spec:

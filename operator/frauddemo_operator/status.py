@@ -13,6 +13,8 @@ from . import builders
 from .models import Spec
 
 CONDITIONS = ("Ready", "StoresReady", "ReplicationHealthy", "Degraded", "SpecApplied")
+# Present (True) only while the spec uses a deprecated field (models.deprecated_fields); gone once it does not.
+DEPRECATED = "DeprecatedField"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Observation:
     detector: DetectorStats | None = None
     passwords: dict | None = None                   # a Redis password rotation's progress (reconcile.py)
     refused: tuple[tuple[str, str], ...] = ()       # (reason, message) of children kept unlike the spec
+    deprecated: tuple[tuple[str, str], ...] = ()    # (field, message) of deprecated fields the spec uses
 
 
 def condition(ctype: str, status: bool | None, reason: str, message: str, generation: int,
@@ -119,6 +122,9 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
     def cond(t, s, r, m):
         return condition(t, s, r, m, gen, prev_conds, now)
 
+    deprecated = [cond(DEPRECATED, True, "DeprecatedFieldUsed", " ".join(m for _, m in obs.deprecated)[:2000])
+                  ] if obs.deprecated else []
+
     if obs.invalid is not None or spec is None:
         reason, message = obs.invalid or ("InvalidSpec", "the spec could not be read")
         return {
@@ -128,7 +134,8 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
                            cond("StoresReady", None, "InvalidSpec", "not deployed: the spec is invalid"),
                            cond("ReplicationHealthy", None, "InvalidSpec", "not deployed: the spec is invalid"),
                            cond("Degraded", None, "InvalidSpec", "not deployed: the spec is invalid"),
-                           cond("SpecApplied", False, "InvalidSpec", "not deployed: the spec is invalid")],
+                           cond("SpecApplied", False, "InvalidSpec", "not deployed: the spec is invalid"),
+                           *deprecated],
         }
 
     stores = []
@@ -212,6 +219,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
                  summary if degraded else "nothing is degraded"),
             cond("SpecApplied", False, obs.refused[0][0], " ".join(m for _, m in obs.refused)[:2000])
             if obs.refused else cond("SpecApplied", True, "Applied", "every child matches the spec"),
+            *deprecated,
         ],
     }
 
