@@ -24,7 +24,16 @@ const REASONS = {
   replayed_photo: 'replayed photo', photo_mismatch: 'face does not match', photo_rejected: 'unusable photo',
   photo_unsure: 'uncertain face match', terminal_integrity: 'untrusted terminal',
   contested_receipt: 'contested receipt', velocity: 'too many returns',
+  high_value_unsure: 'large refund, face match not certain',
+  concurrent_returns: 'returned at two stores at once',
 };
+// What the detector decided, in words (list rows, alerts, notifications): review asks a person, it is
+// not a fraud verdict.
+const DETECTOR = { allow: 'allowed', review: 'sent to review', block: 'blocked' };
+const DETECTOR_SHORT = { allow: 'allowed', review: 'review', block: 'blocked' }; // list rows: narrow
+// A hacked till records its own refund as approved without asking its store, with this reason
+// (pos.HackedTill): the page names it a hacked till, the data keeps its terminal id.
+const HACKED_REASON = 'approved by the terminal';
 const MONEY = {
   refunded: 'refunded', held: 'refund held for review', blocked: 'refund blocked', refused: 'refused by the store',
 };
@@ -55,6 +64,19 @@ const dollars = (c) => (Math.abs(c) >= 1e6 ? compactMoney : wholeMoney).format((
 const clock = (us) => new Date(Number(us) / 1000).toLocaleTimeString([], { hour12: false });
 const num = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US'));
 const reasonText = (code) => REASONS[code] || code || '';
+const storeName = (name) => `store ${String(name).toUpperCase()}`;
+const cap = (text) => text.charAt(0).toUpperCase() + text.slice(1); // a sentence that starts with a store
+const isHacked = (t) => Array.isArray(t.local_reasons) && t.local_reasons.length === 1 && t.local_reasons[0] === HACKED_REASON;
+
+// Server texts name stores in lower case and cite raw attempt ids: one spelling of store names here
+// ("store A"), and an attempt known in `order` (attempt id -> "return 2") by its place in the story.
+function tidy(text, order = new Map()) {
+  let out = String(text || '');
+  out = out.replace(/\bstore ([a-z0-9][a-z0-9-]*)\b/g, (m, n) => (stores.has(n) ? storeName(n) : m));
+  out = out.replace(/\(([a-z0-9, -]+) unreachable\)/g, (m, names) => `(${names.split(', ').map(storeName).join(', ')} unreachable)`);
+  out = out.replace(/attempt ([^\s,)]+)/g, (m, id) => order.get(id) || 'an earlier return');
+  return out;
+}
 const short = (id) => (String(id).length > 12 ? `…${String(id).slice(-9)}` : String(id)); // ids start with a time
 
 function ms(v) {
@@ -212,7 +234,7 @@ function pump() {
 // -- state -----------------------------------------------------------------------------------------
 const stores = new Map(); // name -> {refs, purchases: Feed, returns: Feed}
 const state = {
-  catalogue: [], hackedRunning: null, linkState: 'unknown', linkPending: null,
+  catalogue: [], hackedRunning: null, linkState: 'unknown', linkPending: null, links: [],
   alert: null, alertSeq: 0, olderBefore: null, generation: null, unseen: 0,
 };
 let alerts; // Feed of alerts
@@ -265,7 +287,7 @@ function returnRow(d) {
   const v = d.verdict;
   let verdict;
   if (v && v.decision) {
-    verdict = badge(`${v.decision} ${v.score}`, v.decision);
+    verdict = badge(`${DETECTOR_SHORT[v.decision] || v.decision} ${v.score}`, v.decision);
     if (v.decision !== 'allow') {
       const id = `al-${d.attempt}`;
       verdict = el('button', { cls: 'badge-btn', attrs: { type: 'button', title: `Show alert ${id}` } }, verdict);
@@ -280,8 +302,10 @@ function returnRow(d) {
     el('div', { cls: 'item-main' },
       el('p', { cls: 'item-line' }, el('span', { cls: 'mono', text: short(d.receipt), attrs: { title: `receipt ${d.receipt}` } }),
         el('span', { cls: 'amount', text: cents(d.amount_cents) })),
-      el('p', { cls: 'item-sub' }, el('span', { cls: 'who', text: d.customer }), ` · ${clock(d.committed_us)}`)),
-    el('div', { cls: 'item-badges' }, badge(d.local_decision || '?', d.local_decision), verdict));
+      el('p', { cls: 'item-sub' }, el('span', { cls: 'who', text: d.customer }), ` · ${clock(d.committed_us)}`),
+      el('dl', { cls: 'item-badges' },
+        el('div', {}, el('dt', { text: 'store' }), el('dd', {}, badge(d.local_decision || '?', d.local_decision))),
+        el('div', {}, el('dt', { text: 'detector' }), el('dd', {}, verdict)))));
 }
 
 function addPurchase(name, d) {
@@ -410,8 +434,8 @@ async function giveBack(name) {
     const r = await api('/api/returns', {
       method: 'POST', body: { store: name, receipt: refs['ret-receipt'].value.trim(), ...photoFields(refs['ret-photo'].value) },
     });
-    const why = (r.local_reasons || []).join('; ');
-    say(out, `Return ${r.attempt}: ${r.local_decision}${why ? ` (${why})` : ''}.`, TONE[r.local_decision]);
+    const why = (r.local_reasons || []).map((x) => tidy(x)).join('; ');
+    say(out, `Return ${r.attempt}: ${storeName(name)} ${r.local_decision} it${why ? ` (${why})` : ''}.`, TONE[r.local_decision]);
   } catch (e) {
     say(out, `Return failed: ${e.message}`, 'bad');
   } finally {
@@ -420,20 +444,204 @@ async function giveBack(name) {
 }
 
 // -- demo controls ---------------------------------------------------------------------------------
-async function runScenario() {
-  const btn = $('btn-scenario');
-  const out = $('scenario-result');
-  btn.disabled = true;
-  say(out, 'Scenario 1 running: a purchase at the first store, a return there and a hacked return at the second…');
-  try {
-    const r = await api('/api/scenarios/fraud', { method: 'POST', body: {}, timeout: 60000 });
-    say(out, `Alert ${r.alert.id}: ${r.alert.decision} ${r.alert.score}/100. Replication lag ${ms(r.replication_lag_ms)}, detection ${ms(r.detection_latency_ms)}.`, TONE[r.alert.decision]);
-    showAlert(r.alert.id, { pin: true }); // the presenter looks at this one, whatever comes next
-  } catch (e) {
-    say(out, `Scenario 1 failed: ${e.message}`, 'bad');
-  } finally {
-    btn.disabled = false;
+// -- the guided demo: 1 Scenario 1 · 2 partition · 3 one receipt returned at both tills · 4 heal ------
+// Every sentence is built from what the stores and the detector recorded (the API's answers), never
+// from what the step expected.
+const guide = { receipt: null, returned: false, busy: false };
+
+function guideSay(text, tone) {
+  const n = $('guide-note');
+  n.textContent = text;
+  n.className = `guide-note${tone ? ` tone-text-${tone}` : ''}`;
+}
+
+function stepDone(n) {
+  for (const li of document.querySelectorAll('#guide .step')) {
+    const k = Number(li.dataset.step);
+    if (k === n) li.classList.add('step-done');
+    li.classList.toggle('step-next', k === n + 1 || (n === 4 && k === 3));
   }
+}
+
+const sleep = (msec) => new Promise((r) => setTimeout(r, msec));
+
+async function poll(what, fn, timeoutMs = 15000, every = 150) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs / 1000} s`);
+    await sleep(every);
+  }
+}
+
+async function guided(btn, run) {
+  if (guide.busy) return;
+  guide.busy = true;
+  const steps = [...document.querySelectorAll('#guide .btn-step')];
+  for (const b of steps) b.disabled = true;
+  btn.setAttribute('aria-busy', 'true');
+  try {
+    await run();
+  } catch (e) {
+    guideSay(`${btn.firstChild.textContent.trim()} failed: ${e.message}`, 'bad');
+  } finally {
+    btn.removeAttribute('aria-busy');
+    for (const b of steps) b.disabled = false;
+    guide.busy = false;
+  }
+}
+
+const storeNames = () => [...stores.keys()];
+
+async function linkStatus() {
+  const st = await api('/api/status');
+  renderStatus(st);
+  return st;
+}
+
+// A purchase at the first store with a photo from its camera, and how long the second took to hear of it.
+async function sellForTheGuide() {
+  const [a, b] = storeNames();
+  const item = state.catalogue[0];
+  const customer = `cust-${String(Math.floor(Math.random() * 100000)).padStart(5, '0')}`;
+  const p = await api('/api/purchases', { method: 'POST', body: { store: a, customer, items: { [item.sku]: 1 }, capture: true } });
+  const t0 = performance.now();
+  await poll(`receipt ${p.receipt} reaching ${storeName(b)}`, async () => {
+    const r = await api(`/api/purchases/${encodeURIComponent(p.receipt)}`);
+    return r.replicated[b] && r.replicated[b].receipt;
+  }, 10000, 50);
+  guide.receipt = p.receipt;
+  guide.returned = false;
+  return { receipt: p.receipt, customer, item: item.name, heard: performance.now() - t0 };
+}
+
+async function runScenario() {
+  await guided($('btn-scenario'), async () => {
+    guideSay('Scenario 1 running: a purchase at store A, the customer\'s return there, and a hacked till at store B refunding the same receipt…');
+    const r = await api('/api/scenarios/fraud', { method: 'POST', body: {}, timeout: 60000 });
+    showAlert(r.alert.id, { pin: true }); // the presenter looks at this one, whatever comes next
+    const [legit, fraud] = r.attempts;
+    const gap = (fraud.committed_us - legit.committed_us) / 1000;
+    guideSay(`Receipt ${r.receipt}: ${storeName(legit.store)} ${legit.local_decision} the customer's return (photo: ${legit.verification}). `
+      + `${ms(gap)} later the hacked till ${fraud.terminal} at ${storeName(fraud.store)} refunded the same receipt without asking its store `
+      + `(the return at A had reached B in ${ms(r.replication_lag_ms)}, but a hacked till does not ask). `
+      + `The detector ${DETECTOR[r.alert.decision] || r.alert.decision} it, score ${r.alert.score}, ${ms(r.detection_latency_ms)} after the refund: `
+      + `${r.alert.codes.map(reasonText).join(', ')}. Next: step 2.`, TONE[r.alert.decision]);
+    stepDone(1);
+  });
+}
+
+async function guidePartition() {
+  await guided($('btn-guide-partition'), async () => {
+    const st = await linkStatus();
+    if (st.links.some((l) => l.state === 'partitioned')) {
+      guideSay('The link is already partitioned. Step 4 heals it; then step 2 sells a receipt both stores know and partitions again.', 'warn');
+      return;
+    }
+    const [a, b] = storeNames();
+    guideSay(`Selling a receipt at ${storeName(a)} and waiting for ${storeName(b)} to hear of it…`);
+    const sold = await sellForTheGuide();
+    await api('/api/link', { method: 'POST', body: { action: 'partition' } });
+    const held = await poll('the partition', async () => {
+      const s = await linkStatus();
+      return s.links.length && s.links.every((l) => l.state === 'partitioned') && s;
+    }, 10000, 200);
+    const backlog = held.links.reduce((n, l) => n + (Number(l.backlog) || 0), 0);
+    guideSay(`Receipt ${sold.receipt} (${sold.item}, ${sold.customer}) sold at ${storeName(a)}; ${storeName(b)} knew it ${ms(sold.heard)} later. `
+      + `The link is now partitioned: each store keeps selling and refunding alone, and what it writes waits in the backlog (${num(backlog)} now). `
+      + `Next: step 3 returns this receipt at both tills.`, 'warn');
+    stepDone(2);
+  });
+}
+
+async function guideReturn() {
+  await guided($('btn-guide-return'), async () => {
+    const [a, b] = storeNames();
+    let st = await linkStatus();
+    const partitioned = st.links.some((l) => l.state === 'partitioned');
+    if (!guide.receipt || guide.returned) {
+      if (partitioned) {
+        guideSay('This step needs a receipt both stores know and nobody returned yet: heal (step 4), then step 2 sells one and partitions.', 'warn');
+        return;
+      }
+      guideSay(`The link is up: selling a fresh receipt at ${storeName(a)} for this step…`);
+      await sellForTheGuide();
+    }
+    const receipt = guide.receipt;
+    guideSay(`Returning receipt ${receipt} at ${storeName(a)}, then at ${storeName(b)}…`);
+    const ra = await api('/api/returns', { method: 'POST', body: { store: a, receipt, capture: true } });
+    const rb = await api('/api/returns', { method: 'POST', body: { store: b, receipt, capture: true } });
+    guide.returned = true;
+    const story = await poll('the detector\'s verdicts on both returns', async () => {
+      const r = await api(`/api/purchases/${encodeURIComponent(receipt)}`);
+      const mine = r.attempts.filter((t) => t.attempt === ra.attempt || t.attempt === rb.attempt);
+      return mine.length === 2 && mine.every((t) => t.verdict && t.verdict.decision) && r;
+    }, 20000, 200);
+    st = await linkStatus();
+    const byId = new Map(story.attempts.map((t) => [t.attempt, t]));
+    const order = new Map(story.attempts.map((t, i) => [t.attempt, `return ${i + 1}`]));
+    const said = (r, other) => {
+      const t = byId.get(r.attempt);
+      const knew = (r.local_reasons || []).map((x) => tidy(x, order)).find((x) => /already refunded|held for review/.test(x));
+      const heard = Array.isArray(t.store_had_heard_of) ? t.store_had_heard_of.includes(other.attempt) : null;
+      if (heard || (heard === null && knew)) {
+        return `it had heard of the return at ${storeName(other.store)}${knew ? ` and refused by itself: ${knew}` : ''}`;
+      }
+      if (heard === false && r === rb) return `it had not heard of the return at ${storeName(a)}${partitioned ? ': the link is partitioned' : ''}`;
+      return 'it had heard of no other return of this receipt';
+    };
+    const vb = byId.get(rb.attempt).verdict;
+    const va = byId.get(ra.attempt).verdict;
+    const flagged = [[ra, va], [rb, vb]].filter(([, v]) => v.decision !== 'allow');
+    const detector = flagged.length
+      ? flagged.map(([r, v]) => `${DETECTOR[v.decision]} the return at ${storeName(r.store)} (score ${v.score}: ${v.reasons.map((x) => reasonText(x.code)).join(', ')}; money ${MONEY[v.outcome] || v.outcome}) ${ms(Math.max(0, v.decided_us - byId.get(r.attempt).committed_us) / 1000)} after it`).join('; ')
+      : 'allowed both';
+    guideSay(`${cap(storeName(a))} ${ra.local_decision}: ${said(ra, rb)}. ${cap(storeName(b))} ${rb.local_decision}: ${said(rb, ra)}. `
+      + `The detector ${detector}${partitioned ? ': it reads both stores directly, so it saw both returns during the partition' : ''}. `
+      + (partitioned ? 'Next: step 4 heals the link.' : 'With the link up the stores stop a double return themselves; the detector is the second line.'),
+    partitioned ? 'warn' : 'ok');
+    const al = [rb, ra].map((r) => byId.get(r.attempt).alert).find(Boolean);
+    if (al) showAlert(al, { pin: true });
+    stepDone(3);
+  });
+}
+
+async function guideHeal() {
+  await guided($('btn-guide-heal'), async () => {
+    let st = await linkStatus();
+    if (!st.links.some((l) => l.state === 'partitioned')) {
+      guideSay('The link is up: there is nothing to heal. Step 2 partitions it.', 'ok');
+      return;
+    }
+    const receipt = guide.receipt;
+    const verdictsOf = (r) => new Map(r.attempts.map((t) => [t.attempt, t.verdict ? t.verdict.decision : '']));
+    const before = receipt ? await api(`/api/purchases/${encodeURIComponent(receipt)}`) : null;
+    guideSay('Healing the link: each store merges what the other wrote during the partition…');
+    await api('/api/link', { method: 'POST', body: { action: 'heal' } });
+    st = await poll('the merge after the heal', async () => {
+      const s = await linkStatus();
+      return s.links.every((l) => l.state === 'up' && Number(l.backlog) === 0 && typeof l.healed_ms_ago === 'number') && s;
+    }, 20000, 200);
+    const merged = st.links.map((l) => `${l.source.toUpperCase()} → ${l.target.toUpperCase()} merged ${num(l.healed_backlog)}`).join(', ');
+    const lasted = Math.max(...st.links.map((l) => Number(l.last_partition_ms) || 0));
+    let told = '';
+    if (receipt) {
+      const after = await poll(`both stores knowing every return of ${receipt}`, async () => {
+        const r = await api(`/api/purchases/${encodeURIComponent(receipt)}`);
+        return Object.values(r.replicated).every((v) => v.attempts === r.attempts.length) && r;
+      }, 10000, 150);
+      const was = Object.entries(before.replicated).map(([k, v]) => `${storeName(k)} ${v.attempts}`).join(', ');
+      const old = verdictsOf(before);
+      const changed = after.attempts.filter((t) => old.get(t.attempt) && t.verdict && old.get(t.attempt) !== t.verdict.decision);
+      told = ` Receipt ${receipt}: returns known before the heal ${was}; now both stores know all ${after.attempts.length}. `
+        + (changed.length ? `The detector changed ${changed.length} verdict(s) on the merged data.`
+          : 'The detector\'s verdicts did not change: it had read both stores during the partition.');
+    }
+    guideSay(`Healed after ${secs(lasted)} partitioned: ${merged} entries.${told} Step 3 again, with the link up, shows what store B decides when it has heard of the other return.`, 'ok');
+    if (state.alert) showAlert(state.alert, { quiet: true });
+    stepDone(4);
+  });
 }
 
 async function toggleLink() {
@@ -510,7 +718,9 @@ function startOver() {
     s.returns.clear();
     say(s.refs['till-result'], '');
   }
-  say($('scenario-result'), '');
+  guideSay('Start with step 1. Each step says what each store decided and why, and what the detector saw.');
+  guide.receipt = null;
+  for (const li of document.querySelectorAll('#guide .step')) li.classList.remove('step-done', 'step-next');
   $('toasts').replaceChildren();
   alerts.clear();
   alerts.cap = ALERT_CAP;
@@ -526,12 +736,25 @@ function startOver() {
 // -- replication link and stores' state --------------------------------------------------------------
 function renderStatus(st) {
   const links = (st.links || []).slice().sort((a, b) => `${a.source}${a.target}`.localeCompare(`${b.source}${b.target}`));
+  state.links = links;
   const ul = $('links');
   ul.replaceChildren(...links.map((l) => el('li', { cls: 'link-row' },
     el('span', { cls: 'link-name', text: `${l.source.toUpperCase()} → ${l.target.toUpperCase()}` }),
     badge(l.state, l.state),
-    el('span', { cls: 'link-fig', text: `lag ${ms(l.lag_ms)}` }),
-    el('span', { cls: 'link-fig', text: `backlog ${num(l.backlog)}` }))));
+    // partitioned, the last lag measured means nothing: how long, and what waits to be merged
+    el('span', { cls: 'link-fig', text: isPartitioned(l) ? `for ${secs(l.partitioned_for_ms)}` : `lag ${ms(l.lag_ms)}` }),
+    el('span', { cls: 'link-fig', text: `backlog ${num(l.backlog)}` }),
+    recentlyHealed(l) ? el('span', { cls: 'link-fig link-healed', text: `healed ${secs(l.healed_ms_ago)} ago: merged ${num(l.healed_backlog)} after ${secs(l.last_partition_ms)}` }) : null)));
+  const held = links.filter(isPartitioned);
+  const healed = links.filter(recentlyHealed);
+  if (held.length) {
+    const longest = Math.max(...held.map((l) => Number(l.partitioned_for_ms) || 0));
+    say($('link-detail'), `partitioned for ${secs(longest)}, backlog ${num(held.reduce((n, l) => n + (Number(l.backlog) || 0), 0))}`, 'warn');
+  } else if (healed.length) {
+    say($('link-detail'), `healed ${secs(Math.min(...healed.map((l) => l.healed_ms_ago)))} ago: ${num(healed.reduce((n, l) => n + (Number(l.healed_backlog) || 0), 0))} entries merged`, 'ok');
+  } else {
+    say($('link-detail'), '');
+  }
   const states = links.map((l) => l.state);
   let overall = 'up';
   for (const s of ['down', 'stale', 'partitioned', 'resyncing', 'starting', 'unknown']) {
@@ -554,6 +777,11 @@ function renderStatus(st) {
     s.refs.health.className = `store-health${readOnly ? ' tone-text-bad' : ''}`;
   }
 }
+
+const HEALED_SHOWN_MS = 60000; // a heal is told in the link rows for a minute
+const isPartitioned = (l) => l.state === 'partitioned' && typeof l.partitioned_for_ms === 'number';
+const recentlyHealed = (l) => !isPartitioned(l) && typeof l.healed_ms_ago === 'number' && l.healed_ms_ago < HEALED_SHOWN_MS;
+const secs = (v) => (Number(v) >= 10000 ? `${Math.round(Number(v) / 1000)} s` : `${(Number(v) / 1000).toFixed(1)} s`);
 
 // A store's memory (used of its maxmemory) and, when it refuses writes, why (disk full, memory full).
 function storeHealth(x) {
@@ -616,7 +844,7 @@ async function refreshSummary() {
 // -- alerts: the feed, notifications and the comparison ---------------------------------------------
 function alertRow(d) {
   const btn = el('button', { cls: 'alert-btn', attrs: { type: 'button', 'aria-pressed': String(state.alert === d.alert) } },
-    el('span', { cls: 'alert-top' }, badge(d.decision, d.decision), el('span', { cls: 'alert-score', text: `${d.score}` }),
+    el('span', { cls: 'alert-top' }, badge(DETECTOR[d.decision] || d.decision, d.decision), el('span', { cls: 'alert-score', text: `${d.score}` }),
       el('span', { cls: 'alert-reason', text: reasonText(d.reason) }),
       el('span', { cls: 'item-sub alert-when', text: `Store ${String(d.store).toUpperCase()} · ${clock(d.time)}` })),
     el('span', { cls: 'item-sub mono', text: `receipt ${d.receipt}` }));
@@ -635,7 +863,7 @@ function upsertAlert(a, fresh) {
 function toast(d) {
   const box = $('toasts');
   const t = el('button', { cls: `toast tone-${TONE[d.decision] || 'neutral'}`, attrs: { type: 'button' } },
-    el('strong', { text: `Fraud alert: ${d.decision} ${d.score}` }),
+    el('strong', { text: `${d.decision === 'block' ? 'Fraud blocked' : d.decision === 'review' ? 'Sent to review' : d.decision} · score ${d.score}` }),
     el('span', { text: `Store ${String(d.store).toUpperCase()} · ${reasonText(d.reason)} · receipt ${d.receipt}` }));
   t.addEventListener('click', () => {
     showAlert(d.alert, { pin: true, focus: true });
@@ -692,36 +920,39 @@ async function showAlert(id, { pin = false, focus = false, quiet = false } = {})
 
 function renderCompare(a) {
   const story = a.story || {};
+  const attempts = story.attempts || [];
+  const order = new Map(attempts.map((t, i) => [t.attempt, `return ${i + 1}`]));
   $('compare-empty').hidden = true;
   $('compare-body').hidden = false;
   $('cmp-score').textContent = String(a.score);
-  setBadge($('cmp-decision'), a.decision, a.decision);
+  setBadge($('cmp-decision'), DETECTOR[a.decision] || a.decision, a.decision);
   $('cmp-alert').textContent = a.alert;
   $('cmp-receipt').textContent = a.receipt;
   $('cmp-customer').textContent = a.customer;
   $('cmp-amount').textContent = cents(a.amount_cents);
-  const mine = (story.attempts || []).find((x) => x.attempt === a.attempt);
+  const mine = attempts.find((x) => x.attempt === a.attempt);
   const outcome = mine && mine.verdict && mine.verdict.outcome;
   $('cmp-money').textContent = a.paid_before_alert ? 'refunded before the alert' : (MONEY[outcome] || outcome || '–');
   $('cmp-reasons').replaceChildren(...(a.reasons || []).map((r) => el('li', {},
-    el('span', { cls: 'weight', text: `+${r.weight}` }), ' ', el('span', { text: r.text }))));
+    el('span', { cls: 'weight', text: `+${r.weight}` }), ' ', el('span', { text: tidy(r.text, order) }))));
 
   const rc = story.receipt;
-  const seen = Object.entries(story.replicated || {}).filter(([, v]) => v.receipt || v.attempts)
-    .map(([k, v]) => `${k.toUpperCase()} (${v.attempts} return${v.attempts === 1 ? '' : 's'})`).join(', ');
+  // what each store has merged of this receipt's returns: during a partition they differ, after the heal not
+  const known = Object.entries(story.replicated || {}).filter(([, v]) => v.receipt || v.attempts)
+    .map(([k, v]) => `${storeName(k)}: ${v.attempts} of ${attempts.length}`).join(', ');
   $('cmp-purchase').replaceChildren(
     photo(rc && rc.photo && !story.purchase_photo ? PRIVATE : rc && rc.photo, PURCHASE_PHOTO, 'purchase photo'),
-    el('p', { cls: 'item-sub', text: rc ? `Bought at store ${rc.store.toUpperCase()}, ${clock(rc.committed_us)}` : 'purchase not found' }),
+    el('p', { cls: 'item-sub', text: rc ? `Bought at ${storeName(rc.store)}, ${clock(rc.committed_us)}` : 'purchase not found' }),
     el('p', { cls: 'item-sub', text: rc ? rc.items.map((i) => `${i.qty} × ${i.name}`).join(', ') : '' }),
-    el('p', { cls: 'item-sub', text: seen ? `Known at ${seen}` : '' }));
+    el('p', { cls: 'item-sub cmp-known', text: known ? `Returns known at ${known}` : '' }));
   const sides = [];
-  const first = (story.attempts || [])[0];
-  (story.attempts || []).forEach((t, i) => {
+  const first = attempts[0];
+  attempts.forEach((t, i) => {
     const v = t.verdict || {};
     const flagged = v.decision === 'review' || v.decision === 'block';
-    const p = v.photo;
-    const check = !t.photo ? 'no photo' : p ? `${p.rejected ? `rejected (${p.rejected})` : p.verdict}${typeof p.similarity === 'number' ? `, similarity ${p.similarity.toFixed(3)}` : ''}${p.replay ? `, ${p.replay} replay` : ''}` : 'not checked yet';
     const gap = first && i > 0 ? ` (+${ms((t.committed_us - first.committed_us) / 1000)})` : '';
+    const seen = v.decided_us ? ` ${ms(Math.max(0, v.decided_us - t.committed_us) / 1000)} later` : '';
+    const hacked = isHacked(t);
     sides.push(el('article', {
       cls: `side side-attempt ${flagged ? 'side-flagged' : v.decision ? 'side-ok' : ''}${t.attempt === a.attempt ? ' side-this' : ''}`,
       attrs: { 'aria-label': `Return ${i + 1} at store ${t.store.toUpperCase()}` },
@@ -730,17 +961,55 @@ function renderCompare(a) {
     el('div', { cls: 'side-top' },
       photo(t.photo && !t.photo_urls ? PRIVATE : t.photo, PHOTO, `return photo ${i + 1}`),
       el('dl', { cls: 'facts' },
-        factBadge('Store said', t.local_decision),
-        factBadge('Detector', v.decision ? `${v.decision} ${v.score}` : 'judging…', v.decision || 'pending'),
-        fact('Photo check', check))),
+        hacked ? fact('Store said', 'not asked: the till refunded by itself') : factBadge('Store said', t.local_decision),
+        factBadge('Detector', v.decision ? `${DETECTOR[v.decision] || v.decision} ${v.score}` : 'judging…', v.decision || 'pending'),
+        fact('Photo check', photoCheck(t, v.photo)))),
     el('dl', { cls: 'facts' },
-      fact('Time', `${clock(t.committed_us)}${gap}`),
-      fact('Terminal', `${t.terminal}${t.signed ? ' (signed)' : ' (unsigned)'}`),
-      fact('Attempt', t.attempt)),
+      fact('Store knew', heardOf(t, attempts, order)),
+      fact('Time', `${clock(t.committed_us)}${gap}${seen ? `; detector${seen}` : ''}`),
+      fact('Till', hacked ? `hacked till ${t.terminal}` : `${t.terminal}${t.signed ? ' (signed)' : ' (unsigned)'}`)),
     t.attempt !== a.attempt && v.reasons && v.reasons.length
-      ? el('ul', { cls: 'reasons' }, ...v.reasons.map((r) => el('li', { text: r.text }))) : null));
+      ? el('ul', { cls: 'reasons' }, ...v.reasons.map((r) => el('li', { text: tidy(r.text, order) }))) : null));
   });
   $('cmp-sides').replaceChildren(...sides);
+}
+
+// The photo check in words: a replay is a copy of an earlier photo, whatever its similarity.
+function photoCheck(t, p) {
+  if (!t.photo) return 'no photo';
+  if (!p) return 'not checked yet';
+  const sim = typeof p.similarity === 'number' ? ` (similarity ${p.similarity.toFixed(3)})` : '';
+  if (p.replay === 'exact') return 'replayed: an exact copy of an earlier photo';
+  if (p.replay) return `replayed: a ${p.replay} copy of an earlier photo`;
+  if (p.rejected) return `unusable photo: ${p.rejected}`;
+  if (p.verdict === 'match') return `face matches${sim}`;
+  if (p.verdict === 'mismatch') return `face does not match${sim}`;
+  if (p.verdict === 'review') return `face match uncertain${sim}`;
+  return p.verdict || '–';
+}
+
+// What the store knew when it decided. A store records the receipt's returns it held when it
+// committed one (store_had_heard_of; null for older data): the other returns it had not heard of
+// were not replicated to it yet, or the link was partitioned. It refused for one it had heard of.
+function heardOf(t, attempts, order) {
+  if (isHacked(t)) return 'not asked: this till approves its own refunds';
+  const said = (t.local_reasons || []).map((x) => tidy(x, order));
+  const knew = said.find((x) => /already refunded|held for review/.test(x));
+  const others = attempts.filter((b) => b.attempt !== t.attempt);
+  const name = (b) => `${order.get(b.attempt)} at ${storeName(b.store)}`;
+  const heard = Array.isArray(t.store_had_heard_of) ? new Set(t.store_had_heard_of) : null;
+  if (heard) {
+    const yes = others.filter((b) => heard.has(b.attempt));
+    // a later return (its store had heard of this one) is not something this store could have known
+    const later = (b) => Array.isArray(b.store_had_heard_of) && b.store_had_heard_of.includes(t.attempt);
+    const no = others.filter((b) => !heard.has(b.attempt) && b.store !== t.store && !later(b));
+    const parts = [];
+    if (yes.length) parts.push(`had heard of ${yes.map(name).join(', ')}${knew ? `, so it refused: ${knew}` : ''}`);
+    if (no.length) parts.push(`had not heard of ${no.map(name).join(', ')} (not replicated to it yet, or the link was partitioned)`);
+    return parts.length ? parts.join('; ') : 'no other return of this receipt';
+  }
+  if (knew) return `of an earlier return: ${knew}`;
+  return 'not recorded by this store';
 }
 
 function fact(label, value) {
@@ -897,6 +1166,9 @@ async function loadHacked() {
 async function start() {
   alerts = new Feed($('alert-feed'), ALERT_CAP, alertRow, (f) => { $('alerts-empty').hidden = f.rows.length > 0; });
   $('btn-scenario').addEventListener('click', runScenario);
+  $('btn-guide-partition').addEventListener('click', guidePartition);
+  $('btn-guide-return').addEventListener('click', guideReturn);
+  $('btn-guide-heal').addEventListener('click', guideHeal);
   $('btn-link').addEventListener('click', toggleLink);
   $('btn-hacked').addEventListener('click', toggleHacked);
   $('btn-reset').addEventListener('click', reset);
