@@ -247,3 +247,41 @@ def test_ctrl_c_early_exits_cleanly_and_never_says_up(tmp_path, when):
     out, err = again.communicate(timeout=120)
     _stop(again, data)
     assert again.returncode == 0 and "is up" in out, err
+
+
+def _verbs(parser) -> dict:
+    return parser._subparsers._group_actions[0].choices
+
+
+def test_help_opens_for_users_and_every_option_has_help_and_its_default():
+    from frauddemo import cli
+
+    parser = cli.build_parser()
+    assert parser.format_help().split("\n\n")[1].startswith("FraudDemo catches cross-store return fraud")
+    verbs = _verbs(parser)
+    for name in ("up", "status", "link", "scenario", "purchase", "return"):
+        for action in verbs[name]._actions:
+            assert action.help, (name, action.option_strings)
+    up_help = " ".join(verbs["up"].format_help().split())
+    assert "--port PORT the dashboard's and API's port on 127.0.0.1 (default: 8080)" in up_help
+    assert "kept and reused by the next run" in up_help
+    assert "(default: None)" not in up_help and "(default: False)" not in up_help
+
+
+def test_a_provider_that_fails_to_load_is_one_warning_and_the_other_verbs_stay(monkeypatch, capsys):
+    import importlib.metadata as md
+
+    from frauddemo import cli
+
+    real = md.entry_points
+    broken = md.EntryPoint("broken", "frauddemo.no_such_module:add_commands", cli.COMMANDS_GROUP)
+
+    def entry_points(**kw):
+        found = list(real(**kw))
+        return [*found, broken] if kw.get("group") == cli.COMMANDS_GROUP else found
+
+    monkeypatch.setattr(md, "entry_points", entry_points)
+    verbs = _verbs(cli.build_parser())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("frauddemo: warning: the broken commands are unavailable (")
+    assert {"up", "status", "link", "photo", "operator"} <= set(verbs)
