@@ -10,6 +10,7 @@ import json
 import random
 import time
 
+from .controls import partitioned_from
 from .detector import alert_id
 from .retail import TerminalKeys, alert_key, attempt_key, decode_hash, receipt_key, verdict_key
 from .store import Store
@@ -29,8 +30,12 @@ def _server_us(store: Store) -> int:
     return s * 1_000_000 + us
 
 
-def wait_visible(store: Store, key: str, since_us: int, timeout: float) -> float:
-    """Poll `store` for `key`; milliseconds from `since_us` (a commit clock) to first seen there."""
+PARTITIONED = "the stores are partitioned: heal the link first (frauddemo link heal)"
+
+
+def wait_visible(store: Store, key: str, since_us: int, timeout: float, what: str = "the record") -> float:
+    """Poll `store` for `key`; milliseconds from `since_us` (a commit clock) to first seen there.
+    `what` names the record for a person in the timeout's message (never the key)."""
     deadline = time.monotonic() + timeout
     while True:
         pipe = store.r.pipeline(transaction=False)
@@ -40,8 +45,9 @@ def wait_visible(store: Store, key: str, since_us: int, timeout: float) -> float
         if found:
             return max(0.0, (s * 1_000_000 + us - since_us) / 1000)
         if time.monotonic() > deadline:
-            raise ScenarioUnavailable(f"{key} did not reach store {store.replica} within {timeout:g} s: "
-                                "is the link up (frauddemo status) and not partitioned?")
+            raise ScenarioUnavailable(f"{what} did not reach store {store.replica} within {timeout:g} s: "
+                                      "check the link with `frauddemo status` (a partitioned link heals "
+                                      "with `frauddemo link heal`)")
         time.sleep(0.0002)
 
 
@@ -51,15 +57,17 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
     if a not in stores or b not in stores or a == b:
         raise ScenarioError("scenario fraud needs two different reachable stores")
     sa, sb = stores[a], stores[b]
+    if partitioned_from(sa, b) or partitioned_from(sb, a):  # it would wait for replication that cannot come
+        raise ScenarioError(PARTITIONED)
     customer = customer_id(rng.randrange(100_000))
     till = Till(sa, keys, f"{a}-pos-1")
     hacked = HackedTill(sb, keys, f"{b}-pos-9")
     purchase_photo, return_photo = capture(customer, rng), capture(customer, rng)
     p = till.purchase(customer, {"jacket": 1}, purchase_photo)
-    purchase_lag = wait_visible(sb, receipt_key(p["receipt"]), p["committed_us"], timeout)
+    purchase_lag = wait_visible(sb, receipt_key(p["receipt"]), p["committed_us"], timeout, "the purchase")
     legit = till.return_(p["receipt"], return_photo).attempt
     with concurrent.futures.ThreadPoolExecutor(1) as watch:  # measure the lag while B is attacked
-        lag = watch.submit(wait_visible, sb, attempt_key(legit.id), legit.clock, timeout)
+        lag = watch.submit(wait_visible, sb, attempt_key(legit.id), legit.clock, timeout, "the honest return")
         fraud = hacked.refund(p["receipt"], customer, legit.amount, None, "window-race")
         return_lag = lag.result()
 
@@ -69,10 +77,11 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
         if raw:
             break
         if time.monotonic() > deadline:
-            raise ScenarioUnavailable(f"no alert for attempt {fraud.id} within {timeout:g} s: is the detector running?")
+            raise ScenarioUnavailable(f"no alert for the hacked return {fraud.id} within {timeout:g} s: "
+                                      "is the detector running (frauddemo status)?")
         time.sleep(0.005)
     alert, alert_clock = decode_hash(raw)
-    wait_visible(sa, verdict_key(legit.id), legit.clock, timeout)
+    wait_visible(sa, verdict_key(legit.id), legit.clock, timeout, "the honest return's verdict")
 
     attempts = []
     for att, store in ((legit, sa), (fraud, sb)):
@@ -109,8 +118,19 @@ def render(report: dict) -> str:
     lines.append("")
     lines.append(f"{'':16}" + "".join(f"{'attempt ' + str(i + 1):28}" for i in range(len(cols))))
     for label, key in rows:
-        lines.append(f"{label:16}" + "".join(f"{str(c[key]):28}" for c in cols))
+        lines.append(f"{label:16}" + "".join(f"{_word(key, c[key]):28}" for c in cols))
     lines.append("")
     lines.append(f"replication lag {report['replication_lag_ms']:.2f} ms (return, A->B), "
                  f"detection latency {report['detection_latency_ms']:.2f} ms")
     return "\n".join(lines)
+
+
+def _word(key: str, value) -> str:
+    """A table cell in words: a photo is 'taken' or 'none', nothing is 'n/a', never True/False/None."""
+    if key == "photo":
+        return "taken" if value else "none"
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
