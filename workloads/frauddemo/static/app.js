@@ -597,7 +597,7 @@ async function guideReturn() {
     const detector = flagged.length
       ? flagged.map(([r, v]) => `${DETECTOR[v.decision]} the return at ${storeName(r.store)} (score ${v.score}: ${v.reasons.map((x) => reasonText(x.code)).join(', ')}; money ${MONEY[v.outcome] || v.outcome}) ${ms(Math.max(0, v.decided_us - byId.get(r.attempt).committed_us) / 1000)} after it`).join('; ')
       : 'allowed both';
-    guideSay(`${cap(storeName(a))} ${ra.local_decision}: ${said(ra, rb)}. ${cap(storeName(b))} ${rb.local_decision}: ${said(rb, ra)}. `
+    guideSay(`Receipt ${receipt}: ${cap(storeName(a))} ${ra.local_decision}: ${said(ra, rb)}. ${cap(storeName(b))} ${rb.local_decision}: ${said(rb, ra)}. `
       + `The detector ${detector}${partitioned ? ': it reads both stores directly, so it saw both returns during the partition' : ''}. `
       + (partitioned ? 'Next: step 4 heals the link.' : 'With the link up the stores stop a double return themselves; the detector is the second line.'),
     partitioned ? 'warn' : 'ok');
