@@ -3,7 +3,7 @@ for is there, the per-mode counts add up to what the stores' label streams hold 
 verdict is a miss, never dropped), and each rate is its own counts' k/n inside its Wilson interval."""
 import pytest
 
-from frauddemo import bench_detection as bd
+from frauddemo.lab import bench_detection as bd
 from frauddemo.retail import LEGIT
 
 

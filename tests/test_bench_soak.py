@@ -8,7 +8,7 @@ import os
 import pytest
 
 from frauddemo import cli
-from frauddemo.bench_soak import (SoakConfig, bucket_quantile, data_mb, growth, histograms, proc_stats, run,
+from frauddemo.lab.bench_soak import (SoakConfig, bucket_quantile, data_mb, growth, histograms, proc_stats, run,
                                   window_quantiles)
 from frauddemo.config import ConfigError
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import wait_until
 
-from frauddemo.chaos import (KINDS, Attempt, ChaosConfig, Driver, alert_events, lost_ops, missing_alerts,
+from frauddemo.lab.chaos import (KINDS, Attempt, ChaosConfig, Driver, alert_events, lost_ops, missing_alerts,
                              repeated_writes, run)
 from frauddemo.config import ConfigError, StoreRef
 from frauddemo.detector import GROUP, Detector

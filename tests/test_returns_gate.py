@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from conftest import wait_converged
-from frauddemo.chaos import _captures
+from frauddemo.lab.faces import usable_captures
 from frauddemo.till import Till
 from frauddemo.retail import APPROVED, REFUSED, TerminalKeys, verdict_key
 from frauddemo.returns import gate_key
@@ -16,7 +16,7 @@ KEYS = TerminalKeys(b"k" * 32)
 
 @pytest.fixture(scope="module")
 def photos():
-    return _captures(3, 4)  # a purchase photo and three return photos of the same face
+    return usable_captures(3, 4)  # a purchase photo and three return photos of the same face
 
 
 def _concurrent_returns(tills, receipt, photos):

@@ -321,77 +321,6 @@ def cmd_load(a) -> int:
     return 0
 
 
-SOAK_OPTIONS = ("rate", "duration", "warmup", "interval", "retention")
-
-
-def cmd_chaos(a) -> int:
-    from .chaos import ChaosConfig, passed, run
-
-    stores = tuple(s.strip() for s in a.stores.split(",") if s.strip())
-    cfg = ChaosConfig(duration=a.duration, seed=a.seed, stores=stores, fsync=a.fsync, data_dir=a.data_dir)
-    result = run(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(json.dumps(result) if a.json else json.dumps(result, indent=2))
-    return 0 if passed(result) else 1
-
-
-def cmd_bench(a) -> int:
-    soak_opts = {k: getattr(a, k) for k in SOAK_OPTIONS if getattr(a, k) is not None}
-    operator_opts = {k: getattr(a, k) for k in ("kubeconfig", "serial", "burst") if getattr(a, k) is not None}
-    if operator_opts and a.what != "operator":
-        raise ConfigError(f"--{next(iter(operator_opts))} is an option of `bench operator` only")
-    if a.what == "operator":
-        if soak_opts:
-            raise ConfigError(f"--{next(iter(soak_opts))} is an option of `bench soak` only")
-        from frauddemo_operator.bench import run
-
-        try:
-            result = run(**operator_opts)
-        except RuntimeError as e:   # no usable cluster, or no test kit for the emulator
-            raise ConfigError(f"bench operator: {e}") from None
-    elif a.what == "soak":
-        from .bench_soak import run
-
-        result = run(log=lambda m: print(m, file=sys.stderr, flush=True), **soak_opts)
-    elif soak_opts:
-        raise ConfigError(f"--{next(iter(soak_opts))} is an option of `bench soak` only")
-    else:
-        result = _bench_runners()[a.what]()
-    if a.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=2))
-    return 0
-
-
-def _bench_runners() -> dict:
-    def replication():
-        from .bench_replication import run
-
-        return run()
-
-    def photo():
-        from .lab.photo_bench import run
-
-        return run()
-
-    def memory():
-        from .bench_memory import run
-
-        return run(log=lambda m: print(m, file=sys.stderr, flush=True))
-
-    def operator():
-        from frauddemo_operator.bench import run
-
-        return run()
-
-    def detection():
-        from .bench_detection import run
-
-        return run()
-
-    return {"replication": replication, "photo": photo, "memory": memory, "operator": operator, "detection": detection}
-
-
 COMMANDS_GROUP = "frauddemo.commands"
 
 
@@ -541,32 +470,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     store_agent_commands(sub)
     add_providers(sub)
-
-    ch = sub.add_parser("chaos", help="kill, pause and partition a local stack while tills trade; then check "
-                        "that nothing acknowledged was lost and every fraud was alerted once")
-    ch.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
-    ch.add_argument("--seed", type=int, default=1)
-    ch.add_argument("--stores", default="a,b")
-    ch.add_argument("--fsync", choices=("always", "everysec"), default="always",
-                    help="the stores' AOF fsync policy for the run")
-    ch.add_argument("--data-dir", help="where the stack lives (default: a new temp dir, removed after)")
-    ch.add_argument("--json", action="store_true")
-    ch.set_defaults(fn=cmd_chaos)
-
-    be = sub.add_parser("bench", help="benchmarks; --json prints one JSON object")
-    be.add_argument("what", choices=sorted([*_bench_runners(), "soak"]))
-    be.add_argument("--json", action="store_true")
-    be.add_argument("--rate", type=float, help="soak: transactions offered per second (default 200)")
-    be.add_argument("--duration", type=float, help="soak: seconds of load (default 600)")
-    be.add_argument("--warmup", type=float, help="soak: seconds before growth is measured (default: a "
-                    "fifth of the duration, at most 60)")
-    be.add_argument("--interval", type=float, help="soak: seconds between samples (default 10)")
-    be.add_argument("--retention", type=int, help="soak: op-log entries each store keeps (default 20000)")
-    be.add_argument("--kubeconfig", help="operator: measure against this real cluster (e.g. .cluster/kubeconfig "
-                    "from `make cluster`), with the emulator's figures beside it when the test kit is importable")
-    be.add_argument("--serial", type=int, help="operator: FraudDemos created one by one (default 100)")
-    be.add_argument("--burst", type=int, help="operator: FraudDemos created at once (default 100)")
-    be.set_defaults(fn=cmd_bench)
     return p
 
 

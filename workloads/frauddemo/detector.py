@@ -125,7 +125,7 @@ def _worker_init(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(0)
     cv2.setNumThreads(1)
-    ver._tools()  # load the cascades now, not during the first verification
+    ver.preload()  # load the cascades now, not during the first verification
 
 
 def verify_photo(photo: bytes | None, purchase, earlier: list, cfg: ver.VerifyConfig) -> dict:

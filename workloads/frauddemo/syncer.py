@@ -66,8 +66,9 @@ class LinkStats:
     malformed_ids: list = field(default_factory=list)
 
 
-def _resp(*args) -> bytes:
-    """Encode one command in RESP: faster than the client's generic packer for big batches."""
+def pack_command(*args) -> list[bytes]:
+    """One command encoded in RESP (as a one-element list, what send_packed_command takes): faster than
+    the client's generic packer for big batches."""
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         if not isinstance(a, bytes):
@@ -90,7 +91,7 @@ def _merge_command(head: tuple, entries: list) -> list:
             args += (eid, fields[1], fields[3], fields[5])
         else:  # not written by fd_write: the merge counts it as malformed and skips it
             args += (eid, _field(fields, b"c") or b"", _field(fields, b"s") or b"", _field(fields, b"o") or b"")
-    return _resp(*args)
+    return pack_command(*args)
 
 
 BLOB_REF = b"\xa2br"  # msgpack's "br": only entries holding it can refer to a blob (no unpacking the rest)
@@ -168,7 +169,7 @@ class _Reader:
         self.behind = False  # the last read came back full: more entries are waiting
 
     def _send(self) -> None:
-        self.conn.send_packed_command(_resp(b"XREAD", b"COUNT", self.count, b"BLOCK", self.cfg.block_ms,
+        self.conn.send_packed_command(pack_command(b"XREAD", b"COUNT", self.count, b"BLOCK", self.cfg.block_ms,
                                             b"STREAMS", LOG_KEY.encode(), self.last_id))
         self.in_flight = True
 
@@ -315,7 +316,7 @@ class Syncer:
                     # connection, so the merge that refers to them finds them.
                     blobs = fetch_blobs(src, blob_refs(entries), self.name)
                     if blobs:
-                        merge_conn.send_packed_command(_resp(b"FCALL", b"fd_blobs", b"0", *blobs))
+                        merge_conn.send_packed_command(pack_command(b"FCALL", b"fd_blobs", b"0", *blobs))
                     merge_conn.send_packed_command(_merge_command(head, entries))
                     pending.append((entries, bool(blobs)))
                 # Under backlog keep merges queued at the target; a short batch means no backlog:

@@ -200,6 +200,12 @@ def _tools():
     return t
 
 
+def preload() -> None:
+    """Load this thread's cascades and descriptors now (a worker at start), not during its first
+    verification."""
+    _tools()
+
+
 # -- stages --------------------------------------------------------------------------------------
 def detect_faces(grey: np.ndarray, width: int, min_px: int, neighbours: int,
                  cfg: VerifyConfig, scale_factor: float | None = None) -> list[tuple[int, int, int, int]]:

@@ -23,9 +23,9 @@ import time
 
 import redis
 
-from .local import Supervisor
-from .photos.storage import photo_ttl_ms
-from .servers import free_port
+from ..local import Supervisor
+from ..photos.storage import photo_ttl_ms
+from ..servers import free_port
 
 DAY_S = 86400
 PHOTO_PREFIX = b"b:photo:"

@@ -36,37 +36,32 @@ import collections
 import concurrent.futures
 import multiprocessing
 import random
-import statistics
 import time
 
 import numpy as np
 
-from .detector import verify_photo
-from .local import Supervisor
-from .photos import verify as ver
-from .photos.camera import SyntheticCamera
-from .lab import photo_attacks as attacks
-from .photos import replay
-from .photos.camera import render
-from .photos.decode import PhotoRejected
-from .lab.stats import percentile, rate
-from .attack_modes import AttackMode
-from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
-from .till import HackedTill, Till, customer_id, face_of, wallet_key
-from .retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
-from .returns import ReturnRequest, process_returns
-from .secretfiles import read_secret
-from .servers import free_port
-from .store import Store, ops
-from .syncer import pause_key
+from ..detector import verify_photo
+from ..local import Supervisor
+from ..photos import verify as ver
+from ..photos.camera import SyntheticCamera
+from . import photo_attacks as attacks
+from ..photos import replay
+from ..photos.camera import render
+from ..photos.decode import PhotoRejected
+from .faces import capture_of, enrol
+from .stats import mean, percentile, rate, rounded
+from ..attack_modes import AttackMode
+from ..photos.storage import EMB_PREFIX, PHOTO_PREFIX
+from ..till import HackedTill, Till, customer_id, face_of, wallet_key
+from ..retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
+from ..returns import ReturnRequest, process_returns
+from ..secretfiles import read_secret
+from ..servers import free_port
+from ..store import Store, ops
+from ..syncer import pause_key
 
 CATALOGUE_BASKETS = ({"shirt": 1}, {"jeans": 1}, {"jacket": 1}, {"shoes": 1, "cap": 1}, {"scarf": 2},
                      {"watch": 1}, {"headphones": 1}, {"bag": 1}, {"sweater": 1})
-
-
-def _render(args) -> bytes:
-    customer, seed = args
-    return SyntheticCamera(face_of(customer), seed=seed).capture()
 
 
 def _render_dark(args) -> bytes:
@@ -88,25 +83,6 @@ FACE_MODES = ("mismatched-signed", "lookalike", "mirrored-replay", "reshot-repla
 HARD_CASES = ("other-store", "second-receipt", "no-photo-purchase", "camera-failure", "poor-light")
 REPLAY_KINDS = ("mirror", "crop", "zoom", "rotate", "reencode", "relight", "perspective", "reshoot")
 POOL_OFFSET = 70_000
-
-
-def _enrol(customer: str) -> tuple[bytes, bytes]:
-    """A customer's purchase photo and its embedding (computed in a pool worker); a capture without a
-    usable face is taken again, as a till would."""
-    for seed in range(10):
-        jpeg = _render((customer, seed))
-        try:
-            return jpeg, ver.embed(jpeg).to_bytes()
-        except PhotoRejected:
-            continue
-    raise RuntimeError(f"no usable capture of {customer}")
-
-
-def _pct(values, q) -> float:
-    if not values:
-        return 0.0
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 class Bench:
@@ -237,7 +213,7 @@ class Bench:
                 rid, store, c = pool.pop()
                 if mode == "cross-receipt-replay":  # receipt 2 of the customer, with a new photo
                     rid = self.tills[store].purchase(c, rng.choice(CATALOGUE_BASKETS),
-                                                     _render((c, rng.getrandbits(62))))["receipt"]
+                                                     capture_of((c, rng.getrandbits(62))))["receipt"]
                 out.append(("fraud", mode, rid, c, False))
         by_customer: dict[str, list] = collections.defaultdict(list)
         for rid, store, c in pool:
@@ -312,7 +288,7 @@ class Bench:
             elif act[0] == "fraud" and act[1] == "unknown-receipt" and self.rng.random() < 0.5:
                 jobs[i] = (self.rng.choice(self.customers), self.rng.getrandbits(62))
         with multiprocessing.get_context("spawn").Pool() as pool:
-            rendered = pool.map(_render, list(jobs.values()), chunksize=16)
+            rendered = pool.map(capture_of, list(jobs.values()), chunksize=16)
             darkened = pool.map(_render_dark, list(dark.values()), chunksize=16)
         return {**dict(zip(jobs, rendered)), **dict(zip(dark, darkened))}
 
@@ -410,7 +386,7 @@ def ceiling(b: "Bench", receipts: list, rates=(4, 8, 16, 32, 64), step_s: float 
         plan.append((r, step))
     jobs = [x[3] for _, st in plan for x in st]
     with multiprocessing.get_context("spawn").Pool() as pool:
-        rendered = iter(pool.map(_render, jobs, chunksize=16))
+        rendered = iter(pool.map(capture_of, jobs, chunksize=16))
     plan = [(r, [(*x[:3], next(rendered)) for x in st]) for r, st in plan]
     tills_by = {n: [Till(s, b.keys, f"{n}-pos-{10 + i}") for i in range(tills)] for n, s in b.stores.items()}
     steps, best = [], None
@@ -497,9 +473,9 @@ def accuracy(rows: list[dict]) -> dict:
         "legit_cases": legit_cases,
         # why legitimate customers were stopped, by the verdict's main reason (what to tune next)
         "legit_flagged_by": dict(collections.Counter(r["reason"] for r in legit if r["decision"] != "allow")),
-        "detection_latency_ms": {"p50": round(_pct(lat, 0.5), 2), "p99": round(_pct(lat, 0.99), 2),
-                                 "mean": round(statistics.fmean(lat), 2) if lat else None},
-        "alert_latency_ms": {"p50": round(_pct(alert_lat, 0.5), 2), "p99": round(_pct(alert_lat, 0.99), 2)},
+        "detection_latency_ms": {"p50": rounded(percentile(lat, 50), 2), "p99": rounded(percentile(lat, 99), 2),
+                                 "mean": rounded(mean(lat), 2)},
+        "alert_latency_ms": {"p50": rounded(percentile(alert_lat, 50), 2), "p99": rounded(percentile(alert_lat, 99), 2)},
         "attempts": len(rows), "fraud_attempts": len(fraud), "legit_attempts": len(legit),
         "no_verdict": sum(r["decision"] == "none" for r in rows),
     }
@@ -532,11 +508,11 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
     try:
         # Before the clock: photos rendered, each customer's purchase photo enrolled once.
         with multiprocessing.get_context("spawn").Pool() as pool:
-            enrol = dict(zip(b.customers, pool.map(_enrol, b.customers, chunksize=16)))
-        enrol_imgs = {c: jpeg for c, (jpeg, _) in enrol.items()}
+            purchase_photos = dict(zip(b.customers, pool.map(enrol, b.customers, chunksize=16)))
+        enrol_imgs = {c: jpeg for c, (jpeg, _) in purchase_photos.items()}
         enrolled = {c: replay.sha256(jpeg) for c, jpeg in enrol_imgs.items()}
         blobs = [[ops.blob(PHOTO_PREFIX + enrolled[c], jpeg), ops.blob(EMB_PREFIX + enrolled[c], emb)]
-                 for c, (jpeg, emb) in enrol.items()]
+                 for c, (jpeg, emb) in purchase_photos.items()]
         for i in range(0, len(blobs), 200):
             b.stores["a"].write_many(blobs[i:i + 200])
         b.wait_replicated()
@@ -548,7 +524,7 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
         by_id = {rid: (store, c, b.amounts.get(rid, 4999)) for rid, store, c in receipts}
         actions = b.plan_returns(receipts)
         photos = b.photos_for(actions, receipts)
-        photos.update(b.attack_photos(actions, enrol_imgs, {c: emb for c, (_, emb) in enrol.items()}))
+        photos.update(b.attack_photos(actions, enrol_imgs, {c: emb for c, (_, emb) in purchase_photos.items()}))
         b.wait_replicated()
         t_returns = time.monotonic()
         n = b.run_actions(actions, photos, enrol_imgs, by_id)

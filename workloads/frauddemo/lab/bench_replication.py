@@ -20,10 +20,11 @@ from pathlib import Path
 import hiredis
 import msgpack
 
-from . import crdt
-from .servers import Server, ServerSpec, allocator, find_server
-from .store import Store
-from .syncer import _resp
+from .. import crdt
+from ..servers import Server, ServerSpec, allocator, find_server
+from ..store import Store
+from ..syncer import pack_command
+from .stats import summary
 
 FIELDS = [b"store", b"a", b"customer", b"cust-0042", b"item", b"shirt", b"amount_cents", b"2999"]
 REPLICAOF_WRITE = """local t = redis.call('TIME')
@@ -31,26 +32,13 @@ redis.call('HSET', KEYS[1], 'store', 'a', 'customer', 'cust-0042', 'item', 'shir
 return t"""
 
 
-def _pct(values: list, p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def _summary_ms(lags_us: list) -> dict:
-    if not lags_us:
-        return {"p50": None, "p95": None, "p99": None, "max": None, "samples": 0}
-    return {"p50": round(_pct(lags_us, 50) / 1000, 3), "p95": round(_pct(lags_us, 95) / 1000, 3),
-            "p99": round(_pct(lags_us, 99) / 1000, 3), "max": round(max(lags_us) / 1000, 3),
-            "samples": len(lags_us)}
-
-
 # -- the observer: a separate process timing keyspace notifications at the target ----------------
 def _observe(port: int, password: str, prefix: bytes, out_path: str, ready, stop) -> None:
     sock = socket.create_connection(("127.0.0.1", port))
     reader = hiredis.Reader()
-    sock.sendall(_resp(b"AUTH", password.encode())[0])
-    sock.sendall(_resp(b"CONFIG", b"SET", b"notify-keyspace-events", b"Eh")[0])
-    sock.sendall(_resp(b"SUBSCRIBE", b"__keyevent@0__:hset")[0])
+    sock.sendall(pack_command(b"AUTH", password.encode())[0])
+    sock.sendall(pack_command(b"CONFIG", b"SET", b"notify-keyspace-events", b"Eh")[0])
+    sock.sendall(pack_command(b"SUBSCRIBE", b"__keyevent@0__:hset")[0])
     pending = 3
     while pending:
         reader.feed(sock.recv(65536))
@@ -96,7 +84,7 @@ class Observer:
 # -- paced writers -------------------------------------------------------------------------------
 def _ours_cmd(i: int) -> bytes:
     payload = msgpack.packb([[b"h", b"h:bench:%d" % i, FIELDS]], use_bin_type=False)
-    return _resp(b"FCALL", b"fd_write", b"0", payload)[0]
+    return pack_command(b"FCALL", b"fd_write", b"0", payload)[0]
 
 
 def _ours_commit(reply) -> int:
@@ -105,7 +93,7 @@ def _ours_commit(reply) -> int:
 
 def _replicaof_cmd(sha: bytes):
     def cmd(i: int) -> bytes:
-        return _resp(b"EVALSHA", sha, b"1", b"bench:%d" % i)[0]
+        return pack_command(b"EVALSHA", sha, b"1", b"bench:%d" % i)[0]
     return cmd
 
 
@@ -230,7 +218,7 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
                 commits, achieved = paced_writes(client, make, parse, start, rate, seconds)
                 time.sleep(0.3)
                 lags, missing = _lags(commits, obs.finish(), int(rate * warmup_s))
-                result[name][str(rate)] = {**_summary_ms(lags), "offered_per_s": rate,
+                result[name][str(rate)] = {**summary(lags, scale=1e-3), "offered_per_s": rate,
                                            "achieved_per_s": round(achieved), "not_seen": missing}
                 log(f"{key} at {rate}/s: {result[name][str(rate)]}")
                 start += len(commits)

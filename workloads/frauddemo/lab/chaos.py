@@ -65,19 +65,20 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .config import ConfigError, check_name
-from .ids import new_id
-from .local import Supervisor, read_stack
-from .photos.decode import PhotoRejected
-from .photos.storage import PHOTO_PREFIX
-from .till import HackedTill, Till
-from .procs import alive
-from .retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
+from ..config import ConfigError, check_name
+from ..ids import new_id
+from ..local import Supervisor, read_stack
+from ..photos.decode import PhotoRejected
+from ..photos.storage import PHOTO_PREFIX
+from ..till import HackedTill, Till
+from ..procs import alive
+from ..retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
                      attempts_key, price, receipt_key, verdict_key)
-from .secretfiles import read_secret, write_secret
-from .servers import free_port
-from .store import Store, StoreError
-from .syncer import pause_key
+from ..secretfiles import read_secret, write_secret
+from ..servers import free_port
+from ..store import Store, StoreError
+from ..syncer import pause_key
+from .faces import usable_captures
 
 log = logging.getLogger("frauddemo.chaos")
 
@@ -327,25 +328,6 @@ class Injector:
 
 
 # -- the tills -------------------------------------------------------------------------------------------
-def _captures(face: int, n: int = 3) -> list[bytes]:
-    """`n` captures of one face with a usable face in each (in a pool worker): the purchase photo
-    and two return photos."""
-    from .photos import verify as ver
-    from .photos.camera import SyntheticCamera
-
-    out = []
-    for seed in range(20 * n):
-        jpeg = SyntheticCamera(face, seed=seed).capture()
-        try:
-            ver.embed(jpeg)
-        except PhotoRejected:
-            continue
-        out.append(jpeg)
-        if len(out) == n:
-            return out
-    raise RuntimeError(f"no {n} usable captures of face {face}")
-
-
 @dataclasses.dataclass
 class Attempt:
     receipt: str
@@ -384,8 +366,8 @@ class Driver:
         """A new capture of the customer's face for each return, as a camera takes one, that matches
         the purchase photo: the same bytes on two receipts are a replayed photo, which the detector's
         store-wide replay index rightly blocks (an honest return would then read as a fraud)."""
-        from .photos import verify as ver
-        from .photos.camera import SyntheticCamera
+        from ..photos import verify as ver
+        from ..photos.camera import SyntheticCamera
 
         face = self.face(customer)
         with self.lock:
@@ -682,7 +664,7 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
     say = progress or (lambda msg: None)
     rng = random.Random(cfg.seed)
     with concurrent.futures.ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
-        photos = list(pool.map(_captures, range(cfg.faces)))
+        photos = list(pool.map(usable_captures, range(cfg.faces)))
     sup = ChaosSupervisor(list(cfg.stores), cfg.data_dir, free_port(), headless=True, rate=cfg.pos_rate,
                           hacked_rate=cfg.hacked_pos_rate, backoff=cfg.backoff, fsync=cfg.fsync)
     inj = drv = None

@@ -44,17 +44,17 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from .bench_detection import _enrol, _render
-from .bench_replication import _summary_ms
-from .config import ConfigError, StoreRef
-from .local import Supervisor, read_stack
-from .photos.decode import PhotoRejected
-from .till import HackedTill, Till, customer_id
-from .retail import TerminalKeys
-from .secretfiles import read_secret
-from .servers import free_port
-from .store import LOG_KEY, Store
-from .storeset import StoreSet
+from .faces import capture_of, enrol
+from .stats import summary
+from ..config import ConfigError, StoreRef
+from ..local import Supervisor, read_stack
+from ..photos.decode import PhotoRejected
+from ..till import HackedTill, Till, customer_id
+from ..retail import TerminalKeys
+from ..secretfiles import read_secret
+from ..servers import free_port
+from ..store import LOG_KEY, Store
+from ..storeset import StoreSet
 
 GROWTH_SAMPLES = 3
 FLAT_PCT = 10.0
@@ -411,8 +411,8 @@ def render_photos(cfg: SoakConfig) -> dict:
     faces = [customer_id(k) for k in range(cfg.identities)]
     jobs = [(f, 1000 + j) for f in faces for j in range(cfg.return_captures)]
     with multiprocessing.get_context("spawn").Pool() as pool:
-        purchase = [jpeg for jpeg, _ in pool.map(_enrol, faces, chunksize=4)]
-        captures = pool.map(_render, jobs, chunksize=4)
+        purchase = [jpeg for jpeg, _ in pool.map(enrol, faces, chunksize=4)]
+        captures = pool.map(capture_of, jobs, chunksize=4)
     returns = [captures[k * cfg.return_captures:(k + 1) * cfg.return_captures] for k in range(cfg.identities)]
     return {"purchase": purchase, "returns": returns}
 
@@ -531,7 +531,7 @@ class Soak:
                 "t": t, "tx": tx, "tx_per_s": round(tx / span, 1) if span > 0 else None,
                 "purchases": counts["purchase"], "returns": counts["return"], "hacked": counts["hacked"],
                 "errors": counts["errors"], "missed": counts["missed"],
-                "latency_ms": _summary_ms(lat),
+                "latency_ms": summary(lat, scale=1e-3),
                 "lag_ms": window_quantiles(hist["frauddemo_replication_lag_seconds"],
                                            new_hist["frauddemo_replication_lag_seconds"]),
                 "detection_ms": window_quantiles(hist["frauddemo_detection_latency_seconds"],
