@@ -11,7 +11,7 @@ import pytest
 from frauddemo import access
 from frauddemo.access import AccessError, Buckets, RateLimit, TokenFile, api_token_from_env, token_from_env
 from frauddemo.config import StoreRef
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 
 from conftest import serving
 

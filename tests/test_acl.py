@@ -23,7 +23,7 @@ from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key
 from frauddemo.till import HackedTill, Till, capture
 from frauddemo.secretfiles import read_secret
 from frauddemo.servers import free_port
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
 
 from conftest import serving, wait_converged, wait_until

@@ -18,7 +18,7 @@ from frauddemo.lab.samples import png_bomb
 from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
 from frauddemo.procs import alive
 from frauddemo.servers import free_port
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 
 from conftest import wait_until
 

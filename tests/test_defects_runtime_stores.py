@@ -22,7 +22,7 @@ from frauddemo.photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import Server, ServerSpec
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 from frauddemo.store import Store, StoreError, StoreUnavailable, ops, pack_ops
 
 KEYS = TerminalKeys(bytes(range(32)))

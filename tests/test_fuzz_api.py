@@ -10,7 +10,7 @@ from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import Server, ServerSpec
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 from frauddemo.store import Store
 
 from conftest import Links, serving, wait_until

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import serving, wait_converged, wait_until
-from frauddemo.lab import bench_memory
+from frauddemo import bench_memory
 from frauddemo.config import StoreRef
 from frauddemo.local import DEFAULT_RETENTION
 from frauddemo.photos import storage
@@ -19,7 +19,7 @@ from frauddemo.photos.storage import PHOTO_PREFIX, PhotoPolicy, PhotoStore
 from frauddemo.pos import recent_receipts
 from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 from frauddemo.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

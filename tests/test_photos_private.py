@@ -20,7 +20,7 @@ from frauddemo.lab.samples import png_bomb
 from frauddemo.till import capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import free_port
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 
 from conftest import serving, wait_until
 

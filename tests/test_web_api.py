@@ -3,11 +3,11 @@ real syncers, through the real FastAPI app."""
 import pytest
 from fastapi.testclient import TestClient
 
-from frauddemo import api as api_mod
+from frauddemo import controls
 from frauddemo.config import StoreRef
 from frauddemo.retail import CATALOGUE, PURCHASES, RETURNS, TerminalKeys
-from frauddemo.service import create_app
-from frauddemo.syncer import pause_key
+from frauddemo.web.app import create_app
+from frauddemo.controls import pause_key
 
 from conftest import wait_converged, wait_until
 
@@ -87,7 +87,7 @@ def test_reset_refuses_when_a_syncer_does_not_confirm_the_partition(demo, monkey
     rid = buy(client, "a")
     wait_converged(st)
     links.stop("a", "b")  # nobody holds the a -> b link: its partition cannot be confirmed
-    monkeypatch.setattr(api_mod, "RESET_CONFIRM_S", 1.0)
+    monkeypatch.setattr(controls, "RESET_CONFIRM_S", 1.0)
     r = client.post("/api/reset")
     assert r.status_code == 503 and "a->b" in r.json()["detail"] and r.headers["Retry-After"]
     assert a.r.exists(f"h:rcpt:{rid}") and b.r.exists(f"h:rcpt:{rid}")  # nothing deleted

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from frauddemo.config import StoreRef
-from frauddemo.service import STATIC, create_app
+from frauddemo.web.app import STATIC, create_app
 
 JS = (STATIC / "app.js").read_text()
 CSS = (STATIC / "app.css").read_text()

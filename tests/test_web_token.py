@@ -5,7 +5,7 @@ import pytest
 
 from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
-from frauddemo.service import create_app
+from frauddemo.web.app import create_app
 
 from conftest import serving
 import test_web_browser as web

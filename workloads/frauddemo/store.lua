@@ -33,7 +33,7 @@ Local-only operations, accepted by fd_write and never logged:
             write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '17'
+local VERSION = '18'
 local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
@@ -623,6 +623,35 @@ local function fd_link(keys, args)
   return 1
 end
 
+-- The demo's reset: a local maintenance write (never logged, so it never replicates). The demo's
+-- data keys and the idempotency records go, event streams are emptied in place (the detectors'
+-- consumer groups stay), the reset token is set, and the op-log position is read in the same atomic
+-- step, for the peers' checkpoints. args: the reset token's key, the new token.
+-- Returns {keys deleted, epoch, seq, last op-log id}.
+local function fd_reset(keys, args)
+  local deleted, cur = 0, '0'
+  repeat
+    local res = rcall('SCAN', cur, 'COUNT', 1000)
+    cur = res[1]
+    for _, k in each(res[2]) do
+      local p = ssub(k, 1, 2)
+      if p == 'h:' or p == 's:' or p == 'x:' or p == 'c:' or p == 'b:' or ssub(k, 1, 8) == 'fd:idem:' then
+        rcall('UNLINK', k)
+        deleted = deleted + 1
+      elseif ssub(k, 1, 6) == 'fd:ev:' and rcall('TYPE', k)['ok'] == 'stream' then
+        rcall('XTRIM', k, 'MAXLEN', 0)
+      end
+    end
+  until cur == '0'
+  local m = rcall('HMGET', 'fd:meta', 'epoch', 'seq')
+  if not m[1] then return redis.error_reply('NOTINIT store has no replica id') end
+  rcall('SET', args[1], args[2])
+  local last = rcall('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
+  local id = '0-0'
+  if #last > 0 then id = last[1][1] end
+  return { deleted, m[1], m[2], id }
+end
+
 local function fd_version() return VERSION end
 
 redis.register_function { function_name = 'fd_version', callback = bound(fd_version), flags = { 'no-writes' } }
@@ -635,3 +664,4 @@ redis.register_function('fd_import', bound(fd_import))
 redis.register_function('fd_checkpoint', bound(fd_checkpoint))
 redis.register_function('fd_blobs', bound(fd_blobs))
 redis.register_function('fd_link', bound(fd_link))
+redis.register_function('fd_reset', bound(fd_reset))

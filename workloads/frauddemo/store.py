@@ -258,6 +258,20 @@ class Store:
             out.append(Commit.from_reply(res))
         return out
 
+    # -- maintenance (local, never logged) --------------------------------------------------------
+    def reset(self, token_key: str, token: str) -> tuple[int, str, int, str]:
+        """Wipe the demo's data at this store in one atomic call (fd_reset): data keys and idempotency
+        records deleted, event streams emptied in place, `token_key` set to `token`. Returns (keys
+        deleted, epoch, seq, op-log id): this store's op-log position at the reset, for the peers'
+        checkpoints (`move_checkpoint`)."""
+        n, epoch, seq, sid = self.r.fcall("fd_reset", 0, token_key, token)
+        return int(n), _text(epoch), int(seq), _text(sid)
+
+    def move_checkpoint(self, source: str, epoch: str, seq: int, sid: str) -> None:
+        """Set this store's checkpoint of the link from `source` (fd_checkpoint): what `source` logged
+        up to that position is never replayed here."""
+        self.r.fcall("fd_checkpoint", 0, source, epoch, seq, sid)
+
     # -- reads ----------------------------------------------------------------------------------
     def hgetall(self, key: str) -> dict[str, str]:
         """The live fields of an LWW hash (tags, stored as "~field", left out)."""
@@ -315,6 +329,10 @@ class Store:
                 else:
                     state[key] = st[2]  # blob value; the remaining TTL differs per store
         return state
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _pairs(flat) -> dict:
