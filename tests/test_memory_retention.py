@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import serving, wait_converged, wait_until
-from frauddemo import bench_memory
+from frauddemo.lab import bench_memory
 from frauddemo.config import StoreRef
 from frauddemo.local import DEFAULT_RETENTION
 from frauddemo.photos import storage
