@@ -102,8 +102,8 @@ def test_malformed_log_entries_are_skipped_counted_and_logged(stores, links, cap
 @pytest.mark.parametrize("argv,msg", [
     (["syncer", "--source", "redis://:secret@127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not in the URL"),
     (["syncer", "--source", "http://127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not a redis://"),
-    (["load", "--store", "A=redis://127.0.0.1:1"], "store name"),
-    (["load", "--store", "a"], "NAME=URL"),
+    (["detector", "--store", "A=redis://127.0.0.1:1"], "store name"),
+    (["detector", "--store", "a"], "NAME=URL"),
     (["syncer", "--source", "redis://127.0.0.1:1", "--target", "redis://127.0.0.1:2",
       "--source-password-file", "/nonexistent/pw"], "cannot read password file"),
 ])

@@ -311,16 +311,6 @@ def _api_call(base: str, method: str, path: str, body: dict | None = None) -> di
         raise ConfigError(f"no FraudDemo answer from {base}: {e}") from None
 
 
-def cmd_load(a) -> int:
-    from . import load
-
-    refs = parse_stores(a.store, a.password_file)
-    stop = threading.Event()
-    _stop_on_signals(stop.set)
-    load.run(refs, a.rate, stop, out=lambda line: print(line, flush=True))
-    return 0
-
-
 COMMANDS_GROUP = "frauddemo.commands"
 
 
@@ -388,21 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--metrics-host", default="0.0.0.0", help="the address /metrics listens on")
     sy.set_defaults(fn=cmd_syncer)
 
-    for name, fn, hlp in (("detector", cmd_detector, "the detection service and its HTTP API"),
-                          ("load", cmd_load, "write replicated purchases at a steady rate")):
-        sp = sub.add_parser(name, help=hlp, formatter_class=_Help)
-        sp.add_argument("--store", action="append", required=True, help="NAME=redis://host:port")
-        sp.add_argument("--password-file", action="append", default=[],
-                        help="NAME=PATH (else $FRAUDDEMO_STORE_<NAME>_PASSWORD)")
-        sp.set_defaults(fn=fn)
-        if name == "detector":
-            sp.add_argument("--host", default="127.0.0.1", help="the address the API listens on")
-            sp.add_argument("--port", type=int, default=8080, help="the API's port")
-            sp.add_argument("--name", help="consumer name in the detectors' group (default host-pid)")
-            sp.add_argument("--workers", type=int, help="photo verification processes (default: cores)")
-            sp.add_argument("--no-engine", action="store_true", help="serve the API only, judge nothing")
-        else:
-            sp.add_argument("--rate", type=float, default=5.0, help="purchases per second")
+    sp = sub.add_parser("detector", help="the detection service and its HTTP API", formatter_class=_Help)
+    sp.add_argument("--store", action="append", required=True, help="NAME=redis://host:port")
+    sp.add_argument("--password-file", action="append", default=[],
+                    help="NAME=PATH (else $FRAUDDEMO_STORE_<NAME>_PASSWORD)")
+    sp.add_argument("--host", default="127.0.0.1", help="the address the API listens on")
+    sp.add_argument("--port", type=int, default=8080, help="the API's port")
+    sp.add_argument("--name", help="consumer name in the detectors' group (default host-pid)")
+    sp.add_argument("--workers", type=int, help="photo verification processes (default: cores)")
+    sp.add_argument("--no-engine", action="store_true", help="serve the API only, judge nothing")
+    sp.set_defaults(fn=cmd_detector)
 
     for name, fn, hlp in (("pos", cmd_pos, "a legitimate till with a camera: purchases and returns"),
                           ("hacked-pos", cmd_hacked_pos, "a compromised till that approves its own refunds")):
