@@ -233,6 +233,32 @@ def test_the_deprecated_duplicate_receipt_is_read_as_double_return_other_store()
     assert e.value.reason == "ConflictingAttackMix" and "doubleReturnOtherStore" in e.value.message
 
 
+def test_peer_modes_give_the_hacked_pos_an_accomplice_at_every_other_store():
+    """windowRace and partition need a peer store (AttackMode.needs_peer): the hacked POS gets --peer for
+    every other store with that store's pos password, and the network policies open exactly that path."""
+    plain = by_key(builders.desired(OWNER, spec(stores=[{"name": n} for n in "abc"]), service_monitors=False))
+    assert "--peer" not in plain[("Deployment", "demo-hacked-pos")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ("NetworkPolicy", "demo-hacked-pos-peers-egress") not in plain
+    for mode in (m for m in AttackMode if m.needs_peer):
+        s = spec(stores=[{"name": n} for n in "abc"], pos={"hacked": {"attackMix": {mode.crd_key: 0.5}}})
+        kids = by_key(builders.desired(OWNER, s, service_monitors=False))
+        dep = kids[("Deployment", "demo-hacked-pos")]
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--attack-mix") + 2:] == [
+            "--peer", "a=redis://pos@demo-store-a:6379", "--peer-password-file", "a=/var/run/frauddemo/redis/a-pos/password",
+            "--peer", "c=redis://pos@demo-store-c:6379", "--peer-password-file", "c=/var/run/frauddemo/redis/c-pos/password"]
+        assert mounted_secrets(dep) == {"demo-store-a-pos", "demo-store-b-pos", "demo-store-c-pos"}
+        egress = kids[("NetworkPolicy", "demo-hacked-pos-peers-egress")]["spec"]
+        assert egress["podSelector"]["matchLabels"] == {"app.kubernetes.io/instance": "demo",
+                                                        "app.kubernetes.io/component": "hacked-pos"}
+        assert egress["egress"][0]["to"][0]["podSelector"]["matchExpressions"][0]["values"] == ["a", "c"]
+        for store, opened in (("a", True), ("b", False), ("c", True)):
+            ingress = kids[("NetworkPolicy", f"demo-store-{store}-ingress")]["spec"]["ingress"][0]["from"]
+            hacked = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "demo",
+                                                      "app.kubernetes.io/component": "hacked-pos"}}}
+            assert (hacked in ingress) is opened, store
+
+
 def test_detector_reads_the_api_token_from_a_mounted_secret_file():
     kids = by_key(builders.desired(OWNER, spec(), service_monitors=False))
     assert kids[("Secret", "demo-api-token")]["metadata"]["labels"][builders.L_COMPONENT] == "detector"

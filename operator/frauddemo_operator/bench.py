@@ -16,8 +16,9 @@ pods Ready), the top-level figures are the real ones:
   phase Ready with every pod of its namespace Ready, beside the kwok figure of the same run. The kwok
   FraudDemos' namespaces then pin their pods to the kwok nodes (scheduler.alpha.kubernetes.io/node-selector,
   the PodNodeSelector admission plugin tools/cluster.sh enables) and the real ones' to the real node.
-In the same run, `emulator` holds the figures against the API emulator (the test kit, from a checkout),
-whose simulated controllers mark every workload ready as soon as it exists.
+In the same run, `emulator` holds the figures against the API emulator (the test kit, from a checkout,
+run as its own program: frauddemo_testkit.operator_bench), whose simulated controllers mark every workload
+ready as soon as it exists.
 
 Without --kubeconfig, only the emulator's figures, at the top level (as before).
 """
@@ -28,13 +29,10 @@ import json
 import os
 import platform
 import statistics
-import tempfile
-import threading
+import subprocess
+import sys
 import time
-import urllib.request
 import uuid
-
-import aiohttp
 
 from . import builders, crd, kube, models
 from .main import OperatorThread
@@ -53,12 +51,12 @@ def _pct(values: list[float], q: float) -> float:
     return xs[i]
 
 
-def _summary(ms: list[float]) -> dict:
+def summary(ms: list[float]) -> dict:
     return {"p50": round(_pct(ms, 0.50), 1), "p95": round(_pct(ms, 0.95), 1), "p99": round(_pct(ms, 0.99), 1),
             "max": round(max(ms), 1), "mean": round(statistics.fmean(ms), 1), "n": len(ms)}
 
 
-def _fd(name: str) -> dict:
+def fd_body(name: str) -> dict:
     return {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": name}, "spec": SPEC}
 
 
@@ -67,175 +65,30 @@ def expected_children(name: str, namespace: str, service_monitors: bool = True) 
     return len(builders.desired(builders.Owner(name, namespace, "-"), spec, service_monitors=service_monitors))
 
 
-class Probe:
-    """Runs inside the emulator's loop (as an emulator hook): notes when each FraudDemo is reconciled
-    (status for its generation, every child present) and when its phase first says Ready."""
-
-    def __init__(self, emu, resource_keys: dict):
-        self.emu = emu
-        self.fd_key = resource_keys["frauddemos"]
-        self.child_keys = [resource_keys[p] for p in CHILD_PLURALS]
-        self.reconciled: dict[str, float] = {}
-        self.ready: dict[str, float] = {}
-        self.expected: dict[str, int] = {}
-        self.cond = threading.Condition()
-
-    def expect(self, namespace: str, count: int) -> None:
-        self.expected[namespace] = count
-
-    def hook(self, key, etype, obj) -> None:
-        if key != self.fd_key or etype != "MODIFIED":
-            return
-        meta, st = obj.get("metadata") or {}, obj.get("status") or {}
-        ns = meta.get("namespace")
-        if ns not in self.expected or st.get("observedGeneration") != meta.get("generation"):
-            return
-        now = time.perf_counter()
-        if ns not in self.reconciled:
-            idx = self.emu.emulator._index
-            count = sum(1 for k in self.child_keys for (ons, _) in idx.get(k, {}) if ons == ns)
-            if count >= self.expected[ns]:
-                with self.cond:
-                    self.reconciled[ns] = now
-                    self.cond.notify_all()
-        if ns in self.reconciled and ns not in self.ready and st.get("phase") == "Ready":
-            with self.cond:
-                self.ready[ns] = now
-                self.cond.notify_all()
-
-    def wait(self, table: dict, keys: list[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not all(k in table for k in keys):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
-
-
-async def _baseline(url_kubeconfig: str, namespaces: list[str], max_in_flight: int) -> list[float]:
-    """Create each FraudDemo, its children and its status directly (no operator), one by one."""
-    cfg = await kube.load_configuration(url_kubeconfig)
-    client = kube.Kube(cfg, max_in_flight)
-    out = []
-    try:
-        for ns in namespaces:
-            t0 = time.perf_counter()
-            fd = await client.create(kube.FRAUDDEMO, ns, _fd("demo"))
-            owner = builders.Owner("demo", ns, fd["metadata"]["uid"])
-            children = builders.desired(owner, models.parse("demo", SPEC), service_monitors=True)
-            await asyncio.gather(*(client.create(kube.CHILD_KINDS[c["kind"]], ns, c) for c in children))
-            await client.patch(kube.FRAUDDEMO, ns, "demo", {"status": {"phase": "Provisioning",
-                                                                       "observedGeneration": 1}}, "status")
-            out.append((time.perf_counter() - t0) * 1000)
-    finally:
-        await client.close()
-    return out
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # the emulator is on loopback
-
-
-def _path(ns: str) -> str:
+def fd_path(ns: str) -> str:
     return f"/apis/{crd.API_VERSION}/namespaces/{ns}/{crd.PLURAL}"
 
 
-def _post(url: str, ns: str) -> None:
-    """Create one FraudDemo over HTTP, as kubectl would."""
-    req = urllib.request.Request(url + _path(ns), data=json.dumps(_fd("demo")).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with _NO_PROXY.open(req, timeout=30) as resp:
-        if resp.status != 201:
-            raise RuntimeError(f"creating {ns}/demo failed: {resp.status}")
-
-
-async def _post_all(url: str, namespaces: list[str]) -> None:
-    """Create many FraudDemos at once over HTTP."""
-    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as http:
-        async def one(ns):
-            async with http.post(_path(ns), json=_fd("demo")) as r:
-                if r.status != 201:
-                    raise RuntimeError(f"creating {ns}/demo failed: {r.status} {(await r.text())[:200]}")
-        await asyncio.gather(*(one(ns) for ns in namespaces))
+EMULATOR_RUN_TIMEOUT_S = 3600
 
 
 def _emulator_run(serial: int, burst: int, timeout: float) -> dict:
-    """The operator against the API emulator (test kit): importable from a checkout only."""
+    """The operator against the API emulator: the test kit's own program (frauddemo_testkit.operator_bench,
+    from a checkout only), run as a child process: the operator never imports the test kit."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}   # what this process sees
+    cmd = [sys.executable, "-m", "frauddemo_testkit.operator_bench", "--serial", str(serial), "--burst", str(burst),
+           "--timeout", str(timeout)]
     try:
-        from frauddemo_testkit.emulator import RESOURCE_KEYS, EmulatorThread
-    except ImportError:
-        raise RuntimeError("the API emulator is test kit, not shipped: from a checkout, run "
-                           "`make bench-operator` (or give --kubeconfig PATH for a real cluster)") from None
-    settings_kw = dict(liveness=None, stats_seconds=3600.0, resync_seconds=3600.0)
-    with tempfile.TemporaryDirectory(prefix="fd-bench-") as tmp:
-        # In-run baseline: the API calls alone, same client stack, same emulator, no operator.
-        with EmulatorThread(monitoring=True) as emu:
-            emu.create("customresourcedefinitions", None, crd.load())
-            kc = emu.kubeconfig(os.path.join(tmp, "baseline.kubeconfig"))
-            base_ms = asyncio.run(_baseline(kc, [f"base-{i}" for i in range(serial)],
-                                            Settings().max_in_flight))
-
-        with EmulatorThread(monitoring=True, controllers=True) as emu:
-            emu.create("customresourcedefinitions", None, crd.load())
-            probe = Probe(emu, RESOURCE_KEYS)
-            emu.call(lambda: emu.emulator.hooks.append(probe.hook))
-            settings = Settings(kubeconfig=emu.kubeconfig(os.path.join(tmp, "kubeconfig")), **settings_kw)
-            n_children = expected_children("demo", "x")
-            with OperatorThread(settings):
-                # warm-up (not measured): first connections, first handler invocations
-                for i in range(3):
-                    ns = f"warm-{i}"
-                    probe.expect(ns, n_children)
-                    _post(emu.url, ns)
-                    probe.wait(probe.ready, [ns], timeout)
-
-                serial_ms, serial_ready_ms = [], []
-                for i in range(serial):
-                    ns = f"serial-{i}"
-                    probe.expect(ns, n_children)
-                    t0 = time.perf_counter()
-                    _post(emu.url, ns)
-                    if not probe.wait(probe.ready, [ns], timeout):
-                        raise RuntimeError(f"FraudDemo {ns}/demo was not reconciled within {timeout}s")
-                    serial_ms.append((probe.reconciled[ns] - t0) * 1000)
-                    serial_ready_ms.append((probe.ready[ns] - t0) * 1000)
-
-                burst_ns = [f"burst-{i}" for i in range(burst)]
-                for ns in burst_ns:
-                    probe.expect(ns, n_children)
-                t0 = time.perf_counter()
-                asyncio.run(_post_all(emu.url, burst_ns))
-                ok_rec = probe.wait(probe.reconciled, burst_ns, timeout)
-                ok_ready = probe.wait(probe.ready, burst_ns, timeout)
-                if not (ok_rec and ok_ready):
-                    raise RuntimeError(f"the burst was not reconciled within {timeout}s")
-                burst_s = max(probe.reconciled[ns] for ns in burst_ns) - t0
-                burst_ready_s = max(probe.ready[ns] for ns in burst_ns) - t0
-                requests = emu.call(lambda: len(emu.emulator.requests_log))
-
-    create = _summary(serial_ms)
-    result = {
-        "benchmark": "operator",
-        "serial_fraud_demos": serial,
-        "burst_fraud_demos": burst,
-        "children_per_demo": n_children,
-        "create_to_ready_ms": create,
-        "create_to_phase_ready_ms": _summary(serial_ready_ms),
-        f"burst_{burst}_s": round(burst_s, 2),
-        f"burst_{burst}_phase_ready_s": round(burst_ready_s, 2),
-        "baseline": {
-            "what": "the same creates and status write made directly by one kubernetes_asyncio client "
-                    "against the same emulator, no operator",
-            "direct_api_ms": _summary(base_ms),
-        },
-        "operator_overhead_p50_ms": round(create["p50"] - _summary(base_ms)["p50"], 1),
-        "api_requests_served": requests,
-        "targets": {"create_to_ready_p99_ms": 1000, f"burst_{burst}_s": 15},
-        "meets_targets": create["p99"] <= 1000 and burst_s <= 15,
-        "environment": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }
-    return result
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
+                              timeout=EMULATOR_RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the emulator run took more than {EMULATOR_RUN_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        if "No module named frauddemo_testkit" in proc.stderr or "No module named 'frauddemo_testkit'" in proc.stderr:
+            raise RuntimeError("the API emulator is test kit, not shipped: from a checkout, run "
+                               "`make bench-operator` (or give --kubeconfig PATH for a real cluster)")
+        raise RuntimeError(f"the emulator run failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
 
 
 # --- against a real cluster --------------------------------------------------------------------------
@@ -346,7 +199,7 @@ async def _real_pods(client: kube.Kube, fresh, n: int, timeout: float, store_ima
         await client.request("DELETE", f"/api/v1/namespaces/{ns}")
         await _namespace_gone(client, ns, 120)
     return {"node": node, "store_image": store_image, "pods_per_demo": n_pods,
-            "create_to_ready_ms": _summary(pods_ms), "create_to_phase_ready_ms": _summary(phase_ms)}
+            "create_to_ready_ms": summary(pods_ms), "create_to_phase_ready_ms": summary(phase_ms)}
 
 
 def _workload_ready(obj: dict) -> bool:
@@ -371,7 +224,7 @@ async def _direct(client: kube.Kube, ns: str, timeout: float) -> tuple[float, fl
     """The baseline: the FraudDemo, its children and a status made by this client, no operator;
     returns (ms to create them, ms until every workload they hold is ready)."""
     t0 = time.perf_counter()
-    fd = await client.create(kube.FRAUDDEMO, ns, _fd("demo"))
+    fd = await client.create(kube.FRAUDDEMO, ns, fd_body("demo"))
     owner = builders.Owner("demo", ns, fd["metadata"]["uid"])
     children = builders.desired(owner, models.parse("demo", SPEC), service_monitors=False)
     for c in children:   # in the operator's order: Secrets and ConfigMaps before the workloads
@@ -410,17 +263,17 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
             for i in range(3):   # warm-up, not measured
                 ns = await fresh(f"warm-{i}")
                 t0 = time.perf_counter()
-                await client.create(kube.FRAUDDEMO, ns, _fd("demo"))
+                await client.create(kube.FRAUDDEMO, ns, fd_body("demo"))
                 await _phase_ready(client, ns, timeout)
             ready_ms = []
             for i in range(serial):
                 ns = await fresh(f"serial-{i}")
                 t0 = time.perf_counter()
-                await client.create(kube.FRAUDDEMO, ns, _fd("demo"))
+                await client.create(kube.FRAUDDEMO, ns, fd_body("demo"))
                 ready_ms.append((await _phase_ready(client, ns, timeout) - t0) * 1000)
             burst_ns = [await fresh(f"burst-{i}") for i in range(burst)]
             t0 = time.perf_counter()
-            await asyncio.gather(*(client.create(kube.FRAUDDEMO, ns, _fd("demo")) for ns in burst_ns))
+            await asyncio.gather(*(client.create(kube.FRAUDDEMO, ns, fd_body("demo")) for ns in burst_ns))
             burst_timeout = max(timeout, 3.0 * burst)
 
             async def ready_or_none(ns: str) -> float | None:
@@ -454,8 +307,8 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
                 pass
         await client.close()
 
-    create = _summary(ready_ms)
-    ready_base = _summary(base_ready)
+    create = summary(ready_ms)
+    ready_base = summary(base_ready)
     return {
         "create_to_ready_ms": create,
         f"burst_{burst}_s": round(burst_s, 2) if burst_s is not None else None,
@@ -463,7 +316,7 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
         "baseline": {
             "what": "the same FraudDemo, children and status created directly by one kubernetes_asyncio "
                     "client against the same cluster, no operator; ready when every workload is",
-            "direct_api_ms": _summary(base_create),
+            "direct_api_ms": summary(base_create),
             "direct_to_ready_ms": ready_base,
         },
         "operator_overhead_p50_ms": round(create["p50"] - ready_base["p50"], 1),

@@ -451,17 +451,29 @@ def pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     return dep
 
 
+def hacked_pos_peers(spec: Spec) -> list[str]:
+    """The stores where the hacked POS's accomplice returns first: every other store, when the attack mix
+    gives a mode that needs a peer store (AttackMode.needs_peer) a weight; else none."""
+    hacked = spec.hacked_store
+    if hacked is None or not any(w > 0 for m, w in spec.pos.hacked.attack_mix.weights().items() if m.needs_peer):
+        return []
+    return [s for s in spec.store_names if s != hacked]
+
+
 def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     fd = owner.name
     h = spec.pos.hacked
     args = ["hacked-pos", "--store", store, "--url", store_url(fd, store, "pos"),
             "--password-file", role_password_file(store, "pos"), "--rate", f"{h.rate:g}",
             "--attack-mix", h.attack_mix.as_flag()]
+    peers = hacked_pos_peers(spec)
+    for p in peers:   # the accomplice's tills, with the pos user of those stores
+        args += ["--peer", f"{p}={store_url(fd, p, 'pos')}", "--peer-password-file", f"{p}={role_password_file(p, 'pos')}"]
     # A compromised registered terminal: it holds a real key (only photo and cross-store rules catch it).
     env = [secret_env("FRAUDDEMO_TERMINAL_KEY", terminal_secret(fd))]
     container = app_container(spec, "hacked-pos", args, env, small_resources())
     dep = deployment(owner, spec, hacked_pos_name(fd), "hacked-pos", {L_STORE: store}, container)
-    mount_role_secrets(dep, fd, [(store, "pos")])
+    mount_role_secrets(dep, fd, [(store, "pos"), *((p, "pos") for p in peers)])
     return dep
 
 
@@ -544,9 +556,9 @@ DNS_EGRESS = {"to": [{"namespaceSelector": {}}],
               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
-def store_ingress_policy(owner: Owner, store: str) -> dict:
+def store_ingress_policy(owner: Owner, store: str, hacked_peer: bool = False) -> dict:
     """Only this store's own servers, its points of sale, the detector and the syncers of links
-    that touch this store reach it."""
+    that touch this store reach it (and the hacked POS when its accomplice returns here)."""
     inst = {L_INSTANCE: owner.name}
     peers = [
         {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "store", L_STORE: store}}},
@@ -557,6 +569,8 @@ def store_ingress_policy(owner: Owner, store: str) -> dict:
         {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "syncer", L_LINK_SOURCE: store}}},
         {"podSelector": {"matchLabels": {**inst, L_COMPONENT: "syncer", L_LINK_TARGET: store}}},
     ]
+    if hacked_peer:
+        peers.append({"podSelector": {"matchLabels": {**inst, L_COMPONENT: "hacked-pos"}}})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": metadata(owner, f"{store_name(owner.name, store)}-ingress", "network-policy",
                                  {L_STORE: store}),
@@ -621,6 +635,15 @@ def pos_egress_policy(owner: Owner, store: str) -> dict:
                                 DNS_EGRESS]}}
 
 
+def hacked_pos_peers_egress_policy(owner: Owner, peers: list[str]) -> dict:
+    """The hacked POS reaches the peer stores its accomplice returns at (hacked_pos_peers)."""
+    return _policy(owner, f"{hacked_pos_name(owner.name)}-peers-egress", {"matchLabels": selector(owner, "hacked-pos")},
+                   egress=[{"to": [{"podSelector": {"matchLabels": selector(owner, "store"),
+                                                    "matchExpressions": [{"key": L_STORE, "operator": "In",
+                                                                          "values": list(peers)}]}}],
+                            "ports": [{"protocol": "TCP", "port": STORE_PORT}]}])
+
+
 # --- everything ----------------------------------------------------------------------------------------
 
 def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[dict]:
@@ -647,8 +670,11 @@ def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json:
     if spec.security.network_policies:
         out += [default_deny_policy(owner), store_clients_egress_policy(owner), detector_ingress_policy(owner),
                 syncer_metrics_policy(owner)]
+        peers = hacked_pos_peers(spec)
         for s in spec.store_names:
-            out.append(store_ingress_policy(owner, s))
+            out.append(store_ingress_policy(owner, s, hacked_peer=s in peers))
+        if peers:
+            out.append(hacked_pos_peers_egress_policy(owner, peers))
         pos_stores = set(spec.store_names if spec.pos.enabled else [])
         if hacked is not None:
             pos_stores.add(hacked)

@@ -14,6 +14,7 @@ from .settings import Settings
 
 FD = (crd.GROUP, crd.VERSION, crd.PLURAL)
 MANAGED = {builders.L_MANAGED_BY: builders.MANAGER}
+FINALIZER = "frauddemo.io/finalizer"   # kopf's, on every FraudDemo whose timers run
 
 
 def _ref(namespace: str, name: str, uid: str) -> dict:
@@ -43,7 +44,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> No
     settings.posting.level = logging.WARNING
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="frauddemo.io")
     settings.persistence.diffbase_storage = DemoDiffBase(prefix="frauddemo.io", key="last-handled-configuration")
-    settings.persistence.finalizer = "frauddemo.io/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.networking.request_timeout = max(s.request_timeout, 30)
     settings.networking.error_backoffs = [0.2, 0.5, 1, 2, 5, 10]
     settings.watching.reconnect_backoff = 0.2
@@ -117,6 +118,13 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
             kopf.event(_ref(st.namespace, st.name, st.uid), type="Normal", reason="Repaired", message=message)
 
 
+def timers_wanted(body, name, namespace, memo: kopf.Memo, **_) -> bool:
+    """Whether the FraudDemo's timers run. kopf keeps its finalizer on an object with timers, and the event
+    that adds it runs no other handler: a new FraudDemo gets them (and the finalizer) once reconciled,
+    off its creation's critical path; one that has the finalizer (an operator restart) at once."""
+    return FINALIZER in (body.get("metadata", {}).get("finalizers") or []) or memo.runtime.reconciled(namespace, name)
+
+
 async def detector(name, namespace, memo: kopf.Memo, **_) -> None:
     """Timer: the detector's figures into the status."""
     await memo.runtime.detector_tick(namespace, name)
@@ -141,9 +149,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
     kopf.timer(*FD, id="detector", interval=settings.stats_seconds, initial_delay=settings.stats_seconds,
-               registry=reg)(detector)
+               when=timers_wanted, registry=reg)(detector)
     kopf.timer(*FD, id="resync", interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
-               registry=reg)(resync)
+               when=timers_wanted, registry=reg)(resync)
     for kind in kube.CHILD_KINDS.values():
         kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg,
                       id=f"child-{kind.plural}")(child_event)
