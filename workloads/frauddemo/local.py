@@ -506,7 +506,7 @@ def up(stores: list[str], data_dir: str | None, port: int, headless: bool, durat
         sup.start()
         if not sup.stopping and wait_serving(sup) and not sup.stopping:
             url = sup.service_url
-            print(f"FraudDemo is up: {url}/  (API docs {url}/docs, live events {url}/api/events, "
+            print(f"FraudDemo is up: {url}/  (API description {url}/openapi.json, live events {url}/api/events, "
                   f"health {url}/readyz, metrics {url}/metrics)", flush=True)
             print(f"data: {sup.data_dir} (kept for the next run)  stack: {sup.data_dir / 'stack.json'}  "
                   f"logs: {sup.logs_dir}", flush=True)
