@@ -594,11 +594,14 @@ async function guideReturn() {
     const vb = byId.get(rb.attempt).verdict;
     const va = byId.get(ra.attempt).verdict;
     const flagged = [[ra, va], [rb, vb]].filter(([, v]) => v.decision !== 'allow');
-    const detector = flagged.length
-      ? flagged.map(([r, v]) => `${DETECTOR[v.decision]} the return at ${storeName(r.store)} (score ${v.score}: ${v.reasons.map((x) => reasonText(x.code)).join(', ')}; money ${MONEY[v.outcome] || v.outcome}) ${ms(Math.max(0, v.decided_us - byId.get(r.attempt).committed_us) / 1000)} after it`).join('; ')
-      : 'allowed both';
+    const after = (r, v) => ms(Math.max(0, v.decided_us - byId.get(r.attempt).committed_us) / 1000);
+    const acts = flagged.map(([r, v]) => (v.decision === 'block'
+      ? `blocked the return at ${storeName(r.store)} (score ${v.score}) ${after(r, v)} after it`
+      : `sent the return at ${storeName(r.store)} to review (score ${v.score}) ${after(r, v)} after it`));
+    const why = [...new Set(flagged.flatMap(([, v]) => v.reasons.map((x) => reasonText(x.code))))].join(', ');
+    const detector = flagged.length ? `${acts.join(' and ')}: ${why}` : 'allowed both';
     guideSay(`Receipt ${receipt}: ${cap(storeName(a))} ${ra.local_decision}: ${said(ra, rb)}. ${cap(storeName(b))} ${rb.local_decision}: ${said(rb, ra)}. `
-      + `The detector ${detector}${partitioned ? ': it reads both stores directly, so it saw both returns during the partition' : ''}. `
+      + `The detector ${detector}${partitioned ? '. It reads both stores directly, so it saw both returns during the partition' : ''}. `
       + (partitioned ? 'Next: step 4 heals the link.' : 'With the link up the stores stop a double return themselves; the detector is the second line.'),
     partitioned ? 'warn' : 'ok');
     const al = [rb, ra].map((r) => byId.get(r.attempt).alert).find(Boolean);
@@ -962,14 +965,14 @@ function renderCompare(a) {
       photo(t.photo && !t.photo_urls ? PRIVATE : t.photo, PHOTO, `return photo ${i + 1}`),
       el('dl', { cls: 'facts' },
         hacked ? fact('Store said', 'not asked: the till refunded by itself') : factBadge('Store said', t.local_decision),
-        factBadge('Detector', v.decision ? `${DETECTOR[v.decision] || v.decision} ${v.score}` : 'judging…', v.decision || 'pending'),
+        factBadge('Detector', v.decision ? `${DETECTOR_SHORT[v.decision] || v.decision} ${v.score}` : 'judging…', v.decision || 'pending'),
         fact('Photo check', photoCheck(t, v.photo)))),
     el('dl', { cls: 'facts' },
       fact('Store knew', heardOf(t, attempts, order)),
       fact('Time', `${clock(t.committed_us)}${gap}${seen ? `; detector${seen}` : ''}`),
       fact('Till', hacked ? `hacked till ${t.terminal}` : `${t.terminal}${t.signed ? ' (signed)' : ' (unsigned)'}`)),
     t.attempt !== a.attempt && v.reasons && v.reasons.length
-      ? el('ul', { cls: 'reasons' }, ...v.reasons.map((r) => el('li', { text: tidy(r.text, order) }))) : null));
+      ? el('ul', { cls: 'reasons' }, ...v.reasons.map((r) => el('li', { text: reasonText(r.code), attrs: { title: tidy(r.text, order) } }))) : null));
   });
   $('cmp-sides').replaceChildren(...sides);
 }
