@@ -24,7 +24,6 @@ import threading
 from pathlib import Path
 
 from .config import ConfigError, check_name, check_url, parse_stores, password_for
-from .servers import ServerError
 
 
 def _logging(level: str = "INFO") -> None:
@@ -152,6 +151,8 @@ def cmd_scenario(a) -> int:
     else:
         from .local import Supervisor
 
+        print(f"frauddemo: no demo is running on {a.data_dir}: starting one of its own for this scenario, "
+              "removed after it", file=sys.stderr, flush=True)
         sup = Supervisor(["a", "b"], port=_free_port(), headless=True, rate=0, hacked_rate=0)
         try:
             sup.start()
@@ -462,11 +463,16 @@ def main(argv=None) -> int:
     """Every error a user can cause is one line on stderr (exit 2); Ctrl-C at any moment exits 130
     without a traceback."""
     try:
+        from .servers import ServerError  # here, not at the top: the first second is Ctrl-C-safe
+
         args = build_parser().parse_args(argv)
         _logging(args.log_level)
         return args.fn(args) or 0
+    except KeyboardInterrupt:  # first: ServerError is unbound when Ctrl-C came during its import
+        return 130
+    except BrokenPipeError:  # the reader left (`frauddemo status | head`): no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ConfigError, ServerError) as e:
         print(f"frauddemo: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
