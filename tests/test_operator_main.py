@@ -120,6 +120,36 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+def test_resync_and_detector_timers_run_per_fraud_demo_at_their_intervals(kube_cluster, kube_ns):
+    """kopf timers: a full resync every resync_seconds and the detector's figures every stats_seconds,
+    for each FraudDemo, once it was reconciled (kopf's finalizer with them)."""
+    settings = dataclasses.replace(kube_cluster.op.settings, namespaces=(kube_ns,), resync_seconds=0.5,
+                                   stats_seconds=0.2)
+    with OperatorThread(settings) as op:
+        calls: list[tuple[str, float]] = []
+        real_resync = op.runtime.resync
+
+        async def resync(namespace, name):
+            calls.append((name, time.monotonic()))
+            return await real_resync(namespace, name)
+        op.runtime.resync = resync
+        kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
+        kube_cluster.wait_phase(kube_ns, "demo", "Ready")
+        wait_for(lambda: len(calls) >= 3, 10, what="three resyncs")
+        gaps = [b - a for (_, a), (_, b) in zip(calls, calls[1:])]
+        assert all(g >= 0.4 for g in gaps), gaps
+        assert {n for n, _ in calls} == {"demo"}
+        assert kube_cluster.fd(kube_ns, "demo")["metadata"]["finalizers"] == ["frauddemo.io/finalizer"]
+        st = op.runtime.demos[(kube_ns, "demo")]
+        t = time.monotonic()
+        wait_for(lambda: (st.polled_at or 0) > t, 5, what="the detector polled")
+        kube_cluster.delete_fd(kube_ns, "demo")   # kopf stops the timers, then takes its finalizer off
+        wait_for(lambda: kube_cluster.fd(kube_ns, "demo") is None, 10, what="the FraudDemo gone")
+        n = len(calls)
+        time.sleep(1.5)
+        assert len(calls) == n, "a timer still ran after the FraudDemo was deleted"
+
+
 def test_credentials_come_from_kubernetes_asyncio(kube_cluster, tmp_path):
     async def go():
         cfg = await kube.load_configuration(kube_cluster.emu.kubeconfig(tmp_path / "kc"))
