@@ -285,3 +285,20 @@ def test_a_provider_that_fails_to_load_is_one_warning_and_the_other_verbs_stay(m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("frauddemo: warning: the broken commands are unavailable (")
     assert {"up", "status", "link", "photo", "operator"} <= set(verbs)
+
+
+def test_a_service_that_cannot_start_is_one_line_with_its_cause_not_up(tmp_path):
+    """The detector exits before it ever answers (here: a bad setting only it reads): `up` says why and
+    where its log is, instead of 'is up' beside a crash loop whose cause only the log held."""
+    env, port = _env(tmp_path, FRAUDDEMO_API_POST_RATE="fast"), free_port()
+    data = tmp_path / "frauddemo"
+    proc = _up(env, port)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc, data)
+    assert proc.returncode == 2 and "is up" not in out
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("frauddemo: ")]
+    assert line.startswith("frauddemo: the detection service exited with code 2 before it answered: ")
+    assert "FRAUDDEMO_API_POST_RATE must be a number" in line and line.endswith(f"its log: {data / 'logs' / 'detector.log'}")
+    assert "Traceback" not in err
