@@ -1,4 +1,4 @@
-"""The API the dashboard adds (api.py): reset, summary, hacked-POS state, catalogue; on real stores and
+"""The API the dashboard adds (frauddemo.web.routes): reset, summary, hacked-POS state, catalogue; on real stores and
 real syncers, through the real FastAPI app."""
 import pytest
 from fastapi.testclient import TestClient
