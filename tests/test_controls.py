@@ -71,3 +71,23 @@ def test_store_reset_wipes_the_data_in_one_call_and_reports_the_log_position(sto
     assert a.r.xlen(PURCHASES) == 0 and a.r.xinfo_groups(PURCHASES)[0]["name"] == b"detectors"
     assert controls.reset_token(a) == "tok-1" and controls.partitioned_from(a, "b")
     assert a.position() == position
+
+
+def test_the_detector_user_may_reset_a_store_a_hacked_till_wrote_to(stores):
+    """The API runs the reset as the detector role: fd_reset must pass its ACL on every key it meets,
+    the hacked till's ground-truth labels stream (fd:ev:labels) included."""
+    from frauddemo.store import Store
+    from frauddemo.till import HackedTill
+
+    (srv, a), = stores("a").values()
+    till = Till(a, KEYS, "a-pos-1")
+    p = till.purchase("cust-00001", {"shirt": 1}, capture("cust-00001", random.Random(1)))
+    HackedTill(a, KEYS, "a-pos-9").refund(p["receipt"], "cust-00001", 100, None, AttackMode.NO_PHOTO)
+    assert a.r.xlen("fd:ev:labels") == 1
+    url, password = srv.credentials("detector")
+    detector = Store.connect(url, password=password)
+    try:
+        deleted, *_ = detector.reset(controls.RESET_KEY, "tok-2")
+    finally:
+        detector.close()
+    assert deleted > 0 and a.r.xlen("fd:ev:labels") == 0 and controls.reset_token(a) == "tok-2"
