@@ -287,6 +287,11 @@ class Syncer:
         ckpt = dst.checkpoint(src.replica)
         if ckpt and ckpt.get("epoch") != src.epoch:
             self._resync("the source was reset (new epoch)")
+        elif not ckpt and src.checkpoint(dst.replica).get("epoch", dst.epoch) != dst.epoch:
+            # The target came back on an empty disk (a new epoch) and the source had merged from its
+            # earlier life: the source's log holds only the source's own writes, so the target's own
+            # history, which the source holds as merged state, travels only in a full-state transfer.
+            self._resync("the target came back empty; its earlier writes are here")
         reader = _Reader(src.r.connection_pool.get_connection(), self.cfg)
         merge_conn = dst.r.connection_pool.get_connection()
         head = (b"FCALL", b"fd_merge", b"0", src.replica.encode(), src.epoch.encode())
