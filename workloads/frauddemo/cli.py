@@ -341,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .local import default_data_dir
 
     p = argparse.ArgumentParser(prog="frauddemo", description=__doc__, formatter_class=_TopHelp)
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="how much the command logs to stderr")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   metavar="LEVEL",
+                   help="how much the command logs to stderr: DEBUG, INFO, WARNING or ERROR")
+    sub = p.add_subparsers(dest="verb", required=True)
     data_default = default_data_dir()
 
     up = sub.add_parser("up", help="the whole demo on this machine, on embedded servers", formatter_class=_Help,
