@@ -523,9 +523,16 @@ async function runScenario() {
     showAlert(r.alert.id, { pin: true }); // the presenter looks at this one, whatever comes next
     const [legit, fraud] = r.attempts;
     const gap = (fraud.committed_us - legit.committed_us) / 1000;
+    // whether store B had heard of A's return when the hacked till wrote its refund: the store's own record
+    const story = await api(`/api/purchases/${encodeURIComponent(r.receipt)}`);
+    const rec = story.attempts.find((t) => t.attempt === fraud.attempt);
+    const heard = rec && Array.isArray(rec.store_had_heard_of) ? rec.store_had_heard_of.includes(legit.attempt) : null;
+    const knew = heard === null ? `the return at A reached B in ${ms(r.replication_lag_ms)}`
+      : heard ? `${storeName(fraud.store)} had already heard of the return at ${storeName(legit.store)}, but a hacked till does not ask`
+        : `${storeName(fraud.store)} had not heard of the return at ${storeName(legit.store)} yet; it did ${ms(r.replication_lag_ms)} after that return`;
     guideSay(`Receipt ${r.receipt}: ${storeName(legit.store)} ${legit.local_decision} the customer's return (photo: ${legit.verification}). `
       + `${ms(gap)} later the hacked till ${fraud.terminal} at ${storeName(fraud.store)} refunded the same receipt without asking its store `
-      + `(the return at A had reached B in ${ms(r.replication_lag_ms)}, but a hacked till does not ask). `
+      + `(${knew}). `
       + `The detector ${DETECTOR[r.alert.decision] || r.alert.decision} it, score ${r.alert.score}, ${ms(r.detection_latency_ms)} after the refund: `
       + `${r.alert.codes.map(reasonText).join(', ')}. Next: step 2.`, TONE[r.alert.decision]);
     stepDone(1);
@@ -943,11 +950,11 @@ function renderCompare(a) {
   // what each store has merged of this receipt's returns: during a partition they differ, after the heal not
   const known = Object.entries(story.replicated || {}).filter(([, v]) => v.receipt || v.attempts)
     .map(([k, v]) => `${storeName(k)}: ${v.attempts} of ${attempts.length}`).join(', ');
+  $('cmp-known').textContent = known || '–';
   $('cmp-purchase').replaceChildren(
     photo(rc && rc.photo && !story.purchase_photo ? PRIVATE : rc && rc.photo, PURCHASE_PHOTO, 'purchase photo'),
     el('p', { cls: 'item-sub', text: rc ? `Bought at ${storeName(rc.store)}, ${clock(rc.committed_us)}` : 'purchase not found' }),
-    el('p', { cls: 'item-sub', text: rc ? rc.items.map((i) => `${i.qty} × ${i.name}`).join(', ') : '' }),
-    el('p', { cls: 'item-sub cmp-known', text: known ? `Returns known at ${known}` : '' }));
+    el('p', { cls: 'item-sub', text: rc ? rc.items.map((i) => `${i.qty} × ${i.name}`).join(', ') : '' }));
   const sides = [];
   const first = attempts[0];
   attempts.forEach((t, i) => {
@@ -995,7 +1002,6 @@ function photoCheck(t, p) {
 // committed one (store_had_heard_of; null for older data): the other returns it had not heard of
 // were not replicated to it yet, or the link was partitioned. It refused for one it had heard of.
 function heardOf(t, attempts, order) {
-  if (isHacked(t)) return 'not asked: this till approves its own refunds';
   const said = (t.local_reasons || []).map((x) => tidy(x, order));
   const knew = said.find((x) => /already refunded|held for review/.test(x));
   const others = attempts.filter((b) => b.attempt !== t.attempt);
@@ -1187,6 +1193,7 @@ async function start() {
       state.catalogue = cat.items;
       Object.keys(st.stores).forEach((name, i) => storeColumn(name, i));
       document.body.dataset.stores = String(stores.size);
+      $('guide').hidden = stores.size < 2; // the guided demo is about two stores and their link
       break;
     } catch (e) {
       setConn('down', `Service unavailable (${e.message}), retrying…`);
