@@ -188,7 +188,8 @@ def test_the_alert_rules_load_and_evaluate(live):
                what="a rule evaluation")
     rs = rules()
     assert sorted(r["name"] for r in rs) == ["FraudDemoDetectorDown", "FraudDemoFraudSpike",
-                                              "FraudDemoReplicationLagHigh", "FraudDemoReplicationLinkDown"]
+                                              "FraudDemoReplicationLagHigh", "FraudDemoReplicationLinkDown",
+                                              "FraudDemoStoreClockSkew"]
     assert [(r["name"], r.get("lastError")) for r in rs if r["health"] != "ok"] == []
     # the stack is healthy: no link, lag or detector alert (a fraud spike may well be pending)
     raised = {a["labels"]["alertname"] for r in rs for a in r.get("alerts", [])}
