@@ -216,7 +216,7 @@ def hacked_mode(sim: Simulator, mix: dict[str, float], usable) -> str | None:
 
 
 def hacked_loop(sim: Simulator, till: HackedTill, cfg: HackedConfig, peers: dict[str, Till], stop, out=print):
-    unusable = [m for m in cfg.mix if m in PEER_MODES and not peers]
+    unusable = [str(m) for m in cfg.mix if m in PEER_MODES and not peers]
     if unusable:
         log.warning("modes %s need --peer NAME=URL (an accomplice's store); they are skipped", unusable)
 
