@@ -337,6 +337,120 @@ def test_metrics_of_the_detector_and_of_a_syncer(demo):
     assert m and float(m.group(1)) > 0, text[:2000]
 
 
+def _dashboard_render():
+    """dashboards/render.py (Grafana's variable interpolation), loaded from its file."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("frauddemo_dashboards_render", ROOT / "dashboards" / "render.py")
+    mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _prometheus_config(demo, rules: Path) -> dict:
+    """Debian's Prometheus discovering the demo's pods through the API server (role endpoints) and keeping
+    what the operator's ServiceMonitor selects (Services labelled with the instance and metrics=true, ports
+    http and metrics), with the labels the prometheus-operator gives such targets."""
+    pki = demo.c.dir / "pki"
+    return {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [{
+            "job_name": f"serviceMonitor/{NS}/{FD}",
+            "kubernetes_sd_configs": [{
+                "role": "endpoints", "api_server": f"https://127.0.0.1:{demo.c.api_port}",
+                "namespaces": {"names": [NS]},
+                "tls_config": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "admin.crt"),
+                               "key_file": str(pki / "admin.key")}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_instance",
+                                   "__meta_kubernetes_service_label_frauddemo_io_metrics"],
+                 "regex": f"{FD};true", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "http|metrics", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "target_label": "endpoint"},
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+            ]}],
+    }
+
+
+def test_prometheus_scrapes_the_pods_through_kubernetes_discovery_and_fills_the_dashboard(demo, tmp_path):
+    """Issue 15's stretch: the chart's rules loaded into Debian's Prometheus, which finds the detector and
+    the syncers through Kubernetes service discovery; every query of the generated dashboard returns data."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        _skip_or_fail("prometheus is missing (apt-get install prometheus; tools/system-deps.sh does)")
+    import yaml
+    render = _dashboard_render()
+    dash = json.loads((ROOT / "dashboards" / "frauddemo-dashboard.json").read_text())
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(ROOT / "charts" / "frauddemo" / "files" / "frauddemo-rules.yaml", rules)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(demo, rules)))
+    port = free_port()
+    prom = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def query(promql: str) -> list:
+        body = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    try:
+        def targets_up():
+            try:
+                active = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+            return {t["labels"]["service"] for t in active if t["health"] == "up"} == {f"{FD}-detector", f"{FD}-syncers"}
+        wait_for(targets_up, 90, 1, what="Prometheus to find and scrape the detector and the syncers")
+        active = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        assert all(t["labels"]["namespace"] == NS and t["labels"]["pod"].startswith(FD) for t in active), active
+        syncer_pods = {t["labels"]["pod"] for t in active if t["labels"]["service"] == f"{FD}-syncers"}
+        assert len(syncer_pods) == 2, syncer_pods  # a -> b and b -> a
+
+        groups = httpx.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        loaded = [r for g in groups for r in g["rules"]]
+        expected = yaml.safe_load(rules.read_text())["groups"][0]["rules"]
+        assert sorted(r["name"] for r in loaded) == sorted(r["alert"] for r in expected)
+
+        stores = ["a", "b"]
+        queries = []
+        for p in dash["panels"]:
+            if p["type"] == "row":
+                continue
+            for store in (stores if p.get("repeat") == "store" else ["|".join(stores)]):
+                variables = {"namespace": NS, "instance": FD, "store": store, "__rate_interval": "20s",
+                             "__range": "5m", "datasource": "prometheus"}
+                queries += [(f"{p['title'].replace('$store', store)} [{t['legendFormat']}]",
+                             render.interpolate(t["expr"], variables)) for t in p["targets"]]
+        assert len(queries) > 30
+
+        def empty() -> list[str]:
+            return [what for what, promql in queries if not query(promql)]
+        missing = empty()
+        deadline = time.monotonic() + 120
+        while missing and time.monotonic() < deadline:
+            time.sleep(3)
+            missing = empty()
+        assert missing == [], f"panels without data ({len(missing)} of {len(queries)}):\n  " + "\n  ".join(missing)
+        assert [(r["name"], r.get("lastError")) for g in httpx.get(f"{prom}/api/v1/rules", timeout=5).json()
+                ["data"]["groups"] for r in g["rules"] if r["health"] != "ok"] == []
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+        print("--- prometheus.log (tail)\n" + "\n".join((tmp_path / "prometheus.log").read_text().splitlines()[-20:]))
+
+
 def test_the_dashboard_loads_in_chromium_without_console_errors(demo):
     if not os.access(CHROMIUM, os.X_OK):
         _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium)")
