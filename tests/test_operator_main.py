@@ -188,6 +188,8 @@ def test_per_event_handler_successes_are_not_logged():
         return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
     assert not f.filter(rec("Handler 'child-deployments' succeeded."))
     assert not f.filter(rec("Handler 'demo_event' succeeded."))
+    assert not f.filter(rec("Handler 'detector' succeeded."))   # the timers, every FraudDemo's
+    assert not f.filter(rec("Handler 'resync' succeeded."))
     assert f.filter(rec("Handler 'reconcile' succeeded."))
     assert f.filter(rec("Handler 'child-deployments' succeeded.", logging.WARNING))
     assert f.filter(rec("Reconciled: 3 patched"))

@@ -15,6 +15,7 @@ from .settings import Settings
 FD = (crd.GROUP, crd.VERSION, crd.PLURAL)
 MANAGED = {builders.L_MANAGED_BY: builders.MANAGER}
 FINALIZER = "frauddemo.io/finalizer"   # kopf's, on every FraudDemo whose timers run
+DETECTOR_TIMER, RESYNC_TIMER = "detector", "resync"   # the timers' handler ids
 
 
 def _ref(namespace: str, name: str, uid: str) -> dict:
@@ -120,9 +121,10 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
 
 def timers_wanted(body, name, namespace, memo: kopf.Memo, **_) -> bool:
     """Whether the FraudDemo's timers run. kopf keeps its finalizer on an object with timers, and the event
-    that adds it runs no other handler: a new FraudDemo gets them (and the finalizer) once reconciled,
-    off its creation's critical path; one that has the finalizer (an operator restart) at once."""
-    return FINALIZER in (body.get("metadata", {}).get("finalizers") or []) or memo.runtime.reconciled(namespace, name)
+    that adds it runs no other handler: a new FraudDemo gets them (and the finalizer) once deployed,
+    off its creation's critical path (an invalid one, with nothing to poll or resync, not at all); one that
+    has the finalizer (an operator restart) at once."""
+    return FINALIZER in (body.get("metadata", {}).get("finalizers") or []) or memo.runtime.deployed(namespace, name)
 
 
 async def detector(name, namespace, memo: kopf.Memo, **_) -> None:
@@ -148,9 +150,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.resume(*FD, registry=reg)(reconcile)
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
-    kopf.timer(*FD, id="detector", interval=settings.stats_seconds, initial_delay=settings.stats_seconds,
+    kopf.timer(*FD, id=DETECTOR_TIMER, interval=settings.stats_seconds, initial_delay=settings.stats_seconds,
                when=timers_wanted, registry=reg)(detector)
-    kopf.timer(*FD, id="resync", interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
+    kopf.timer(*FD, id=RESYNC_TIMER, interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
                when=timers_wanted, registry=reg)(resync)
     for kind in kube.CHILD_KINDS.values():
         kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg,

@@ -36,14 +36,16 @@ async def operate(settings: Settings | None = None, *, stop_flag=None, ready_fla
 
 
 class QuietEventHandlers(logging.Filter):
-    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child."""
+    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child, and
+    the timers' (every FraudDemo's, every STATS_SECONDS)."""
+
+    QUIET = ("'child-", "'demo_event'", "'peering'", f"'{handlers.DETECTOR_TIMER}'", f"'{handlers.RESYNC_TIMER}'")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:
             return True
         msg = record.getMessage()
-        return not (msg.startswith("Handler '") and msg.endswith("' succeeded.")
-                    and ("'child-" in msg or "'demo_event'" in msg or "'peering'" in msg))
+        return not (msg.startswith("Handler '") and msg.endswith("' succeeded.") and any(q in msg for q in self.QUIET))
 
 
 def run(settings: Settings | None = None) -> int:

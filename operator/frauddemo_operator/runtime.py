@@ -437,10 +437,10 @@ class Runtime:
     # kopf runs the timers only while this operator is active: it stops them while a peer with the same
     # or a higher priority holds the peering, and starts them again when it resumes.
 
-    def reconciled(self, namespace: str, name: str) -> bool:
-        """This FraudDemo was reconciled (or found invalid) at least once by this operator."""
+    def deployed(self, namespace: str, name: str) -> bool:
+        """This FraudDemo's spec was valid at its last reconcile by this operator (its children are there)."""
         st = self.demos.get((namespace, name))
-        return st is not None and st.reconciled_generation is not None
+        return st is not None and st.reconciled_spec is not None
 
     async def detector_tick(self, namespace: str, name: str) -> status.DetectorStats | None:
         """Read the detector's figures into the status (once its Deployment has a ready pod)."""
