@@ -302,3 +302,16 @@ def test_a_service_that_cannot_start_is_one_line_with_its_cause_not_up(tmp_path)
     assert line.startswith("frauddemo: the detection service exited with code 2 before it answered: ")
     assert "FRAUDDEMO_API_POST_RATE must be a number" in line and line.endswith(f"its log: {data / 'logs' / 'detector.log'}")
     assert "Traceback" not in err
+
+
+def test_make_demo_takes_a_port_and_installs_the_runtime_only(tmp_path):
+    """`make demo PORT=N` passes the port on; a fresh venv gets `.` (not the test extras) with pip's
+    output in a log, after one line saying that the first run installs."""
+    root = Path(__file__).resolve().parent.parent
+    plan = subprocess.run(["make", "-n", "demo", "PORT=8081", f"VENV={tmp_path / 'venv'}"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    assert lines[0].startswith('echo "make demo: installing') and "about a minute" in lines[0]
+    assert "pip install --disable-pip-version-check -e . >>" in plan.stdout and "[test]" not in plan.stdout
+    assert lines[-1].endswith("bin/frauddemo up --port 8081")
