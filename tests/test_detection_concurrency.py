@@ -53,6 +53,16 @@ def test_concurrent_returns_the_evidence_decides_whatever_the_clocks(b_clock):
     assert v["tb"].decision == "block" and set(codes(v["tb"])) == {"missing_photo", "multiple_returns"}
 
 
+def test_an_unsure_face_match_is_a_doubt_not_a_fact_between_concurrent_returns():
+    """An honest customer whose capture fell in the verifier's uncertain band is not blocked in favour of
+    a concurrent return with a clean match: both wait for a person."""
+    unsure = {"verdict": "review", "similarity": 0.95, "rejected": None, "replay": None}
+    v = judge(attempt("ta", 1_000_000, "a", []), attempt("tb", 2_000_000, "b", []),
+              photos={"ta": unsure, "tb": MATCH})
+    assert v["ta"].decision == "review" and "multiple_returns" not in codes(v["ta"])
+    assert v["tb"].decision == "review" and codes(v["tb"]) == ["concurrent_returns"]
+
+
 def test_what_a_store_had_heard_of_orders_returns_not_the_clock():
     """b heard of a's return before deciding: b is second even though b's clock reads earlier."""
     v = judge(attempt("ta", 1_000_000, "a", []), attempt("tb", 1_000_000 - SKEW_US, "b", ["ta"]))

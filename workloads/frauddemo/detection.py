@@ -247,22 +247,26 @@ def order(b: Attempt, a: Attempt) -> str:
 def _concurrent_reasons(a: Attempt, others: list[Attempt], own: dict[str, list[tuple[str, int, str]]]
                         ) -> list[tuple[str, int, str]]:
     """Refunds of one receipt at stores that had not heard of each other's: no clock can say which came
-    first. The evidence decides when it differs (the attempt with nothing against it keeps its refund,
-    one with findings of its own is the second refund); when it does not, both wait for a person."""
+    first. A fact against one of them (no photo, a copied photo, a bad signature) makes it the second
+    refund when a rival has none; otherwise (the same evidence, or only doubts such as an unsure face
+    match) both wait for a person."""
     rivals = [b for b in others if b.decision != REFUSED]
     if not rivals or a.decision == REFUSED:
         return []
-    clean = [b for b in rivals if not own[b.id]]
-    if own[a.id] and clean:
+    sound = [b for b in rivals if not _has_fact(own[b.id])]
+    if _has_fact(own[a.id]) and sound:
         return [(MULTIPLE_RETURNS, WEIGHTS[MULTIPLE_RETURNS],
-                 f"receipt also returned at store {clean[0].store} while neither store had heard of the other's "
-                 f"return; that return carries no finding and this one does (attempt {clean[0].id})")]
-    if own[a.id] or clean:  # the same evidence on both sides (or findings on both)
-        b = (clean or rivals)[0]
-        return [(CONCURRENT_RETURNS, WEIGHTS[CONCURRENT_RETURNS],
-                 f"receipt also returned at store {b.store} while neither store had heard of the other's return "
-                 f"(attempt {b.id}): no clock can tell which came first, so a person decides")]
-    return []  # this one carries no finding and every rival does: they are the second refunds
+                 f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
+                 f"return; that return has nothing against it and this one does (attempt {sound[0].id})")]
+    if not sound:  # facts against every rival: they are the second refunds (this one too if it has one)
+        return []
+    return [(CONCURRENT_RETURNS, WEIGHTS[CONCURRENT_RETURNS],
+             f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
+             f"return (attempt {sound[0].id}): no clock can tell which came first, so a person decides")]
+
+
+def _has_fact(hits: list[tuple[str, int, str]]) -> bool:
+    return any(code in HARD and w == WEIGHTS[code] for code, w, _ in hits)
 
 
 def _earlier_reasons(a: Attempt, earlier: list[tuple[Attempt, str]]) -> list[tuple[str, int, str]]:
