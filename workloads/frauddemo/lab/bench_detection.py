@@ -48,9 +48,10 @@ from . import photo_attacks as attacks
 from ..photos import replay
 from ..photos.camera import render
 from ..photos.decode import PhotoRejected
+from .attacks import PRESENTS, attack_photo
 from .faces import capture_of, enrol
 from .stats import mean, percentile, rate, rounded
-from ..attack_modes import AttackMode
+from ..attack_modes import PEER_MODES, AttackMode
 from ..photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from ..till import HackedTill, Till, customer_id, face_of, wallet_key
 from ..retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
@@ -171,13 +172,14 @@ class Bench:
             rid, store, c = pool.pop()
             where = store if rng.random() < 0.8 else ("b" if store == "a" else "a")  # 20% cross-store
             actions.append(("legit", where, rid, c))
-        for mode in ("no-photo", "mismatched-photo", "replayed-photo", "unknown-receipt"):
+        for mode in (AttackMode.NO_PHOTO, AttackMode.MISMATCHED_PHOTO, AttackMode.REPLAYED_PHOTO,
+                     AttackMode.UNKNOWN_RECEIPT):
             for _ in range(per_mode):
                 rid, _, c = pool.pop()
-                if mode == "unknown-receipt":
+                if mode == AttackMode.UNKNOWN_RECEIPT:
                     rid = "r-unknown-" + "%016x" % rng.getrandbits(64)
                 actions.insert(rng.randrange(len(actions) + 1), ("fraud", mode, rid, c, rng.random() < 0.25))
-        for mode, first in (("double-return-same-store", "b"), ("double-return-other-store", "a")):
+        for mode, first in ((AttackMode.DOUBLE_RETURN_SAME_STORE, "b"), (AttackMode.DOUBLE_RETURN_OTHER_STORE, "a")):
             for _ in range(per_mode):
                 rid, _, c = pool.pop()
                 i = rng.randrange(len(actions) // 2)
@@ -187,14 +189,14 @@ class Bench:
         window = []
         for _ in range(per_mode):
             rid, _, c = pool.pop()
-            window.append([("legit", "a", rid, c), ("fraud", "window-race", rid, c, rng.random() < 0.25)])
+            window.append([("legit", "a", rid, c), ("fraud", AttackMode.WINDOW_RACE, rid, c, rng.random() < 0.25)])
         for pair in window:
             i = rng.randrange(len(actions) + 1)
             actions[i:i] = pair
         block = [("partition", True)]
         for _ in range(per_mode):
             rid, _, c = pool.pop()
-            block += [("legit", "a", rid, c), ("fraud", "partition", rid, c, rng.random() < 0.25)]
+            block += [("legit", "a", rid, c), ("fraud", AttackMode.PARTITION, rid, c, rng.random() < 0.25)]
             rid, store, c = pool.pop()
             block.append(("legit", store, rid, c))
         block.append(("partition", False))
@@ -280,12 +282,12 @@ class Bench:
             if case == "poor-light":
                 dark[i] = (act[3], self.rng.getrandbits(62))
             elif act[0] == "legit" or (act[0] == "fraud" and act[1] in (
-                    "double-return-same-store", "double-return-other-store", "window-race", "partition")):
+                    AttackMode.DOUBLE_RETURN_SAME_STORE, AttackMode.DOUBLE_RETURN_OTHER_STORE, *PEER_MODES)):
                 jobs[i] = (act[3], self.rng.getrandbits(62))
-            elif act[0] == "fraud" and act[1] in ("mismatched-photo", "mismatched-signed"):
+            elif act[0] == "fraud" and act[1] in (AttackMode.MISMATCHED_PHOTO, "mismatched-signed"):
                 other = self.rng.choice([c for c in self.customers if c != act[3]])
                 jobs[i] = (other, self.rng.getrandbits(62))
-            elif act[0] == "fraud" and act[1] == "unknown-receipt" and self.rng.random() < 0.5:
+            elif act[0] == "fraud" and act[1] == AttackMode.UNKNOWN_RECEIPT and self.rng.random() < 0.5:
                 jobs[i] = (self.rng.choice(self.customers), self.rng.getrandbits(62))
         with multiprocessing.get_context("spawn").Pool() as pool:
             rendered = pool.map(capture_of, list(jobs.values()), chunksize=16)
@@ -310,11 +312,14 @@ class Bench:
                 _, mode, rid, c, rogue = act
                 till = self.rogue if rogue else self.hacked
                 amount = self.amounts.get(rid, 4999)
-                photo = enrolled[c] if mode == "replayed-photo" else photos.get(i)
+                if mode in PRESENTS:
+                    photo = attack_photo(mode, purchase=enrolled[c], other=photos.get(i), capture=photos.get(i))
+                else:  # a face attack: its photo was made for it (attack_photos)
+                    photo = photos.get(i)
                 self.cases[till.refund(rid, c, amount, photo, mode).id] = mode
             attempts += 1
-            paired = i + 1 < len(actions) and actions[i + 1][0] == "fraud" and actions[i + 1][1] in (
-                "window-race", "partition") and act[0] == "legit"
+            paired = (i + 1 < len(actions) and actions[i + 1][0] == "fraud" and actions[i + 1][1] in PEER_MODES
+                      and act[0] == "legit")
             if not paired:  # the hacked half of a pair follows at once, inside the replication window
                 next_t = max(next_t + gap, time.monotonic() - gap)  # a slow till is not caught up in bursts
                 time.sleep(max(0.0, next_t - time.monotonic()))
@@ -475,7 +480,8 @@ def accuracy(rows: list[dict]) -> dict:
         "legit_flagged_by": dict(collections.Counter(r["reason"] for r in legit if r["decision"] != "allow")),
         "detection_latency_ms": {"p50": rounded(percentile(lat, 50), 2), "p99": rounded(percentile(lat, 99), 2),
                                  "mean": rounded(mean(lat), 2)},
-        "alert_latency_ms": {"p50": rounded(percentile(alert_lat, 50), 2), "p99": rounded(percentile(alert_lat, 99), 2)},
+        "alert_latency_ms": {"p50": rounded(percentile(alert_lat, 50), 2),
+                             "p99": rounded(percentile(alert_lat, 99), 2)},
         "attempts": len(rows), "fraud_attempts": len(fraud), "legit_attempts": len(legit),
         "no_verdict": sum(r["decision"] == "none" for r in rows),
     }

@@ -44,8 +44,10 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from .attacks import attack_photo
 from .faces import capture_of, enrol
 from .stats import summary
+from ..attack_modes import AttackMode
 from ..config import ConfigError, StoreRef
 from ..local import Supervisor, read_stack
 from ..photos.decode import PhotoRejected
@@ -60,7 +62,11 @@ GROWTH_SAMPLES = 3
 FLAT_PCT = 10.0
 EVENT_RETENTION = 200_000  # store.lua's default cap of every fd:ev:* stream
 STREAMS = ("fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts", "fd:ev:labels")
-HACKED_MODES = ("no-photo", "mismatched-photo", "replayed-photo", "double-return", "unknown-receipt")
+# The soak's hacked till: five attacks, each as likely. DOUBLE_RETURN is a receipt an honest till refunded,
+# again: double-return-same-store or -other-store, by where that refund was.
+DOUBLE_RETURN = "double-return"
+HACKED_MODES = (AttackMode.NO_PHOTO, AttackMode.MISMATCHED_PHOTO, AttackMode.REPLAYED_PHOTO, DOUBLE_RETURN,
+                AttackMode.UNKNOWN_RECEIPT)
 RETURN_MIN_AGE_S = 1.0  # a receipt is returned once it has had time to replicate
 MAX_ERROR_TEXTS = 10
 
@@ -300,15 +306,15 @@ class Tills:
     def hacked_attempt(self, rng: random.Random) -> str | None:
         mode = rng.choice(HACKED_MODES)
         here = self.hacked.store.replica
-        if mode == "unknown-receipt":
+        if mode == AttackMode.UNKNOWN_RECEIPT:
             customer = customer_id(rng.randrange(self.cfg.customers))
-            rid, photo = "r-unknown-%016x" % rng.getrandbits(64), None
-        elif mode == "double-return":
+            rid, sources = "r-unknown-%016x" % rng.getrandbits(64), {}
+        elif mode == DOUBLE_RETURN:
             if not self.returned:
                 return None
             rid, first, customer = self.returned[rng.randrange(len(self.returned))]
-            mode = "double-return-same-store" if first == here else "double-return-other-store"
-            photo = rng.choice(self.return_photos[self.face(customer)])
+            mode = AttackMode.DOUBLE_RETURN_SAME_STORE if first == here else AttackMode.DOUBLE_RETURN_OTHER_STORE
+            sources = {"capture": rng.choice(self.return_photos[self.face(customer)])}
         else:
             got = self._old_receipt()
             if got is None:
@@ -316,9 +322,8 @@ class Tills:
             rid, _, customer = got
             face = self.face(customer)
             other = (face + 1 + rng.randrange(self.cfg.identities - 1)) % self.cfg.identities
-            photo = {"no-photo": None, "mismatched-photo": self.purchase_photo[other],
-                     "replayed-photo": self.purchase_photo[face]}[mode]
-        self.hacked.refund(rid, customer, 4999, photo, mode)
+            sources = {"purchase": self.purchase_photo[face], "other": self.purchase_photo[other]}
+        self.hacked.refund(rid, customer, 4999, attack_photo(mode, **sources), mode)
         return "hacked"
 
     # -- threads -------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..attack_modes import AttackMode
 from ..config import ConfigError, check_name
 from ..ids import new_id
 from ..local import Supervisor, read_stack
@@ -78,13 +79,16 @@ from ..secretfiles import read_secret, write_secret
 from ..servers import free_port
 from ..store import Store, StoreError
 from ..syncer import pause_key
+from .attacks import attack_photo
 from .faces import usable_captures
 
 log = logging.getLogger("frauddemo.chaos")
 
 KINDS = ("kill_store", "kill_syncer", "kill_detector", "kill_pos", "pause_store", "partition", "restart_store")
 STORE_KINDS = ("kill_store", "pause_store", "restart_store")
-HACKED_MODES = ("no-photo", "replayed-photo", "unknown-receipt", "double-return-other-store", "window-race")
+# the hacked till's attacks in chaos (mismatched photos and same-store double returns are left to the benches)
+HACKED_MODES = (AttackMode.NO_PHOTO, AttackMode.REPLAYED_PHOTO, AttackMode.UNKNOWN_RECEIPT,
+                AttackMode.DOUBLE_RETURN_OTHER_STORE, AttackMode.WINDOW_RACE)
 DETECTOR_GROUP = "detectors"
 TICK_S = 0.05
 MAX_IDS = 10  # ids listed in the report per kind of failure
@@ -473,39 +477,40 @@ class Driver:
     def hacked_step(self, here: str, rng: random.Random) -> None:
         mode = rng.choice(HACKED_MODES)
         till = self.hacked[here]
-        if mode == "unknown-receipt":
+        if mode == AttackMode.UNKNOWN_RECEIPT:
             customer = f"chaos-{rng.randrange(self.cfg.customers):05d}"
-            a = till.refund(new_id("r"), customer, 4999, None, mode)
+            a = till.refund(new_id("r"), customer, 4999, attack_photo(mode), mode)
             return self._attempt(a.id, a.receipt, here, a.decision, mode, True)
-        if mode == "double-return-other-store":
+        if mode == AttackMode.DOUBLE_RETURN_OTHER_STORE:
             got = self._take_refunded(rng, not_at=here)
             if got is None:
                 return self.purchase(here, rng)
             rid, _, _, customer, amount = got
-            a = till.refund(rid, customer, amount, self.new_capture(customer), mode)
+            photo = attack_photo(mode, capture=lambda: self.new_capture(customer))
+            a = till.refund(rid, customer, amount, photo, mode)
             return self._attempt(a.id, rid, here, a.decision, mode, True)
         got = self._take_fresh(rng)
         if got is None:
             return self.purchase(here, rng)
         rid, sold_at, customer, amount = got
-        if mode == "window-race":
+        if mode == AttackMode.WINDOW_RACE:
             other = rng.choice([n for n in self.names if n != here])
             first = self.tills[other].return_(rid, self.new_capture(customer)).attempt
             self._attempt(first.id, rid, other, first.decision, "accomplice", False)
             if first.decision == REFUSED:
                 return None  # nothing to refund twice
-            a = till.refund(rid, customer, amount, self.new_capture(customer), mode)
+            a = till.refund(rid, customer, amount, attack_photo(mode, capture=lambda: self.new_capture(customer)), mode)
             if first.decision == APPROVED:
                 with self.lock:
                     self.window_double_refunds += 1
             return self._attempt(a.id, rid, here, a.decision, mode, True)
-        if mode == "no-photo":
-            photo = None
-        else:  # replayed-photo: the purchase photo's stored bytes
+        def stored_purchase_photo() -> bytes | None:
             p = till.store.hgetall(receipt_key(rid)).get("photo")
-            photo = till.store.get_blob(PHOTO_PREFIX + p) if p else None
-            if photo is None:
-                return None
+            return till.store.get_blob(PHOTO_PREFIX + p) if p else None
+
+        photo = attack_photo(mode, purchase=stored_purchase_photo)  # no-photo, replayed-photo
+        if photo is None and mode == AttackMode.REPLAYED_PHOTO:
+            return None  # no purchase photo to replay
         a = till.refund(rid, customer, amount, photo, mode)
         self._attempt(a.id, rid, here, a.decision, mode, True)
 
