@@ -69,7 +69,6 @@ from ..attack_modes import AttackMode
 from ..config import ConfigError, check_name
 from ..ids import new_id
 from ..local import Supervisor, read_stack
-from ..photos.decode import PhotoRejected
 from ..photos.storage import PHOTO_PREFIX
 from ..till import HackedTill, Till
 from ..procs import alive
