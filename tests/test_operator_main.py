@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import datetime
 import socket
-import time
 
 import httpx
 import pytest
@@ -94,60 +93,16 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
                  op.runtime.demos[(kube_ns, "demo")].reconciled_generation == 1, what="the peer reconciled it")
         peering = wait_for(lambda: kube_cluster.emu.list(PEERINGS, kube_ns)[0].get("status"), what="peering heartbeat")
         assert peering[op.runtime.identity]["priority"] == 5
-        # the demo's kopf timers run in this operator: the detector's figures are read every stats_seconds
-        key = (kube_ns, "demo")
-
-        def polled_since(t: float) -> bool:
-            st = op.runtime.demos.get(key)
-            return st is not None and (st.polled_at or 0) > t
-        t0 = time.monotonic()
-        wait_for(lambda: polled_since(t0), what="the detector timer running")
-        # a live peer with a higher priority appears: kopf pauses, its timers with it
+        assert not op.runtime.paused
+        # a live peer with a higher priority appears: kopf pauses, and so does the background work
         now = datetime.datetime.now(datetime.UTC).isoformat()
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {
             "someone-else": {"priority": 9, "lifetime": 60, "lastseen": now}}})
-
-        def quiet_for(seconds: float) -> bool:
-            t = time.monotonic()
-            time.sleep(seconds)
-            return not polled_since(t)
-        wait_for(lambda: quiet_for(4 * settings.stats_seconds), what="the timers stopped for a higher-priority peer")
-        assert quiet_for(1.0)
+        wait_for(lambda: op.runtime.paused, what="paused for a higher-priority peer")
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {"someone-else": None}})
-        t1 = time.monotonic()
-        wait_for(lambda: polled_since(t1), what="the timers running again")
+        wait_for(lambda: not op.runtime.paused, what="resumed")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-
-
-def test_resync_and_detector_timers_run_per_fraud_demo_at_their_intervals(kube_cluster, kube_ns):
-    """kopf timers: a full resync every resync_seconds and the detector's figures every stats_seconds,
-    for each FraudDemo, once it was reconciled (kopf's finalizer with them)."""
-    settings = dataclasses.replace(kube_cluster.op.settings, namespaces=(kube_ns,), resync_seconds=0.5,
-                                   stats_seconds=0.2)
-    with OperatorThread(settings) as op:
-        calls: list[tuple[str, float]] = []
-        real_resync = op.runtime.resync
-
-        async def resync(namespace, name):
-            calls.append((name, time.monotonic()))
-            return await real_resync(namespace, name)
-        op.runtime.resync = resync
-        kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
-        kube_cluster.wait_phase(kube_ns, "demo", "Ready")
-        wait_for(lambda: len(calls) >= 3, 10, what="three resyncs")
-        gaps = [b - a for (_, a), (_, b) in zip(calls, calls[1:])]
-        assert all(g >= 0.4 for g in gaps), gaps
-        assert {n for n, _ in calls} == {"demo"}
-        assert kube_cluster.fd(kube_ns, "demo")["metadata"]["finalizers"] == ["frauddemo.io/finalizer"]
-        st = op.runtime.demos[(kube_ns, "demo")]
-        t = time.monotonic()
-        wait_for(lambda: (st.polled_at or 0) > t, 5, what="the detector polled")
-        kube_cluster.delete_fd(kube_ns, "demo")   # kopf stops the timers, then takes its finalizer off
-        wait_for(lambda: kube_cluster.fd(kube_ns, "demo") is None, 10, what="the FraudDemo gone")
-        n = len(calls)
-        time.sleep(1.5)
-        assert len(calls) == n, "a timer still ran after the FraudDemo was deleted"
 
 
 def test_credentials_come_from_kubernetes_asyncio(kube_cluster, tmp_path):
@@ -188,8 +143,6 @@ def test_per_event_handler_successes_are_not_logged():
         return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
     assert not f.filter(rec("Handler 'child-deployments' succeeded."))
     assert not f.filter(rec("Handler 'demo_event' succeeded."))
-    assert not f.filter(rec("Handler 'detector' succeeded."))   # the timers, every FraudDemo's
-    assert not f.filter(rec("Handler 'resync' succeeded."))
     assert f.filter(rec("Handler 'reconcile' succeeded."))
     assert f.filter(rec("Handler 'child-deployments' succeeded.", logging.WARNING))
     assert f.filter(rec("Reconciled: 3 patched"))

@@ -14,8 +14,7 @@ from .settings import Settings
 
 FD = (crd.GROUP, crd.VERSION, crd.PLURAL)
 MANAGED = {builders.L_MANAGED_BY: builders.MANAGER}
-FINALIZER = "frauddemo.io/finalizer"   # kopf's, on every FraudDemo whose timers run
-DETECTOR_TIMER, RESYNC_TIMER = "detector", "resync"   # the timers' handler ids
+FINALIZER = "frauddemo.io/finalizer"   # kopf's name for one, should a handler ever need it (none does)
 
 
 def _ref(namespace: str, name: str, uid: str) -> dict:
@@ -119,28 +118,11 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
             kopf.event(_ref(st.namespace, st.name, st.uid), type="Normal", reason="Repaired", message=message)
 
 
-def timers_wanted(body, name, namespace, memo: kopf.Memo, **_) -> bool:
-    """Whether the FraudDemo's timers run. kopf keeps its finalizer on an object with timers, and the event
-    that adds it runs no other handler: a new FraudDemo gets them (and the finalizer) once deployed,
-    off its creation's critical path (an invalid one, with nothing to poll or resync, not at all); one that
-    has the finalizer (an operator restart) at once."""
-    return FINALIZER in (body.get("metadata", {}).get("finalizers") or []) or memo.runtime.deployed(namespace, name)
-
-
-async def detector(name, namespace, memo: kopf.Memo, **_) -> None:
-    """Timer: the detector's figures into the status."""
-    await memo.runtime.detector_tick(namespace, name)
-
-
-async def resync(name, namespace, memo: kopf.Memo, **_) -> None:
-    """Timer: a full reconcile, the safety net for missed events."""
-    await memo.runtime.resync(namespace, name)
-
-
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
-    """Every handler, registered for one operator. The timers run per FraudDemo, only while this
-    operator is active (kopf stops them while a peer holds the peering; kopf keeps a finalizer on
-    every FraudDemo so that they stop before it goes)."""
+    """Every handler, registered for one operator. The periodic work (the detector's figures, a full
+    resync) is the runtime's background task, not kopf timers: kopf puts a finalizer on every object with
+    a timer, and a FraudDemo installed by the chart would then outlive `helm uninstall` (which deletes the
+    operator and its RBAC before the custom resources), stuck in Terminating."""
     reg = kopf.OperatorRegistry()
     kopf.on.startup(registry=reg)(configure)
     kopf.on.cleanup(registry=reg)(cleanup)
@@ -150,10 +132,6 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.resume(*FD, registry=reg)(reconcile)
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
-    kopf.timer(*FD, id=DETECTOR_TIMER, interval=settings.stats_seconds, initial_delay=settings.stats_seconds,
-               when=timers_wanted, registry=reg)(detector)
-    kopf.timer(*FD, id=RESYNC_TIMER, interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
-               when=timers_wanted, registry=reg)(resync)
     for kind in kube.CHILD_KINDS.values():
         kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg,
                       id=f"child-{kind.plural}")(child_event)

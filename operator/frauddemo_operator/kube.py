@@ -61,6 +61,8 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 FRAUDDEMO = Kind(crd.API_VERSION, crd.KIND, crd.PLURAL)
+KOPFPEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
+CLUSTERKOPFPEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 
 CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (SECRET, CONFIGMAP, SERVICE, STATEFULSET, DEPLOYMENT,
                                                      NETWORKPOLICY, SERVICEMONITOR)}

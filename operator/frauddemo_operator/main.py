@@ -36,10 +36,9 @@ async def operate(settings: Settings | None = None, *, stop_flag=None, ready_fla
 
 
 class QuietEventHandlers(logging.Filter):
-    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child, and
-    the timers' (every FraudDemo's, every STATS_SECONDS)."""
+    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child."""
 
-    QUIET = ("'child-", "'demo_event'", "'peering'", f"'{handlers.DETECTOR_TIMER}'", f"'{handlers.RESYNC_TIMER}'")
+    QUIET = ("'child-", "'demo_event'", "'peering'")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:
