@@ -82,10 +82,9 @@ def cmd_syncer(a) -> int:
 def cmd_detector(a) -> int:
     import uvicorn
 
-    from .config import terminal_keys
-    from .service import create_app
-
     from .access import RateLimit, api_token_from_env
+    from .config import terminal_keys
+    from .web.app import create_app
 
     refs = parse_stores(a.store, a.password_file)
     app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers,
@@ -104,7 +103,8 @@ def _one_store(a):
 
 def cmd_pos(a) -> int:
     from .config import terminal_keys
-    from .pos import Simulator, Till, connect_when_up, run_loop
+    from .pos import Simulator, connect_when_up, run_loop
+    from .till import Till
 
     stop = threading.Event()
     _stop_on_signals(stop.set)
@@ -120,7 +120,8 @@ def cmd_pos(a) -> int:
 
 def cmd_hacked_pos(a) -> int:
     from .config import terminal_keys
-    from .pos import HackedConfig, HackedTill, Simulator, Till, connect_when_up, hacked_loop, parse_mix
+    from .pos import HackedConfig, Simulator, connect_when_up, hacked_loop, parse_mix
+    from .till import HackedTill, Till
 
     try:
         mix = parse_mix(a.attack_mix)
