@@ -347,21 +347,71 @@ def _dashboard_render():
     return mod
 
 
-def _prometheus_config(demo, rules: Path) -> dict:
-    """Debian's Prometheus discovering the demo's pods through the API server (role endpoints) and keeping
-    what the operator's ServiceMonitor selects (Services labelled with the instance and metrics=true, ports
-    http and metrics), with the labels the prometheus-operator gives such targets."""
-    pki = demo.c.dir / "pki"
+class _EndpointsDiscovery:
+    """Prometheus HTTP service discovery answered from the API server: every ready endpoint of the
+    namespace's Services (EndpointSlices), with the __meta_kubernetes_* labels Prometheus' own Kubernetes
+    discovery (role endpoints) gives a target, so the ServiceMonitor's relabelling applies unchanged.
+    Debian's Prometheus is built without kubernetes_sd_configs ('field kubernetes_sd_configs not found in
+    type config.ScrapeConfig'); it has http_sd_configs, which asks this at every refresh."""
+
+    def __init__(self, demo):
+        import http.server
+        import threading
+        self.demo = demo
+        sd = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps(sd.targets()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/targets"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def targets(self) -> list[dict]:
+        services = {s["metadata"]["name"]: s for s in self.demo.c.get("services", "-n", NS)["items"]}
+        groups = []
+        for sl in self.demo.c.get("endpointslices", "-n", NS)["items"]:
+            svc = services.get((sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name"))
+            if svc is None:
+                continue
+            svc_labels = {f"__meta_kubernetes_service_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+                          for k, v in (svc["metadata"].get("labels") or {}).items()}
+            for port in sl.get("ports") or []:
+                for ep in sl.get("endpoints") or []:
+                    if not (ep.get("conditions") or {}).get("ready"):
+                        continue
+                    groups += [{"targets": [f"{addr}:{port['port']}"], "labels": {
+                        "__meta_kubernetes_namespace": NS, "__meta_kubernetes_service_name": svc["metadata"]["name"],
+                        "__meta_kubernetes_endpoint_port_name": port.get("name") or "",
+                        "__meta_kubernetes_pod_name": (ep.get("targetRef") or {}).get("name", ""), **svc_labels}}
+                        for addr in ep.get("addresses") or []]
+        return groups
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def _prometheus_config(discovery_url: str, rules: Path) -> dict:
+    """Debian's Prometheus discovering the demo's endpoints (_EndpointsDiscovery) and keeping what the
+    operator's ServiceMonitor selects (Services labelled with the instance and metrics=true, ports http and
+    metrics), with the labels the prometheus-operator gives such targets."""
     return {
         "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
         "rule_files": [str(rules)],
         "scrape_configs": [{
             "job_name": f"serviceMonitor/{NS}/{FD}",
-            "kubernetes_sd_configs": [{
-                "role": "endpoints", "api_server": f"https://127.0.0.1:{demo.c.api_port}",
-                "namespaces": {"names": [NS]},
-                "tls_config": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "admin.crt"),
-                               "key_file": str(pki / "admin.key")}}],
+            "http_sd_configs": [{"url": discovery_url, "refresh_interval": "5s"}],
             "relabel_configs": [
                 {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_instance",
                                    "__meta_kubernetes_service_label_frauddemo_io_metrics"],
@@ -376,9 +426,10 @@ def _prometheus_config(demo, rules: Path) -> dict:
     }
 
 
-def test_prometheus_scrapes_the_pods_through_kubernetes_discovery_and_fills_the_dashboard(demo, tmp_path):
+def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_dashboard(demo, tmp_path):
     """Issue 15's stretch: the chart's rules loaded into Debian's Prometheus, which finds the detector and
-    the syncers through Kubernetes service discovery; every query of the generated dashboard returns data."""
+    the syncers from the API server's EndpointSlices (HTTP discovery, _EndpointsDiscovery) and scrapes the
+    pods; every query of the generated dashboard returns data."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         _skip_or_fail("prometheus is missing (apt-get install prometheus; tools/system-deps.sh does)")
@@ -387,7 +438,9 @@ def test_prometheus_scrapes_the_pods_through_kubernetes_discovery_and_fills_the_
     dash = json.loads((ROOT / "dashboards" / "frauddemo-dashboard.json").read_text())
     rules = tmp_path / "rules.yaml"
     shutil.copy(ROOT / "charts" / "frauddemo" / "files" / "frauddemo-rules.yaml", rules)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(demo, rules)))
+    discovery = _EndpointsDiscovery(demo)
+    assert any(g["labels"]["__meta_kubernetes_service_name"] == f"{FD}-detector" for g in discovery.targets())
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(discovery.url, rules)))
     port = free_port()
     prom = f"http://127.0.0.1:{port}"
     log = (tmp_path / "prometheus.log").open("w")
@@ -441,6 +494,7 @@ def test_prometheus_scrapes_the_pods_through_kubernetes_discovery_and_fills_the_
         assert [(r["name"], r.get("lastError")) for g in httpx.get(f"{prom}/api/v1/rules", timeout=5).json()
                 ["data"]["groups"] for r in g["rules"] if r["health"] != "ok"] == []
     finally:
+        discovery.close()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
