@@ -7,7 +7,8 @@ the handlers turn into a False condition and an Event (never a retry loop).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,16 +54,16 @@ class Storage(_Model):
 
 class Store(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$")
-    replicas: int = Field(2, ge=1, le=5)
+    replicas: int = Field(default=2, ge=1, le=5)
     image: str = "valkey/valkey:8.1"
     storage: Storage | None = None
     resources: Resources = Resources()
 
 
 class Replication(_Model):
-    batch_max: int = Field(512, ge=1, le=10000)
-    retention: int = Field(100000, ge=1000, le=10_000_000)
-    lag_threshold_seconds: float = Field(5.0, ge=0.1, le=3600)
+    batch_max: int = Field(default=512, ge=1, le=10000)
+    retention: int = Field(default=100000, ge=1000, le=10_000_000)
+    lag_threshold_seconds: float = Field(default=5.0, ge=0.1, le=3600)
 
 
 # The attack mix's default weights (the CRD says the same; a test checks). doubleReturnOtherStore has no
@@ -100,35 +101,41 @@ class _AttackMixBase(_Model):
         return ",".join(f"{mode}={w:g}" for mode, w in self.weights().items())
 
 
-def _weight(default: float | None):
-    return (float | None, Field(default, ge=0, le=1))
+def _weight(default: float | None) -> tuple[object, Any]:
+    """A create_model field definition: (annotation, FieldInfo)."""
+    return (float | None, Field(default=default, ge=0, le=1))
 
 
-AttackMix = pydantic.create_model(
-    "AttackMix", __base__=_AttackMixBase,
-    **{m.crd_key: _weight(None if m in UNDEFAULTED else DEFAULT_MIX.get(m, 0.0)) for m in AttackMode},
-    **{k: _weight(None) for k in DEPRECATED_CRD_KEYS})
+if TYPE_CHECKING:
+    # The fields are made from AttackMode at import, which a type checker cannot follow: to it, an
+    # AttackMix is its base (given/weights/deprecated/as_flag are the whole interface the code uses).
+    AttackMix = _AttackMixBase
+else:
+    AttackMix = pydantic.create_model(
+        "AttackMix", __base__=_AttackMixBase,
+        **{m.crd_key: _weight(None if m in UNDEFAULTED else DEFAULT_MIX.get(m, 0.0)) for m in AttackMode},
+        **{k: _weight(None) for k in DEPRECATED_CRD_KEYS})
 
 
 class Hacked(_Model):
     enabled: bool = True
     store: str = ""
-    rate: float = Field(0.2, ge=0, le=100)
+    rate: float = Field(default=0.2, ge=0, le=100)
     attack_mix: AttackMix = AttackMix()
 
 
 class Pos(_Model):
     enabled: bool = True
-    rate: float = Field(2.0, ge=0, le=1000)
+    rate: float = Field(default=2.0, ge=0, le=1000)
     hacked: Hacked = Hacked()
 
 
 class Detection(_Model):
-    replicas: int = Field(1, ge=1, le=3)
-    window_seconds: int = Field(300, ge=1, le=86400)
-    alert_score: int = Field(70, ge=2, le=100)    # the detector wants 0 < review < alert <= 100
-    review_score: int = Field(40, ge=1, le=99)
-    photo_match_threshold: float = Field(0.951, ge=0, le=1)
+    replicas: int = Field(default=1, ge=1, le=3)
+    window_seconds: int = Field(default=300, ge=1, le=86400)
+    alert_score: int = Field(default=70, ge=2, le=100)    # the detector wants 0 < review < alert <= 100
+    review_score: int = Field(default=40, ge=1, le=99)
+    photo_match_threshold: float = Field(default=0.951, ge=0, le=1)
 
 
 class Dashboard(_Model):
@@ -185,8 +192,7 @@ def check(name: str, spec: Spec) -> None:
     if len(name) > MAX_NAME_LEN:
         raise InvalidSpec("NameTooLong", f"the FraudDemo name {name!r} is {len(name)} characters; "
                           f"at most {MAX_NAME_LEN} keep its children's names valid")
-    seen: set[str] = set()
-    dupes = sorted({n for n in spec.store_names if n in seen or seen.add(n)})
+    dupes = sorted(n for n, count in Counter(spec.store_names).items() if count > 1)
     if dupes:
         raise InvalidSpec("DuplicateStoreNames", f"store names must be unique; repeated: {', '.join(dupes)}")
     hacked = spec.hacked_store
@@ -209,7 +215,7 @@ def check(name: str, spec: Spec) -> None:
 ATTACK_MIX_PATH = "spec.pos.hacked.attackMix"
 
 
-def deprecated_fields(raw_spec) -> list[tuple[str, str]]:
+def deprecated_fields(raw_spec: object) -> list[tuple[str, str]]:
     """(field, message) for every deprecated field a raw spec uses (any input: never raises)."""
     mix = raw_spec
     for key in ("pos", "hacked", "attackMix"):
@@ -221,7 +227,7 @@ def deprecated_fields(raw_spec) -> list[tuple[str, str]]:
             for old, mode in DEPRECATED_CRD_KEYS.items() if old in mix]
 
 
-def parse(name: str, raw_spec: dict | None) -> Spec:
+def parse(name: str, raw_spec: object) -> Spec:
     """Defaults from the CRD, then the models, then the sense checks. Raises InvalidSpec."""
     if raw_spec is not None and not isinstance(raw_spec, dict):
         raise InvalidSpec("SchemaViolation", f"spec: must be an object, not {type(raw_spec).__name__}")
