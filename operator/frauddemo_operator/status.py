@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any, TypedDict
 
 from . import builders
 from .models import Spec
@@ -15,6 +16,24 @@ from .models import Spec
 CONDITIONS = ("Ready", "StoresReady", "ReplicationHealthy", "Degraded", "SpecApplied")
 # Present (True) only while the spec uses a deprecated field (models.deprecated_fields); gone once it does not.
 DEPRECATED = "DeprecatedField"
+
+
+class Condition(TypedDict):
+    """One entry of status.conditions (the Kubernetes condition shape)."""
+    type: str
+    status: str                 # "True", "False" or "Unknown"
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+class StoreStatus(TypedDict):
+    """One entry of status.stores."""
+    name: str
+    replicas: int
+    readyReplicas: int
+    ready: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +50,7 @@ class Workload:
         return self.rolled_out and self.ready >= self.desired
 
 
-def _rolled_out(obj: dict, desired: int) -> bool:
+def _rolled_out(obj: Mapping[str, Any], desired: int) -> bool:
     """Whether the workload's controller has rolled the current spec out to every pod, the way
     `kubectl rollout status` tells: it observed this generation, and (a Deployment) every replica is
     updated and no old one is left, or (a StatefulSet) the current revision is the update revision."""
@@ -46,7 +65,7 @@ def _rolled_out(obj: dict, desired: int) -> bool:
     return updated >= desired and int(st.get("replicas") or 0) <= updated
 
 
-def workload(obj: dict) -> Workload:
+def workload(obj: Mapping[str, Any]) -> Workload:
     """A StatefulSet's or Deployment's readiness as its own status reports it: its ready (StatefulSet)
     or available (Deployment) replicas, and whether its rollout is complete (a stuck rollout is not
     ready, even with old pods still available)."""
@@ -72,7 +91,7 @@ class DetectorStats:
     problems: tuple[str, ...] = ()
 
 
-def parse_detector(payload: dict) -> DetectorStats:
+def parse_detector(payload: Mapping[str, Any]) -> DetectorStats:
     """The detector's GET /api/status: {"stores": {name: {"up": ...}}, "links": [{"source", "target",
     "state", "lag_ms"}...]} plus, when the detector reports them, fraud counts under "fraud"."""
     links = payload.get("links") or []
@@ -99,13 +118,13 @@ class Observation:
     error: str | None = None                        # the last reconcile's API error, if it failed
     workloads: Mapping[tuple[str, str], Workload] = dataclasses.field(default_factory=dict)
     detector: DetectorStats | None = None
-    passwords: dict | None = None                   # a Redis password rotation's progress (reconcile.py)
+    passwords: dict[str, Any] | None = None                   # a Redis password rotation's progress (reconcile.py)
     refused: tuple[tuple[str, str], ...] = ()       # (reason, message) of children kept unlike the spec
     deprecated: tuple[tuple[str, str], ...] = ()    # (field, message) of deprecated fields the spec uses
 
 
 def condition(ctype: str, status: bool | None, reason: str, message: str, generation: int,
-              previous: list[dict] | None, now: str) -> dict:
+              previous: list[Mapping[str, Any]] | None, now: str) -> Condition:
     value = "Unknown" if status is None else ("True" if status else "False")
     prev = next((c for c in previous or [] if c.get("type") == ctype), None)
     since = prev["lastTransitionTime"] if prev and prev.get("status") == value and prev.get(
@@ -114,12 +133,13 @@ def condition(ctype: str, status: bool | None, reason: str, message: str, genera
             "lastTransitionTime": since, "observedGeneration": generation}
 
 
-def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | None, now: str) -> dict:
+def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: Mapping[str, Any] | None,
+            now: str) -> dict[str, Any]:
     previous = previous or {}
-    prev_conds = previous.get("conditions") or []
+    prev_conds: list[Mapping[str, Any]] = previous.get("conditions") or []
     gen = obs.generation
 
-    def cond(t, s, r, m):
+    def cond(t: str, s: bool | None, r: str, m: str) -> Condition:
         return condition(t, s, r, m, gen, prev_conds, now)
 
     deprecated = [cond(DEPRECATED, True, "DeprecatedFieldUsed", " ".join(m for _, m in obs.deprecated)[:2000])
@@ -138,12 +158,12 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
                            *deprecated],
         }
 
-    stores = []
+    stores: list[StoreStatus] = []
     for s in spec.stores:
         w = obs.workloads.get(("StatefulSet", builders.store_name(fd_name, s.name)))
-        ready = w.ready if w else 0
-        stores.append({"name": s.name, "replicas": s.replicas, "readyReplicas": ready,
-                       "ready": w is not None and w.rolled_out and ready >= s.replicas})
+        ready_replicas = w.ready if w else 0
+        stores.append({"name": s.name, "replicas": s.replicas, "readyReplicas": ready_replicas,
+                       "ready": w is not None and w.rolled_out and ready_replicas >= s.replicas})
     stores_ok = all(s["ready"] for s in stores)
     n_ready_stores = sum(1 for s in stores if s["ready"])
 
@@ -160,6 +180,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
                     if builders.syncer_name(fd_name, a, b) in not_ready]
 
     det = obs.detector
+    repl: tuple[bool | None, str, str]      # (ReplicationHealthy's status, reason, message)
     if det is not None:
         lag_high = det.lag_seconds is not None and det.lag_seconds > spec.replication.lag_threshold_seconds
         if det.problems:
@@ -181,7 +202,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
     rolling = {s["name"] for s in stores if s["readyReplicas"] >= s["replicas"] and not s["ready"]}
     problems = [f"store {s['name']} {s['readyReplicas']}/{s['replicas']} ready"
                 + (", rollout not complete" if s["name"] in rolling else "") for s in stores if not s["ready"]]
-    problems += [f"{n} rollout not complete" if deploys[n] is not None and deploys[n].ready >= deploys[n].desired
+    problems += [f"{n} rollout not complete" if (d := deploys[n]) is not None and d.ready >= d.desired
                  else f"{n} not available" for n in not_ready]
     if repl[0] is False:
         problems.append(repl[2])
@@ -224,7 +245,7 @@ def compute(fd_name: str, spec: Spec | None, obs: Observation, previous: dict | 
     }
 
 
-def merge_patch_for(new: dict, old: dict | None) -> dict:
+def merge_patch_for(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
     """A merge patch turning `old` into `new` at the top level (None removes a key)."""
     patch = {k: v for k, v in new.items()}
     for k in (old or {}):
@@ -233,5 +254,5 @@ def merge_patch_for(new: dict, old: dict | None) -> dict:
     return patch
 
 
-def strip_none(d: dict) -> dict:
+def strip_none(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
