@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 from frauddemo.acl import CLIENT_ROLES
 
@@ -52,6 +54,8 @@ ADMIN_DIR = "/etc/frauddemo/admin"
 REDIS_SECRETS_DIR = "/var/run/frauddemo/redis"
 API_TOKEN_DIR = "/var/run/frauddemo/api-token"
 
+Obj: TypeAlias = dict[str, Any]   # a Kubernetes object as JSON, or a piece of one (a container, a probe, ...)
+
 
 @dataclasses.dataclass(frozen=True)
 class Owner:
@@ -59,7 +63,7 @@ class Owner:
     namespace: str
     uid: str
 
-    def reference(self) -> dict:
+    def reference(self) -> Obj:
         return {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": self.name, "uid": self.uid,
                 "controller": True, "blockOwnerDeletion": True}
 
@@ -127,7 +131,7 @@ def role_password_file(store: str, role: str) -> str:
     return f"{REDIS_SECRETS_DIR}/{store}-{role}/{PASSWORD_KEY}"
 
 
-def mount_role_secrets(dep: dict, fd: str, pairs: list[tuple[str, str]]) -> None:
+def mount_role_secrets(dep: Obj, fd: str, pairs: list[tuple[str, str]]) -> None:
     """Mount only these (store, role) passwords into a workload's pod, each as a file (the pod's
     processes read them with --password-file; nothing in env or argv)."""
     pod = dep["spec"]["template"]["spec"]
@@ -142,43 +146,43 @@ def mount_role_secrets(dep: dict, fd: str, pairs: list[tuple[str, str]]) -> None
 
 # --- shared pieces -----------------------------------------------------------------------------------
 
-def labels(owner: Owner, component: str, **extra: str) -> dict:
+def labels(owner: Owner, component: str, **extra: str) -> dict[str, str]:
     out = {L_NAME: "frauddemo", L_INSTANCE: owner.name, L_COMPONENT: component, L_PART_OF: PART_OF,
            L_MANAGED_BY: MANAGER, L_FRAUDDEMO: owner.name}
     out.update(extra)
     return out
 
 
-def selector(owner: Owner, component: str, **extra: str) -> dict:
+def selector(owner: Owner, component: str, **extra: str) -> dict[str, str]:
     """The immutable selector labels of a workload (a subset of its pods' labels)."""
     return {L_INSTANCE: owner.name, L_COMPONENT: component, **extra}
 
 
-def metadata(owner: Owner, name: str, component: str, extra_labels: dict | None = None,
-             annotations: dict | None = None) -> dict:
-    meta = {"name": name, "namespace": owner.namespace, "labels": labels(owner, component, **(extra_labels or {})),
+def metadata(owner: Owner, name: str, component: str, extra_labels: dict[str, str] | None = None,
+             annotations: dict[str, str] | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": owner.namespace, "labels": labels(owner, component, **(extra_labels or {})),
             "ownerReferences": [owner.reference()]}
     if annotations:
         meta["annotations"] = annotations
     return meta
 
 
-def secret_env(env: str, secret: str) -> dict:
+def secret_env(env: str, secret: str) -> Obj:
     return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": PASSWORD_KEY}}}
 
 
-def pod_security(uid: int) -> dict:
+def pod_security(uid: int) -> Obj:
     return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def container_security() -> dict:
+def container_security() -> Obj:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]}}
 
 
-def app_container(spec: Spec, name: str, args: list[str], env: list[dict], resources: dict,
-                  ports: list[dict] | None = None, probes: dict | None = None) -> dict:
+def app_container(spec: Spec, name: str, args: list[str], env: list[Obj], resources: Obj,
+                  ports: list[Obj] | None = None, probes: Obj | None = None) -> Obj:
     c = {"name": name, "image": spec.image, "imagePullPolicy": spec.image_pull_policy, "args": args,
          "resources": resources, "securityContext": container_security(),
          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
@@ -190,8 +194,8 @@ def app_container(spec: Spec, name: str, args: list[str], env: list[dict], resou
     return c
 
 
-def deployment(owner: Owner, spec: Spec, name: str, component: str, sel_extra: dict, container: dict,
-               replicas: int = 1, strategy: str = "RollingUpdate", extra_labels: dict | None = None) -> dict:
+def deployment(owner: Owner, spec: Spec, name: str, component: str, sel_extra: dict[str, str], container: Obj,
+               replicas: int = 1, strategy: str = "RollingUpdate", extra_labels: dict[str, str] | None = None) -> Obj:
     pod_labels = labels(owner, component, **sel_extra, **(extra_labels or {}))
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -216,7 +220,7 @@ def deployment(owner: Owner, spec: Spec, name: str, component: str, sel_extra: d
 
 
 def small_resources(cpu: str = "20m", memory: str = "64Mi", cpu_limit: str = "500m",
-                    memory_limit: str = "256Mi") -> dict:
+                    memory_limit: str = "256Mi") -> Obj:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
 
 
@@ -256,40 +260,40 @@ STORE_PING = ('cli="$(command -v valkey-cli || command -v redis-cli)"; '
               f'"$cli" -h 127.0.0.1 -p {STORE_PORT} ping | grep -q PONG')
 
 
-def store_configmap(owner: Owner, store: Store) -> dict:
+def store_configmap(owner: Owner, store: Store) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": metadata(owner, store_config(owner.name, store.name), "store", {L_STORE: store.name}),
             "data": {"store.conf": STORE_CONF, "init.sh": STORE_INIT}}
 
 
-def terminal_secret_manifest(owner: Owner) -> dict:
+def terminal_secret_manifest(owner: Owner) -> Obj:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, terminal_secret(owner.name), "terminal-key")}
 
 
-def api_token_secret_manifest(owner: Owner) -> dict:
+def api_token_secret_manifest(owner: Owner) -> Obj:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, api_token_secret(owner.name), "detector")}
 
 
-def store_secret_manifest(owner: Owner, store: Store) -> dict:
+def store_secret_manifest(owner: Owner, store: Store) -> Obj:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name})}
 
 
-def role_secret_manifest(owner: Owner, store: Store, role: str) -> dict:
+def role_secret_manifest(owner: Owner, store: Store, role: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, role_secret(owner.name, store.name, role), "store",
                                  {L_STORE: store.name, L_ROLE: role})}
 
 
-def acl_secret_manifest(owner: Owner, store: Store) -> dict:
+def acl_secret_manifest(owner: Owner, store: Store) -> Obj:
     """Its data is the ACL file rendered from the role Secrets (the reconciler keeps it in step)."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": metadata(owner, acl_secret(owner.name, store.name), "store-acl", {L_STORE: store.name})}
 
 
-def store_agent_container(spec: Spec, fd: str, store: str) -> dict:
+def store_agent_container(spec: Spec, fd: str, store: str) -> Obj:
     """Beside the server: keeps the function library loaded and applies the mounted ACL file with
     ACL LOAD whenever the Secret behind it changes (no restart)."""
     c = app_container(spec, "agent", ["--url", f"redis://127.0.0.1:{STORE_PORT}",
@@ -304,11 +308,11 @@ def store_agent_container(spec: Spec, fd: str, store: str) -> dict:
     return c
 
 
-def config_hash(cm: dict) -> str:
+def config_hash(cm: Obj) -> str:
     return hashlib.sha256(json.dumps(cm["data"], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def store_affinity(owner: Owner, store: str) -> dict:
+def store_affinity(owner: Owner, store: str) -> Obj:
     """Each store on its own node when the cluster has several, like two real shops: a node labelled
     `frauddemo.io/store=<store>` (kind-config.yaml) is preferred, and so is a node without the
     FraudDemo's other stores. Preferences only: a one-node cluster still runs everything."""
@@ -322,7 +326,7 @@ def store_affinity(owner: Owner, store: str) -> dict:
     }
 
 
-def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
+def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: Obj) -> Obj:
     fd, s = owner.name, store.name
     sts = store_name(fd, s)
     secret = store_secret(fd, s)
@@ -364,7 +368,7 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
                {"name": "acl", "secret": {"secretName": acl_secret(fd, s), "defaultMode": 0o440}},
                {"name": "admin", "secret": {"secretName": secret, "defaultMode": 0o440}},
                {"name": "tmp", "emptyDir": {}}]
-    body = {
+    body: Obj = {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": metadata(owner, sts, "store", {L_STORE: s}),
         "spec": {
@@ -401,7 +405,7 @@ def store_statefulset(owner: Owner, spec: Spec, store: Store, cm: dict) -> dict:
     return body
 
 
-def store_services(owner: Owner, store: Store) -> list[dict]:
+def store_services(owner: Owner, store: Store) -> list[Obj]:
     fd, s = owner.name, store.name
     sel = selector(owner, "store", **{L_STORE: s})
     port = [{"name": "redis", "port": STORE_PORT, "targetPort": "redis"}]
@@ -418,7 +422,7 @@ def store_services(owner: Owner, store: Store) -> list[dict]:
 
 # --- syncers, points of sale, detector ---------------------------------------------------------------
 
-def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dict:
+def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> Obj:
     fd = owner.name
     args = ["syncer", "--source", store_url(fd, source, "syncer"), "--target", store_url(fd, target, "syncer"),
             "--source-password-file", role_password_file(source, "syncer"),
@@ -426,7 +430,7 @@ def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dic
             "--source-name", source, "--target-name", target,
             "--metrics-port", str(SYNCER_METRICS_PORT),
             "--batch-max", str(spec.replication.batch_max), "--retention", str(spec.replication.retention)]
-    env = []
+    env: list[Obj] = []
     tcp = {"tcpSocket": {"port": "metrics"}}
     container = app_container(
         spec, "syncer", args, env, small_resources(),
@@ -440,7 +444,7 @@ def syncer_deployment(owner: Owner, spec: Spec, source: str, target: str) -> dic
     return dep
 
 
-def pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
+def pos_deployment(owner: Owner, spec: Spec, store: str) -> Obj:
     fd = owner.name
     args = ["pos", "--store", store, "--url", store_url(fd, store, "pos"),
             "--password-file", role_password_file(store, "pos"), "--rate", f"{spec.pos.rate:g}"]
@@ -460,7 +464,7 @@ def hacked_pos_peers(spec: Spec) -> list[str]:
     return [s for s in spec.store_names if s != hacked]
 
 
-def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
+def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> Obj:
     fd = owner.name
     h = spec.pos.hacked
     args = ["hacked-pos", "--store", store, "--url", store_url(fd, store, "pos"),
@@ -477,7 +481,7 @@ def hacked_pos_deployment(owner: Owner, spec: Spec, store: str) -> dict:
     return dep
 
 
-def detector_deployment(owner: Owner, spec: Spec) -> dict:
+def detector_deployment(owner: Owner, spec: Spec) -> Obj:
     fd = owner.name
     args = ["detector"]
     for s in spec.store_names:
@@ -508,14 +512,14 @@ def detector_deployment(owner: Owner, spec: Spec) -> dict:
     return dep
 
 
-def detector_service(owner: Owner) -> dict:
+def detector_service(owner: Owner) -> Obj:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": metadata(owner, detector_name(owner.name), "detector", {L_METRICS: "true"}),
             "spec": {"type": "ClusterIP", "selector": selector(owner, "detector"),
                      "ports": [{"name": "http", "port": DETECTOR_PORT, "targetPort": "http"}]}}
 
 
-def syncers_service(owner: Owner) -> dict:
+def syncers_service(owner: Owner) -> Obj:
     """Scrape target for every syncer's /metrics (headless: Prometheus scrapes each pod)."""
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": metadata(owner, f"{owner.name}-syncers", "syncer", {L_METRICS: "true"}),
@@ -525,7 +529,7 @@ def syncers_service(owner: Owner) -> dict:
 
 # --- monitoring ----------------------------------------------------------------------------------------
 
-def dashboard_configmap(owner: Owner, spec: Spec, dashboard_json: str) -> dict:
+def dashboard_configmap(owner: Owner, spec: Spec, dashboard_json: str) -> Obj:
     extra = {**spec.dashboard.labels, "grafana_dashboard": "1"}
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": metadata(owner, f"{owner.name}-dashboard", "dashboard", extra,
@@ -533,7 +537,7 @@ def dashboard_configmap(owner: Owner, spec: Spec, dashboard_json: str) -> dict:
             "data": {f"frauddemo-{owner.namespace}-{owner.name}.json": dashboard_json}}
 
 
-def service_monitor(owner: Owner, spec: Spec) -> dict:
+def service_monitor(owner: Owner, spec: Spec) -> Obj:
     m = spec.monitoring
     endpoints = [{"port": "http", "path": "/metrics", "interval": m.interval},
                  {"port": "metrics", "path": "/metrics", "interval": m.interval}]
@@ -556,7 +560,7 @@ DNS_EGRESS = {"to": [{"namespaceSelector": {}}],
               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
-def store_ingress_policy(owner: Owner, store: str, hacked_peer: bool = False) -> dict:
+def store_ingress_policy(owner: Owner, store: str, hacked_peer: bool = False) -> Obj:
     """Only this store's own servers, its points of sale, the detector and the syncers of links
     that touch this store reach it (and the hacked POS when its accomplice returns here)."""
     inst = {L_INSTANCE: owner.name}
@@ -579,23 +583,23 @@ def store_ingress_policy(owner: Owner, store: str, hacked_peer: bool = False) ->
                      "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": STORE_PORT}]}]}}
 
 
-def _policy(owner: Owner, name: str, pod_selector: dict, ingress: list | None = None,
-            egress: list | None = None) -> dict:
+def _policy(owner: Owner, name: str, pod_selector: Obj, ingress: list[Obj] | None = None,
+            egress: list[Obj] | None = None) -> Obj:
     types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
-    spec = {"podSelector": pod_selector, "policyTypes": types}
+    spec: Obj = {"podSelector": pod_selector, "policyTypes": types}
     spec.update({k: v for k, v in (("ingress", ingress), ("egress", egress)) if v is not None})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": metadata(owner, name, "network-policy"), "spec": spec}
 
 
-def default_deny_policy(owner: Owner) -> dict:
+def default_deny_policy(owner: Owner) -> Obj:
     """Nothing in or out of any of this FraudDemo's pods unless another policy opens it. The empty rule
     lists stay (the server drops them; reconcile.matches takes missing as empty): a rule added by hand
     to this policy then reads as drift, and the merge patch of `[]` removes it."""
     return _policy(owner, f"{owner.name}-default-deny", {"matchLabels": {L_FRAUDDEMO: owner.name}}, [], [])
 
 
-def store_clients_egress_policy(owner: Owner) -> dict:
+def store_clients_egress_policy(owner: Owner) -> Obj:
     """Stores (replicas to their primary), syncers and the detector may open connections to store
     servers (each store's ingress policy says which of them it takes) and to DNS."""
     to_stores = {"to": [{"podSelector": {"matchLabels": selector(owner, "store")}}],
@@ -607,19 +611,19 @@ def store_clients_egress_policy(owner: Owner) -> dict:
                    egress=[to_stores, DNS_EGRESS])
 
 
-def detector_ingress_policy(owner: Owner) -> dict:
+def detector_ingress_policy(owner: Owner) -> Obj:
     """The API, the dashboard and /metrics: from anywhere, on the HTTP port only."""
     return _policy(owner, f"{detector_name(owner.name)}-ingress", {"matchLabels": selector(owner, "detector")},
                    ingress=[{"ports": [{"protocol": "TCP", "port": DETECTOR_PORT}]}])
 
 
-def syncer_metrics_policy(owner: Owner) -> dict:
+def syncer_metrics_policy(owner: Owner) -> Obj:
     """Prometheus scrapes every syncer's metrics port (from wherever it runs); nothing else comes in."""
     return _policy(owner, f"{owner.name}-syncers-ingress", {"matchLabels": selector(owner, "syncer")},
                    ingress=[{"ports": [{"protocol": "TCP", "port": SYNCER_METRICS_PORT}]}])
 
 
-def pos_egress_policy(owner: Owner, store: str) -> dict:
+def pos_egress_policy(owner: Owner, store: str) -> Obj:
     """A point of sale (legitimate or hacked) reaches only its own store (and DNS)."""
     inst = {L_INSTANCE: owner.name}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -635,7 +639,7 @@ def pos_egress_policy(owner: Owner, store: str) -> dict:
                                 DNS_EGRESS]}}
 
 
-def hacked_pos_peers_egress_policy(owner: Owner, peers: list[str]) -> dict:
+def hacked_pos_peers_egress_policy(owner: Owner, peers: list[str]) -> Obj:
     """The hacked POS reaches the peer stores its accomplice returns at (hacked_pos_peers)."""
     return _policy(owner, f"{hacked_pos_name(owner.name)}-peers-egress", {"matchLabels": selector(owner, "hacked-pos")},
                    egress=[{"to": [{"podSelector": {"matchLabels": selector(owner, "store"),
@@ -646,9 +650,9 @@ def hacked_pos_peers_egress_policy(owner: Owner, peers: list[str]) -> dict:
 
 # --- everything ----------------------------------------------------------------------------------------
 
-def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[dict]:
+def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json: str | None = None) -> list[Obj]:
     """Every child the FraudDemo should have, in creation order."""
-    out: list[dict] = [terminal_secret_manifest(owner), api_token_secret_manifest(owner)]
+    out: list[Obj] = [terminal_secret_manifest(owner), api_token_secret_manifest(owner)]
     for store in spec.stores:
         cm = store_configmap(owner, store)
         out += [store_secret_manifest(owner, store), *(role_secret_manifest(owner, store, r) for r in CLIENT_ROLES),
@@ -684,6 +688,6 @@ def desired(owner: Owner, spec: Spec, *, service_monitors: bool, dashboard_json:
     return out
 
 
-def key(obj: dict) -> tuple[str, str]:
+def key(obj: Mapping[str, Any]) -> tuple[str, str]:
     """(kind, name): how a child is told apart from its siblings."""
     return obj["kind"], obj["metadata"]["name"]
