@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-runtime
 PORT ?= 8080
 
-.PHONY: demo test install bench clean tools chart-crd dashboards system-deps cluster-tools cluster cluster-down bench-operator
+.PHONY: demo test lint install bench clean tools chart-crd dashboards system-deps cluster-tools cluster cluster-down bench-operator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ demo: $(DEMO_STAMP)
 
 # The cluster tests (tests/cluster/) run a real control plane built from Go modules: where Go is
 # missing they are skipped with one line saying so, except in CI, where that fails the run.
-test: system-deps $(STAMP) tools
+test: system-deps $(STAMP) tools lint
 	@if command -v go >/dev/null; then \
 	  tools/cluster-tools.sh && $(BIN)/python -m pytest -q; \
 	elif [ -n "$$CI" ]; then \
@@ -43,6 +43,13 @@ test: system-deps $(STAMP) tools
 	  echo "make test: Go is not installed, so the cluster tests (tests/cluster) are skipped; install Go >= 1.24 (https://go.dev/dl) to run them"; \
 	  $(BIN)/python -m pytest -q -m "not cluster"; \
 	fi
+
+# ruff (lint, and the format check) over every Python file; mypy --strict over the pure modules
+# ([tool.ruff] and [tool.mypy] in pyproject.toml). `$(BIN)/ruff format .` fixes the format.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 system-deps:
 	tools/system-deps.sh

@@ -7,6 +7,7 @@ Every panel runs its own PromQL (variables filled in as Grafana does), over the 
 that repeat per store are laid out side by side. tests/test_observability_live.py renders one after
 running Scenario 1 against a local stack (artifacts/frauddemo-dashboard.png).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import matplotlib
 
@@ -31,12 +32,25 @@ from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 
 DASHBOARD = pathlib.Path(__file__).resolve().parent / "frauddemo-dashboard.json"
 BG, PANEL, TEXT, DIM, GRID = "#111217", "#181b1f", "#ccccdc", "#8e8e9e", "#2c3235"
-PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0",
-           "#37872d", "#fade2a", "#ff9830", "#c4162a"]
+PALETTE = [
+    "#73bf69",
+    "#f2cc0c",
+    "#8ab8ff",
+    "#ff780a",
+    "#f2495c",
+    "#5794f2",
+    "#b877d9",
+    "#705da0",
+    "#37872d",
+    "#fade2a",
+    "#ff9830",
+    "#c4162a",
+]
 COLORS = {"green": "#73bf69", "red": "#f2495c", "orange": "#ff9830", "yellow": "#fade2a", "blue": "#5794f2"}
 
 
 # --- values as Grafana formats them ------------------------------------------------------------------
+
 
 def fmt(v: float, unit: str, decimals: int | None = None) -> str:
     if v is None or math.isnan(v):
@@ -68,6 +82,7 @@ def short(v: float, d: int) -> str:
 
 # --- Prometheus --------------------------------------------------------------------------------------
 
+
 def api(prom: str, path: str, **params) -> dict:
     url = f"{prom}{path}?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=30) as r:
@@ -96,18 +111,29 @@ class Series:
 
 
 def query_range(prom: str, target: dict, variables: dict, start: float, end: float, step: float) -> list[Series]:
-    data = api(prom, "/api/v1/query_range", query=interpolate(target["expr"], variables),
-               start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")
+    data = api(
+        prom,
+        "/api/v1/query_range",
+        query=interpolate(target["expr"], variables),
+        start=f"{start:.3f}",
+        end=f"{end:.3f}",
+        step=f"{step:g}",
+    )
     out = []
     for r in data["result"]:
         pts = [(float(t), float(v)) for t, v in r["values"]]
-        out.append(Series(legend_of(target.get("legendFormat", ""), r["metric"]),
-                          [mdates.date2num(datetime.fromtimestamp(t, timezone.utc)) for t, _ in pts],
-                          [v for _, v in pts]))
+        out.append(
+            Series(
+                legend_of(target.get("legendFormat", ""), r["metric"]),
+                [mdates.date2num(datetime.fromtimestamp(t, UTC)) for t, _ in pts],
+                [v for _, v in pts],
+            )
+        )
     return out
 
 
 # --- layout ------------------------------------------------------------------------------------------
+
 
 def placed_panels(dash: dict, stores: list[str]) -> list[tuple[dict, dict, dict]]:
     """(panel, gridPos, extra variables) for every panel Grafana would draw, repeats expanded."""
@@ -116,7 +142,12 @@ def placed_panels(dash: dict, stores: list[str]) -> list[tuple[dict, dict, dict]
         if p.get("repeat") == "store" and stores:
             w = max(p["gridPos"]["w"] // len(stores), 24 // p.get("maxPerRow", 4))
             for i, s in enumerate(stores):
-                pos = {**p["gridPos"], "w": w, "x": (i * w) % 24, "y": p["gridPos"]["y"] + (i * w) // 24 * p["gridPos"]["h"]}
+                pos = {
+                    **p["gridPos"],
+                    "w": w,
+                    "x": (i * w) % 24,
+                    "y": p["gridPos"]["y"] + (i * w) // 24 * p["gridPos"]["h"],
+                }
                 out.append(({**p, "title": p["title"].replace("$store", s)}, pos, {"store": s}))
         else:
             out.append((p, p["gridPos"], {}))
@@ -148,8 +179,17 @@ def draw_stat(ax, panel, series: list[Series]) -> None:
     ax.plot(s.times, ys, color=color, linewidth=1, alpha=0.6)
     top = max(ys) if max(ys) > 0 else 1
     ax.set_ylim(0, top * 2.2)
-    ax.text(0.5, 0.45, plain(fmt(last, unit, decimals)), color=color, ha="center", va="center", fontsize=20,
-            fontweight="bold", transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.45,
+        plain(fmt(last, unit, decimals)),
+        color=color,
+        ha="center",
+        va="center",
+        fontsize=20,
+        fontweight="bold",
+        transform=ax.transAxes,
+    )
 
 
 def draw_timeseries(ax, panel, series: list[Series], start: float, end: float) -> None:
@@ -163,7 +203,7 @@ def draw_timeseries(ax, panel, series: list[Series], start: float, end: float) -
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: plain(fmt(v, unit, 1 if unit != "s" else None))))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
-    ax.set_xlim(*(mdates.date2num(datetime.fromtimestamp(t, timezone.utc)) for t in (start, end)))
+    ax.set_xlim(*(mdates.date2num(datetime.fromtimestamp(t, UTC)) for t in (start, end)))
     if not series:
         ax.set_yticks([])
         ax.set_xticks([])
@@ -174,8 +214,11 @@ def draw_timeseries(ax, panel, series: list[Series], start: float, end: float) -
         color = PALETTE[i % len(PALETTE)]
         ys = [0.0 if math.isnan(v) else v for v in s.values]
         finite = [v for v in s.values if not math.isnan(v)]
-        label = plain(f"{s.name}   last {fmt(finite[-1], unit, decimals)}   max {fmt(max(finite), unit, decimals)}"
-                      if finite else f"{s.name}   no values")
+        label = plain(
+            f"{s.name}   last {fmt(finite[-1], unit, decimals)}   max {fmt(max(finite), unit, decimals)}"
+            if finite
+            else f"{s.name}   no values"
+        )
         if stacked or bars:
             bottom = [base.get(t, 0.0) for t in s.times]
             if bars:
@@ -188,18 +231,37 @@ def draw_timeseries(ax, panel, series: list[Series], start: float, end: float) -
             for t, y in zip(s.times, ys):
                 base[t] = base.get(t, 0.0) + y
         else:
-            ax.plot(s.times, [v if not math.isnan(v) else float("nan") for v in s.values], color=color,
-                    linewidth=1.2, label=label)
+            ax.plot(
+                s.times,
+                [v if not math.isnan(v) else float("nan") for v in s.values],
+                color=color,
+                linewidth=1.2,
+                label=label,
+            )
             ax.fill_between(s.times, ys, color=color, alpha=0.08, linewidth=0)
     peak = max((v for s in series for v in s.values if not math.isnan(v)), default=0)
     ax.set_ylim(0, None if peak > 0 else 1)  # all zero: an axis from 0 to 1, as Grafana draws it
-    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2 if len(series) > 3 else 1,
-                    fontsize=6.5, frameon=False, labelcolor=TEXT, handlelength=1.2)
+    leg = ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=2 if len(series) > 3 else 1,
+        fontsize=6.5,
+        frameon=False,
+        labelcolor=TEXT,
+        handlelength=1.2,
+    )
     leg.set_in_layout(False)
 
 
-def render(prom: str, out: pathlib.Path, variables: dict[str, str], stores: list[str], start: float, end: float,
-           dash: dict | None = None) -> list[str]:
+def render(
+    prom: str,
+    out: pathlib.Path,
+    variables: dict[str, str],
+    stores: list[str],
+    start: float,
+    end: float,
+    dash: dict | None = None,
+) -> list[str]:
     """Draw every panel; returns the titles of panels that had no data."""
     dash = dash or json.loads(DASHBOARD.read_text())
     step = max(1.0, (end - start) / 250)
@@ -213,7 +275,15 @@ def render(prom: str, out: pathlib.Path, variables: dict[str, str], stores: list
         y_top = 1 - pos["y"] / height
         h = pos["h"] / height
         if panel["type"] == "row":
-            fig.text(x0 + 0.005, y_top - h / 2, plain(panel["title"]), color=TEXT, fontsize=13, fontweight="bold", va="center")
+            fig.text(
+                x0 + 0.005,
+                y_top - h / 2,
+                plain(panel["title"]),
+                color=TEXT,
+                fontsize=13,
+                fontweight="bold",
+                va="center",
+            )
             continue
         pad_x, pad_top, pad_bottom = 0.004, 0.9 / height, 0.004  # the title takes about one grid row
         box = fig.add_axes((x0 + pad_x, y_top - h + pad_bottom, w - 2 * pad_x, h - pad_bottom))
@@ -222,15 +292,21 @@ def render(prom: str, out: pathlib.Path, variables: dict[str, str], stores: list
         box.set_yticks([])
         for spine in box.spines.values():
             spine.set_color(GRID)
-        box.text(0.01, 0.98, plain(panel["title"]), color=TEXT, fontsize=9, fontweight="bold", va="top",
-                 transform=box.transAxes)
-        series = [s for t in panel["targets"]
-                  for s in query_range(prom, t, {**variables, **extra}, start, end, step)]
+        box.text(
+            0.01,
+            0.98,
+            plain(panel["title"]),
+            color=TEXT,
+            fontsize=9,
+            fontweight="bold",
+            va="top",
+            transform=box.transAxes,
+        )
+        series = [s for t in panel["targets"] for s in query_range(prom, t, {**variables, **extra}, start, end, step)]
         if not series:
             empty.append(panel["title"])
         if panel["type"] == "stat":
-            ax = fig.add_axes((x0 + pad_x, y_top - h + pad_bottom, w - 2 * pad_x, h - pad_top - 0.01),
-                              facecolor="none")
+            ax = fig.add_axes((x0 + pad_x, y_top - h + pad_bottom, w - 2 * pad_x, h - pad_top - 0.01), facecolor="none")
             for spine in ax.spines.values():
                 spine.set_visible(False)
             draw_stat(ax, panel, series)
@@ -238,8 +314,9 @@ def render(prom: str, out: pathlib.Path, variables: dict[str, str], stores: list
             legend_rows = min(len(series), 4) if len(series) <= 3 else math.ceil(len(series) / 2)
             frac = min(0.45, 0.07 + 0.055 * legend_rows) if series else 0.05
             ax_h = (h - pad_top) * (1 - frac) - 0.01
-            ax = fig.add_axes((x0 + pad_x + w * 0.06, y_top - pad_top - ax_h, w * 0.92 - 2 * pad_x, ax_h),
-                              facecolor=PANEL)
+            ax = fig.add_axes(
+                (x0 + pad_x + w * 0.06, y_top - pad_top - ax_h, w * 0.92 - 2 * pad_x, ax_h), facecolor=PANEL
+            )
             for spine in ax.spines.values():
                 spine.set_visible(False)
             draw_timeseries(ax, panel, series, start, end)
@@ -263,12 +340,28 @@ def main() -> None:
     a = ap.parse_args()
     end = time.time()
     start = end - a.minutes * 60
-    variables = {"namespace": a.namespace, "instance": a.instance, "__rate_interval": a.rate_interval,
-                 "__range": f"{int(a.minutes * 60)}s", "datasource": "prometheus"}
-    stores = a.stores.split(",") if a.stores else sorted(api(
-        a.prometheus, "/api/v1/label/source/values",
-        **{"match[]": interpolate('frauddemo_syncer_up{namespace="$namespace",service=~"$instance-(detector|syncers)"}',
-                                  variables)}))
+    variables = {
+        "namespace": a.namespace,
+        "instance": a.instance,
+        "__rate_interval": a.rate_interval,
+        "__range": f"{int(a.minutes * 60)}s",
+        "datasource": "prometheus",
+    }
+    stores = (
+        a.stores.split(",")
+        if a.stores
+        else sorted(
+            api(
+                a.prometheus,
+                "/api/v1/label/source/values",
+                **{
+                    "match[]": interpolate(
+                        'frauddemo_syncer_up{namespace="$namespace",service=~"$instance-(detector|syncers)"}', variables
+                    )
+                },
+            )
+        )
+    )
     variables["store"] = "|".join(stores)
     empty = render(a.prometheus, pathlib.Path(a.out), variables, stores, start, end)
     print(f"wrote {a.out}" + (f"; no data: {', '.join(empty)}" if empty else ""))

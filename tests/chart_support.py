@@ -1,6 +1,7 @@
 """The real tools the chart tests run: helm (tools/fetch_helm.py), kubernetes-validate, the CRD's
 schema, and the prometheus-operator's schemas (tools/fetch_prometheus_models.sh). `make test`
 installs them; run alone, a missing tool fails with the command that installs it."""
+
 from __future__ import annotations
 
 import functools
@@ -24,23 +25,36 @@ NAMESPACE = "frauddemo"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate ships.
 KUBE_VERSIONS = ("1.30", ".".join(kubernetes_validate.latest_version().split(".")[:2]))
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
-STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
-                   "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
+STANDARD_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+)
 
 
 @functools.cache
 def helm_binary() -> str:
     path = os.environ.get("HELM") or str(ROOT / ".tools" / "helm")
     if not os.access(path, os.X_OK):
-        pytest.fail(f"helm not found at {path}: run `make test`, or `.venv/bin/python tools/fetch_helm.py`, "
-                    f"or point HELM at a helm 3.18 binary", pytrace=False)
+        pytest.fail(
+            f"helm not found at {path}: run `make test`, or `.venv/bin/python tools/fetch_helm.py`, "
+            f"or point HELM at a helm 3.18 binary",
+            pytrace=False,
+        )
     return path
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     # No cluster is involved: an empty kubeconfig keeps helm from reading the user's.
-    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": tempfile.gettempdir() + "/helm-cache",
-           "HELM_CONFIG_HOME": tempfile.gettempdir() + "/helm-config"}
+    env = {
+        **os.environ,
+        "KUBECONFIG": os.devnull,
+        "HELM_CACHE_HOME": tempfile.gettempdir() + "/helm-cache",
+        "HELM_CONFIG_HOME": tempfile.gettempdir() + "/helm-config",
+    }
     proc = subprocess.run([helm_binary(), *args], capture_output=True, text=True, env=env, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -91,8 +105,9 @@ def render_notes(values: dict | None = None) -> str:
         shutil.copytree(CHART, chart)
         (chart / "templates" / "NOTES.txt").rename(chart / "notes.tpl")
         (chart / "templates" / "zz-notes.yaml").write_text(
-            'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n'
-            'data: {notes: {{ tpl (.Files.Get "notes.tpl") . | toJson }}}\n')
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+            'data: {notes: {{ tpl (.Files.Get "notes.tpl") . | toJson }}}\n'
+        )
         objs = render(values, "--show-only", "templates/zz-notes.yaml", chart=chart)
     return objs[0]["data"]["notes"]
 
@@ -134,8 +149,11 @@ def frauddemo_errors(obj: dict) -> str | None:
 def _models_dir() -> Path:
     path = Path(os.environ.get("PROMETHEUS_MODELS") or ROOT / ".tools" / "prometheus-models")
     if not (path / "node_modules").is_dir() or not shutil.which("node"):
-        pytest.fail(f"the prometheus-operator schemas are not installed at {path} (or node is missing): run "
-                    f"`make test` or tools/fetch_prometheus_models.sh", pytrace=False)
+        pytest.fail(
+            f"the prometheus-operator schemas are not installed at {path} (or node is missing): run "
+            f"`make test` or tools/fetch_prometheus_models.sh",
+            pytrace=False,
+        )
     return path
 
 
@@ -144,8 +162,9 @@ def monitoring_errors(objs: list[dict]) -> list[str]:
     if not objs:
         return []
     d = _models_dir()
-    proc = subprocess.run(["node", str(d / "validate.mjs")], input=json.dumps(objs), capture_output=True,
-                          text=True, cwd=d, timeout=60)
+    proc = subprocess.run(
+        ["node", str(d / "validate.mjs")], input=json.dumps(objs), capture_output=True, text=True, cwd=d, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return [f"{r['kind']} {r['name']}: {r['error']}" for r in json.loads(proc.stdout) if r["error"]]
 
@@ -166,8 +185,16 @@ def validation_errors(objs: list[dict]) -> list[str]:
     return errors
 
 
-RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                      "projected", "secret"}
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def restricted_violations(pod: dict) -> list[str]:

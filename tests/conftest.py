@@ -1,4 +1,5 @@
 """Shared fixtures: real Valkey servers on free loopback ports, real syncers; all cleaned up."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,10 @@ def store_servers(tmp_path, server_binary):
 
     def make(n: int = 2, names=None):
         names = list(names or "abcdefgh"[:n])
-        out = [Server(ServerSpec.create(name, tmp_path / f"srv{len(started) + i}", server_binary))
-               for i, name in enumerate(names)]
+        out = [
+            Server(ServerSpec.create(name, tmp_path / f"srv{len(started) + i}", server_binary))
+            for i, name in enumerate(names)
+        ]
         started.extend(out)
         return out
 
@@ -155,8 +158,22 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy2(ROOT / name, src / name)
     for name in ("workloads", "operator"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-                           "--wheel-dir", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "would be ignored" not in proc.stdout + proc.stderr, "setuptools drops a data package"
     (whl,) = out.glob("frauddemo-*.whl")
@@ -169,7 +186,11 @@ def wheel_venv(wheel, tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv")
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return env_dir

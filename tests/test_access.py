@@ -1,6 +1,7 @@
 """Who may change the demo through the API (frauddemo.access), over real HTTP (uvicorn) on a real
 store: the optional bearer token on every POST, the per-client rate limit (429 + Retry-After), and
 bad access settings refused with a clear message."""
+
 import contextlib
 import os
 import subprocess
@@ -8,12 +9,11 @@ import sys
 
 import pytest
 
+from conftest import serving
 from frauddemo import access
 from frauddemo.access import AccessError, Buckets, RateLimit, TokenFile, api_token_from_env, token_from_env
 from frauddemo.config import StoreRef
 from frauddemo.web.app import create_app
-
-from conftest import serving
 
 TOKEN = "s3cret-token-for-tests"
 CONTROL = ("/api/hacked-pos", {"running": True})  # a cheap POST that changes the demo
@@ -26,7 +26,8 @@ def api(stores):
     refs = [StoreRef("a", *st["a"][0].credentials("detector"))]
     with contextlib.ExitStack() as stack:
         yield lambda token=None, limit=RateLimit(): stack.enter_context(
-            serving(create_app(refs, engine=False, api_token=token, rate_limit=limit)))
+            serving(create_app(refs, engine=False, api_token=token, rate_limit=limit))
+        )
 
 
 def bearer(token):
@@ -35,11 +36,18 @@ def bearer(token):
 
 # --- the token ------------------------------------------------------------------------------------
 
+
 def test_with_a_token_every_post_needs_it(api):
     http = api(token=TOKEN)
     path, body = CONTROL
-    for headers in ({}, bearer("wrong"), bearer(TOKEN + "x"), {"Authorization": TOKEN},
-                    {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"}):
+    for headers in (
+        {},
+        bearer("wrong"),
+        bearer(TOKEN + "x"),
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+    ):
         r = http.post(path, json=body, headers=headers)
         assert r.status_code == 401, (headers, r.text)
         assert "API token" in r.json()["detail"]
@@ -83,7 +91,10 @@ def test_the_openapi_documents_401_and_429_on_every_post(api):
         assert {"401", "429", "413"} <= set(op["responses"]), path
         assert op["security"] == [{"apiToken": []}], path
     assert spec["components"]["securitySchemes"]["apiToken"] == {
-        "type": "http", "scheme": "bearer", "description": access.BEARER.model.description}
+        "type": "http",
+        "scheme": "bearer",
+        "description": access.BEARER.model.description,
+    }
     gets = [op["get"] for op in spec["paths"].values() if "get" in op]
     assert gets and not any("security" in op for op in gets)
 
@@ -119,7 +130,7 @@ def test_a_token_file_is_followed_without_a_restart(stores, tmp_path):
         secret_volume(tmp_path, "second", 2)
         assert http.post(path_, json=body, headers=bearer("first")).status_code == 401
         assert http.post(path_, json=body, headers=bearer("second")).status_code == 200
-        (tmp_path / "..v2" / "password").write_text("")       # emptied later: the last good token stays
+        (tmp_path / "..v2" / "password").write_text("")  # emptied later: the last good token stays
         assert http.post(path_, json=body, headers=bearer("second")).status_code == 200
 
 
@@ -135,6 +146,7 @@ def test_api_token_from_env_follows_the_file_or_takes_the_value(tmp_path):
 
 
 # --- the rate limit --------------------------------------------------------------------------------
+
 
 def test_rate_limit_gives_429_with_retry_after_and_a_reason(api):
     http = api(limit=RateLimit(rate=0.2, burst=3))
@@ -174,10 +186,10 @@ def test_buckets_refill_at_the_rate_per_client():
     b = Buckets(RateLimit(rate=2, burst=2), clock)
     assert b.take("x") == 0 and b.take("x") == 0
     assert b.take("x") == pytest.approx(0.5)
-    assert b.take("y") == 0                      # another client has its own bucket
+    assert b.take("y") == 0  # another client has its own bucket
     clock.t += 0.5
     assert b.take("x") == 0
-    clock.t += 100                               # never more than a burst saved up
+    clock.t += 100  # never more than a burst saved up
     assert [b.take("x") for _ in range(3)][-1] > 0
 
 
@@ -190,6 +202,7 @@ def test_buckets_stay_bounded_under_many_clients():
 
 # --- the settings ----------------------------------------------------------------------------------
 
+
 def test_token_from_file_is_preferred_and_stripped(tmp_path):
     f = tmp_path / "token"
     f.write_text(TOKEN + "\n")
@@ -199,23 +212,34 @@ def test_token_from_file_is_preferred_and_stripped(tmp_path):
     assert token_from_env({}) is None
 
 
-@pytest.mark.parametrize("env, message", [
-    ({access.TOKEN_FILE_ENV: "/nonexistent/token"}, "cannot read the API token file /nonexistent/token"),
-    ({access.TOKEN_FILE_ENV: "EMPTY"}, "is empty"),
-    ({access.TOKEN_FILE_ENV: "DIR"}, "cannot read the API token file"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({access.TOKEN_FILE_ENV: "/nonexistent/token"}, "cannot read the API token file /nonexistent/token"),
+        ({access.TOKEN_FILE_ENV: "EMPTY"}, "is empty"),
+        ({access.TOKEN_FILE_ENV: "DIR"}, "cannot read the API token file"),
+    ],
+)
 def test_bad_token_settings_are_clear_errors(tmp_path, env, message):
     (tmp_path / "empty").write_text("  \n")
-    path = {"EMPTY": str(tmp_path / "empty"), "DIR": str(tmp_path)}.get(env[access.TOKEN_FILE_ENV],
-                                                                      env[access.TOKEN_FILE_ENV])
+    path = {"EMPTY": str(tmp_path / "empty"), "DIR": str(tmp_path)}.get(
+        env[access.TOKEN_FILE_ENV], env[access.TOKEN_FILE_ENV]
+    )
     with pytest.raises(AccessError, match=message):
         token_from_env({access.TOKEN_FILE_ENV: path})
 
 
-@pytest.mark.parametrize("rate, burst, message", [
-    ("fast", None, "must be a number"), (None, "1.5", "an integer"), ("-1", None, ">= 0"),
-    ("nan", None, ">= 0"), ("inf", None, ">= 0"), (None, "0", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "rate, burst, message",
+    [
+        ("fast", None, "must be a number"),
+        (None, "1.5", "an integer"),
+        ("-1", None, ">= 0"),
+        ("nan", None, ">= 0"),
+        ("inf", None, ">= 0"),
+        (None, "0", ">= 1"),
+    ],
+)
 def test_bad_rate_settings_are_clear_errors(rate, burst, message):
     env = {k: v for k, v in ((access.RATE_ENV, rate), (access.BURST_ENV, burst)) if v is not None}
     with pytest.raises(AccessError, match=message):
@@ -229,11 +253,21 @@ def test_rate_settings_from_env():
 
 def test_the_detector_refuses_to_start_on_bad_access_settings(tmp_path):
     env = {**os.environ, access.RATE_ENV: "lots", access.TOKEN_FILE_ENV: ""}
-    r = subprocess.run([sys.executable, "-m", "frauddemo", "detector", "--store", "a=redis://127.0.0.1:1",
-                        "--port", "1"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "frauddemo", "detector", "--store", "a=redis://127.0.0.1:1", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "FRAUDDEMO_API_POST_RATE must be a number" in r.stderr, r.stderr
     env = {**os.environ, access.TOKEN_FILE_ENV: str(tmp_path / "missing")}
-    r = subprocess.run([sys.executable, "-m", "frauddemo", "detector", "--store", "a=redis://127.0.0.1:1",
-                        "--port", "1"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "frauddemo", "detector", "--store", "a=redis://127.0.0.1:1", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "cannot read the API token file" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr

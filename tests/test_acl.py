@@ -1,5 +1,6 @@
 """Redis ACL users per role (acl.ROLES) on real servers: each role runs its process's real code paths
 (tills, syncers, the detector and its API, a read-only inspector) and is refused what it should not do."""
+
 import json
 import os
 import random
@@ -13,20 +14,19 @@ import httpx
 import pytest
 import redis
 
+from conftest import serving, wait_converged, wait_until
 from frauddemo import acl
+from frauddemo.attack_modes import AttackMode
 from frauddemo.config import StoreRef
 from frauddemo.detector import alert_id
 from frauddemo.local import stack_ready
-from frauddemo.attack_modes import AttackMode
 from frauddemo.pos import Simulator
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys, alert_key, verdict_key
-from frauddemo.till import HackedTill, Till, capture
 from frauddemo.secretfiles import read_secret
 from frauddemo.servers import free_port
-from frauddemo.web.app import create_app
 from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
-
-from conftest import serving, wait_converged, wait_until
+from frauddemo.till import HackedTill, Till, capture
+from frauddemo.web.app import create_app
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -53,8 +53,9 @@ def test_every_role_runs_its_process_on_its_own_user(stores, links):
     till_a, till_b = Till(connect(sa, "pos"), KEYS, "a-pos-1"), Till(connect(sb, "pos"), KEYS, "b-pos-1")
     rng = random.Random(5)
     sim = Simulator(till_b.store, KEYS, customers=4, seed=3)
-    bought = [t.purchase(c, {"cap": 1}, capture(c, rng)) for t in (till_a, till_b) for c in sim.customers
-              for _ in range(2)]
+    bought = [
+        t.purchase(c, {"cap": 1}, capture(c, rng)) for t in (till_a, till_b) for c in sim.customers for _ in range(2)
+    ]
     # past the retention and a whole stream node (MAXLEN ~ trims whole nodes of up to 100 small
     # entries; photos no longer make every entry a node of its own): the first sync is a full resync
     for i in range(250):
@@ -71,8 +72,11 @@ def test_every_role_runs_its_process_on_its_own_user(stores, links):
             p = next(p for p in bought if p["store"] == store.replica)
             first = till.return_(p["receipt"], capture(p["customer"], rng)).attempt
             assert verdict(store, first.id)["decision"] == "allow"
-            wait_until(lambda: a.hgetall(verdict_key(first.id)) and b.hgetall(verdict_key(first.id)), 20,
-                       what="the verdict everywhere")
+            wait_until(
+                lambda: a.hgetall(verdict_key(first.id)) and b.hgetall(verdict_key(first.id)),
+                20,
+                what="the verdict everywhere",
+            )
         hacked = HackedTill(till_b.store, KEYS, "b-pos-9")
         lines = {}
         for mode in AttackMode:
@@ -88,17 +92,30 @@ def test_every_role_runs_its_process_on_its_own_user(stores, links):
         assert sim.paused()
         assert api.post("/api/hacked-pos", json={"running": True}).status_code == 200
 
-        r = api.post("/api/purchases", json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1}},
-                     headers={"Idempotency-Key": "acl-1"})
+        r = api.post(
+            "/api/purchases",
+            json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1}},
+            headers={"Idempotency-Key": "acl-1"},
+        )
         assert r.status_code == 201, r.text
         receipt = r.json()["receipt"]
         r = api.post("/api/returns", json={"store": "a", "receipt": receipt, "capture": True})
         assert r.status_code == 201, r.text
         photo = mine[-1]
         assert api.post("/api/scenarios/fraud", json={}).status_code == 200
-        for path in ("/readyz", "/api/stores", "/api/status", "/api/summary", "/api/purchases",
-                     f"/api/purchases/{receipt}", "/api/returns", "/api/alerts", "/api/hacked-pos",
-                     f"/api/photos/{photo['photo']}", f"/api/photos/{photo['photo']}/thumbnail"):
+        for path in (
+            "/readyz",
+            "/api/stores",
+            "/api/status",
+            "/api/summary",
+            "/api/purchases",
+            f"/api/purchases/{receipt}",
+            "/api/returns",
+            "/api/alerts",
+            "/api/hacked-pos",
+            f"/api/photos/{photo['photo']}",
+            f"/api/photos/{photo['photo']}/thumbnail",
+        ):
             r = api.get(path)
             assert r.status_code == 200, (path, r.text)
         alerts = api.get("/api/alerts").json()
@@ -140,40 +157,93 @@ def test_the_api_follows_events_on_the_detector_user(stores):
 
 # What each role must be refused. Data written here would not be logged (or not be the role's), and the
 # admin commands would let a client reconfigure or wipe the server.
-ADMIN_ONLY = [("CONFIG", "GET", "maxmemory"), ("CONFIG", "SET", "appendonly", "no"), ("ACL", "LIST"),
-              ("ACL", "SETUSER", "evil", "on", ">x", "+@all"), ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE),
-              ("FUNCTION", "DELETE", "frauddemo"), ("FUNCTION", "FLUSH"), ("SHUTDOWN", "NOSAVE"),
-              ("DEBUG", "SLEEP", "0"), ("MODULE", "LIST"), ("FLUSHALL",), ("FLUSHDB",), ("KEYS", "*"),
-              ("INFO",), ("CLIENT", "KILL", "TYPE", "normal"), ("MONITOR",), ("SAVE",), ("BGREWRITEAOF",),
-              ("SCRIPT", "FLUSH"), ("REPLICAOF", "127.0.0.1", "1"), ("SUBSCRIBE", "x"), ("SELECT", "1")]
+ADMIN_ONLY = [
+    ("CONFIG", "GET", "maxmemory"),
+    ("CONFIG", "SET", "appendonly", "no"),
+    ("ACL", "LIST"),
+    ("ACL", "SETUSER", "evil", "on", ">x", "+@all"),
+    ("FUNCTION", "LOAD", "REPLACE", LIBRARY_CODE),
+    ("FUNCTION", "DELETE", "frauddemo"),
+    ("FUNCTION", "FLUSH"),
+    ("SHUTDOWN", "NOSAVE"),
+    ("DEBUG", "SLEEP", "0"),
+    ("MODULE", "LIST"),
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("KEYS", "*"),
+    ("INFO",),
+    ("CLIENT", "KILL", "TYPE", "normal"),
+    ("MONITOR",),
+    ("SAVE",),
+    ("BGREWRITEAOF",),
+    ("SCRIPT", "FLUSH"),
+    ("REPLICAOF", "127.0.0.1", "1"),
+    ("SUBSCRIBE", "x"),
+    ("SELECT", "1"),
+]
 # The detector reads the stores' memory and persistence state (GET /api/status, the store metrics).
 ALLOWED = {"detector": [("INFO",)]}
 REFUSED = {
-    "pos": [("XREAD", "STREAMS", "fd:log", "0"), ("XRANGE", "fd:log", "-", "+"), ("XADD", "fd:ev:verdicts", "*", "a", "1"),
-            ("XRANGE", "fd:ev:returns", "-", "+"), ("HSET", "fd:ckpt:b", "seq", "0"),
-            ("FCALL", "fd_checkpoint", "0", "b", "e", "0", "0-0"), ("FCALL", "fd_link", "0", "b", "state", "up"),
-            ("FCALL", "fd_merge", "0", "b", "e"), ("SET", "fd:pause:b", "1"), ("HSET", "fd:ctl", "hacked", "x"),
-            ("XREADGROUP", "GROUP", "detectors", "x", "STREAMS", "fd:ev:returns", ">"), ("EVAL", "return 1", "0"),
-            ("DEL", "h:rcpt:x"), ("UNLINK", "h:rcpt:x"), ("FCALL_RO", "fd_position", "0"),
-            # a till never writes an embedding (it could pair a purchase photo with another face)
-            ("SET", "b:emb:" + "0" * 64, "x"),
-            ("FCALL", "fd_write", "0", pack_ops([ops.blob("b:emb:" + "0" * 64, b"x")])),
-            # a hacked till may not forge the detector's word, directly or through fd_write
-            ("HSET", "h:verdict:att-1", "decision", "allow"), ("HSET", "h:alert:x", "a", "1"),
-            ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:verdict:att-1", {"decision": "allow"})])),
-            ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:alert:al-1", {"paid": "0"})])),
-            ("FCALL", "fd_write", "0", pack_ops([ops.incr("c:anything")]))],
-    "syncer": [("XADD", "fd:ev:returns", "*", "a", "1"), ("XRANGE", "fd:ev:returns", "-", "+"), ("XADD", "fd:log", "*", "a", "1"), ("SET", "fd:pause:b", "1"),
-               ("HSET", "fd:ctl", "hacked", "x"), ("SET", "fd:idem:x", "1"), ("EVAL", "return 1", "0"),
-               ("DEL", "h:rcpt:x"), ("HGETALL", "fd:link:b"), ("HVALS", "s:wallet:x")],
-    "detector": [("XRANGE", "fd:ev:labels", "-", "+"), ("HGETALL", "fd:ckpt:b"), ("FCALL", "fd_merge", "0", "b", "e"),
-                 ("FCALL", "fd_link", "0", "b", "state", "up"),
-                 ("XGROUP", "DESTROY", "fd:ev:returns", "detectors"), ("HSET", "fd:link:b", "state", "up")],
-    "dashboard": [("HSET", "h:x", "a", "1"), ("SET", "b:x", "1"), ("XADD", "fd:ev:returns", "*", "a", "1"),
-                  ("FCALL", "fd_write", "0", "x"), ("FCALL", "fd_checkpoint", "0", "b", "e", "0", "0-0"),
-                  ("FCALL", "fd_init", "0", "a", "e"), ("FCALL_RO", "fd_position", "0"), ("DEL", "h:x"),
-                  ("EVAL", "return 1", "0"), ("XREAD", "STREAMS", "fd:log", "0"), ("GET", "fd:idem:x"),
-                  ("XREADGROUP", "GROUP", "detectors", "x", "STREAMS", "fd:ev:returns", ">")],
+    "pos": [
+        ("XREAD", "STREAMS", "fd:log", "0"),
+        ("XRANGE", "fd:log", "-", "+"),
+        ("XADD", "fd:ev:verdicts", "*", "a", "1"),
+        ("XRANGE", "fd:ev:returns", "-", "+"),
+        ("HSET", "fd:ckpt:b", "seq", "0"),
+        ("FCALL", "fd_checkpoint", "0", "b", "e", "0", "0-0"),
+        ("FCALL", "fd_link", "0", "b", "state", "up"),
+        ("FCALL", "fd_merge", "0", "b", "e"),
+        ("SET", "fd:pause:b", "1"),
+        ("HSET", "fd:ctl", "hacked", "x"),
+        ("XREADGROUP", "GROUP", "detectors", "x", "STREAMS", "fd:ev:returns", ">"),
+        ("EVAL", "return 1", "0"),
+        ("DEL", "h:rcpt:x"),
+        ("UNLINK", "h:rcpt:x"),
+        ("FCALL_RO", "fd_position", "0"),
+        # a till never writes an embedding (it could pair a purchase photo with another face)
+        ("SET", "b:emb:" + "0" * 64, "x"),
+        ("FCALL", "fd_write", "0", pack_ops([ops.blob("b:emb:" + "0" * 64, b"x")])),
+        # a hacked till may not forge the detector's word, directly or through fd_write
+        ("HSET", "h:verdict:att-1", "decision", "allow"),
+        ("HSET", "h:alert:x", "a", "1"),
+        ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:verdict:att-1", {"decision": "allow"})])),
+        ("FCALL", "fd_write", "0", pack_ops([ops.hset("h:alert:al-1", {"paid": "0"})])),
+        ("FCALL", "fd_write", "0", pack_ops([ops.incr("c:anything")])),
+    ],
+    "syncer": [
+        ("XADD", "fd:ev:returns", "*", "a", "1"),
+        ("XRANGE", "fd:ev:returns", "-", "+"),
+        ("XADD", "fd:log", "*", "a", "1"),
+        ("SET", "fd:pause:b", "1"),
+        ("HSET", "fd:ctl", "hacked", "x"),
+        ("SET", "fd:idem:x", "1"),
+        ("EVAL", "return 1", "0"),
+        ("DEL", "h:rcpt:x"),
+        ("HGETALL", "fd:link:b"),
+        ("HVALS", "s:wallet:x"),
+    ],
+    "detector": [
+        ("XRANGE", "fd:ev:labels", "-", "+"),
+        ("HGETALL", "fd:ckpt:b"),
+        ("FCALL", "fd_merge", "0", "b", "e"),
+        ("FCALL", "fd_link", "0", "b", "state", "up"),
+        ("XGROUP", "DESTROY", "fd:ev:returns", "detectors"),
+        ("HSET", "fd:link:b", "state", "up"),
+    ],
+    "dashboard": [
+        ("HSET", "h:x", "a", "1"),
+        ("SET", "b:x", "1"),
+        ("XADD", "fd:ev:returns", "*", "a", "1"),
+        ("FCALL", "fd_write", "0", "x"),
+        ("FCALL", "fd_checkpoint", "0", "b", "e", "0", "0-0"),
+        ("FCALL", "fd_init", "0", "a", "e"),
+        ("FCALL_RO", "fd_position", "0"),
+        ("DEL", "h:x"),
+        ("EVAL", "return 1", "0"),
+        ("XREAD", "STREAMS", "fd:log", "0"),
+        ("GET", "fd:idem:x"),
+        ("XREADGROUP", "GROUP", "detectors", "x", "STREAMS", "fd:ev:returns", ">"),
+    ],
 }
 
 
@@ -219,8 +289,9 @@ def test_a_wrong_or_missing_password_is_refused(roles_store):
     srv = roles_store[0]
     url, _ = srv.credentials("pos")
     for password in ("wrong", None):
-        with pytest.raises((redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError,
-                            redis.ResponseError)):
+        with pytest.raises(
+            (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError, redis.ResponseError)
+        ):
             redis.Redis.from_url(url, password=password, socket_timeout=5).ping()
     with pytest.raises(redis.AuthenticationError):  # a role's password is not another role's
         redis.Redis.from_url(url, password=srv.credentials("syncer")[1], socket_timeout=5).ping()
@@ -245,9 +316,8 @@ def test_alert_flow_needs_no_admin(roles_store):
     det.close()
 
 
-
 def test_the_readme_table_is_the_roles():
-    readme = (Path(__file__).parents[1] / "docs" / "security.md").read_text()   # the roles table
+    readme = (Path(__file__).parents[1] / "docs" / "security.md").read_text()  # the roles table
     block = readme.split("<!-- roles:begin", 1)[1].split("-->", 1)[1].split("<!-- roles:end -->", 1)[0]
     assert block.strip() == acl.roles_table().strip()
 
@@ -255,9 +325,26 @@ def test_the_readme_table_is_the_roles():
 def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
     """`frauddemo up` as a user runs it: every role's password of every store stays in its 0600 file."""
     port, data = free_port(), tmp_path / "stack"
-    proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "up", "--headless", "--data-dir", str(data),
-                             "--port", str(port), "--rate", "20", "--duration", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "up",
+            "--headless",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--rate",
+            "20",
+            "--duration",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
     def ready():
         try:
@@ -274,14 +361,16 @@ def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
         passwords = {f: read_secret(f) for f in files}
         for f in files:
             assert f.stat().st_mode & 0o777 == 0o600
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/summary").json().get("returns"), 30,
-                   what="traffic")
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/summary").json().get("returns"), 30, what="traffic")
 
         pids = {p["pid"] for p in stack["processes"]} | {proc.pid}
         for pid in list(pids):  # the children's own children (photo workers) too
             try:
-                pids |= {int(c) for t in os.listdir(f"/proc/{pid}/task")
-                         for c in open(f"/proc/{pid}/task/{t}/children").read().split()}
+                pids |= {
+                    int(c)
+                    for t in os.listdir(f"/proc/{pid}/task")
+                    for c in open(f"/proc/{pid}/task/{t}/children").read().split()
+                }
             except OSError:
                 pass
         exposed = []
@@ -311,10 +400,27 @@ def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store
     spec = srv.spec
     old = read_secret(spec.role_password_file("pos"))
     assert not srv.spec.client().function_list(library="frauddemo")
-    proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "store-agent", "--url", spec.url, "--password-file",
-                             str(tmp_path / "missing"), "--password-file", str(spec.password_file),
-                             "--acl-file", str(spec.acl_file), "--interval", "0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "store-agent",
+            "--url",
+            spec.url,
+            "--password-file",
+            str(tmp_path / "missing"),
+            "--password-file",
+            str(spec.password_file),
+            "--acl-file",
+            str(spec.acl_file),
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     admin = spec.client()
 
     def pos_ok(password):
@@ -331,18 +437,20 @@ def test_the_store_agent_applies_a_changed_acl_file_and_survives_a_bad_one(store
         passwords["pos"] = ["rotated-pos-password"]
         replace(spec.acl_file, acl.render(passwords))
         wait_until(lambda: pos_ok("rotated-pos-password"), 15, what="the new ACL file applied")
-        assert not pos_ok(old) and srv.proc.poll() is None   # the same server, no restart
+        assert not pos_ok(old) and srv.proc.poll() is None  # the same server, no restart
         with pytest.raises(redis.ConnectionError):  # a session opened with the retired password is closed
             wait_until(lambda: not session.ping(), 15, what="the old session closed")
-        replace(spec.acl_file, "")   # no admin password: it would open the store to anyone
-        wait_until(lambda: proc.poll() is not None or "not applied" in "".join(_drain(proc)), 15,
-                   what="the agent's refusal")
+        replace(spec.acl_file, "")  # no admin password: it would open the store to anyone
+        wait_until(
+            lambda: proc.poll() is not None or "not applied" in "".join(_drain(proc)), 15, what="the agent's refusal"
+        )
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=spec.port, socket_timeout=2).set("k", "v")
         replace(spec.acl_file, acl.render(passwords).replace("user pos reset on", "user pos reset on #not-a-hash"))
-        wait_until(lambda: proc.poll() is not None or "retrying" in "".join(_drain(proc)), 15,
-                   what="the agent's warning")
-        assert proc.poll() is None and pos_ok("rotated-pos-password")   # the last good users stay
+        wait_until(
+            lambda: proc.poll() is not None or "retrying" in "".join(_drain(proc)), 15, what="the agent's warning"
+        )
+        assert proc.poll() is None and pos_ok("rotated-pos-password")  # the last good users stay
     finally:
         proc.terminate()
         out = proc.communicate(timeout=15)[0]

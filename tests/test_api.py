@@ -1,5 +1,6 @@
 """The detection service over real HTTP (uvicorn) on real replicated stores: the API's answers,
 including every kind of bad input, and the faults the demo must survive."""
+
 import base64
 import json
 import os
@@ -12,15 +13,14 @@ import httpx
 import pytest
 import uvicorn
 
-from frauddemo.config import StoreRef
-from frauddemo.till import HackedTill, capture
-from frauddemo.lab.samples import png_bomb
-from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
-from frauddemo.procs import alive
-from frauddemo.servers import free_port
-from frauddemo.web.app import create_app
-
 from conftest import wait_until
+from frauddemo.config import StoreRef
+from frauddemo.lab.samples import png_bomb
+from frauddemo.procs import alive
+from frauddemo.retail import TerminalKeys, alert_key, attempts_key, verdict_key
+from frauddemo.servers import free_port
+from frauddemo.till import HackedTill, capture
+from frauddemo.web.app import create_app
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -83,13 +83,16 @@ def test_unknown_store_receipt_attempt_alert_photo(service):
     assert r.status_code == 201 and r.json()["local_decision"] == "refused"
 
 
-@pytest.mark.parametrize("body, why", [
-    (b"{not json", "json_invalid"),
-    (json.dumps({"store": "a", "customer": "c", "items": "shirt"}).encode(), "dict_type"),
-    (json.dumps({"store": "a", "customer": 5, "items": {"shirt": 1}}).encode(), "string_type"),
-    (json.dumps({"store": "a", "customer": "c", "items": {"shirt": "two"}}).encode(), "int_type"),
-    (json.dumps({"store": "a", "customer": "c", "items": {"shirt": 1}, "admin": True}).encode(), "extra_forbidden"),
-])
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b"{not json", "json_invalid"),
+        (json.dumps({"store": "a", "customer": "c", "items": "shirt"}).encode(), "dict_type"),
+        (json.dumps({"store": "a", "customer": 5, "items": {"shirt": 1}}).encode(), "string_type"),
+        (json.dumps({"store": "a", "customer": "c", "items": {"shirt": "two"}}).encode(), "int_type"),
+        (json.dumps({"store": "a", "customer": "c", "items": {"shirt": 1}, "admin": True}).encode(), "extra_forbidden"),
+    ],
+)
 def test_malformed_json_and_wrong_types_are_422(service, body, why):
     r = service["http"].post("/api/purchases", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and why in r.text
@@ -111,11 +114,14 @@ def test_oversized_and_non_image_photos(service):
     big = b"x" * (4 * 1024 * 1024)
     r = http.post("/api/returns", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
-    r = http.post("/api/returns", json={"store": "a", "receipt": p["receipt"],
-                                        "photo": base64.b64encode(b"GIF89a not really").decode()})
+    r = http.post(
+        "/api/returns",
+        json={"store": "a", "receipt": p["receipt"], "photo": base64.b64encode(b"GIF89a not really").decode()},
+    )
     assert r.status_code == 422 and "photo rejected" in r.json()["detail"]
-    r = http.post("/api/returns", json={"store": "a", "receipt": p["receipt"],
-                                        "photo": base64.b64encode(png_bomb()).decode()})
+    r = http.post(
+        "/api/returns", json={"store": "a", "receipt": p["receipt"], "photo": base64.b64encode(png_bomb()).decode()}
+    )
     assert r.status_code == 413 and "photo rejected" in r.json()["detail"]
     assert service["a"].smembers(attempts_key(p["receipt"])) == set()  # nothing recorded
 
@@ -167,23 +173,37 @@ def test_partition_during_a_double_return(service):
     p = purchase(http)
     wait_until(lambda: b.hgetall(f"h:rcpt:{p['receipt']}"), 10, what="replication")
     assert http.post("/api/link", json={"action": "partition"}).status_code == 200
-    wait_until(lambda: all(s.link_status(o).get("state") == "partitioned" for s, o in ((a, "b"), (b, "a"))),
-               10, what="partition")
+    wait_until(
+        lambda: all(s.link_status(o).get("state") == "partitioned" for s, o in ((a, "b"), (b, "a"))),
+        10,
+        what="partition",
+    )
     r = http.post("/api/returns", json={"store": "a", "receipt": p["receipt"], "capture": True}).json()
-    fraud = HackedTill(b, KEYS, "b-pos-9").refund(p["receipt"], "cust-00001", r["amount_cents"],
-                                                  capture("cust-00001", __import__("random").Random(9)),
-                                                  "partition")
+    fraud = HackedTill(b, KEYS, "b-pos-9").refund(
+        p["receipt"],
+        "cust-00001",
+        r["amount_cents"],
+        capture("cust-00001", __import__("random").Random(9)),
+        "partition",
+    )
     assert r["local_decision"] == "approved" and fraud.decision == "approved"
     assert b.smembers(attempts_key(p["receipt"])) == {fraud.id}  # b has not heard of a's return
     assert http.post("/api/link", json={"action": "heal"}).status_code == 200
     for s in (a, b):
-        wait_until(lambda: s.smembers(attempts_key(p["receipt"])) == {r["attempt"], fraud.id}, 15,
-                   what="both attempts everywhere")
+        wait_until(
+            lambda: s.smembers(attempts_key(p["receipt"])) == {r["attempt"], fraud.id},
+            15,
+            what="both attempts everywhere",
+        )
         for attempt in (fraud.id, r["attempt"]):
-            wait_until(lambda: s.hgetall(alert_key("al-" + attempt)).get("decision") == "review", 15,
-                       what="both alerts everywhere")
-            assert "concurrent_returns" in s.hgetall(alert_key("al-" + attempt)).get("reasons", ""), \
-                s.hgetall(alert_key("al-" + attempt))
+            wait_until(
+                lambda: s.hgetall(alert_key("al-" + attempt)).get("decision") == "review",
+                15,
+                what="both alerts everywhere",
+            )
+            assert "concurrent_returns" in s.hgetall(alert_key("al-" + attempt)).get("reasons", ""), s.hgetall(
+                alert_key("al-" + attempt)
+            )
 
 
 def test_a_detector_killed_mid_stream_loses_and_duplicates_nothing(service, tmp_path):
@@ -203,8 +223,11 @@ def test_a_detector_killed_mid_stream_loses_and_duplicates_nothing(service, tmp_
         hacked = HackedTill(b, KEYS, "b-pos-9")
         attempts = [hacked.refund(r, "x", 100, None, "no-photo").id for r in receipts]
         wait_until(lambda: b.r.xlen("fd:ev:verdicts") >= 10, 30, what="some verdicts")
+
         def children():
-            out = subprocess.run(["ps", "-ww", "-o", "pid=,cmd=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+            out = subprocess.run(
+                ["ps", "-ww", "-o", "pid=,cmd=", "--ppid", str(proc.pid)], capture_output=True, text=True
+            )
             return [int(line.split()[0]) for line in out.stdout.splitlines() if "spawn_main" in line]
 
         workers = wait_until(lambda: len(children()) >= 1 and children(), 30, what="the detector's photo pool")

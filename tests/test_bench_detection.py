@@ -1,6 +1,7 @@
 """`frauddemo bench detection` on a small configuration, on the real stack: every figure issue 17 asks
 for is there, the per-mode counts add up to what the stores' label streams hold (an attempt without a
 verdict is a miss, never dropped), and each rate is its own counts' k/n inside its Wilson interval."""
+
 import pytest
 
 from frauddemo.lab import bench_detection as bd
@@ -18,9 +19,21 @@ def figures():
 
     bd.accuracy = keep
     try:
-        out = bd.run(purchases=300, returns=40, fraud_share=0.2, customers=40, return_rate=40.0,
-                     rules_purchases=200, rules_returns=60, face_per_mode=3, hard_per_case=2, lookalike_pool=12,
-                     ceiling_rates=(4, 8), ceiling_step_s=2.0, verdict_timeout_s=120)
+        out = bd.run(
+            purchases=300,
+            returns=40,
+            fraud_share=0.2,
+            customers=40,
+            return_rate=40.0,
+            rules_purchases=200,
+            rules_returns=60,
+            face_per_mode=3,
+            hard_per_case=2,
+            lookalike_pool=12,
+            ceiling_rates=(4, 8),
+            ceiling_step_s=2.0,
+            verdict_timeout_s=120,
+        )
     finally:
         bd.accuracy = real
     return out, rows
@@ -58,6 +71,14 @@ def test_throughput_is_a_ceiling_and_rules_count_judged_returns(figures):
     held = [s for s in steps if s["held"]]
     assert out["throughput_tx_per_s"] == (held[-1]["achieved_tx_per_s"] if held else 0.0)
     assert out["rules_returns_judged"] <= 60
-    for k in ("recall", "block_precision", "review_rate_legit", "rules_throughput_tx_per_s", "detection_latency_ms",
-              "baseline_store_tx_per_s", "rules_vs_baseline", "photo_verifications_per_s"):
+    for k in (
+        "recall",
+        "block_precision",
+        "review_rate_legit",
+        "rules_throughput_tx_per_s",
+        "detection_latency_ms",
+        "baseline_store_tx_per_s",
+        "rules_vs_baseline",
+        "photo_verifications_per_s",
+    ):
         assert k in out, k

@@ -1,5 +1,6 @@
 """`frauddemo bench soak`: its pure parts against known inputs, its bad options, and one short real run
 (the stack of `frauddemo up` on real Valkey servers, real HTTP, real OpenCV) checked for shape and sanity."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,17 @@ import os
 import pytest
 
 from frauddemo import cli
-from frauddemo.lab.bench_soak import (SoakConfig, bucket_quantile, data_mb, growth, histograms, proc_stats, run,
-                                  window_quantiles)
 from frauddemo.config import ConfigError
+from frauddemo.lab.bench_soak import (
+    SoakConfig,
+    bucket_quantile,
+    data_mb,
+    growth,
+    histograms,
+    proc_stats,
+    run,
+    window_quantiles,
+)
 
 INF = math.inf
 
@@ -101,8 +110,12 @@ def test_growth_needs_two_samples_after_the_warmup():
 
 
 def test_data_of_a_store_is_its_values_and_keyspace_tables():
-    stats = {"dataset.bytes": 3 * 2**20, "overhead.db.hashtable.lut": 2**18, "total.allocated": 9 * 2**20,
-             "db.0": {"overhead.hashtable.main": 2**19, "overhead.hashtable.expires": 2**18}}
+    stats = {
+        "dataset.bytes": 3 * 2**20,
+        "overhead.db.hashtable.lut": 2**18,
+        "total.allocated": 9 * 2**20,
+        "db.0": {"overhead.hashtable.main": 2**19, "overhead.hashtable.expires": 2**18},
+    }
     assert data_mb(stats) == 4.0
     assert data_mb({"dataset.bytes": 2**20}) == 1.0  # an empty server has no db.0 (and Redis 7 no lut)
 
@@ -114,18 +127,21 @@ def test_proc_stats_of_this_process_and_of_a_gone_one():
 
 
 # -- bad options: a clear error each -------------------------------------------------------------------
-@pytest.mark.parametrize("kw, words", [
-    ({"rate": 0}, "--rate must be > 0"),
-    ({"rate": math.nan}, "--rate must be a finite number"),
-    ({"duration": -5}, "--duration must be > 0"),
-    ({"duration": True}, "--duration must be a finite number"),
-    ({"warmup": -1}, "--warmup must be >= 0"),
-    ({"duration": 30, "warmup": 30}, "must be shorter than --duration"),
-    ({"interval": 0}, "--interval must be > 0"),
-    ({"duration": 30, "warmup": 10, "interval": 15}, "at least two sampling intervals"),
-    ({"retention": 50}, "--retention must be at least 100"),
-    ({"identities": 10, "customers": 5}, "at least as many customers as faces"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"rate": 0}, "--rate must be > 0"),
+        ({"rate": math.nan}, "--rate must be a finite number"),
+        ({"duration": -5}, "--duration must be > 0"),
+        ({"duration": True}, "--duration must be a finite number"),
+        ({"warmup": -1}, "--warmup must be >= 0"),
+        ({"duration": 30, "warmup": 30}, "must be shorter than --duration"),
+        ({"interval": 0}, "--interval must be > 0"),
+        ({"duration": 30, "warmup": 10, "interval": 15}, "at least two sampling intervals"),
+        ({"retention": 50}, "--retention must be at least 100"),
+        ({"identities": 10, "customers": 5}, "at least as many customers as faces"),
+    ],
+)
 def test_bad_config_is_refused_with_a_reason(kw, words):
     with pytest.raises(ConfigError, match=words):
         SoakConfig(**kw).resolved()
@@ -169,8 +185,7 @@ def test_short_soak_reports_every_process_bounded_logs_and_no_errors():
 
     # every process of the stack was sampled all along, and is gone now
     procs = r["processes"]
-    expected = {"store-a", "store-b", "syncer-a-b", "syncer-b-a", "detector", "pos-a", "pos-b", "hacked-pos",
-                "bench"}
+    expected = {"store-a", "store-b", "syncer-a-b", "syncer-b-a", "detector", "pos-a", "pos-b", "hacked-pos", "bench"}
     assert expected <= set(procs)
     assert any(n.startswith("detector.worker-") for n in procs)  # the photo pool
     for name in expected:

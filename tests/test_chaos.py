@@ -1,4 +1,5 @@
 """`frauddemo chaos`: a short run against a real local stack, and the checker on real stores."""
+
 import json
 import os
 import subprocess
@@ -7,18 +8,26 @@ import sys
 import pytest
 
 from conftest import wait_until
-
-from frauddemo.lab.chaos import (KINDS, Attempt, ChaosConfig, Driver, alert_events, lost_ops, missing_alerts,
-                             repeated_writes, run)
 from frauddemo.config import ConfigError, StoreRef
 from frauddemo.detector import GROUP, Detector
+from frauddemo.lab.chaos import (
+    KINDS,
+    Attempt,
+    ChaosConfig,
+    Driver,
+    alert_events,
+    lost_ops,
+    missing_alerts,
+    repeated_writes,
+    run,
+)
 from frauddemo.local import LOCAL_DETECTOR, Supervisor
 from frauddemo.procs import alive
-from frauddemo.till import HackedTill
 from frauddemo.retail import ALERTS, PURCHASES, RETURNS, TerminalKeys
 from frauddemo.servers import Server, ServerSpec, free_port
 from frauddemo.store import Store, ops
 from frauddemo.syncer import LinkConfig, Syncer
+from frauddemo.till import HackedTill
 
 
 def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
@@ -38,16 +47,19 @@ def test_short_chaos_run_loses_nothing_and_alerts_every_fraud_once(tmp_path):
     assert not [p["name"] for p in stack["processes"] if p["pid"] and alive(p["pid"])]
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"duration": 0}, "duration must be a positive number"),
-    ({"duration": float("nan")}, "duration must be a positive number"),
-    ({"stores": ("a",)}, "at least two distinct stores"),
-    ({"stores": ("a", "a")}, "at least two distinct stores"),
-    ({"stores": ("a", "B!")}, "store name"),
-    ({"fsync": "no"}, "--fsync must be always or everysec"),
-    ({"pause_s": (0.2, 0.3)}, "longer than the tills' socket timeout"),
-    ({"partition_s": (2.0, 1.0)}, "positive ranges"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"duration": 0}, "duration must be a positive number"),
+        ({"duration": float("nan")}, "duration must be a positive number"),
+        ({"stores": ("a",)}, "at least two distinct stores"),
+        ({"stores": ("a", "a")}, "at least two distinct stores"),
+        ({"stores": ("a", "B!")}, "store name"),
+        ({"fsync": "no"}, "--fsync must be always or everysec"),
+        ({"pause_s": (0.2, 0.3)}, "longer than the tills' socket timeout"),
+        ({"partition_s": (2.0, 1.0)}, "positive ranges"),
+    ],
+)
 def test_bad_settings_are_refused_with_a_reason(kw, message):
     with pytest.raises(ConfigError, match=message):
         ChaosConfig(**kw).resolved()
@@ -93,9 +105,25 @@ def test_a_pos_started_while_its_store_is_down_waits_for_it(tmp_path, server_bin
     log = tmp_path / "pos.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "pos", "--store", "a", "--url",
-                                 spec.role_url("pos"), "--password-file", str(spec.role_password_file("pos")),
-                                 "--rate", "20"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "frauddemo",
+                "pos",
+                "--store",
+                "a",
+                "--url",
+                spec.role_url("pos"),
+                "--password-file",
+                str(spec.role_password_file("pos")),
+                "--rate",
+                "20",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     server = None
     try:
         wait_until(lambda: "store a unavailable" in log.read_text(), 30, what="the POS to wait for its store")

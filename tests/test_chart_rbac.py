@@ -1,11 +1,12 @@
 """The chart's RBAC grants every API call the operator makes (frauddemo_operator.kube.CALLS, which
 the emulator tests check against the requests the API really received), and nothing more, in both
 the namespaced and the cluster-wide mode."""
+
 from __future__ import annotations
 
 import pytest
-
 from chart_support import NAMESPACE, RELEASE, find, one, render
+
 from frauddemo_operator import kube
 
 # The chart runs the operator standalone (one replica, Recreate): kopf's peering objects are never touched.
@@ -67,11 +68,12 @@ def test_service_account_token_only_in_the_operator_pod():
 
 def test_rbac_off_and_existing_service_account():
     objs = render({"rbac.create": False, "serviceAccount.create": False, "serviceAccount.name": "ops"})
-    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-                                                 "ServiceAccount")]
+    assert not [
+        o for o in objs if o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount")
+    ]
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
 def test_names_follow_the_release():
     objs = render({"operator.clusterWide": True})
-    assert one(objs, "ClusterRole")["metadata"]["name"] == RELEASE   # release "frauddemo" holds the chart name
+    assert one(objs, "ClusterRole")["metadata"]["name"] == RELEASE  # release "frauddemo" holds the chart name

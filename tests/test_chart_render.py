@@ -2,6 +2,7 @@
 validated: built-in kinds by kubernetes-validate (Kubernetes 1.30 and the newest it ships), FraudDemo
 by the CRD's schema and the operator's checks, ServiceMonitor/PrometheusRule by the
 prometheus-operator's schemas."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,22 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from chart_support import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    STANDARD_LABELS,
+    frauddemo_errors,
+    helm,
+    one,
+    render,
+    render_error,
+    render_notes,
+    restricted_violations,
+    validation_errors,
+)
 
-from chart_support import (CHART, NAMESPACE, RELEASE, ROOT, STANDARD_LABELS, frauddemo_errors, helm, one,
-                           render, render_error, render_notes, restricted_violations, validation_errors)
 from frauddemo_operator import builders, crd, models
 from frauddemo_operator.settings import Settings
 
@@ -117,11 +131,13 @@ def test_chart_crd_is_the_operators_crd():
     assert files == ["frauddemos.frauddemo.io.yaml"], files
     source = ROOT / "operator" / "frauddemo_operator" / "crd.yaml"
     assert (CHART / "crds" / files[0]).read_bytes() == source.read_bytes(), (
-        "charts/frauddemo/crds/ is stale: run `make chart-crd` to copy operator/frauddemo_operator/crd.yaml")
+        "charts/frauddemo/crds/ is stale: run `make chart-crd` to copy operator/frauddemo_operator/crd.yaml"
+    )
 
 
-@pytest.mark.parametrize("values", [None, CASES["all on"], CASES["operator.clusterWide=True"]],
-                         ids=["defaults", "all on", "cluster-wide"])
+@pytest.mark.parametrize(
+    "values", [None, CASES["all on"], CASES["operator.clusterWide=True"]], ids=["defaults", "all on", "cluster-wide"]
+)
 def test_helm_lint_strict(values):
     args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
     for key, value in (values or {}).items():
@@ -148,9 +164,12 @@ def test_kubernetes_older_than_supported_is_refused():
 
 # --- the operator's Deployment ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [None, {"operator.clusterWide": True},
-                                    {"operator.watchNamespaces": ["shop", "depot"]}],
-                         ids=["namespaced", "cluster-wide", "two namespaces"])
+
+@pytest.mark.parametrize(
+    "values",
+    [None, {"operator.clusterWide": True}, {"operator.watchNamespaces": ["shop", "depot"]}],
+    ids=["namespaced", "cluster-wide", "two namespaces"],
+)
 def test_operator_deployment(values):
     objs = render(values)
     dep = one(objs, "Deployment")
@@ -179,14 +198,23 @@ def test_operator_deployment(values):
         assert settings.clusterwide
     else:
         assert settings.namespaces == tuple((values or {}).get("operator.watchNamespaces") or [NAMESPACE])
-    assert settings.standalone   # one replica, no peering: the RBAC has no kopf peering rules
+    assert settings.standalone  # one replica, no peering: the RBAC has no kopf peering rules
 
 
 def test_operator_settings_pass_through():
-    dep = one(render({"operator.logLevel": "DEBUG", "operator.resyncSeconds": 60, "operator.passwordGraceSeconds": 90,
-                      "operator.extraEnv": [{"name": "FRAUDDEMO_OPERATOR_MAX_IN_FLIGHT", "value": "32"}],
-                      "image.digest": "sha256:" + "a" * 64, "imagePullSecrets": [{"name": "registry"}]}),
-              "Deployment")
+    dep = one(
+        render(
+            {
+                "operator.logLevel": "DEBUG",
+                "operator.resyncSeconds": 60,
+                "operator.passwordGraceSeconds": 90,
+                "operator.extraEnv": [{"name": "FRAUDDEMO_OPERATOR_MAX_IN_FLIGHT", "value": "32"}],
+                "image.digest": "sha256:" + "a" * 64,
+                "imagePullSecrets": [{"name": "registry"}],
+            }
+        ),
+        "Deployment",
+    )
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     s = Settings.from_env({e["name"]: e["value"] for e in c["env"]})
@@ -196,6 +224,7 @@ def test_operator_settings_pass_through():
 
 
 # --- monitoring ------------------------------------------------------------------------------------------
+
 
 def test_dashboard_configmap_holds_the_generated_dashboard():
     objs = render({"grafanaDashboard.enabled": True, "grafanaDashboard.annotations": {"grafana_folder": "FraudDemo"}})
@@ -211,13 +240,20 @@ def test_prometheus_rule_holds_the_generated_rules_untouched():
     objs = render({"monitoring.prometheusRule.enabled": True})
     rule = one(objs, "PrometheusRule")
     source = yaml.safe_load((CHART / "files" / "frauddemo-rules.yaml").read_text())
-    assert rule["spec"]["groups"] == source["groups"]   # {{ $labels.x }} in annotations is not templated
+    assert rule["spec"]["groups"] == source["groups"]  # {{ $labels.x }} in annotations is not templated
 
 
 @pytest.mark.parametrize("release", ["prometheus", "kps"])
 def test_monitoring_objects_carry_the_release_label(release):
-    objs = render({"monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True,
-                   "monitoring.release": release, "monitoring.labels": {"team": "fraud"}, "sample.enabled": True})
+    objs = render(
+        {
+            "monitoring.serviceMonitor.enabled": True,
+            "monitoring.prometheusRule.enabled": True,
+            "monitoring.release": release,
+            "monitoring.labels": {"team": "fraud"},
+            "sample.enabled": True,
+        }
+    )
     for kind in ("ServiceMonitor", "PrometheusRule"):
         labels = one(objs, kind)["metadata"]["labels"]
         assert labels["release"] == release and labels["team"] == "fraud"
@@ -231,11 +267,15 @@ def test_no_release_label_when_empty():
     assert "release" not in one(objs, "ServiceMonitor")["metadata"]["labels"]
 
 
-@pytest.mark.parametrize("values,selector", [
-    (None, {"matchNames": [NAMESPACE]}),
-    ({"operator.watchNamespaces": ["shop", "depot"]}, {"matchNames": ["shop", "depot"]}),
-    ({"operator.clusterWide": True}, {"any": True}),
-], ids=["namespaced", "two namespaces", "cluster-wide"])
+@pytest.mark.parametrize(
+    "values,selector",
+    [
+        (None, {"matchNames": [NAMESPACE]}),
+        ({"operator.watchNamespaces": ["shop", "depot"]}, {"matchNames": ["shop", "depot"]}),
+        ({"operator.clusterWide": True}, {"any": True}),
+    ],
+    ids=["namespaced", "two namespaces", "cluster-wide"],
+)
 def test_service_monitor_scrapes_what_the_operator_serves(values, selector):
     sm = one(render({**(values or {}), "monitoring.serviceMonitor.enabled": True}), "ServiceMonitor")
     assert sm["spec"]["namespaceSelector"] == selector
@@ -251,22 +291,30 @@ def test_service_monitor_scrapes_what_the_operator_serves(values, selector):
 
 # --- bad values get a clear error --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values,message", [
-    ({"replicas": 2}, "Additional property replicas is not allowed"),
-    ({"image.pullPolicy": "Sometimes"}, "image.pullPolicy must be one of"),
-    ({"operator.clusterWide": True, "operator.watchNamespaces": ["shop"]}, "operator.watchNamespaces"),
-    ({"operator.watchNamespaces": ["Not_A_Namespace"]}, "operator.watchNamespaces.0"),
-    ({"operator.logLevel": "LOUD"}, "operator.logLevel"),
-    ({"sample.name": "x" * 31}, "sample.name"),
-    ({"sample.nodePort": 80}, "sample.nodePort"),
-    ({"monitoring.serviceMonitor.interval": "soon"}, "monitoring.serviceMonitor.interval"),
-    ({"image.digest": "latest"}, "image.digest"),
-    ({"sample.enabled": True, "sample.namespace": "elsewhere"},
-     'sample.namespace "elsewhere" is not served by the operator'),
-    ({"operator.extraEnv": [{"name": "FRAUDDEMO_OPERATOR_NAMESPACES", "value": "x"}]},
-     "operator.extraEnv must not set FRAUDDEMO_OPERATOR_NAMESPACES"),
-    ({"serviceAccount.create": False}, "serviceAccount.name is required"),
-])
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"replicas": 2}, "Additional property replicas is not allowed"),
+        ({"image.pullPolicy": "Sometimes"}, "image.pullPolicy must be one of"),
+        ({"operator.clusterWide": True, "operator.watchNamespaces": ["shop"]}, "operator.watchNamespaces"),
+        ({"operator.watchNamespaces": ["Not_A_Namespace"]}, "operator.watchNamespaces.0"),
+        ({"operator.logLevel": "LOUD"}, "operator.logLevel"),
+        ({"sample.name": "x" * 31}, "sample.name"),
+        ({"sample.nodePort": 80}, "sample.nodePort"),
+        ({"monitoring.serviceMonitor.interval": "soon"}, "monitoring.serviceMonitor.interval"),
+        ({"image.digest": "latest"}, "image.digest"),
+        (
+            {"sample.enabled": True, "sample.namespace": "elsewhere"},
+            'sample.namespace "elsewhere" is not served by the operator',
+        ),
+        (
+            {"operator.extraEnv": [{"name": "FRAUDDEMO_OPERATOR_NAMESPACES", "value": "x"}]},
+            "operator.extraEnv must not set FRAUDDEMO_OPERATOR_NAMESPACES",
+        ),
+        ({"serviceAccount.create": False}, "serviceAccount.name is required"),
+    ],
+)
 def test_bad_values_are_refused_with_a_clear_error(values, message):
     assert message in render_error(values)
 
@@ -277,6 +325,7 @@ def test_sample_name_limit_is_the_operators():
 
 
 # --- NOTES.txt ----------------------------------------------------------------------------------------------
+
 
 def test_notes_tell_the_next_commands():
     notes = render_notes({"sample.enabled": True, "grafanaDashboard.enabled": True})

@@ -1,6 +1,7 @@
 """The samples against the CRD's schema (the operator's sample and the chart's), unknown fields
 rejected, the chart's dashboard Service against the pods the operator builds, and the validators
 themselves catching what they are there to catch."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,8 @@ from importlib import resources
 
 import pytest
 import yaml
-
 from chart_support import NAMESPACE, frauddemo_errors, one, render, validation_errors
+
 from frauddemo_operator import builders, crd, models
 
 
@@ -34,11 +35,15 @@ def test_chart_sample_is_valid(chart_sample):
     assert chart_sample["spec"]["image"] == crd.default_spec({"stores": []})["image"]
 
 
-@pytest.mark.parametrize("path,value", [
-    (("spec", "bogus"), 1),
-    (("spec", "stores", 0, "nodeSelector"), {"frauddemo.io/store": "a"}),
-    (("spec", "detection", "threshold"), 0.5),
-], ids=["spec.bogus", "stores[0].nodeSelector", "detection.threshold"])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        (("spec", "bogus"), 1),
+        (("spec", "stores", 0, "nodeSelector"), {"frauddemo.io/store": "a"}),
+        (("spec", "detection", "threshold"), 0.5),
+    ],
+    ids=["spec.bogus", "stores[0].nodeSelector", "detection.threshold"],
+)
 def test_unknown_fields_are_rejected(operator_sample, path, value):
     bad = copy.deepcopy(operator_sample)
     node = bad
@@ -49,12 +54,16 @@ def test_unknown_fields_are_rejected(operator_sample, path, value):
     assert err is not None and path[-1] in err, err
 
 
-@pytest.mark.parametrize("spec,message", [
-    ({"bogus": True}, "bogus"),
-    ({"stores": [{"name": "a", "replicas": 9}, {"name": "b"}]}, "stores[0].replicas"),
-    ({"stores": [{"name": "a"}]}, "stores"),
-    ({"stores": [{"name": "a"}, {"name": "a"}]}, "DuplicateStoreNames"),
-], ids=["unknown field", "too many replicas", "one store", "duplicate stores"])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"bogus": True}, "bogus"),
+        ({"stores": [{"name": "a", "replicas": 9}, {"name": "b"}]}, "stores[0].replicas"),
+        ({"stores": [{"name": "a"}]}, "stores"),
+        ({"stores": [{"name": "a"}, {"name": "a"}]}, "DuplicateStoreNames"),
+    ],
+    ids=["unknown field", "too many replicas", "one store", "duplicate stores"],
+)
 def test_chart_sample_with_a_bad_spec_is_caught(spec, message):
     sample = one(render({"sample.enabled": True, "sample.spec": spec}), crd.KIND)
     err = frauddemo_errors(sample)
@@ -71,17 +80,20 @@ def test_dashboard_service_selects_the_operators_detector_pods(chart_sample):
     selected = [n for n, t in pods.items() if svc["spec"]["selector"].items() <= t["metadata"]["labels"].items()]
     assert selected == [builders.detector_name(name)]
     (port,) = svc["spec"]["ports"]
-    container_ports = {p["name"]: p["containerPort"] for c in pods[selected[0]]["spec"]["containers"]
-                       for p in c.get("ports", [])}
+    container_ports = {
+        p["name"]: p["containerPort"] for c in pods[selected[0]]["spec"]["containers"] for p in c.get("ports", [])
+    }
     assert container_ports[port["targetPort"]] == builders.DETECTOR_PORT == port["port"]
     assert svc["spec"]["type"] == "NodePort" and port["nodePort"] == 30080
 
 
 # --- the validators catch what they are for ---------------------------------------------------------------
 
+
 def test_validators_catch_broken_objects(chart_sample):
-    objs = render({"sample.enabled": True, "monitoring.serviceMonitor.enabled": True,
-                   "monitoring.prometheusRule.enabled": True})
+    objs = render(
+        {"sample.enabled": True, "monitoring.serviceMonitor.enabled": True, "monitoring.prometheusRule.enabled": True}
+    )
     broken = copy.deepcopy(objs)
     one(broken, "Deployment")["spec"]["replicaz"] = 1
     one(broken, "Service")["spec"]["ports"][0]["port"] = "eighty"

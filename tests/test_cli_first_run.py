@@ -2,6 +2,7 @@
 processes on free ports with temporary data dirs; the other commands find the running demo by
 themselves (stack.json in the default data dir, here under a temporary XDG_STATE_HOME) or through
 FRAUDDEMO_API."""
+
 import json
 import os
 import signal
@@ -29,14 +30,32 @@ def _env(state: Path, **extra) -> dict:
 
 def _up(env: dict, port: int, *extra: str) -> subprocess.Popen:
     # no tills: the tests make their own traffic, and the machine is shared
-    return subprocess.Popen([sys.executable, "-m", "frauddemo", "up", "--headless", "--port", str(port),
-                             "--rate", "0", "--hacked-rate", "0", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "up",
+            "--headless",
+            "--port",
+            str(port),
+            "--rate",
+            "0",
+            "--hacked-rate",
+            "0",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _cli(env: dict, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frauddemo", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "frauddemo", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _stop(proc: subprocess.Popen, data: Path) -> None:
@@ -87,8 +106,15 @@ def demo(tmp_path_factory):
                 break
         assert "FraudDemo is up" in line, (line, proc.poll())
         readyz_at_up = _readyz(url)
-        yield {"env": env, "url": url, "data": data, "proc": proc, "port": port, "readyz_at_up": readyz_at_up,
-               "up_line": line}
+        yield {
+            "env": env,
+            "url": url,
+            "data": data,
+            "proc": proc,
+            "port": port,
+            "readyz_at_up": readyz_at_up,
+            "up_line": line,
+        }
     finally:
         _stop(proc, data)
 
@@ -122,8 +148,10 @@ def test_a_second_up_on_the_same_data_dir_is_refused_and_touches_nothing(demo):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "is up" not in out
     pid = json.loads(stack_before)["supervisor_pid"]
-    assert err == (f"frauddemo: another frauddemo is already running on the data dir {data.resolve()} (pid {pid}): "
-                   "stop it first (Ctrl-C in its terminal) or give another --data-dir\n")
+    assert err == (
+        f"frauddemo: another frauddemo is already running on the data dir {data.resolve()} (pid {pid}): "
+        "stop it first (Ctrl-C in its terminal) or give another --data-dir\n"
+    )
     assert (data / "stack.json").read_bytes() == stack_before
     assert set(metrics_before) <= {p.name for p in (data / "metrics").iterdir()}
     assert _readyz(demo["url"]) == 200
@@ -138,20 +166,28 @@ def test_status_and_link_find_the_demo_by_themselves(demo):
 
     doc = json.loads(_cli(env, "status", "--json").stdout)
     assert set(doc["stores"]) == {"a", "b"} and {(l["source"], l["target"]) for l in doc["links"]} == {
-        ("a", "b"), ("b", "a")}
+        ("a", "b"),
+        ("b", "a"),
+    }
 
     part = _cli(env, "link", "partition", "--json")
     assert part.returncode == 0, part.stderr
     assert json.loads(part.stdout)["action"] == "partition"
     try:
-        wait_until(lambda: all(l["state"] == "partitioned" for l in json.loads(
-            _cli(env, "status", "--json").stdout)["links"]), 30, what="both links partitioned")
+        wait_until(
+            lambda: all(l["state"] == "partitioned" for l in json.loads(_cli(env, "status", "--json").stdout)["links"]),
+            30,
+            what="both links partitioned",
+        )
         assert "partitioned" in _cli(env, "status").stdout
     finally:
         heal = _cli(env, "link", "heal")
     assert heal.returncode == 0 and heal.stdout.startswith("link healed: stores a, b"), heal.stderr
-    wait_until(lambda: all(l["state"] == "up" for l in json.loads(
-        _cli(env, "status", "--json").stdout)["links"]), 30, what="both links up again")
+    wait_until(
+        lambda: all(l["state"] == "up" for l in json.loads(_cli(env, "status", "--json").stdout)["links"]),
+        30,
+        what="both links up again",
+    )
 
 
 def test_scenario_while_partitioned_fails_at_once_with_a_plain_sentence(demo):
@@ -166,8 +202,11 @@ def test_scenario_while_partitioned_fails_at_once_with_a_plain_sentence(demo):
     assert run.returncode == 2 and run.stderr == PARTITIONED and run.stdout == ""
     assert elapsed < 10, elapsed  # was 15.5 s of waiting for replication that could not come
 
-    wait_until(lambda: all(l["state"] == "up" for l in json.loads(
-        _cli(env, "status", "--json").stdout)["links"]), 30, what="both links up again")
+    wait_until(
+        lambda: all(l["state"] == "up" for l in json.loads(_cli(env, "status", "--json").stdout)["links"]),
+        30,
+        what="both links up again",
+    )
     ok = _cli(env, "scenario", "fraud")
     assert ok.returncode == 0, ok.stderr
     table = ok.stdout
@@ -188,7 +227,11 @@ def test_purchase_and_return_by_hand_in_one_line_or_json(demo):
 
     ret = _cli(env, "return", "--store", "a", "--receipt", receipt)
     assert ret.returncode == 0, ret.stderr
-    assert ret.stdout.count("\n") == 1 and ret.stdout.startswith(f"return t-") and f"receipt {receipt} at store a" in ret.stdout
+    assert (
+        ret.stdout.count("\n") == 1
+        and ret.stdout.startswith("return t-")
+        and f"receipt {receipt} at store a" in ret.stdout
+    )
     again = json.loads(_cli(env, "return", "--store", "a", "--receipt", receipt, "--no-photo", "--json").stdout)
     assert again["receipt"] == receipt and again["local_decision"] == "refused"
 
@@ -300,7 +343,9 @@ def test_a_service_that_cannot_start_is_one_line_with_its_cause_not_up(tmp_path)
     assert proc.returncode == 2 and "is up" not in out
     (line,) = [ln for ln in err.splitlines() if ln.startswith("frauddemo: ")]
     assert line.startswith("frauddemo: the detection service exited with code 2 before it answered: ")
-    assert "FRAUDDEMO_API_POST_RATE must be a number" in line and line.endswith(f"its log: {data / 'logs' / 'detector.log'}")
+    assert "FRAUDDEMO_API_POST_RATE must be a number" in line and line.endswith(
+        f"its log: {data / 'logs' / 'detector.log'}"
+    )
     assert "Traceback" not in err
 
 
@@ -308,8 +353,13 @@ def test_make_demo_takes_a_port_and_installs_the_runtime_only(tmp_path):
     """`make demo PORT=N` passes the port on; a fresh venv gets `.` (not the test extras) with pip's
     output in a log, after one line saying that the first run installs."""
     root = Path(__file__).resolve().parent.parent
-    plan = subprocess.run(["make", "-n", "demo", "PORT=8081", f"VENV={tmp_path / 'venv'}"], cwd=root,
-                          capture_output=True, text=True, timeout=60)
+    plan = subprocess.run(
+        ["make", "-n", "demo", "PORT=8081", f"VENV={tmp_path / 'venv'}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.splitlines()
     assert lines[0].startswith('echo "make demo: installing') and "about a minute" in lines[0]

@@ -1,6 +1,7 @@
 """The demo's controls (frauddemo.controls) and the till's attack vocabulary: one module names the
 control keys; the reset is one server-side function (fd_reset, Store.reset); the hacked POS's attack
 mix is read in AttackMode terms, a deprecated alias with a warning."""
+
 import logging
 import random
 import re
@@ -21,8 +22,11 @@ KEYS = TerminalKeys(bytes(range(32)))
 def test_only_the_controls_module_spells_the_control_keys():
     """acl.py's key patterns aside (an ACL names keys by pattern), no other module writes them out."""
     spelt = re.compile(r"""["']fd:(ctl|reset|pause:)""")
-    found = [str(p.relative_to(RUNTIME)) for p in RUNTIME.rglob("*.py")
-             if p.name not in ("controls.py", "acl.py") and spelt.search(p.read_text())]
+    found = [
+        str(p.relative_to(RUNTIME))
+        for p in RUNTIME.rglob("*.py")
+        if p.name not in ("controls.py", "acl.py") and spelt.search(p.read_text())
+    ]
     assert found == []
 
 
@@ -38,8 +42,9 @@ def test_a_deprecated_alias_in_the_mix_is_accepted_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="frauddemo.pos"):
         mix = parse_mix("duplicate-receipt=2,no-photo=1")
     assert mix == {AttackMode.DOUBLE_RETURN_OTHER_STORE: 2.0, AttackMode.NO_PHOTO: 1.0}
-    assert any("duplicate-receipt" in r.getMessage() and "double-return-other-store" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "duplicate-receipt" in r.getMessage() and "double-return-other-store" in r.getMessage() for r in caplog.records
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="frauddemo.pos"):
         parse_mix("double-return-other-store=1")
@@ -47,7 +52,7 @@ def test_a_deprecated_alias_in_the_mix_is_accepted_with_a_warning(caplog):
 
 
 def test_the_switches_round_trip(stores):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     assert not controls.hacked_paused(a) and not controls.partitioned_from(a, "b")
     controls.set_hacked(a, False)
     controls.set_partition(a, "b", True)
@@ -58,7 +63,7 @@ def test_the_switches_round_trip(stores):
 
 
 def test_store_reset_wipes_the_data_in_one_call_and_reports_the_log_position(stores):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     till = Till(a, KEYS, "a-pos-1")
     p = till.purchase("cust-00001", {"shirt": 1}, capture("cust-00001", random.Random(1)))
     a.r.xgroup_create(PURCHASES, "detectors", id="0", mkstream=True)
@@ -79,7 +84,7 @@ def test_the_detector_user_may_reset_a_store_a_hacked_till_wrote_to(stores):
     from frauddemo.store import Store
     from frauddemo.till import HackedTill
 
-    (srv, a), = stores("a").values()
+    ((srv, a),) = stores("a").values()
     till = Till(a, KEYS, "a-pos-1")
     p = till.purchase("cust-00001", {"shirt": 1}, capture("cust-00001", random.Random(1)))
     HackedTill(a, KEYS, "a-pos-9").refund(p["receipt"], "cust-00001", 100, None, AttackMode.NO_PHOTO)

@@ -1,4 +1,5 @@
 """The generated Grafana dashboard: current, valid against Grafana's own schema, and complete."""
+
 from __future__ import annotations
 
 import copy
@@ -40,7 +41,8 @@ def test_checked_in_outputs_are_current():
     assert gen.stale() == [], "run: python dashboards/generate.py"
     # the chart and the operator ship exactly what dashboards/ holds
     assert (ROOT / "charts/frauddemo/files/frauddemo-dashboard.json").read_text() == json.dumps(
-        DASH, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        DASH, indent=2, sort_keys=True, ensure_ascii=False
+    ) + "\n"
 
 
 def schema_errors(dash: dict) -> list[str]:
@@ -70,12 +72,15 @@ def test_variables_pick_the_datasource_namespace_instance_and_stores():
     variables = {v["name"]: v for v in DASH["templating"]["list"]}
     assert list(variables) == ["datasource", "namespace", "instance", "store"]
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    assert "namespace=\"$namespace\"" in variables["instance"]["query"]
+    assert 'namespace="$namespace"' in variables["instance"]["query"]
     # The instance is the FraudDemo's name: its Services are <name>-detector and <name>-syncers.
     js_regex = variables["instance"]["regex"]
     rx = re.compile(js_regex.strip("/"))
     assert [rx.match(s).group(1) for s in ("demo-detector", "demo-syncers", "my-demo-detector")] == [
-        "demo", "demo", "my-demo"]
+        "demo",
+        "demo",
+        "my-demo",
+    ]
     assert variables["store"]["multi"] and variables["store"]["includeAll"]
 
 
@@ -94,14 +99,20 @@ def test_every_panel_has_a_description_a_unit_a_legend_and_scoped_queries():
             # every FraudDemo series is scoped to the chosen namespace and FraudDemo
             for sel in re.findall(r"frauddemo_\w+(\{[^}]*\})?", t["expr"]):
                 assert sel.startswith('{namespace="$namespace",service=~"$instance-(detector|syncers)"'), (
-                    p["title"], t["expr"])
+                    p["title"],
+                    t["expr"],
+                )
     assert len({p["id"] for p in DASH["panels"]}) == len(DASH["panels"])
 
 
 def test_stores_side_by_side_row_after_row():
     repeated = [p for p in PANELS if p.get("repeat")]
     assert [p["title"].split(" · ")[0] for p in repeated] == [
-        "Purchases /s", "Returns /s by decision and photo", "Fraud alerts by reason", "Refund value per minute"]
+        "Purchases /s",
+        "Returns /s by decision and photo",
+        "Fraud alerts by reason",
+        "Refund value per minute",
+    ]
     for p in repeated:
         assert p["repeat"] == "store" and p["repeatDirection"] == "h" and p["gridPos"]["w"] == 24
         assert all('store="$store"' in t["expr"] for t in p["targets"])
@@ -113,36 +124,63 @@ def test_stores_side_by_side_row_after_row():
 
 def test_the_metric_contract_is_on_the_dashboard():
     text = " ".join(EXPRS)
-    metrics = ["frauddemo_replication_lag_seconds_bucket", "frauddemo_syncer_applied_ops_total",
-               "frauddemo_syncer_skipped_ops_total", "frauddemo_syncer_resyncs_total", "frauddemo_syncer_backlog_ops",
-               "frauddemo_syncer_up", "frauddemo_transactions_total", "frauddemo_return_attempts_total",
-               "frauddemo_fraud_alerts_total", "frauddemo_detection_decisions_total",
-               "frauddemo_refund_value_dollars_total", "frauddemo_detection_latency_seconds_bucket",
-               "frauddemo_photo_verification_seconds_bucket", "frauddemo_photo_verification_seconds_count",
-               "frauddemo_detector_events_total", "frauddemo_detector_pending_events", "frauddemo_detector_up",
-               "frauddemo_store_used_memory_bytes", "frauddemo_store_maxmemory_bytes", "frauddemo_store_writable"]
+    metrics = [
+        "frauddemo_replication_lag_seconds_bucket",
+        "frauddemo_syncer_applied_ops_total",
+        "frauddemo_syncer_skipped_ops_total",
+        "frauddemo_syncer_resyncs_total",
+        "frauddemo_syncer_backlog_ops",
+        "frauddemo_syncer_up",
+        "frauddemo_transactions_total",
+        "frauddemo_return_attempts_total",
+        "frauddemo_fraud_alerts_total",
+        "frauddemo_detection_decisions_total",
+        "frauddemo_refund_value_dollars_total",
+        "frauddemo_detection_latency_seconds_bucket",
+        "frauddemo_photo_verification_seconds_bucket",
+        "frauddemo_photo_verification_seconds_count",
+        "frauddemo_detector_events_total",
+        "frauddemo_detector_pending_events",
+        "frauddemo_detector_up",
+        "frauddemo_store_used_memory_bytes",
+        "frauddemo_store_maxmemory_bytes",
+        "frauddemo_store_writable",
+    ]
     assert [m for m in metrics if m not in text] == []
 
 
 def grafana_to_promql(expr: str, store: str = "a|b") -> str:
     """What Grafana sends for a panel's query (variables interpolated)."""
-    for var, value in (("$__rate_interval", "15s"), ("$__range", "5m"), ("$namespace", "shop"),
-                       ("$instance", "demo"), ("$store", store)):
+    for var, value in (
+        ("$__rate_interval", "15s"),
+        ("$__range", "5m"),
+        ("$namespace", "shop"),
+        ("$instance", "demo"),
+        ("$store", store),
+    ):
         expr = expr.replace(var, value)
     return expr
 
 
 def test_every_query_is_valid_promql(tmp_path):
-    rules = {"groups": [{"name": "panels", "rules": [
-        {"record": f"panel_query_{i}", "expr": grafana_to_promql(e)} for i, e in enumerate(EXPRS)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "panels",
+                "rules": [{"record": f"panel_query_{i}", "expr": grafana_to_promql(e)} for i, e in enumerate(EXPRS)],
+            }
+        ]
+    }
     (tmp_path / "panels.yaml").write_text(yaml.safe_dump(rules))
-    out = subprocess.run([promtool(), "check", "rules", str(tmp_path / "panels.yaml")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [promtool(), "check", "rules", str(tmp_path / "panels.yaml")], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"SUCCESS: {len(EXPRS)} rules found" in out.stdout
 
 
 # --- the operator's copy ----------------------------------------------------------------------------
+
 
 def test_the_operator_ships_the_generated_dashboard_pinned_to_each_frauddemo():
     from frauddemo_operator import dashboard
@@ -171,7 +209,8 @@ def test_a_dashboard_file_overrides_the_packaged_one():
     assert dashboard.render("shop", "demo", '{"t": "$instance/${namespace} $store"}') == '{"t": "demo/shop $store"}'
 
 
-@pytest.mark.parametrize("path", ["charts/frauddemo/files/frauddemo-dashboard.json",
-                                  "operator/frauddemo_operator/frauddemo-dashboard.json"])
+@pytest.mark.parametrize(
+    "path", ["charts/frauddemo/files/frauddemo-dashboard.json", "operator/frauddemo_operator/frauddemo-dashboard.json"]
+)
 def test_copies_are_identical(path):
     assert (ROOT / path).read_text() == (ROOT / "dashboards" / "frauddemo-dashboard.json").read_text()

@@ -7,6 +7,7 @@ parsing and sense checks, the builders, the status, and the runtime's own parsin
 passes on (the `frauddemo` command line each container runs, and the configuration its environment
 sets). A bound the code rejects fails here, naming the field.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,7 +24,7 @@ from frauddemo_operator import builders, crd, models, status
 
 OWNER = builders.Owner("demo", "ns", "uid-1")
 BASE = {"stores": [{"name": "a"}, {"name": "b"}]}
-ITEM = "[]"   # a path step into an array's items (the bound is tried on the first item)
+ITEM = "[]"  # a path step into an array's items (the bound is tried on the first item)
 
 
 def bounds(schema: dict, path: tuple = ()) -> list[tuple[tuple, str, object]]:
@@ -84,7 +85,7 @@ def _runtime_parses(container: dict, spec: models.Spec) -> None:
     """What the runtime does with the command line and environment the operator gives a container,
     short of connecting anywhere (mirrors frauddemo.cli's cmd_* and the detector's create_app)."""
     if container["image"] != spec.image or "args" not in container or container.get("command"):
-        return   # a store server or the store agent (no spec values reach its command line)
+        return  # a store server or the store agent (no spec values reach its command line)
     try:
         a = fd_cli.build_parser().parse_args(container["args"])
     except SystemExit:
@@ -92,8 +93,14 @@ def _runtime_parses(container: dict, spec: models.Spec) -> None:
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     cmd = container["args"][0]
     if cmd == "syncer":
-        LinkConfig(check_url(a.source), check_url(a.target), source_name=check_name(a.source_name),
-                   target_name=check_name(a.target_name), retention=a.retention, batch_max=a.batch_max)
+        LinkConfig(
+            check_url(a.source),
+            check_url(a.target),
+            source_name=check_name(a.source_name),
+            target_name=check_name(a.target_name),
+            retention=a.retention,
+            batch_max=a.batch_max,
+        )
         assert a.batch_max >= 1 and (a.retention is None or a.retention >= 1)
     elif cmd == "detector":
         DetectionConfig.from_env(env)
@@ -112,8 +119,9 @@ def consume(spec_dict: dict) -> None:
     crd.validate({"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "demo"}, "spec": spec_dict})
     spec = models.parse("demo", spec_dict)
     kids = builders.desired(OWNER, spec, service_monitors=True)
-    status.compute("demo", spec, status.Observation(1, detector=status.DetectorStats(1.0, 2, 2, 0)), None,
-                   "2026-01-01T00:00:00Z")
+    status.compute(
+        "demo", spec, status.Observation(1, detector=status.DetectorStats(1.0, 2, 2, 0)), None, "2026-01-01T00:00:00Z"
+    )
     for kid in kids:
         if kid["kind"] in ("Deployment", "StatefulSet"):
             pod = kid["spec"]["template"]["spec"]
@@ -129,8 +137,9 @@ def test_the_walk_finds_the_bounds():
     assert len(SPEC_BOUNDS) >= 30
 
 
-@pytest.mark.parametrize("path, kw, value", SPEC_BOUNDS,
-                         ids=[".".join(p).replace(".[]", "[0]") + f"-{kw}-{v}" for p, kw, v in SPEC_BOUNDS])
+@pytest.mark.parametrize(
+    "path, kw, value", SPEC_BOUNDS, ids=[".".join(p).replace(".[]", "[0]") + f"-{kw}-{v}" for p, kw, v in SPEC_BOUNDS]
+)
 def test_every_crd_bound_is_accepted_by_the_code(path, kw, value):
     try:
         consume(spec_at(path, kw, value))

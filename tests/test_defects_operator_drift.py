@@ -5,6 +5,7 @@ A real kube-apiserver returns a child not as it was sent: empty lists and string
 are defaulted. `as_served` below plays that from the API's documented behaviour, and every child the
 operator builds must still read as "not drifted", while real edits still do.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,12 +17,21 @@ from frauddemo_operator import builders, models, reconcile
 
 OWNER = builders.Owner("demo", "ns", "uid-1")
 
-FULL = {"stores": [{"name": "a", "storage": {"size": "1024Mi"},
-                    "resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"},
-                                  "limits": {"cpu": "1500m", "memory": "2048Mi"}}},
-                   {"name": "b", "storage": {"size": "1Gi", "storageClassName": "fast"}},
-                   {"name": "c", "replicas": 1}],
-        "dashboard": {"labels": {"team": "fraud"}}}
+FULL = {
+    "stores": [
+        {
+            "name": "a",
+            "storage": {"size": "1024Mi"},
+            "resources": {
+                "requests": {"cpu": "1000m", "memory": "1024Mi"},
+                "limits": {"cpu": "1500m", "memory": "2048Mi"},
+            },
+        },
+        {"name": "b", "storage": {"size": "1Gi", "storageClassName": "fast"}},
+        {"name": "c", "replicas": 1},
+    ],
+    "dashboard": {"labels": {"team": "fraud"}},
+}
 
 # Empty objects the server keeps: pointers to structs (an emptyDir volume, a selector of everything).
 KEPT = {"emptyDir", "namespaceSelector", "podSelector"}
@@ -47,8 +57,17 @@ def canonical(q: str) -> str:
 
 
 def test_canonical_forms():
-    assert [canonical(q) for q in ("1000m", "1024Mi", "1536Mi", "64Mi", "0.5", "1.5", "2048Ki", "500m", "1")] == \
-        ["1", "1Gi", "1536Mi", "64Mi", "500m", "1500m", "2Mi", "500m", "1"]
+    assert [canonical(q) for q in ("1000m", "1024Mi", "1536Mi", "64Mi", "0.5", "1.5", "2048Ki", "500m", "1")] == [
+        "1",
+        "1Gi",
+        "1536Mi",
+        "64Mi",
+        "500m",
+        "1500m",
+        "2Mi",
+        "500m",
+        "1",
+    ]
 
 
 def _drop_empty(obj, key=None):
@@ -67,9 +86,14 @@ def _drop_empty(obj, key=None):
 
 def _canonical_quantities(obj, quantity_map=False):
     if isinstance(obj, dict):
-        return {k: (canonical(v) if isinstance(v, str) and (quantity_map or k == "sizeLimit")
-                    else _canonical_quantities(v, k in ("requests", "limits")))
-                for k, v in obj.items()}
+        return {
+            k: (
+                canonical(v)
+                if isinstance(v, str) and (quantity_map or k == "sizeLimit")
+                else _canonical_quantities(v, k in ("requests", "limits"))
+            )
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_canonical_quantities(x) for x in obj]
     return obj
@@ -111,8 +135,12 @@ def as_served(obj: dict) -> dict:
     """What a real API server would return for `obj` once created (and its controllers ran)."""
     out = _canonical_quantities(_drop_empty(copy.deepcopy(obj)))
     meta = out["metadata"]
-    meta.update(uid="u-1", resourceVersion="12345", creationTimestamp="2026-01-01T00:00:00Z",
-                managedFields=[{"manager": "frauddemo-operator", "operation": "Update"}])
+    meta.update(
+        uid="u-1",
+        resourceVersion="12345",
+        creationTimestamp="2026-01-01T00:00:00Z",
+        managedFields=[{"manager": "frauddemo-operator", "operation": "Update"}],
+    )
     kind, spec = out["kind"], out.get("spec")
     if kind in ("Deployment", "StatefulSet"):
         meta["generation"] = 1
@@ -131,9 +159,14 @@ def as_served(obj: dict) -> dict:
             t.update(apiVersion="v1", kind="PersistentVolumeClaim", status={"phase": "Pending"})
             t["spec"]["volumeMode"] = "Filesystem"
     if kind == "Service":
-        spec.update(clusterIP=spec.get("clusterIP", "10.96.0.17"), clusterIPs=[spec.get("clusterIP", "10.96.0.17")],
-                    ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack", sessionAffinity="None",
-                    internalTrafficPolicy="Cluster")
+        spec.update(
+            clusterIP=spec.get("clusterIP", "10.96.0.17"),
+            clusterIPs=[spec.get("clusterIP", "10.96.0.17")],
+            ipFamilies=["IPv4"],
+            ipFamilyPolicy="SingleStack",
+            sessionAffinity="None",
+            internalTrafficPolicy="Cluster",
+        )
         for p in spec["ports"]:
             p.setdefault("protocol", "TCP")
     if kind == "Secret":
@@ -148,8 +181,15 @@ def children():
 
 def test_served_children_are_not_drift():
     kids = children()
-    assert {k["kind"] for k in kids} >= {"Secret", "ConfigMap", "Service", "StatefulSet", "Deployment",
-                                          "NetworkPolicy", "ServiceMonitor"}
+    assert {k["kind"] for k in kids} >= {
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "Deployment",
+        "NetworkPolicy",
+        "ServiceMonitor",
+    }
     drifted = [builders.key(d) for d in kids if reconcile.drifted(d, as_served(d))]
     assert not drifted
     assert not [builders.key(d) for d in kids if reconcile.needs_recreate(d, as_served(d))]
@@ -172,20 +212,31 @@ def _edit(kids, key, fn):
     return reconcile.drifted(kids[key], obj)
 
 
-@pytest.mark.parametrize("key, fn", [
-    (("NetworkPolicy", "demo-default-deny"), lambda o: o["spec"].__setitem__("ingress", [{}])),
-    (("NetworkPolicy", "demo-default-deny"), lambda o: o["spec"].__setitem__("egress", [{"to": [{"ipBlock": {
-        "cidr": "0.0.0.0/0"}}]}])),
-    (("StatefulSet", "demo-store-a"), lambda o: o["spec"]["template"]["spec"]["containers"][0]["resources"][
-        "limits"].__setitem__("memory", "1Gi")),
-    (("StatefulSet", "demo-store-a"), lambda o: o["spec"]["template"]["spec"]["containers"][0].pop("env")),
-    (("StatefulSet", "demo-store-a"), lambda o: o["spec"]["template"]["spec"]["volumes"][1].pop("emptyDir")),
-    (("Deployment", "demo-sync-a-b"), lambda o: o["spec"]["template"]["spec"]["containers"][0].__setitem__(
-        "image", "evil:1")),
-    (("Deployment", "demo-detector"), lambda o: o["spec"]["template"]["spec"]["containers"][0]["env"].pop()),
-    (("Service", "demo-detector"), lambda o: o["spec"]["ports"][0].__setitem__("port", 1)),
-    (("ConfigMap", "demo-dashboard"), lambda o: o["metadata"]["labels"].pop("team")),
-])
+@pytest.mark.parametrize(
+    "key, fn",
+    [
+        (("NetworkPolicy", "demo-default-deny"), lambda o: o["spec"].__setitem__("ingress", [{}])),
+        (
+            ("NetworkPolicy", "demo-default-deny"),
+            lambda o: o["spec"].__setitem__("egress", [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
+        ),
+        (
+            ("StatefulSet", "demo-store-a"),
+            lambda o: o["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].__setitem__(
+                "memory", "1Gi"
+            ),
+        ),
+        (("StatefulSet", "demo-store-a"), lambda o: o["spec"]["template"]["spec"]["containers"][0].pop("env")),
+        (("StatefulSet", "demo-store-a"), lambda o: o["spec"]["template"]["spec"]["volumes"][1].pop("emptyDir")),
+        (
+            ("Deployment", "demo-sync-a-b"),
+            lambda o: o["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "evil:1"),
+        ),
+        (("Deployment", "demo-detector"), lambda o: o["spec"]["template"]["spec"]["containers"][0]["env"].pop()),
+        (("Service", "demo-detector"), lambda o: o["spec"]["ports"][0].__setitem__("port", 1)),
+        (("ConfigMap", "demo-dashboard"), lambda o: o["metadata"]["labels"].pop("team")),
+    ],
+)
 def test_real_edits_are_still_drift(key, fn):
     kids = {builders.key(d): d for d in children()}
     assert _edit(kids, key, fn)

@@ -5,6 +5,7 @@ StatefulSet or Deployment, so store pods never wait in FailedMount.
 8: a store Secret deleted by hand gets a new password; the ACL Secret holds it before any pod is
 restarted onto it (else the restarted pods are refused by their store until the next sync).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,28 @@ def test_a_recreated_store_secret_is_in_the_acl_before_pods_restart(kube_cluster
     acl_name = builders.acl_secret("demo", "b")
     mark = kube_cluster.mark()
     kube_cluster.emu.delete("secrets", ns, builders.store_secret("demo", "b"))
-    wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("statefulsets", ns, "demo-store-b")[
-        "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="store b restarted")
+    wait_for(
+        lambda: (
+            builders.A_RESTARTED_AT
+            in (
+                kube_cluster.emu.get("statefulsets", ns, "demo-store-b")["spec"]["template"]["metadata"].get(
+                    "annotations"
+                )
+                or {}
+            )
+        ),
+        5.0,
+        what="store b restarted",
+    )
     log = kube_cluster.writes(mark, ns)
-    acl_patch = next((i for i, (m, plural, name, _) in enumerate(log)
-                      if m == "PATCH" and plural == "secrets" and name == acl_name), None)
-    restarts = [i for i, (m, plural, _, body) in enumerate(log) if m == "PATCH" and plural in WORKLOADS
-                and builders.A_RESTARTED_AT in json.dumps(body)]
+    acl_patch = next(
+        (i for i, (m, plural, name, _) in enumerate(log) if m == "PATCH" and plural == "secrets" and name == acl_name),
+        None,
+    )
+    restarts = [
+        i
+        for i, (m, plural, _, body) in enumerate(log)
+        if m == "PATCH" and plural in WORKLOADS and builders.A_RESTARTED_AT in json.dumps(body)
+    ]
     assert acl_patch is not None, "the ACL Secret was not updated with the new password"
     assert restarts and min(restarts) > acl_patch, (acl_patch, restarts)

@@ -1,5 +1,6 @@
 """Issue 16, item 9 (operator side): FraudDemo names, rollout-aware readiness, storage changes that would
 wipe the volumes, and the dashboard's Grafana folder."""
+
 from __future__ import annotations
 
 import copy
@@ -26,6 +27,7 @@ def cond(st: dict, ctype: str) -> dict:
 
 # --- names ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["1demo", "demo.a", "demo-", "Demo", "a_b"])
 def test_a_name_that_is_no_dns_1035_label_is_invalid(name):
     with pytest.raises(models.InvalidSpec) as e:
@@ -35,8 +37,11 @@ def test_a_name_that_is_no_dns_1035_label_is_invalid(name):
 
 @pytest.mark.parametrize("name", ["demo", "a", "retail-2", "x" * 30])
 def test_dns_1035_names_pass_and_every_child_name_is_valid(name):
-    kids = builders.desired(builders.Owner(name, "ns", "u"), models.parse(name, {
-        "stores": [{"name": "a" * 12}, {"name": "b" * 12}]}), service_monitors=True)
+    kids = builders.desired(
+        builders.Owner(name, "ns", "u"),
+        models.parse(name, {"stores": [{"name": "a" * 12}, {"name": "b" * 12}]}),
+        service_monitors=True,
+    )
     for k in kids:
         n = k["metadata"]["name"]
         assert len(n) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", n), n
@@ -60,29 +65,43 @@ def test_the_crd_metadata_schema_is_one_the_api_server_takes():
 
 
 def test_an_invalid_name_is_a_condition_not_a_retry_loop(kube_cluster, kube_ns):
-    kube_cluster.apply_fd(kube_ns, "1demo", TWO_STORES)   # the emulator, like old CRDs, does not check it
+    kube_cluster.apply_fd(kube_ns, "1demo", TWO_STORES)  # the emulator, like old CRDs, does not check it
     st = kube_cluster.wait_phase(kube_ns, "1demo", "Invalid")
     ready = cond(st, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "InvalidName" and "DNS-1035" in ready["message"]
-    wait_for(lambda: [e for e in kube_cluster.events(kube_ns) if e.get("reason") == "InvalidName"
-                      and e.get("type") == "Warning"], what="a Warning event")
+    wait_for(
+        lambda: [
+            e for e in kube_cluster.events(kube_ns) if e.get("reason") == "InvalidName" and e.get("type") == "Warning"
+        ],
+        what="a Warning event",
+    )
     assert not any(kube_cluster.children(kube_ns).values())
     mark = kube_cluster.mark()
     time.sleep(1.5)
-    assert [r for r in kube_cluster.emu.requests()[mark:]
-            if r.method != "GET" and f"/namespaces/{kube_ns}/" in r.path] == []
+    assert [
+        r for r in kube_cluster.emu.requests()[mark:] if r.method != "GET" and f"/namespaces/{kube_ns}/" in r.path
+    ] == []
 
 
 # --- readiness ------------------------------------------------------------------------------------------
 
+
 def deployment(replicas=1, generation=2, **st) -> dict:
-    return {"kind": "Deployment", "metadata": {"name": "demo-detector", "generation": generation},
-            "spec": {"replicas": replicas}, "status": {"observedGeneration": generation, **st}}
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "demo-detector", "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": generation, **st},
+    }
 
 
 def statefulset(replicas=2, **st) -> dict:
-    return {"kind": "StatefulSet", "metadata": {"name": "demo-store-a", "generation": 3},
-            "spec": {"replicas": replicas}, "status": {"observedGeneration": 3, **st}}
+    return {
+        "kind": "StatefulSet",
+        "metadata": {"name": "demo-store-a", "generation": 3},
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": 3, **st},
+    }
 
 
 def test_a_stuck_deployment_rollout_is_not_ready():
@@ -92,14 +111,16 @@ def test_a_stuck_deployment_rollout_is_not_ready():
     stuck["status"]["replicas"] = 2
     assert not status.workload(stuck).is_ready
     assert not status.workload(deployment(availableReplicas=1, updatedReplicas=0, replicas=1)).is_ready
-    assert not status.workload({**deployment(availableReplicas=1, updatedReplicas=1, replicas=1),
-                                "metadata": {"name": "x", "generation": 3}}).is_ready
+    assert not status.workload(
+        {**deployment(availableReplicas=1, updatedReplicas=1, replicas=1), "metadata": {"name": "x", "generation": 3}}
+    ).is_ready
     assert status.workload(deployment(availableReplicas=1, updatedReplicas=1, replicas=1)).is_ready
 
 
 def test_a_statefulset_rolling_out_is_not_ready():
-    rolling = statefulset(readyReplicas=2, currentRevision="store-a-1", updateRevision="store-a-2",
-                          replicas=2, updatedReplicas=1)
+    rolling = statefulset(
+        readyReplicas=2, currentRevision="store-a-1", updateRevision="store-a-2", replicas=2, updatedReplicas=1
+    )
     assert not status.workload(rolling).is_ready
     assert not status.workload(statefulset(readyReplicas=1, currentRevision="r2", updateRevision="r2")).is_ready
     assert status.workload(statefulset(readyReplicas=2, currentRevision="r2", updateRevision="r2")).is_ready
@@ -107,26 +128,42 @@ def test_a_statefulset_rolling_out_is_not_ready():
 
 def test_a_stuck_rollout_keeps_the_demo_from_ready():
     spec = models.parse("demo", TWO_STORES)
-    objs = [k for k in builders.desired(OWNER, spec, service_monitors=False) if k["kind"] in ("Deployment",
-                                                                                               "StatefulSet")]
+    objs = [
+        k for k in builders.desired(OWNER, spec, service_monitors=False) if k["kind"] in ("Deployment", "StatefulSet")
+    ]
     workloads = {}
     for o in objs:
         n = o["spec"]["replicas"]
-        o = {**o, "metadata": {**o["metadata"], "generation": 1},
-             "status": {"observedGeneration": 1, "replicas": n, "readyReplicas": n, "availableReplicas": n,
-                        "updatedReplicas": n, "currentRevision": "r1", "updateRevision": "r1"}}
+        o = {
+            **o,
+            "metadata": {**o["metadata"], "generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+                "updatedReplicas": n,
+                "currentRevision": "r1",
+                "updateRevision": "r1",
+            },
+        }
         workloads[builders.key(o)] = status.workload(o)
     now = "2026-01-01T00:00:00Z"
     assert status.compute("demo", spec, status.Observation(1, workloads=workloads), None, now)["phase"] == "Ready"
     det = next(o for o in objs if o["metadata"]["name"] == "demo-detector")
-    workloads[("Deployment", "demo-detector")] = status.workload({**det, "metadata": {**det["metadata"],
-        "generation": 2}, "status": {"observedGeneration": 2, "replicas": 2, "availableReplicas": 1,
-                                     "updatedReplicas": 1}})
+    workloads[("Deployment", "demo-detector")] = status.workload(
+        {
+            **det,
+            "metadata": {**det["metadata"], "generation": 2},
+            "status": {"observedGeneration": 2, "replicas": 2, "availableReplicas": 1, "updatedReplicas": 1},
+        }
+    )
     st = status.compute("demo", spec, status.Observation(1, workloads=workloads), None, now)
     assert st["phase"] == "Provisioning" and "demo-detector rollout not complete" in cond(st, "Ready")["message"]
 
 
 # --- storage --------------------------------------------------------------------------------------------
+
 
 def store_a(size: str | None) -> dict:
     stores = [{"name": "a", **({"storage": {"size": size}} if size else {})}, {"name": "b"}]
@@ -139,8 +176,8 @@ def test_a_storage_change_is_refused_not_recreated():
     assert reconcile.needs_recreate(new, old)
     reason, message = reconcile.recreate_refused(new, old)
     assert reason == "StorageChangeRefused" and "1Gi now, 2Gi asked" in message and "--cascade=orphan" in message
-    assert reconcile.recreate_refused(store_a(None), old)[0] == "StorageChangeRefused"   # removing it too
-    assert reconcile.recreate_refused(new, store_a(None)) is None   # no volume to lose: recreated
+    assert reconcile.recreate_refused(store_a(None), old)[0] == "StorageChangeRefused"  # removing it too
+    assert reconcile.recreate_refused(new, store_a(None)) is None  # no volume to lose: recreated
     kept = reconcile.keep_immutable(new)
     assert "volumeClaimTemplates" not in kept["spec"] and not reconcile.drifted(kept, old)
 
@@ -153,26 +190,41 @@ def test_a_storage_change_keeps_the_statefulset_and_says_how(kube_cluster, kube_
     bigger = copy.deepcopy(stores)
     bigger["stores"][0].update(storage={"size": "2Gi"}, replicas=3)
     kube_cluster.patch_fd(kube_ns, "demo", {"spec": bigger})
-    applied = wait_for(lambda: (st := kube_cluster.reconciled(kube_ns, "demo")) and cond(st, "SpecApplied")[
-        "status"] == "False" and st, what="SpecApplied False")
+    applied = wait_for(
+        lambda: (
+            (st := kube_cluster.reconciled(kube_ns, "demo")) and cond(st, "SpecApplied")["status"] == "False" and st
+        ),
+        what="SpecApplied False",
+    )
     c = cond(applied, "SpecApplied")
     assert c["reason"] == "StorageChangeRefused" and "--cascade=orphan" in c["message"]
     after = kube_cluster.emu.get("statefulsets", kube_ns, "demo-store-a")
-    assert after["metadata"]["uid"] == before["metadata"]["uid"]   # not recreated: the volumes stay
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]  # not recreated: the volumes stay
     assert after["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
-    assert after["spec"]["replicas"] == 3   # what can change in place still does
-    wait_for(lambda: [e for e in kube_cluster.events(kube_ns) if e.get("reason") == "StorageChangeRefused"],
-             what="a Warning event")
+    assert after["spec"]["replicas"] == 3  # what can change in place still does
+    wait_for(
+        lambda: [e for e in kube_cluster.events(kube_ns) if e.get("reason") == "StorageChangeRefused"],
+        what="a Warning event",
+    )
     # what the message says to do: the StatefulSet deleted (orphaning its pods and volumes) comes back new
     kube_cluster.emu.delete("statefulsets", kube_ns, "demo-store-a")
-    new = wait_for(lambda: (o := kube_cluster.emu.get("statefulsets", kube_ns, "demo-store-a")) and
-                   o["metadata"]["uid"] != before["metadata"]["uid"] and o, what="the StatefulSet recreated")
+    new = wait_for(
+        lambda: (
+            (o := kube_cluster.emu.get("statefulsets", kube_ns, "demo-store-a"))
+            and o["metadata"]["uid"] != before["metadata"]["uid"]
+            and o
+        ),
+        what="the StatefulSet recreated",
+    )
     assert new["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
-    wait_for(lambda: (st := kube_cluster.reconciled(kube_ns, "demo")) and cond(st, "SpecApplied")["status"] == "True",
-             what="SpecApplied True once the StatefulSet has the new storage")
+    wait_for(
+        lambda: (st := kube_cluster.reconciled(kube_ns, "demo")) and cond(st, "SpecApplied")["status"] == "True",
+        what="SpecApplied True once the StatefulSet has the new storage",
+    )
 
 
 # --- the dashboard's folder -----------------------------------------------------------------------------
+
 
 def test_the_samples_grafana_folder_is_an_annotation():
     sample = yaml.safe_load((ROOT / "operator/frauddemo_operator/samples/frauddemo.yaml").read_text())

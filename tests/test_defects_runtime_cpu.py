@@ -1,4 +1,5 @@
 """Issue 16, item 4: the detector's photo pool follows the cgroup CPU quota, not the node's cores."""
+
 import os
 
 import pytest
@@ -15,19 +16,28 @@ def _files(root, files: dict) -> None:
         p.write_text(text)
 
 
-@pytest.mark.parametrize("files,proc,want", [
-    # cgroup v2: the process's own cgroup, then the namespace root
-    ({"kubepods/pod1/cpu.max": "150000 100000\n"}, "0::/kubepods/pod1\n", 1.5),
-    ({"cpu.max": "50000 100000\n"}, "0::/\n", 0.5),
-    ({"cpu.max": "max 100000\n"}, "0::/\n", None),
-    # cgroup v1 (this machine's kind): cpu or cpu,cpuacct hierarchies
-    ({"cpu/docker/x/cpu.cfs_quota_us": "200000\n", "cpu/docker/x/cpu.cfs_period_us": "100000\n"},
-     "4:cpu:/docker/x\n", 2.0),
-    ({"cpu,cpuacct/cpu.cfs_quota_us": "100000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
-     "3:cpu,cpuacct:/\n", 1.0),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "2:cpu:/\n", None),
-    ({}, "", None),  # no cgroup file system at all (macOS, a bare chroot)
-])
+@pytest.mark.parametrize(
+    "files,proc,want",
+    [
+        # cgroup v2: the process's own cgroup, then the namespace root
+        ({"kubepods/pod1/cpu.max": "150000 100000\n"}, "0::/kubepods/pod1\n", 1.5),
+        ({"cpu.max": "50000 100000\n"}, "0::/\n", 0.5),
+        ({"cpu.max": "max 100000\n"}, "0::/\n", None),
+        # cgroup v1 (this machine's kind): cpu or cpu,cpuacct hierarchies
+        (
+            {"cpu/docker/x/cpu.cfs_quota_us": "200000\n", "cpu/docker/x/cpu.cfs_period_us": "100000\n"},
+            "4:cpu:/docker/x\n",
+            2.0,
+        ),
+        (
+            {"cpu,cpuacct/cpu.cfs_quota_us": "100000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+            "3:cpu,cpuacct:/\n",
+            1.0,
+        ),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "2:cpu:/\n", None),
+        ({}, "", None),  # no cgroup file system at all (macOS, a bare chroot)
+    ],
+)
 def test_quota_parser(tmp_path, files, proc, want):
     root = tmp_path / "cgroup"
     root.mkdir()

@@ -1,5 +1,6 @@
 """Issue 16, item 7 (client side): a client that connects before the store agent loaded the function
 library waits for it (backoff, one log line) instead of exiting with a traceback."""
+
 import logging
 import threading
 import time

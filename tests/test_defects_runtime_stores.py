@@ -4,6 +4,7 @@ item 2  photo bytes stay out of the op log (blobs replicate by reference), maxme
 item 11 labelled counters have their series from the start;
 item 12 blobs are write-once and content-addressed, checked by the store; tills never write embeddings;
 item 13 a store that cannot persist (disk full) gives 503 + Retry-After + the reason, not a 500."""
+
 import hashlib
 import os
 import random
@@ -19,11 +20,11 @@ from frauddemo import metrics
 from frauddemo.config import StoreRef
 from frauddemo.detector import Detector
 from frauddemo.photos.storage import EMB_PREFIX, PHOTO_PREFIX
-from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import Server, ServerSpec
-from frauddemo.web.app import create_app
 from frauddemo.store import Store, StoreError, StoreUnavailable, ops, pack_ops
+from frauddemo.till import Till, capture
+from frauddemo.web.app import create_app
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -83,7 +84,7 @@ def test_a_referenced_blob_expired_at_its_source_is_no_error(stores, links):
 
 
 def test_stores_have_maxmemory_with_noeviction_and_refuse_writes_at_it(stores):
-    (srv, a), = stores("a").values()
+    ((srv, a),) = stores("a").values()
     admin = srv.spec.client()
     assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
     assert int(admin.config_get("maxmemory")["maxmemory"]) > 0
@@ -121,23 +122,28 @@ def test_labelled_counters_have_series_before_their_first_event(stores, links):
     wait_until(lambda: links.stats[("x", "y")].state == "up", 10, what="the link")
     Detector([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()])
     text = generate_latest(REGISTRY).decode()
-    for family in ("frauddemo_syncer_resyncs_total", "frauddemo_syncer_skipped_ops_total",
-                   "frauddemo_syncer_applied_ops_total"):
+    for family in (
+        "frauddemo_syncer_resyncs_total",
+        "frauddemo_syncer_skipped_ops_total",
+        "frauddemo_syncer_applied_ops_total",
+    ):
         for src, dst in (("x", "y"), ("y", "x")):
             assert f'{family}{{source="{src}",target="{dst}"}}' in text, (family, src, dst)
-    for line in ('frauddemo_fraud_alerts_total{decision="block",reason="replayed_photo",store="y"}',
-                 'frauddemo_detection_decisions_total{decision="review",store="x"}',
-                 'frauddemo_refund_value_dollars_total{outcome="blocked",store="x"}',
-                 'frauddemo_return_attempts_total{decision="refused",photo="absent",store="y"}',
-                 'frauddemo_photo_verification_seconds_count{outcome="rejected"}',
-                 'frauddemo_transactions_total{store="y",type="return"}'):
+    for line in (
+        'frauddemo_fraud_alerts_total{decision="block",reason="replayed_photo",store="y"}',
+        'frauddemo_detection_decisions_total{decision="review",store="x"}',
+        'frauddemo_refund_value_dollars_total{outcome="blocked",store="x"}',
+        'frauddemo_return_attempts_total{decision="refused",photo="absent",store="y"}',
+        'frauddemo_photo_verification_seconds_count{outcome="rejected"}',
+        'frauddemo_transactions_total{store="y",type="return"}',
+    ):
         assert line in text, line
     assert metrics.ALERT_DECISIONS == ("review", "block")
 
 
 # -- item 12: write-once, content-addressed blobs ---------------------------------------------------
 def test_a_photo_key_must_be_the_hash_of_its_bytes(stores):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     real, forged = b"the customer's face", b"an accomplice's face"
     with pytest.raises(StoreError, match="BLOBHASH"):
         a.write([ops.hset("h:rcpt:r1", {"photo": "x"}), ops.blob(photo_key(real), forged)])
@@ -151,7 +157,7 @@ def test_a_photo_key_must_be_the_hash_of_its_bytes(stores):
 def test_the_stores_sha256_agrees_with_hashlib_at_every_padding_edge(stores):
     """The store hashes in Lua (it has only SHA-1 built in): lengths around the 64-byte block and its
     56-byte padding limit, and a photo-sized value."""
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     rng = random.Random(7)
     for n in (1, 2, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 120_000):
         data = rng.randbytes(n)
@@ -162,7 +168,7 @@ def test_the_stores_sha256_agrees_with_hashlib_at_every_padding_edge(stores):
 
 
 def test_a_blob_is_never_replaced(stores):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     key = EMB_PREFIX + "0" * 64
     first, other = b"v1", b"v2"
     a.write([ops.blob(key, first)])
@@ -178,7 +184,7 @@ def test_a_blob_is_never_replaced(stores):
 
 
 def test_a_till_cannot_write_an_embedding(stores):
-    (srv, a), = stores("a").values()
+    ((srv, a),) = stores("a").values()
     till_store = pos_store(srv)
     emb_key = EMB_PREFIX + hashlib.sha256(b"x").hexdigest()
     with pytest.raises((StoreError, redis.exceptions.NoPermissionError), match="(?i)noperm|acl"):
@@ -220,8 +226,7 @@ def test_a_full_disk_answers_503_with_the_reason(full_disk, caplog):
     admin = srv.spec.client()
     filler = mnt / "filler"
     with serving(create_app(refs, KEYS, workers=1)) as http:
-        ok = http.post("/api/purchases", json={"store": "a", "customer": "c1", "items": {"shirt": 1},
-                                               "capture": False})
+        ok = http.post("/api/purchases", json={"store": "a", "customer": "c1", "items": {"shirt": 1}, "capture": False})
         assert ok.status_code == 201, ok.text
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # fill the file system, as a full node disk would
         try:
@@ -239,11 +244,14 @@ def test_a_full_disk_answers_503_with_the_reason(full_disk, caplog):
                 return False
             except redis.ResponseError as e:
                 return str(e).startswith("MISCONF")
+
         wait_until(refused, 10, what="the store to refuse writes")
         for key in (None, "idem-1"):
-            r = http.post("/api/purchases", json={"store": "a", "customer": "c2", "items": {"shirt": 1},
-                                                  "capture": False},
-                          headers={"Idempotency-Key": key} if key else {})
+            r = http.post(
+                "/api/purchases",
+                json={"store": "a", "customer": "c2", "items": {"shirt": 1}, "capture": False},
+                headers={"Idempotency-Key": key} if key else {},
+            )
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] and r.json()["detail"] == "store a cannot persist: disk full"
         s = http.get("/api/status").json()["stores"]["a"]
@@ -255,10 +263,14 @@ def test_a_full_disk_answers_503_with_the_reason(full_disk, caplog):
         assert tracebacks == [], "the detector must say why in one line, not log tracebacks"
 
         filler.unlink()  # space comes back: the store resumes by itself, nothing acknowledged was lost
-        wait_until(lambda: http.get("/api/status").json()["stores"]["a"]["writable"], 15,
-                   what="the store to accept writes again")
-        again = http.post("/api/purchases", json={"store": "a", "customer": "c3", "items": {"shirt": 1},
-                                                  "capture": False})
+        wait_until(
+            lambda: http.get("/api/status").json()["stores"]["a"]["writable"],
+            15,
+            what="the store to accept writes again",
+        )
+        again = http.post(
+            "/api/purchases", json={"store": "a", "customer": "c3", "items": {"shirt": 1}, "capture": False}
+        )
         assert again.status_code == 201, again.text
         assert http.get(f"/api/purchases/{ok.json()['receipt']}").status_code == 200
     admin.close()

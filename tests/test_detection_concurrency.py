@@ -2,6 +2,7 @@
 attempts it held when it committed one, and the detector reads "before" from that record. Found by a
 held-out evaluation: with store b's clock 30 s behind, the honest first return at a was blocked and the
 later one at b allowed."""
+
 import os
 import time
 
@@ -23,8 +24,20 @@ SKEW_US = 30_000_000  # store b's clock 30 s behind
 def attempt(aid, clock, store, seen, photo="p" * 64):
     terminal = f"{store}-pos-1"
     sig = KEYS.sign(terminal, signed_payload(aid, "r1", store, terminal, 100, photo))
-    return Attempt(aid, "r1", store, terminal, "c1", 100, photo, APPROVED, [], sig, clock,
-                   None if seen is None else frozenset(seen))
+    return Attempt(
+        aid,
+        "r1",
+        store,
+        terminal,
+        "c1",
+        100,
+        photo,
+        APPROVED,
+        [],
+        sig,
+        clock,
+        None if seen is None else frozenset(seen),
+    )
 
 
 def judge(*attempts, photos=None):
@@ -57,8 +70,7 @@ def test_an_unsure_face_match_is_a_doubt_not_a_fact_between_concurrent_returns()
     """An honest customer whose capture fell in the verifier's uncertain band is not blocked in favour of
     a concurrent return with a clean match: both wait for a person."""
     unsure = {"verdict": "review", "similarity": 0.95, "rejected": None, "replay": None}
-    v = judge(attempt("ta", 1_000_000, "a", []), attempt("tb", 2_000_000, "b", []),
-              photos={"ta": unsure, "tb": MATCH})
+    v = judge(attempt("ta", 1_000_000, "a", []), attempt("tb", 2_000_000, "b", []), photos={"ta": unsure, "tb": MATCH})
     assert v["ta"].decision == "review" and "multiple_returns" not in codes(v["ta"])
     assert v["tb"].decision == "review" and codes(v["tb"]) == ["concurrent_returns"]
 
@@ -110,7 +122,7 @@ def test_stores_record_what_they_had_heard_of_across_a_partition(stores, links):
 
 
 def test_a_client_cannot_write_what_its_store_had_heard_of(stores):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     with pytest.raises(ValueError, match="only the store writes"):
         ops.hset("h:att:t1", {"@seen": ""})
     with pytest.raises((StoreError, redis.ResponseError), match="BADOP"):
@@ -135,11 +147,11 @@ def test_a_store_whose_clock_is_30_s_behind_blocks_no_honest_return(stores, link
         pytest.skip("libfaketime is not installed (tools/system-deps.sh installs it)")
     from frauddemo.syncer import clock_skew_s
 
-    (sa_srv, sa), = stores("a").values()
+    ((sa_srv, sa),) = stores("a").values()
     monkeypatch.setenv("LD_PRELOAD", FAKETIME)
     monkeypatch.setenv("FAKETIME", "-30s")
     monkeypatch.setenv("FRAUDDEMO_SERVER_MALLOC", "libc")  # libfaketime and a preloaded mimalloc crash together
-    (sb_srv, sb), = stores("b").values()
+    ((sb_srv, sb),) = stores("b").values()
     for var in ("LD_PRELOAD", "FAKETIME", "FRAUDDEMO_SERVER_MALLOC"):
         monkeypatch.delenv(var)
     skew = clock_skew_s(sa, sb)
@@ -161,5 +173,8 @@ def test_a_store_whose_clock_is_30_s_behind_blocks_no_honest_return(stores, link
     assert v[first.id].decision != "block", v[first.id]
     assert {v[first.id].decision, v[second.id].decision} == {"review"}
     # the b -> a syncer writes its link status at a: b's clock minus a's
-    wait_until(lambda: -31e6 < int(sa.r.hget("fd:link:b", "clock_skew_us") or 0) < -29e6, 15,
-               what="the b -> a link to report b's clock 30 s behind")
+    wait_until(
+        lambda: -31e6 < int(sa.r.hget("fd:link:b", "clock_skew_us") or 0) < -29e6,
+        15,
+        what="the b -> a link to report b's clock 30 s behind",
+    )

@@ -1,17 +1,17 @@
 """The detection pipeline on real stores: tills write, syncers replicate, the detector judges."""
+
 import json
 import random
 import threading
 
 import pytest
 
+from conftest import wait_until
 from frauddemo.config import StoreRef
 from frauddemo.detection import DetectionConfig
 from frauddemo.detector import Detector, alert_id
-from frauddemo.till import HackedTill, Till, capture
 from frauddemo.retail import TerminalKeys, alert_key, verdict_key
-
-from conftest import wait_until
+from frauddemo.till import HackedTill, Till, capture
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -21,13 +21,24 @@ def demo(stores, links):
     """Two replicated stores, a till at each, a hacked till at b and a running detector."""
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    det = Detector([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
-                   name="test-detector", workers=1)
+    det = Detector(
+        [StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()],
+        DetectionConfig(),
+        KEYS,
+        name="test-detector",
+        workers=1,
+    )
     t = threading.Thread(target=det.run, daemon=True)
     t.start()
     (_, a), (_, b) = st["a"], st["b"]
-    yield {"a": a, "b": b, "till_a": Till(a, KEYS, "a-pos-1"), "till_b": Till(b, KEYS, "b-pos-1"),
-           "hacked_b": HackedTill(b, KEYS, "b-pos-9"), "det": det}
+    yield {
+        "a": a,
+        "b": b,
+        "till_a": Till(a, KEYS, "a-pos-1"),
+        "till_b": Till(b, KEYS, "b-pos-1"),
+        "hacked_b": HackedTill(b, KEYS, "b-pos-9"),
+        "det": det,
+    }
     det.stop.set()
     t.join(10)
 
@@ -62,10 +73,17 @@ def test_every_attack_mode_of_the_hacked_pos_is_caught(demo):
     a, b = demo["a"], demo["b"]
     sim = Simulator(b, KEYS, customers=6, seed=3)
     rng = random.Random(2)
-    receipts = [demo[f"till_{s}"].purchase(c, {"cap": 1}, capture(c, rng))
-                for s in "ab" for c in sim.customers for _ in range(2)]
-    wait_until(lambda: all(b.r.exists(f"h:rcpt:{p['receipt']}") and a.r.exists(f"h:rcpt:{p['receipt']}")
-                           for p in receipts), 20, what="purchases everywhere")
+    receipts = [
+        demo[f"till_{s}"].purchase(c, {"cap": 1}, capture(c, rng))
+        for s in "ab"
+        for c in sim.customers
+        for _ in range(2)
+    ]
+    wait_until(
+        lambda: all(b.r.exists(f"h:rcpt:{p['receipt']}") and a.r.exists(f"h:rcpt:{p['receipt']}") for p in receipts),
+        20,
+        what="purchases everywhere",
+    )
     returned = []
     for s in "ab":  # one refunded receipt per store, for the double returns
         for p in (p for p in receipts if p["store"] == s):
@@ -91,9 +109,16 @@ def test_every_attack_mode_of_the_hacked_pos_is_caught(demo):
     assert labels >= set(MODES)
 
 
-@pytest.mark.parametrize("flag, err", [("no-photo", "MODE=WEIGHT"), ("teleport=1", "MODE=WEIGHT"),
-                                       ("no-photo=x", "number"), ("no-photo=-1", ">= 0"),
-                                       ("no-photo=0", "positive")])
+@pytest.mark.parametrize(
+    "flag, err",
+    [
+        ("no-photo", "MODE=WEIGHT"),
+        ("teleport=1", "MODE=WEIGHT"),
+        ("no-photo=x", "number"),
+        ("no-photo=-1", ">= 0"),
+        ("no-photo=0", "positive"),
+    ],
+)
 def test_bad_attack_mixes_are_refused(flag, err):
     from frauddemo.pos import parse_mix
 

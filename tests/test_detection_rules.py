@@ -1,4 +1,5 @@
 """The fraud rules as pure functions: each rule, the score, the decisions and escalation."""
+
 import pytest
 
 from frauddemo.detection import DetectionConfig, judge_receipt
@@ -29,13 +30,16 @@ def test_a_clean_return_is_allowed():
     assert (j.score, j.decision, j.reasons) == (0, "allow", [])
 
 
-@pytest.mark.parametrize("photo, code, decision", [
-    ({"verdict": "mismatch", "similarity": 0.9}, "photo_mismatch", "review"),
-    ({"verdict": "review", "similarity": 0.95}, "photo_unsure", "review"),
-    ({"verdict": "review", "rejected": "too_dark"}, "photo_rejected", "review"),
-    ({"verdict": "mismatch", "replay": "exact"}, "replayed_photo", "block"),
-    ({"verdict": "review", "replay": "near"}, "replayed_photo", "review"),
-])
+@pytest.mark.parametrize(
+    "photo, code, decision",
+    [
+        ({"verdict": "mismatch", "similarity": 0.9}, "photo_mismatch", "review"),
+        ({"verdict": "review", "similarity": 0.95}, "photo_unsure", "review"),
+        ({"verdict": "review", "rejected": "too_dark"}, "photo_rejected", "review"),
+        ({"verdict": "mismatch", "replay": "exact"}, "replayed_photo", "block"),
+        ({"verdict": "review", "replay": "near"}, "replayed_photo", "review"),
+    ],
+)
 def test_photo_rules(photo, code, decision):
     j = judge(attempt("t1", 10), photos={"t1": photo})["t1"]
     assert codes(j) == [code] and j.decision == decision
@@ -78,11 +82,14 @@ def test_verdicts_only_escalate():
     assert j.decision == "block"
 
 
-@pytest.mark.parametrize("env, err", [
-    ({"FRAUDDEMO_DETECTION_ALERT_SCORE": "x"}, "not an integer"),
-    ({"FRAUDDEMO_DETECTION_REVIEW_SCORE": "80"}, "review score < alert score"),
-    ({"FRAUDDEMO_DETECTION_WINDOW_SECONDS": "0"}, "positive"),
-])
+@pytest.mark.parametrize(
+    "env, err",
+    [
+        ({"FRAUDDEMO_DETECTION_ALERT_SCORE": "x"}, "not an integer"),
+        ({"FRAUDDEMO_DETECTION_REVIEW_SCORE": "80"}, "review score < alert score"),
+        ({"FRAUDDEMO_DETECTION_WINDOW_SECONDS": "0"}, "positive"),
+    ],
+)
 def test_bad_detection_settings_are_refused(env, err):
     with pytest.raises(ValueError, match=err):
         DetectionConfig.from_env(env)

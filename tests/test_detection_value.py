@@ -1,5 +1,6 @@
 """Value at stake (issue 17, item 2): a large refund is not allowed on a face match a screened lookalike
 could reach; small refunds and confident matches are; the limits are configurable."""
+
 import pytest
 
 from frauddemo.detection import HIGH_VALUE_UNSURE, DetectionConfig, judge_receipt
@@ -37,12 +38,12 @@ def test_other_findings_are_not_doubled():
 
 
 def test_limits_come_from_the_environment():
-    cfg = DetectionConfig.from_env({"FRAUDDEMO_DETECTION_HIGH_VALUE_CENTS": "0",
-                                    "FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY": "0.99"})
+    cfg = DetectionConfig.from_env(
+        {"FRAUDDEMO_DETECTION_HIGH_VALUE_CENTS": "0", "FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY": "0.99"}
+    )
     assert (cfg.high_value_cents, cfg.confident_similarity) == (0, 0.99)
     assert judge(100, match(0.98), cfg).decision == "review"
-    for bad in ({"FRAUDDEMO_DETECTION_HIGH_VALUE_CENTS": "lots"},
-                {"FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY": "2"}):
+    for bad in ({"FRAUDDEMO_DETECTION_HIGH_VALUE_CENTS": "lots"}, {"FRAUDDEMO_DETECTION_CONFIDENT_SIMILARITY": "2"}):
         with pytest.raises(ValueError):
             DetectionConfig.from_env(bad)
 

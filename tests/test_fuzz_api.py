@@ -1,19 +1,19 @@
 """Schemathesis against the detection service's own OpenAPI, over real HTTP (uvicorn) on two real
 replicating stores with the detector engine running: no 5xx, and every response is documented
 (status code, content type, headers) and matches its schema. Bounded: a few examples per operation."""
+
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from conftest import Links, serving, wait_until
 from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import Server, ServerSpec
-from frauddemo.web.app import create_app
 from frauddemo.store import Store
-
-from conftest import Links, serving, wait_until
+from frauddemo.web.app import create_app
 
 MAX_EXAMPLES = 10  # per operation (4 for the controls with a token): about a minute and a half in all
 
@@ -31,8 +31,11 @@ def openapi(token: str | None = None) -> dict:
 schema = schemathesis.openapi.from_dict(openapi()).exclude(path="/api/events")
 # With a token (as in Kubernetes), the controls: schemathesis also sends them without it (ignored_auth).
 controls = schemathesis.openapi.from_dict(openapi(TOKEN)).include(method="POST")
-SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +66,11 @@ def served(refs, **kw):
 def api_base(fuzz_refs):
     """The service (engine + API, no rate limit, no token) on the stores."""
     with served(fuzz_refs, detector_name="fuzz") as http:
-        wait_until(lambda: all(l["state"] == "up" for l in http.get("/api/status").json()["links"]), 30,
-                   what="the links to report")
+        wait_until(
+            lambda: all(l["state"] == "up" for l in http.get("/api/status").json()["links"]),
+            30,
+            what="the links to report",
+        )
         yield str(http.base_url).rstrip("/")
 
 
@@ -77,8 +83,12 @@ def token_base(fuzz_refs, api_base):
 
 def heal(base: str) -> None:
     """An earlier case may have partitioned the link: the scenario then rightly answers 503 (documented)."""
-    assert httpx.post(base + "/api/link", json={"action": "heal"},
-                      headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert (
+        httpx.post(
+            base + "/api/link", json={"action": "heal"}, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 200
+    )
 
 
 @schema.parametrize()
@@ -97,8 +107,16 @@ def test_every_control_with_a_token_answers_within_its_schema(case, token_base):
 
 # --- regressions found by the fuzzer ----------------------------------------------------------------
 
-@pytest.mark.parametrize("path, allow", [("/api/hacked-pos", "GET, POST"), ("/api/purchases", "GET, POST"),
-                                         ("/api/reset", "POST"), ("/api/purchases/r-1", "GET")])
+
+@pytest.mark.parametrize(
+    "path, allow",
+    [
+        ("/api/hacked-pos", "GET, POST"),
+        ("/api/purchases", "GET, POST"),
+        ("/api/reset", "POST"),
+        ("/api/purchases/r-1", "GET"),
+    ],
+)
 def test_405_lists_every_method_of_the_path(api_base, path, allow):
     """Starlette answered OPTIONS /api/hacked-pos with `Allow: POST` (only the first route's)."""
     r = httpx.request("OPTIONS", api_base + path)
@@ -129,9 +147,14 @@ def test_a_body_that_is_not_utf8_is_a_documented_400(api_base):
     assert "400" in openapi()["paths"]["/api/link"]["post"]["responses"]
 
 
-@pytest.mark.parametrize("path, body", [("/api/hacked-pos", {"running": 0}),
-                                        ("/api/purchases", {"store": "a", "customer": "c", "items": {"shirt": "1"}}),
-                                        ("/api/returns", {"store": "a", "receipt": "r-1", "capture": "yes"})])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/hacked-pos", {"running": 0}),
+        ("/api/purchases", {"store": "a", "customer": "c", "items": {"shirt": "1"}}),
+        ("/api/returns", {"store": "a", "receipt": "r-1", "capture": "yes"}),
+    ],
+)
 def test_bodies_are_not_coerced(api_base, path, body):
     """{"running": 0} used to stop the hacked POS (pydantic's lax mode read 0 as False)."""
     r = httpx.post(api_base + path, json=body)

@@ -4,6 +4,7 @@ schema error naming the field (what the API server answers), an InvalidSpec with
 message (the Ready=False condition the operator writes), or a spec the builders turn into children.
 Never another exception. (tests/test_operator_invalid.py has the cases one by one and the condition
 end to end through the emulator.)"""
+
 from __future__ import annotations
 
 import itertools
@@ -36,18 +37,25 @@ def valid(schema: dict) -> st.SearchStrategy:
         props = schema.get("properties", {})
         required = set(schema.get("required", []))
         if not props and isinstance(schema.get("additionalProperties"), dict):
-            return st.dictionaries(st.from_regex(r"[a-z][a-z0-9./-]{0,20}", fullmatch=True),
-                                   valid(schema["additionalProperties"]), max_size=3)
-        return st.fixed_dictionaries({k: valid(v) for k, v in props.items() if k in required},
-                                     optional={k: valid(v) for k, v in props.items() if k not in required})
+            return st.dictionaries(
+                st.from_regex(r"[a-z][a-z0-9./-]{0,20}", fullmatch=True),
+                valid(schema["additionalProperties"]),
+                max_size=3,
+            )
+        return st.fixed_dictionaries(
+            {k: valid(v) for k, v in props.items() if k in required},
+            optional={k: valid(v) for k, v in props.items() if k not in required},
+        )
     if kind == "array":
-        return st.lists(valid(schema["items"]), min_size=schema.get("minItems", 0),
-                        max_size=min(schema.get("maxItems", 5), 5))
+        return st.lists(
+            valid(schema["items"]), min_size=schema.get("minItems", 0), max_size=min(schema.get("maxItems", 5), 5)
+        )
     if kind == "string":
         if "pattern" in schema:
             return st.from_regex(schema["pattern"], fullmatch=True)
-        return st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=schema.get("minLength", 0),
-                       max_size=30)
+        return st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=schema.get("minLength", 0), max_size=30
+        )
     if kind == "integer":
         return st.integers(schema.get("minimum"), schema.get("maximum"))
     if kind == "number":
@@ -57,9 +65,19 @@ def valid(schema: dict) -> st.SearchStrategy:
     raise AssertionError(f"crd.yaml uses a schema this generator does not know: {schema}")
 
 
-WRONG = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(), st.text(max_size=20),
-                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
-                  st.just("a" * 5000), st.just(-1), st.just(10**30), st.just(float("inf")))
+WRONG = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    st.floats(),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.just("a" * 5000),
+    st.just(-1),
+    st.just(10**30),
+    st.just(float("inf")),
+)
 
 
 def paths(obj, at=()):
@@ -99,8 +117,12 @@ def broken(draw):
 
 
 def resource(name: str, spec, namespace: str = "ns") -> dict:
-    return {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def outcome(name: str, spec):
@@ -126,7 +148,7 @@ def outcome(name: str, spec):
 @given(name=FD_NAMES, spec=valid(SPEC_SCHEMA))
 def test_schema_valid_specs_are_a_condition_or_children(name, spec):
     kind, _ = outcome(name, spec)
-    assert kind in ("invalid", "ok")   # the generator only makes what the schema accepts
+    assert kind in ("invalid", "ok")  # the generator only makes what the schema accepts
 
 
 @FUZZ
@@ -172,8 +194,13 @@ def test_a_spec_that_is_not_an_object_is_a_schema_violation(spec):
 E2E_NAMES = itertools.count()
 
 
-@settings(max_examples=6, deadline=None, database=None, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(spec=st.one_of(broken(), valid(SPEC_SCHEMA)))
 def test_through_the_api_and_the_running_operator(kube_cluster, kube_ns, spec):
     """End to end on a few: the API emulator refuses what the schema refuses (422 naming the fields);

@@ -4,6 +4,7 @@ claiming any size, and valid images of any size. The only outcomes: a PhotoRejec
 kind, or an 8-bit BGR picture the size its header said, within the limits. Sizes beyond the limits
 are refused from the header, before OpenCV allocates anything.
 (tests/test_photos_decode.py holds the per-kind tests and fuzzes raw bytes and header bytes.)"""
+
 import resource
 import struct
 import zlib
@@ -14,17 +15,32 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frauddemo.photos import decode as dec
 from frauddemo.lab import samples
+from frauddemo.photos import decode as dec
 from frauddemo.photos import verify
 from frauddemo.photos.camera import render
 from frauddemo.photos.decode import Limits, PhotoRejected
 
 LIMITS = Limits()
-DECODE_KINDS = {dec.EMPTY, dec.TOO_LARGE, dec.UNKNOWN_FORMAT, dec.BAD_HEADER, dec.TRUNCATED, dec.TOO_SMALL,
-                dec.TOO_MANY_PIXELS, dec.UNSUPPORTED, dec.DECODE_FAILED}
-VERIFY_KINDS = DECODE_KINDS | {verify.NO_FACE, verify.FACE_TOO_SMALL, verify.TOO_DARK, verify.TOO_BRIGHT,
-                               verify.CLIPPED, verify.TOO_BLURRY}
+DECODE_KINDS = {
+    dec.EMPTY,
+    dec.TOO_LARGE,
+    dec.UNKNOWN_FORMAT,
+    dec.BAD_HEADER,
+    dec.TRUNCATED,
+    dec.TOO_SMALL,
+    dec.TOO_MANY_PIXELS,
+    dec.UNSUPPORTED,
+    dec.DECODE_FAILED,
+}
+VERIFY_KINDS = DECODE_KINDS | {
+    verify.NO_FACE,
+    verify.FACE_TOO_SMALL,
+    verify.TOO_DARK,
+    verify.TOO_BRIGHT,
+    verify.CLIPPED,
+    verify.TOO_BLURRY,
+}
 SEEDS = {"jpeg": render(3, 0).jpeg, **samples.format_variants()}
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,9 +60,9 @@ def mutated(draw, seeds=tuple(SEEDS)):
         elif op == "insert":
             data[i:i] = draw(st.binary(min_size=1, max_size=64))
         elif op == "delete":
-            del data[i:i + draw(st.integers(1, 256))]
+            del data[i : i + draw(st.integers(1, 256))]
         elif op == "duplicate":
-            data[i:i] = data[i:i + draw(st.integers(1, 4096))]
+            data[i:i] = data[i : i + draw(st.integers(1, 4096))]
         elif op == "cut":
             del data[i:]
     return bytes(data)
@@ -86,9 +102,11 @@ def test_mutated_images_through_the_verifier(data):
 
 # --- headers claiming any size ------------------------------------------------------------------------
 
+
 def png(width: int, height: int, idat: bytes = zlib.compress(b"\0" * 64), depth=8, colour=2) -> bytes:
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return dec.PNG_SIG + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
@@ -108,7 +126,7 @@ def claiming(fmt: str, w: int, h: int) -> bytes:
 
 
 def within(w: int, h: int, limits: Limits = LIMITS) -> bool:
-    return (min(w, h) >= limits.min_side and max(w, h) <= limits.max_side and w * h <= limits.max_pixels)
+    return min(w, h) >= limits.min_side and max(w, h) <= limits.max_side and w * h <= limits.max_pixels
 
 
 SIDES = {"png": st.integers(0, 2**31 - 1), "jpeg": st.integers(1, 65535), "webp": st.integers(1, 2**24)}
@@ -135,8 +153,13 @@ def test_any_claimed_size_beyond_the_limits_is_refused_from_the_header(claim):
 
 
 @settings(max_examples=25, deadline=None)
-@given(w=st.integers(32, 1200), h=st.integers(32, 1200), seed=st.integers(0, 2**32 - 1),
-       ext=st.sampled_from([".jpg", ".png", ".webp"]), channels=st.sampled_from([1, 3, 4]))
+@given(
+    w=st.integers(32, 1200),
+    h=st.integers(32, 1200),
+    seed=st.integers(0, 2**32 - 1),
+    ext=st.sampled_from([".jpg", ".png", ".webp"]),
+    channels=st.sampled_from([1, 3, 4]),
+)
 def test_valid_images_of_any_allowed_size_decode_to_their_size(w, h, seed, ext, channels):
     img = np.random.default_rng(seed).integers(0, 256, (h, w, channels), np.uint8)
     if ext == ".jpg" and channels == 4:

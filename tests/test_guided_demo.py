@@ -1,6 +1,7 @@
 """The dashboard's guided demo (issue 19 items 2 and 8), without a browser: the link status that tells
 a partition's story (since when, the backlog it builds, what the heal merged) and the page's labels
 for every reason code the detector can emit. The browser half is in test_web_browser.py."""
+
 from __future__ import annotations
 
 import pathlib

@@ -2,6 +2,7 @@
 Docker engine runs here: multi-stage, a slim Python pinned by version, wheels only, no compilers in
 the final stage, a numeric non-root user that is the operator's APP_UID, the `frauddemo` entry point,
 and a .dockerignore that lets in only what the build copies."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,8 @@ import zipfile
 
 import dockerfile
 import pytest
-
 from chart_support import ROOT
+
 from frauddemo_operator import builders
 
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|cmake|gfortran|rustc|cargo|python3?-dev)\b")
@@ -71,8 +72,9 @@ def test_final_stage_has_no_compilers_and_copies_the_built_venv(instructions):
         if ins.cmd == "RUN":
             assert not COMPILERS.search(ins.value[0]), ins.original
     copies = [ins for ins in final if ins.cmd == "COPY"]
-    assert copies and all(any(f.startswith("--from=") for f in c.flags) for c in copies), \
+    assert copies and all(any(f.startswith("--from=") for f in c.flags) for c in copies), (
         "the final stage takes only what the build stage made"
+    )
 
 
 def test_build_stage_installs_wheels_only(instructions):
@@ -111,8 +113,12 @@ def test_dockerignore_lets_in_only_what_the_build_copies(instructions):
     patterns = [ln for ln in lines if ln and not ln.startswith("#")]
     assert patterns[0] == "*", "an allow-list: ignore everything, then let in what the build copies"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    copied = {src.rstrip("/") for ins in stages(instructions)[0] if ins.cmd == "COPY" and not ins.flags
-              for src in ins.value[:-1]}
+    copied = {
+        src.rstrip("/")
+        for ins in stages(instructions)[0]
+        if ins.cmd == "COPY" and not ins.flags
+        for src in ins.value[:-1]
+    }
     assert allowed == copied
     for secret_or_local in (".venv", ".git", ".tools", "tests", "artifacts"):
         assert secret_or_local not in allowed
@@ -132,14 +138,33 @@ def test_build_context_makes_a_wheel_with_runtime_and_operator(instructions, tmp
                     shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 else:
                     shutil.copy2(ROOT / src, target)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                           "--wheel-dir", str(tmp_path / "wheels"), str(context)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "wheels").glob("frauddemo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("frauddemo/cli.py", "frauddemo/store.lua", "frauddemo_operator/crd.yaml",
-                   "frauddemo_operator/samples/frauddemo.yaml", "frauddemo_operator/frauddemo-dashboard.json"):
+    for needed in (
+        "frauddemo/cli.py",
+        "frauddemo/store.lua",
+        "frauddemo_operator/crd.yaml",
+        "frauddemo_operator/samples/frauddemo.yaml",
+        "frauddemo_operator/frauddemo-dashboard.json",
+    ):
         assert needed in names, f"{needed} is not in the image's wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "frauddemo = frauddemo.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

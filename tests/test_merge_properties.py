@@ -1,9 +1,9 @@
 """Property tests of the merge: commutative, idempotent, convergent under any interleaving and
 duplication of op batches, and equal to the independent Python replay (frauddemo.crdt)."""
+
 import hashlib
 import random
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,17 +17,24 @@ KEYS = ["k1", "k2"]
 
 def photo_key(value: bytes) -> str:
     return "b:photo:" + hashlib.sha256(value).hexdigest()
+
+
 FIELDS = ["f", "g", "h"]
 
 op_strategy = st.one_of(
-    st.builds(lambda k, m: ops.hset(f"h:{k}", m), st.sampled_from(KEYS),
-              st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=3), min_size=1, max_size=3)),
-    st.builds(lambda k, fs: ops.hdel(f"h:{k}", fs), st.sampled_from(KEYS),
-              st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2, unique=True)),
+    st.builds(
+        lambda k, m: ops.hset(f"h:{k}", m),
+        st.sampled_from(KEYS),
+        st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=3), min_size=1, max_size=3),
+    ),
+    st.builds(
+        lambda k, fs: ops.hdel(f"h:{k}", fs),
+        st.sampled_from(KEYS),
+        st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2, unique=True),
+    ),
     st.builds(lambda k, e: ops.sadd(f"s:{k}", e), st.sampled_from(KEYS), st.sampled_from("xyz")),
     st.builds(lambda k, e: ops.srem(f"s:{k}", e), st.sampled_from(KEYS), st.sampled_from("xyz")),
-    st.builds(lambda k, d: ops.incr(f"c:{k}", d), st.sampled_from(KEYS),
-              st.integers(-5, 5).filter(bool)),
+    st.builds(lambda k, d: ops.incr(f"c:{k}", d), st.sampled_from(KEYS), st.integers(-5, 5).filter(bool)),
     # Content-addressed photos (a key is the SHA-256 of its bytes): the same key at two replicas
     # holds the same bytes, which is what makes set-once blobs converge.
     st.builds(lambda v: ops.blob(photo_key(v), v), st.sampled_from([b"x", b"y", b"\xff\xd8"])),
@@ -79,14 +86,19 @@ def test_any_interleaving_and_duplication_converges_to_the_replay(trio, wa, wb, 
     logs = {"a": a.r.xrange("fd:log"), "b": b.r.xrange("fd:log")}
     blobs = {k.decode(): a.r.get(k) or b.r.get(k) for s in (a, b) for k in s.r.scan_iter(match="b:*")}
     expected = crdt.replay(logs, blobs)
-    assert b"\xff\xd8" not in b"".join(f[b"o"] for entries in logs.values() for _, f in entries), \
+    assert b"\xff\xd8" not in b"".join(f[b"o"] for entries in logs.values() for _, f in entries), (
         "blob bytes must stay out of the op log"
+    )
 
     rng = random.Random(seed)
     # Cut each log into batches, send them interleaved, and re-send random earlier batches.
     plan = []
     for name, entries in logs.items():
-        cuts = sorted(rng.sample(range(1, len(entries)), min(len(entries) - 1, rng.randint(0, 3)))) if len(entries) > 1 else []
+        cuts = (
+            sorted(rng.sample(range(1, len(entries)), min(len(entries) - 1, rng.randint(0, 3))))
+            if len(entries) > 1
+            else []
+        )
         bounds = [0, *cuts, len(entries)]
         batches = [entries[i:j] for i, j in zip(bounds, bounds[1:])]
         plan.append([(name, batch) for batch in batches])
@@ -111,12 +123,22 @@ def test_any_interleaving_and_duplication_converges_to_the_replay(trio, wa, wb, 
     assert a.snapshot() == b.snapshot() == expected
 
 
-logged_op = st.sampled_from([
-    [b"h", b"h:k", [b"f", b"1"]], [b"h", b"h:k", [b"f", b"2", b"g", b"x"]], [b"hd", b"h:k", [b"f"]],
-    [b"sa", b"s:k", b"x", b"t1"], [b"sa", b"s:k", b"x", b"t2"], [b"sr", b"s:k", [b"t1"]],
-    [b"c", b"c:k", b"p:a", b"3"], [b"c", b"c:k", b"p:a", b"5"], [b"c", b"c:k", b"n:b", b"2"],
-    [b"b", b"b:k", b"v"], [b"br", b"b:r", b"60000"], [b"br", b"b:gone"],
-])
+logged_op = st.sampled_from(
+    [
+        [b"h", b"h:k", [b"f", b"1"]],
+        [b"h", b"h:k", [b"f", b"2", b"g", b"x"]],
+        [b"hd", b"h:k", [b"f"]],
+        [b"sa", b"s:k", b"x", b"t1"],
+        [b"sa", b"s:k", b"x", b"t2"],
+        [b"sr", b"s:k", [b"t1"]],
+        [b"c", b"c:k", b"p:a", b"3"],
+        [b"c", b"c:k", b"p:a", b"5"],
+        [b"c", b"c:k", b"n:b", b"2"],
+        [b"b", b"b:k", b"v"],
+        [b"br", b"b:r", b"60000"],
+        [b"br", b"b:gone"],
+    ]
+)
 BLOBS = {"b:r": b"referenced"}  # b:gone: a reference to a blob its origin no longer holds
 
 

@@ -4,6 +4,7 @@ load run, and every panel of the generated dashboard returns data through Promet
 The scrape attaches the labels the operator's ServiceMonitor gives the series on Kubernetes
 (namespace, and service = <instance>-detector), so the dashboard's queries run unchanged.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -84,10 +85,29 @@ class Live:
 
     def start_stack(self) -> None:
         log = open(self.tmp / "up.log", "w")
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "frauddemo", "up", "--headless", "--port", str(self.port), "--data-dir",
-             str(self.tmp / "stack"), "--duration", "900", "--rate", "5", "--hacked-rate", "0.5"],
-            stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "frauddemo",
+                    "up",
+                    "--headless",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.tmp / "stack"),
+                    "--duration",
+                    "900",
+                    "--rate",
+                    "5",
+                    "--hacked-rate",
+                    "0.5",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_until(lambda: stack_ready(self.api), 60, interval=0.5, what="the stack to be ready")
 
     def start_prometheus(self) -> None:
@@ -95,26 +115,50 @@ class Live:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(self.tmp / "rules.yaml")],
-            "scrape_configs": [{"job_name": "frauddemo", "static_configs": [{
-                "targets": [f"127.0.0.1:{self.port}"],
-                # what the ServiceMonitor's endpoint gives the detector's series on Kubernetes
-                "labels": {"namespace": NAMESPACE, "service": f"{INSTANCE}-detector"}}]}],
+            "scrape_configs": [
+                {
+                    "job_name": "frauddemo",
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{self.port}"],
+                            # what the ServiceMonitor's endpoint gives the detector's series on Kubernetes
+                            "labels": {"namespace": NAMESPACE, "service": f"{INSTANCE}-detector"},
+                        }
+                    ],
+                }
+            ],
         }
         (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         log = open(self.tmp / "prometheus.log", "w")
-        self.procs.append(subprocess.Popen(
-            [binary("prometheus"), f"--config.file={self.tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.prom_port}",
-             "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    binary("prometheus"),
+                    f"--config.file={self.tmp / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.tmp / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_until(lambda: ok(f"{self.prom}/-/ready"), 60, interval=0.5, what="Prometheus to be ready")
-        wait_until(lambda: self.query("up") and self.query("up")[0]["value"][1] == "1", 30, interval=0.5,
-                   what="the first scrape")
+        wait_until(
+            lambda: self.query("up") and self.query("up")[0]["value"][1] == "1",
+            30,
+            interval=0.5,
+            what="the first scrape",
+        )
 
     def run_scenario(self) -> None:
         self.scenario = subprocess.run(
             [sys.executable, "-m", "frauddemo", "scenario", "fraud", "--api", self.api, "--json"],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def query(self, promql: str) -> list:
         body = get(f"{self.prom}/api/v1/query", query=promql).json()
@@ -142,8 +186,14 @@ def live(tmp_path_factory):
 
 
 def variables(store: str = "|".join(STORES)) -> dict:
-    return {"namespace": NAMESPACE, "instance": INSTANCE, "store": store, "__rate_interval": RATE_INTERVAL,
-            "__range": "5m", "datasource": "prometheus"}
+    return {
+        "namespace": NAMESPACE,
+        "instance": INSTANCE,
+        "store": store,
+        "__rate_interval": RATE_INTERVAL,
+        "__range": "5m",
+        "datasource": "prometheus",
+    }
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -152,7 +202,7 @@ def panel_queries() -> list[tuple[str, str]]:
     for p in DASH["panels"]:
         if p["type"] == "row":
             continue
-        for store in (STORES if p.get("repeat") == "store" else ["|".join(STORES)]):
+        for store in STORES if p.get("repeat") == "store" else ["|".join(STORES)]:
             title = p["title"].replace("$store", store)
             for t in p["targets"]:
                 out.append((f"{title} [{t['legendFormat']}]", render.interpolate(t["expr"], variables(store))))
@@ -184,12 +234,20 @@ def test_the_alert_rules_load_and_evaluate(live):
         groups = get(f"{live.prom}/api/v1/rules").json()["data"]["groups"]
         return [r for g in groups for r in g["rules"]]
 
-    wait_until(lambda: all(r.get("lastEvaluation", "").startswith("20") for r in rules()), 20, interval=0.5,
-               what="a rule evaluation")
+    wait_until(
+        lambda: all(r.get("lastEvaluation", "").startswith("20") for r in rules()),
+        20,
+        interval=0.5,
+        what="a rule evaluation",
+    )
     rs = rules()
-    assert sorted(r["name"] for r in rs) == ["FraudDemoDetectorDown", "FraudDemoFraudSpike",
-                                              "FraudDemoReplicationLagHigh", "FraudDemoReplicationLinkDown",
-                                              "FraudDemoStoreClockSkew"]
+    assert sorted(r["name"] for r in rs) == [
+        "FraudDemoDetectorDown",
+        "FraudDemoFraudSpike",
+        "FraudDemoReplicationLagHigh",
+        "FraudDemoReplicationLinkDown",
+        "FraudDemoStoreClockSkew",
+    ]
     assert [(r["name"], r.get("lastError")) for r in rs if r["health"] != "ok"] == []
     # the stack is healthy: no link, lag or detector alert (a fraud spike may well be pending)
     raised = {a["labels"]["alertname"] for r in rs for a in r.get("alerts", [])}
@@ -216,7 +274,8 @@ def test_scenario_1_and_load_fill_every_panel(live):
     sc = live.scenario
     assert (sc.returncode, missing) == (0, []), (
         f"`frauddemo scenario fraud` exited {sc.returncode}: {sc.stdout[-2000:]}{sc.stderr[-2000:]}\n"
-        f"panels without data ({len(missing)} of {len(queries)} queries):\n  " + "\n  ".join(missing))
+        f"panels without data ({len(missing)} of {len(queries)} queries):\n  " + "\n  ".join(missing)
+    )
 
 
 def test_every_link_and_store_has_its_series(live):
@@ -247,9 +306,15 @@ def test_every_link_and_store_has_its_series(live):
 
 def test_metrics_pass_promtool_check_metrics(live):
     text = get(f"{live.api}/metrics").text
-    for family in ("frauddemo_replication_lag_seconds", "frauddemo_syncer_up", "frauddemo_transactions_total",
-                   "frauddemo_fraud_alerts_total", "frauddemo_detection_latency_seconds"):
+    for family in (
+        "frauddemo_replication_lag_seconds",
+        "frauddemo_syncer_up",
+        "frauddemo_transactions_total",
+        "frauddemo_fraud_alerts_total",
+        "frauddemo_detection_latency_seconds",
+    ):
         assert f"\n{family}" in text, f"{family} not exposed"
-    out = subprocess.run([binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr

@@ -1,5 +1,6 @@
 """`frauddemo bench operator --json` runs end to end (tiny sizes here; the real figures come from the
 benchmark itself, not from a timed test)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The CRD (operator/frauddemo_operator/crd.yaml): structural, documented, and what it accepts."""
+
 from __future__ import annotations
 
 import copy
@@ -50,10 +51,11 @@ def test_structural_every_field_typed_and_described():
 
 
 def test_defaults_are_valid_against_their_own_schema():
-    for path, node in walk(crd.openapi_schema()):
+    for _path, node in walk(crd.openapi_schema()):
         if "default" in node:
             sub = crd.to_jsonschema(node)
             import jsonschema
+
             jsonschema.validate(crd.apply_defaults(node, node["default"]), sub)
 
 
@@ -85,16 +87,23 @@ def test_minimal_spec_gets_every_default():
     assert full["replication"] == {"batchMax": 512, "retention": 100000, "lagThresholdSeconds": 5}
     # every attack mode but doubleReturnOtherStore (0.1 when neither it nor duplicateReceipt, its deprecated
     # name, is given: a default would make the old name impossible to give alone)
-    assert full["pos"]["hacked"]["attackMix"] == {"noPhoto": 0.6, "mismatchedPhoto": 0.3, "replayedPhoto": 0,
-                                                  "doubleReturnSameStore": 0, "unknownReceipt": 0,
-                                                  "windowRace": 0, "partition": 0}
+    assert full["pos"]["hacked"]["attackMix"] == {
+        "noPhoto": 0.6,
+        "mismatchedPhoto": 0.3,
+        "replayedPhoto": 0,
+        "doubleReturnSameStore": 0,
+        "unknownReceipt": 0,
+        "windowRace": 0,
+        "partition": 0,
+    }
     assert full["monitoring"]["release"] == "prometheus"
     assert full["security"]["networkPolicies"] is True
 
 
 def attack_mix_schema() -> dict:
-    return crd.openapi_schema()["properties"]["spec"]["properties"]["pos"]["properties"]["hacked"][
-        "properties"]["attackMix"]
+    return crd.openapi_schema()["properties"]["spec"]["properties"]["pos"]["properties"]["hacked"]["properties"][
+        "attackMix"
+    ]
 
 
 def test_the_attack_mix_has_every_attack_mode_under_its_crd_key_and_the_deprecated_alias():
@@ -123,9 +132,9 @@ def test_every_attack_mix_key_passes_the_schema(key):
 def test_an_unknown_attack_mix_key_is_refused_by_the_schema_and_the_operator():
     obj = copy.deepcopy(SAMPLE)
     obj["spec"].setdefault("pos", {}).setdefault("hacked", {})["attackMix"] = {"noPhoto": 1, "doubleReceipt": 1}
-    causes = crd.errors(obj)   # strict field validation (kubectl's default)
+    causes = crd.errors(obj)  # strict field validation (kubectl's default)
     assert [c["field"] for c in causes] == ["spec.pos.hacked.attackMix.doubleReceipt"]
-    with pytest.raises(models.InvalidSpec) as e:   # a server that kept it: the operator refuses it
+    with pytest.raises(models.InvalidSpec) as e:  # a server that kept it: the operator refuses it
         models.parse("demo", obj["spec"])
     assert e.value.reason == "SchemaViolation" and "attackMix.doubleReceipt" in e.value.message
 
@@ -139,21 +148,24 @@ def test_pydantic_defaults_match_the_crd_defaults():
     assert from_crd == from_models
 
 
-@pytest.mark.parametrize("path, value, field", [
-    (("spec", "stores"), [{"name": "a"}], "spec.stores"),
-    (("spec", "stores", 0, "name"), "Not_OK", "spec.stores[0].name"),
-    (("spec", "stores", 0, "replicas"), 9, "spec.stores[0].replicas"),
-    (("spec", "stores", 1, "storage"), {"storageClassName": "fast"}, "spec.stores[1].storage.size"),
-    (("spec", "stores", 1, "storage"), {"size": "lots"}, "spec.stores[1].storage.size"),
-    (("spec", "imagePullPolicy"), "Sometimes", "spec.imagePullPolicy"),
-    (("spec", "replication", "batchMax"), 0, "spec.replication.batchMax"),
-    (("spec", "pos", "rate"), -1, "spec.pos.rate"),
-    (("spec", "pos", "hacked", "attackMix", "noPhoto"), 2, "spec.pos.hacked.attackMix.noPhoto"),
-    (("spec", "detection", "alertScore"), "high", "spec.detection.alertScore"),
-    (("spec", "monitoring", "interval"), "soon", "spec.monitoring.interval"),
-    (("spec", "dashboard", "labels"), {"team": 7}, "spec.dashboard.labels.team"),
-    (("spec", "security", "networkPolicy"), True, "spec.security.networkPolicy"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        (("spec", "stores"), [{"name": "a"}], "spec.stores"),
+        (("spec", "stores", 0, "name"), "Not_OK", "spec.stores[0].name"),
+        (("spec", "stores", 0, "replicas"), 9, "spec.stores[0].replicas"),
+        (("spec", "stores", 1, "storage"), {"storageClassName": "fast"}, "spec.stores[1].storage.size"),
+        (("spec", "stores", 1, "storage"), {"size": "lots"}, "spec.stores[1].storage.size"),
+        (("spec", "imagePullPolicy"), "Sometimes", "spec.imagePullPolicy"),
+        (("spec", "replication", "batchMax"), 0, "spec.replication.batchMax"),
+        (("spec", "pos", "rate"), -1, "spec.pos.rate"),
+        (("spec", "pos", "hacked", "attackMix", "noPhoto"), 2, "spec.pos.hacked.attackMix.noPhoto"),
+        (("spec", "detection", "alertScore"), "high", "spec.detection.alertScore"),
+        (("spec", "monitoring", "interval"), "soon", "spec.monitoring.interval"),
+        (("spec", "dashboard", "labels"), {"team": 7}, "spec.dashboard.labels.team"),
+        (("spec", "security", "networkPolicy"), True, "spec.security.networkPolicy"),
+    ],
+)
 def test_a_broken_field_fails_on_that_field(path, value, field):
     obj = copy.deepcopy(SAMPLE)
     node = obj

@@ -1,5 +1,6 @@
 """`frauddemo operator`: settings from the environment, the CLI verb, the liveness endpoint,
 namespace-restricted peering mode, and credentials taken from kubernetes_asyncio."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,20 @@ pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
 
 
 def test_settings_from_env():
-    s = Settings.from_env({
-        "FRAUDDEMO_OPERATOR_NAMESPACES": "shop-a, shop-b", "FRAUDDEMO_OPERATOR_PEERING": "fd",
-        "FRAUDDEMO_OPERATOR_PRIORITY": "10", "FRAUDDEMO_OPERATOR_LIVENESS": "",
-        "FRAUDDEMO_OPERATOR_MAX_IN_FLIGHT": "4", "FRAUDDEMO_OPERATOR_RESYNC_SECONDS": "30",
-        "FRAUDDEMO_OPERATOR_DETECTOR_URL": "http://{name}.{namespace}:1", "FRAUDDEMO_OPERATOR_SCANNING": "yes",
-        "FRAUDDEMO_OPERATOR_LOG_LEVEL": "debug", "UNRELATED": "x"})
+    s = Settings.from_env(
+        {
+            "FRAUDDEMO_OPERATOR_NAMESPACES": "shop-a, shop-b",
+            "FRAUDDEMO_OPERATOR_PEERING": "fd",
+            "FRAUDDEMO_OPERATOR_PRIORITY": "10",
+            "FRAUDDEMO_OPERATOR_LIVENESS": "",
+            "FRAUDDEMO_OPERATOR_MAX_IN_FLIGHT": "4",
+            "FRAUDDEMO_OPERATOR_RESYNC_SECONDS": "30",
+            "FRAUDDEMO_OPERATOR_DETECTOR_URL": "http://{name}.{namespace}:1",
+            "FRAUDDEMO_OPERATOR_SCANNING": "yes",
+            "FRAUDDEMO_OPERATOR_LOG_LEVEL": "debug",
+            "UNRELATED": "x",
+        }
+    )
     assert s.namespaces == ("shop-a", "shop-b") and not s.clusterwide
     assert s.peering == "fd" and not s.standalone and s.priority == 10
     assert s.liveness is None and s.max_in_flight == 4 and s.resync_seconds == 30
@@ -59,13 +68,22 @@ def free_port() -> int:
 
 PEERINGS = ("kopf.dev", "v1", "kopfpeerings")
 PEERING_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": "kopfpeerings.kopf.dev"},
-    "spec": {"group": "kopf.dev", "scope": "Namespaced",
-             "names": {"plural": "kopfpeerings", "singular": "kopfpeering", "kind": "KopfPeering"},
-             "versions": [{"name": "v1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {"type": "object",
-                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+    "spec": {
+        "group": "kopf.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "kopfpeerings", "singular": "kopfpeering", "kind": "KopfPeering"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
 }
 
 
@@ -74,30 +92,51 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
     http = kube_cluster.http
     if http.get("/apis/kopf.dev/v1").status_code == 404:
         assert http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=PEERING_CRD).status_code == 201
-    assert http.post(f"/apis/kopf.dev/v1/namespaces/{kube_ns}/kopfpeerings", json={
-        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "frauddemo-test"}}).status_code == 201
+    assert (
+        http.post(
+            f"/apis/kopf.dev/v1/namespaces/{kube_ns}/kopfpeerings",
+            json={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "frauddemo-test"}},
+        ).status_code
+        == 201
+    )
     port = free_port()
-    settings = dataclasses.replace(kube_cluster.op.settings, namespaces=(kube_ns,), peering="frauddemo-test", priority=5,
-                                   liveness=f"http://127.0.0.1:{port}/healthz")
+    settings = dataclasses.replace(
+        kube_cluster.op.settings,
+        namespaces=(kube_ns,),
+        peering="frauddemo-test",
+        priority=5,
+        liveness=f"http://127.0.0.1:{port}/healthz",
+    )
     with OperatorThread(settings) as op:
+
         def probe():
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             except httpx.TransportError:
                 return None
+
         r = wait_for(probe, 10, interval=0.1, what="the liveness endpoint")
-        assert r.status_code == 200 and r.json()["frauddemos"] == 0   # kopf caches probe results for 10 s
+        assert r.status_code == 200 and r.json()["frauddemos"] == 0  # kopf caches probe results for 10 s
         kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
         kube_cluster.wait_phase(kube_ns, "demo", "Ready")
-        wait_for(lambda: (op.runtime.demos.get((kube_ns, "demo")) or None) and
-                 op.runtime.demos[(kube_ns, "demo")].reconciled_generation == 1, what="the peer reconciled it")
+        wait_for(
+            lambda: (
+                (op.runtime.demos.get((kube_ns, "demo")) or None)
+                and op.runtime.demos[(kube_ns, "demo")].reconciled_generation == 1
+            ),
+            what="the peer reconciled it",
+        )
         peering = wait_for(lambda: kube_cluster.emu.list(PEERINGS, kube_ns)[0].get("status"), what="peering heartbeat")
         assert peering[op.runtime.identity]["priority"] == 5
         assert not op.runtime.paused
         # a live peer with a higher priority appears: kopf pauses, and so does the background work
         now = datetime.datetime.now(datetime.UTC).isoformat()
-        kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {
-            "someone-else": {"priority": 9, "lifetime": 60, "lastseen": now}}})
+        kube_cluster.emu.patch(
+            PEERINGS,
+            kube_ns,
+            "frauddemo-test",
+            {"status": {"someone-else": {"priority": 9, "lifetime": 60, "lastseen": now}}},
+        )
         wait_for(lambda: op.runtime.paused, what="paused for a higher-priority peer")
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {"someone-else": None}})
         wait_for(lambda: not op.runtime.paused, what="resumed")
@@ -119,6 +158,7 @@ def test_credentials_come_from_kubernetes_asyncio(kube_cluster, tmp_path):
         finally:
             await client.close()
         return info
+
     info = asyncio.run(go())
     assert info.server == kube_cluster.emu.url and info.scheme == "Bearer" and info.token == "emulator-token"
 
@@ -127,7 +167,7 @@ def test_kubeconfig_from_the_environment(kube_cluster, tmp_path, monkeypatch):
     empty = tmp_path / "empty.yaml"
     empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n")
     real = kube_cluster.emu.kubeconfig(tmp_path / "kc")
-    monkeypatch.setenv("KUBECONFIG", f"{real}:{empty}")   # several files, merged
+    monkeypatch.setenv("KUBECONFIG", f"{real}:{empty}")  # several files, merged
     cfg = asyncio.run(kube.load_configuration())
     assert cfg.host == kube_cluster.emu.url
 
@@ -141,6 +181,7 @@ def test_per_event_handler_successes_are_not_logged():
 
     def rec(msg, level=logging.INFO):
         return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
     assert not f.filter(rec("Handler 'child-deployments' succeeded."))
     assert not f.filter(rec("Handler 'demo_event' succeeded."))
     assert f.filter(rec("Handler 'reconcile' succeeded."))
@@ -156,10 +197,16 @@ def test_operator_process_runs_from_the_environment_and_stops_on_sigterm(kube_cl
     import sys
 
     port = free_port()
-    env = {**os.environ, "FRAUDDEMO_OPERATOR_KUBECONFIG": kube_cluster.emu.kubeconfig(tmp_path / "kc"),
-           "FRAUDDEMO_OPERATOR_NAMESPACES": kube_ns, "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{port}/healthz"}
-    code = ("import argparse, sys; from frauddemo_operator import cli; p = argparse.ArgumentParser(); "
-            "cli.add_commands(p.add_subparsers()); a = p.parse_args(['operator']); sys.exit(a.fn(a))")
+    env = {
+        **os.environ,
+        "FRAUDDEMO_OPERATOR_KUBECONFIG": kube_cluster.emu.kubeconfig(tmp_path / "kc"),
+        "FRAUDDEMO_OPERATOR_NAMESPACES": kube_ns,
+        "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{port}/healthz",
+    }
+    code = (
+        "import argparse, sys; from frauddemo_operator import cli; p = argparse.ArgumentParser(); "
+        "cli.add_commands(p.add_subparsers()); a = p.parse_args(['operator']); sys.exit(a.fn(a))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
@@ -171,12 +218,13 @@ def test_operator_process_runs_from_the_environment_and_stops_on_sigterm(kube_cl
                 return r.status_code == 200 and r.json().get("frauddemos") == 1
             except httpx.TransportError:
                 return False
+
         wait_for(served, 20, interval=0.2, what="the operator process serving liveness with the demo")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         out = proc.stdout.read().decode()
         assert f"namespaces {kube_ns}" in out and "standalone" in out
-        assert "Handler 'child-" not in out   # per-event noise filtered
+        assert "Handler 'child-" not in out  # per-event noise filtered
     finally:
         if proc.poll() is None:
             proc.kill()

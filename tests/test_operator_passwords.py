@@ -1,6 +1,7 @@
 """Redis users per role in Kubernetes, with the real kopf runtime against the emulator and a real
 valkey-server loading the operator's ACL Secret: a password Secret per role mounted only where needed, and
 a rotation (annotation) during which old and new passwords both work, after which the old ones are refused."""
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,12 @@ def test_a_secret_per_role_and_an_acl_file_of_hashes(kube_cluster, kube_ns, stor
         assert pw != secret(kube_cluster, kube_ns, f"demo-store-b-{role}")["password"]
     assert not ping(srv.spec.port, "pos", secret(kube_cluster, kube_ns, "demo-store-b-pos")["password"])
     # the store agent loaded the function library: a till's user can write through it
-    pos = redis.Redis(port=srv.spec.port, username="pos", socket_timeout=2,
-                      password=secret(kube_cluster, kube_ns, "demo-store-a-pos")["password"])
+    pos = redis.Redis(
+        port=srv.spec.port,
+        username="pos",
+        socket_timeout=2,
+        password=secret(kube_cluster, kube_ns, "demo-store-a-pos")["password"],
+    )
     assert pos.fcall_ro("fd_version", 0)
     with pytest.raises(redis.exceptions.NoPermissionError):
         pos.config_get("*")
@@ -83,13 +88,17 @@ def test_rotation_keeps_old_and_new_valid_for_the_grace_then_drops_the_old(kube_
     port = srv.spec.port
     old = {r: secret(kube_cluster, kube_ns, f"demo-store-a-{r}")["password"] for r in acl.CLIENT_ROLES}
     pos_template = kube_cluster.emu.get("deployments", kube_ns, "demo-pos-a")["spec"]["template"]
-    session = redis.Redis(port=port, username="pos", password=old["pos"], single_connection_client=True,
-                          retry_on_error=[])
+    session = redis.Redis(
+        port=port, username="pos", password=old["pos"], single_connection_client=True, retry_on_error=[]
+    )
     assert session.ping()
     kube_cluster.patch_fd(kube_ns, "demo", {"metadata": {"annotations": {builders.A_ROTATE: "2026-12-01"}}})
 
-    wait_for(lambda: (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotating",
-             10, what="the rotation to start")
+    wait_for(
+        lambda: (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotating",
+        10,
+        what="the rotation to start",
+    )
     new = {r: secret(kube_cluster, kube_ns, f"demo-store-a-{r}")["password"] for r in acl.CLIENT_ROLES}
     assert all(new[r] != old[r] for r in old)
     assert secret(kube_cluster, kube_ns, "demo-store-a-pos")["previous"] == old["pos"]
@@ -97,24 +106,32 @@ def test_rotation_keeps_old_and_new_valid_for_the_grace_then_drops_the_old(kube_
     rolled = kube_cluster.emu.get("deployments", kube_ns, "demo-pos-a")["spec"]["template"]
     assert rolled["metadata"].get("annotations", {}).get(builders.A_RESTARTED_AT)
     assert rolled != pos_template
-    assert builders.A_RESTARTED_AT not in (kube_cluster.emu.get("statefulsets", kube_ns, "demo-store-a")
-                                           ["spec"]["template"]["metadata"].get("annotations") or {})
+    assert builders.A_RESTARTED_AT not in (
+        kube_cluster.emu.get("statefulsets", kube_ns, "demo-store-a")["spec"]["template"]["metadata"].get("annotations")
+        or {}
+    )
 
     mount()
     agent()
     for r in acl.CLIENT_ROLES:  # during the grace: both
         assert ping(port, r, old[r]) and ping(port, r, new[r]), r
-    assert session.ping()   # a client on the old password keeps working
+    assert session.ping()  # a client on the old password keeps working
 
-    st = wait_for(lambda: (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotated"
-                  and kube_cluster.status(kube_ns, "demo"), 15, what="the grace to end")
+    st = wait_for(
+        lambda: (
+            (kube_cluster.status(kube_ns, "demo").get("passwords") or {}).get("state") == "Rotated"
+            and kube_cluster.status(kube_ns, "demo")
+        ),
+        15,
+        what="the grace to end",
+    )
     assert st["passwords"]["rotation"] == "2026-12-01" and "previousValidUntil" not in st["passwords"]
     assert "previous" not in secret(kube_cluster, kube_ns, "demo-store-a-pos")
     mount()
     agent()
     for r in acl.CLIENT_ROLES:  # after: only the new one
         assert not ping(port, r, old[r]) and ping(port, r, new[r]), r
-    with pytest.raises(redis.ConnectionError):   # and its sessions were closed by the store agent
+    with pytest.raises(redis.ConnectionError):  # and its sessions were closed by the store agent
         session.ping()
     session.close()
     # the same annotation value again rotates nothing
@@ -131,17 +148,25 @@ def test_rotation_step_is_a_pure_decision():
     held = {builders.A_ROTATION: "r1", builders.A_ROTATED_AT: "1970-01-01T00:01:40Z"}
     assert rotation_step({"password": "q", "previous": "p"}, held, "r1", 105.0, 10.0, lambda: "x") is None
     assert rotation_step({"password": "q", "previous": "p"}, held, "r1", 111.0, 10.0, lambda: "x") == {
-        "data": {"previous": None}}
+        "data": {"previous": None}
+    }
     assert rotation_step({"password": "q"}, held, "r1", 500.0, 10.0, lambda: "x") is None
     assert rotation_step({"password": "q"}, {}, None, 500.0, 10.0, lambda: "x") is None
 
 
 def test_an_edited_acl_secret_is_put_back(kube_cluster, kube_ns, store_a):
     want = secret(kube_cluster, kube_ns, "demo-store-a-acl")[builders.ACL_KEY]
-    r = kube_cluster.http.patch(f"/api/v1/namespaces/{kube_ns}/secrets/demo-store-a-acl",
-                                json={"data": {builders.ACL_KEY: base64.b64encode(b"user default on nopass ~* +@all\n")
-                                               .decode()}, "stringData": None},
-                                headers={"Content-Type": "application/merge-patch+json"})
+    r = kube_cluster.http.patch(
+        f"/api/v1/namespaces/{kube_ns}/secrets/demo-store-a-acl",
+        json={
+            "data": {builders.ACL_KEY: base64.b64encode(b"user default on nopass ~* +@all\n").decode()},
+            "stringData": None,
+        },
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
-    wait_for(lambda: secret(kube_cluster, kube_ns, "demo-store-a-acl")[builders.ACL_KEY] == want, 10,
-             what="the ACL file put back")
+    wait_for(
+        lambda: secret(kube_cluster, kube_ns, "demo-store-a-acl")[builders.ACL_KEY] == want,
+        10,
+        what="the ACL file put back",
+    )

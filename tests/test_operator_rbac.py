@@ -1,5 +1,6 @@
 """Every API call the operator makes (kopf's and its own) is one the chart's RBAC grants:
 `frauddemo_operator.kube.CALLS` is that list, checked against what the API actually received."""
+
 from __future__ import annotations
 
 from frauddemo_operator import kube
@@ -23,8 +24,12 @@ def rbac_request(method: str, path: str, query: dict) -> tuple[str, str, str] | 
     if method == "GET":
         verb = "watch" if query.get("watch") == "true" else ("get" if name else "list")
     else:
-        verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
-                "DELETE": "delete" if name else "deletecollection"}[method]
+        verb = {
+            "POST": "create",
+            "PATCH": "patch",
+            "PUT": "update",
+            "DELETE": "delete" if name else "deletecollection",
+        }[method]
     return group, resource, verb
 
 
@@ -55,7 +60,14 @@ def test_every_operator_call_is_granted(kube_cluster, kube_ns):
             missing.add(call)
     assert not missing, f"calls the RBAC list does not grant: {sorted(missing)}"
     # and the operator really used the main ones
-    for call in [("frauddemo.io", "frauddemos", "watch"), ("frauddemo.io", "frauddemos/status", "patch"),
-                 ("apps", "statefulsets", "create"), ("apps", "deployments", "patch"), ("", "secrets", "create"),
-                 ("", "events", "create"), ("apps", "statefulsets", "list"), ("apps", "deployments", "delete")]:
+    for call in [
+        ("frauddemo.io", "frauddemos", "watch"),
+        ("frauddemo.io", "frauddemos/status", "patch"),
+        ("apps", "statefulsets", "create"),
+        ("apps", "deployments", "patch"),
+        ("", "secrets", "create"),
+        ("", "events", "create"),
+        ("apps", "statefulsets", "list"),
+        ("apps", "deployments", "delete"),
+    ]:
         assert call in seen, call

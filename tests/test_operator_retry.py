@@ -1,5 +1,6 @@
 """Transient API errors: the reconcile is retried with backoff until it succeeds, and the status says
 what failed meanwhile."""
+
 from __future__ import annotations
 
 from frauddemo_testkit.testing import TWO_STORES, wait_for
@@ -14,21 +15,34 @@ def test_failed_creates_are_retried_with_backoff(kube_cluster, kube_ns):
     st = kube_cluster.wait_phase(kube_ns, "demo", "Ready", 15)
     assert st["workloadsReady"] == "6/6"
     reqs = kube_cluster.emu.requests()[mark:]
-    attempts = [r.time for r in reqs
-                if r.method == "POST" and r.path == f"/apis/apps/v1/namespaces/{kube_ns}/deployments"]
+    attempts = [
+        r.time for r in reqs if r.method == "POST" and r.path == f"/apis/apps/v1/namespaces/{kube_ns}/deployments"
+    ]
     # 6 deployments, 2 of the creates refused; each retry comes after a growing pause
     assert len(attempts) >= 8
-    retry_at = [r.time for r in reqs if r.method == "GET" and r.path.startswith(
-        f"/apis/apps/v1/namespaces/{kube_ns}/deployments/")]   # a retried create finds the others existing
+    retry_at = [
+        r.time
+        for r in reqs
+        if r.method == "GET" and r.path.startswith(f"/apis/apps/v1/namespaces/{kube_ns}/deployments/")
+    ]  # a retried create finds the others existing
     assert retry_at, "the retry re-checked the children that already existed"
-    assert retry_at[0] - attempts[0] >= 0.15   # backoff_base 0.2 s (±20 % jitter)
+    assert retry_at[0] - attempts[0] >= 0.15  # backoff_base 0.2 s (±20 % jitter)
     # the failure was visible in the status meanwhile, and now it is gone
-    history = kube_cluster.emu.call(lambda: [v["status"] for v in kube_cluster.emu.emulator.objects[
-        "frauddemo.io/v1alpha1/frauddemos", kube_ns, "demo"].history if v is not None and "status" in v])
+    history = kube_cluster.emu.call(
+        lambda: [
+            v["status"]
+            for v in kube_cluster.emu.emulator.objects["frauddemo.io/v1alpha1/frauddemos", kube_ns, "demo"].history
+            if v is not None and "status" in v
+        ]
+    )
     reasons = [c["reason"] for s in history for c in s.get("conditions", []) if c["type"] == "Ready"]
     assert "ReconcileError" in reasons and reasons[-1] == "AllReady"
-    msg = next(c["message"] for s in history for c in s.get("conditions", [])
-               if c["type"] == "Ready" and c["reason"] == "ReconcileError")
+    msg = next(
+        c["message"]
+        for s in history
+        for c in s.get("conditions", [])
+        if c["type"] == "Ready" and c["reason"] == "ReconcileError"
+    )
     assert "503" in msg
 
 

@@ -1,4 +1,5 @@
 """Many FraudDemos at once: 20 created together all become Ready with exactly their own children."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,20 @@ N = 20
 
 async def create_all(url: str, kube_ns: str, names: list[str]) -> list[int]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        rs = await asyncio.gather(*(http.post(f"/apis/{crd.API_VERSION}/namespaces/{kube_ns}/{crd.PLURAL}", json={
-            "apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": n},
-            "spec": {**TWO_STORES, "pos": {"rate": i + 1}}}) for i, n in enumerate(names)))
+        rs = await asyncio.gather(
+            *(
+                http.post(
+                    f"/apis/{crd.API_VERSION}/namespaces/{kube_ns}/{crd.PLURAL}",
+                    json={
+                        "apiVersion": crd.API_VERSION,
+                        "kind": crd.KIND,
+                        "metadata": {"name": n},
+                        "spec": {**TWO_STORES, "pos": {"rate": i + 1}},
+                    },
+                )
+                for i, n in enumerate(names)
+            )
+        )
     return [r.status_code for r in rs]
 
 
@@ -26,8 +38,12 @@ def test_twenty_fraud_demos_at_once(kube_cluster, kube_ns):
     names = [f"shop{i:02d}" for i in range(N)]
     t0 = time.monotonic()
     assert asyncio.run(create_all(kube_cluster.emu.url, kube_ns, names)) == [201] * N
-    wait_for(lambda: all((s := kube_cluster.reconciled(kube_ns, n)) and s.get("phase") == "Ready" for n in names), 60,
-             interval=0.1, what="all Ready")
+    wait_for(
+        lambda: all((s := kube_cluster.reconciled(kube_ns, n)) and s.get("phase") == "Ready" for n in names),
+        60,
+        interval=0.1,
+        what="all Ready",
+    )
     elapsed = time.monotonic() - t0
     kids = kube_cluster.children(kube_ns)
     for i, n in enumerate(names):
@@ -36,7 +52,9 @@ def test_twenty_fraud_demos_at_once(kube_cluster, kube_ns):
         fd_uid = kube_cluster.fd(kube_ns, n)["metadata"]["uid"]
         sts = kube_cluster.emu.get("statefulsets", kube_ns, f"{n}-store-a")
         assert sts["metadata"]["ownerReferences"][0]["uid"] == fd_uid
-        pos = kube_cluster.emu.get("deployments", kube_ns, f"{n}-pos-b")["spec"]["template"]["spec"]["containers"][0]["args"]
+        pos = kube_cluster.emu.get("deployments", kube_ns, f"{n}-pos-b")["spec"]["template"]["spec"]["containers"][0][
+            "args"
+        ]
         assert pos[-1] == str(i + 1)
     assert sum(len(v) for v in kids.values()) == 40 * N
     assert elapsed < 60

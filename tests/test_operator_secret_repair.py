@@ -2,6 +2,7 @@
 that is not base64 text, or the Secret written by another tool) is drift, repaired like a deleted one: a new
 password, the ACL Secret updated before any pod restarts onto it, and a Warning event naming the Secret.
 Before, the ACL rendering raised KeyError('password') and kopf retried it every minute with a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,28 @@ def test_a_store_secret_without_its_password_is_repaired_acl_first(kube_cluster,
     assert len(new) >= 24
     wait_for(lambda: acl.password_hash(new) in acl_text(kube_cluster, ns, "b"), 5.0, what="the new password in the ACL")
     assert acl.password_hash(old) not in acl_text(kube_cluster, ns, "b")
-    wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("statefulsets", ns, "demo-store-b")[
-        "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="store b restarted")
+    wait_for(
+        lambda: (
+            builders.A_RESTARTED_AT
+            in (
+                kube_cluster.emu.get("statefulsets", ns, "demo-store-b")["spec"]["template"]["metadata"].get(
+                    "annotations"
+                )
+                or {}
+            )
+        ),
+        5.0,
+        what="store b restarted",
+    )
     log = kube_cluster.writes(mark, ns)
-    acl_patch = next((i for i, (m, plural, n, _) in enumerate(log)
-                      if m == "PATCH" and plural == "secrets" and n == acl_name), None)
-    restarts = [i for i, (m, plural, _, body) in enumerate(log) if m == "PATCH" and plural in WORKLOADS
-                and builders.A_RESTARTED_AT in json.dumps(body)]
+    acl_patch = next(
+        (i for i, (m, plural, n, _) in enumerate(log) if m == "PATCH" and plural == "secrets" and n == acl_name), None
+    )
+    restarts = [
+        i
+        for i, (m, plural, _, body) in enumerate(log)
+        if m == "PATCH" and plural in WORKLOADS and builders.A_RESTARTED_AT in json.dumps(body)
+    ]
     assert acl_patch is not None and restarts and min(restarts) > acl_patch, (acl_patch, restarts)
     # only the store's own pods read its admin password
     assert {log[i][2] for i in restarts} == {"demo-store-b"}
@@ -90,8 +106,17 @@ def test_a_role_secret_without_its_password_is_repaired_and_its_users_restart(ku
     kube_cluster.emu.patch("secrets", ns, name, {"data": {builders.PASSWORD_KEY: None}})
     new = wait_for(lambda: (p := password(kube_cluster, ns, name)) and p != old and p, 5.0, what="a new password")
     wait_for(lambda: acl.password_hash(new) in acl_text(kube_cluster, ns, "a"), 5.0, what="the new password in the ACL")
-    wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("deployments", ns, "demo-pos-a")[
-        "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="POS a restarted")
+    wait_for(
+        lambda: (
+            builders.A_RESTARTED_AT
+            in (
+                kube_cluster.emu.get("deployments", ns, "demo-pos-a")["spec"]["template"]["metadata"].get("annotations")
+                or {}
+            )
+        ),
+        5.0,
+        what="POS a restarted",
+    )
     wait_for(lambda: warnings_about(kube_cluster, ns, name), 5.0, what="a Warning event naming the Secret")
 
 
@@ -99,10 +124,20 @@ def test_a_secret_left_by_another_tool_without_a_password_is_repaired_on_create(
     """The full reconcile's path: the Secret is there before the FraudDemo, with its labels and no password."""
     ns = kube_ns
     name = builders.store_secret("demo", "a")
-    kube_cluster.emu.create("secrets", ns, {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": name, "labels": {builders.L_INSTANCE: "demo", builders.L_MANAGED_BY: builders.MANAGER}},
-        "data": {"other": b64("x")}})
+    kube_cluster.emu.create(
+        "secrets",
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "labels": {builders.L_INSTANCE: "demo", builders.L_MANAGED_BY: builders.MANAGER},
+            },
+            "data": {"other": b64("x")},
+        },
+    )
     kube_cluster.apply_fd(ns, "demo", TWO_STORES)
     kube_cluster.wait_phase(ns, "demo", "Ready")
     new = password(kube_cluster, ns, name)
@@ -111,15 +146,17 @@ def test_a_secret_left_by_another_tool_without_a_password_is_repaired_on_create(
 
 
 def test_a_secret_emptied_while_no_event_reached_the_operator_is_repaired_by_the_next_reconcile(
-        kube_cluster, ready_demo, no_tracebacks):
+    kube_cluster, ready_demo, no_tracebacks
+):
     """A resync (here: a spec change) finds the Secret without its password and repairs it."""
     ns = ready_demo
     name = builders.store_secret("demo", "a")
     rt = kube_cluster.op.runtime
     paused = rt.on_child_event
 
-    async def ignore(etype, body):   # the watch event lost (an operator restart, a dropped watch)
+    async def ignore(etype, body):  # the watch event lost (an operator restart, a dropped watch)
         return None
+
     rt.on_child_event = ignore
     try:
         kube_cluster.emu.patch("secrets", ns, name, BROKEN["key removed"])
@@ -128,6 +165,17 @@ def test_a_secret_emptied_while_no_event_reached_the_operator_is_repaired_by_the
     finally:
         rt.on_child_event = paused
     wait_for(lambda: acl.password_hash(new) in acl_text(kube_cluster, ns, "a"), 5.0, what="the new password in the ACL")
-    wait_for(lambda: builders.A_RESTARTED_AT in (kube_cluster.emu.get("statefulsets", ns, "demo-store-a")[
-        "spec"]["template"]["metadata"].get("annotations") or {}), 5.0, what="store a restarted")
+    wait_for(
+        lambda: (
+            builders.A_RESTARTED_AT
+            in (
+                kube_cluster.emu.get("statefulsets", ns, "demo-store-a")["spec"]["template"]["metadata"].get(
+                    "annotations"
+                )
+                or {}
+            )
+        ),
+        5.0,
+        what="store a restarted",
+    )
     wait_for(lambda: warnings_about(kube_cluster, ns, name), 5.0, what="a Warning event naming the Secret")

@@ -2,6 +2,7 @@
 config (the admin's password from the Secret, never on a command line; the users from the ACL file), a real
 valkey-server accepts it, the primary requires the password and writes an AOF, and ordinal 1 replicates
 from ordinal 0."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,14 @@ def run_init(cm: dict, sts: dict, root, ordinal: int, port: int, primary_port: i
     init = sts["spec"]["template"]["spec"]["initContainers"][0]
     script = (template / "init.sh").read_text().replace("/etc/frauddemo", str(template)).replace("/config", str(config))
     env = {e["name"]: e.get("value") for e in init["env"]}
-    env.update(POD_NAME=f"demo-store-a-{ordinal}", PRIMARY_HOST="127.0.0.1", STORE_PORT=str(primary_port),
-               STORE_PASSWORD=PASSWORD, PATH=os.environ["PATH"], STORE_MEMORY_LIMIT=str(MEMORY_LIMIT))
+    env.update(
+        POD_NAME=f"demo-store-a-{ordinal}",
+        PRIMARY_HOST="127.0.0.1",
+        STORE_PORT=str(primary_port),
+        STORE_PASSWORD=PASSWORD,
+        PATH=os.environ["PATH"],
+        STORE_MEMORY_LIMIT=str(MEMORY_LIMIT),
+    )
     field = next(e["valueFrom"]["resourceFieldRef"] for e in init["env"] if e["name"] == "STORE_MEMORY_LIMIT")
     assert field["containerName"] == "store" and field["resource"] == "limits.memory"  # what the kubelet gives
     assert init["command"][:1] == ["sh"]
@@ -77,8 +84,9 @@ def test_store_config_on_a_real_server(store_manifests, tmp_path, server_binary)
         for conf in (conf0, conf1):
             shell = run[-1].replace("/config/store.conf", conf)
             env = {"PATH": os.path.dirname(server_binary) + os.pathsep + os.environ["PATH"]}
-            procs.append(subprocess.Popen(["sh", "-c", shell], env=env, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(["sh", "-c", shell], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         for proc in procs:
             with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
                 assert PASSWORD.encode() not in f.read()
@@ -96,7 +104,9 @@ def test_store_config_on_a_real_server(store_manifests, tmp_path, server_binary)
         wait_for(lambda: replica.get("receipt:1") == b"returned", 15, what="replication to ordinal 1")
         with pytest.raises(redis.ReadOnlyError):
             replica.set("x", "y")
-        assert any(p.suffix == ".aof" or p.name.startswith("appendonly") for p in (tmp_path / "pod0" / "data").rglob("*"))
+        assert any(
+            p.suffix == ".aof" or p.name.startswith("appendonly") for p in (tmp_path / "pod0" / "data").rglob("*")
+        )
     finally:
         for proc in procs:
             proc.terminate()

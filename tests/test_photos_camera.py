@@ -1,11 +1,19 @@
 """Cameras: the synthetic customer is stable per identity and varies per capture; files and webcams."""
+
 import cv2
 import numpy as np
 import pytest
 
 from frauddemo.photos import camera
-from frauddemo.photos.camera import (CameraError, CaptureRanges, FileCamera, Identity, SyntheticCamera,
-                                     WebcamCamera, render)
+from frauddemo.photos.camera import (
+    CameraError,
+    CaptureRanges,
+    FileCamera,
+    Identity,
+    SyntheticCamera,
+    WebcamCamera,
+    render,
+)
 
 
 def decode(jpeg: bytes) -> np.ndarray:
@@ -59,8 +67,10 @@ def test_background_and_clothing_change_per_capture_but_the_face_stays():
     a, b = render(2, 0), render(2, 1)
     ia, ib = decode(a.jpeg).astype(np.float32), decode(b.jpeg).astype(np.float32)
     # Top-left corner is background: different per capture.
-    assert np.abs(ia[:60, :60].mean((0, 1)) - ib[:60, :60].mean((0, 1))).max() > 5 or \
-        np.abs(ia[:60, :60].std() - ib[:60, :60].std()) > 5
+    assert (
+        np.abs(ia[:60, :60].mean((0, 1)) - ib[:60, :60].mean((0, 1))).max() > 5
+        or np.abs(ia[:60, :60].std() - ib[:60, :60].std()) > 5
+    )
     # Eye positions move with pose, and the eye distance scales with it.
     (al, ar), (bl, br) = a.eyes, b.eyes
     assert a.eyes != b.eyes

@@ -1,4 +1,5 @@
 """`frauddemo photo capture|verify|compare` and `frauddemo bench photo` (a small run)."""
+
 import argparse
 import json
 
@@ -28,8 +29,12 @@ def test_verify_a_file_and_a_bad_file(tmp_path, capsys):
     code, info = run(capsys, "photo", "verify", "--photo", str(good))
     assert code == 0 and info["usable"] and info["quality"]["face_px"] >= 90
     code, info = run(capsys, "photo", "verify", "--photo", str(bad))
-    assert code == 1 and info == {"usable": False, "rejected": "unknown_format",
-                                  "detail": "not a JPEG, PNG or WebP image", "bytes": 20}
+    assert code == 1 and info == {
+        "usable": False,
+        "rejected": "unknown_format",
+        "detail": "not a JPEG, PNG or WebP image",
+        "bytes": 20,
+    }
 
 
 def test_compare_same_and_different_customers(tmp_path, capsys):
@@ -43,8 +48,17 @@ def test_compare_same_and_different_customers(tmp_path, capsys):
     code, replay = run(capsys, "photo", "compare", str(paths["p"]), str(paths["p"]))
     assert code == 1 and replay["replay"] == "exact" and replay["verdict"] == "mismatch"
     # thresholds from the command line
-    code, loose = run(capsys, "photo", "compare", str(paths["p"]), str(paths["other"]),
-                      "--match-threshold", "0.1", "--mismatch-threshold", "0.05")
+    code, loose = run(
+        capsys,
+        "photo",
+        "compare",
+        str(paths["p"]),
+        str(paths["other"]),
+        "--match-threshold",
+        "0.1",
+        "--mismatch-threshold",
+        "0.05",
+    )
     assert code == 0 and loose["verdict"] == "match"
 
 
@@ -75,9 +89,20 @@ def test_add_commands_wires_into_a_parent_parser():
 
 def test_bench_reports_every_figure_the_issue_names():
     r = bench.run(identities=4, captures=3, impostors_per_probe=3)
-    for key in ("identities", "captures_per_identity", "face_detection_rate", "eer", "far_at_frr_5pct",
-                "replay_flag_rate", "replay_false_rate", "verify_ms", "camera_ms_per_frame",
-                "bad_inputs_rejected", "bad_inputs_total", "baseline"):
+    for key in (
+        "identities",
+        "captures_per_identity",
+        "face_detection_rate",
+        "eer",
+        "far_at_frr_5pct",
+        "replay_flag_rate",
+        "replay_false_rate",
+        "verify_ms",
+        "camera_ms_per_frame",
+        "bad_inputs_rejected",
+        "bad_inputs_total",
+        "baseline",
+    ):
         assert key in r, key
     assert set(r["verify_ms"]) >= {"p50", "p95"}
     assert r["identities"] == 4 and r["genuine_pairs"] <= 8

@@ -1,4 +1,5 @@
 """Guarded decode and every bad input's typed rejection (one test per kind)."""
+
 import struct
 import time
 import zlib
@@ -9,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frauddemo.photos import decode as dec
 from frauddemo.lab import samples
+from frauddemo.photos import decode as dec
 from frauddemo.photos import verify
 from frauddemo.photos.camera import render
 from frauddemo.photos.decode import Limits, PhotoRejected
@@ -33,8 +34,9 @@ def test_each_bad_input_gets_its_typed_rejection(bad):
     assert v.verdict == verify.REVIEW and v.rejected == bad.kind and v.similarity is None
 
 
-@pytest.mark.parametrize("bad", [b for b in BAD if b.kind in PRE_DECODE],
-                         ids=[b.name for b in BAD if b.kind in PRE_DECODE])
+@pytest.mark.parametrize(
+    "bad", [b for b in BAD if b.kind in PRE_DECODE], ids=[b.name for b in BAD if b.kind in PRE_DECODE]
+)
 def test_refusals_before_decoding_are_instant(bad):
     t = time.perf_counter()
     with pytest.raises(PhotoRejected):
@@ -112,6 +114,7 @@ def test_truncated_png_is_truncated():
 
 def test_opencv_pixel_cap_is_set_before_cv2_loads():
     import os
+
     assert int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"]) >= Limits().max_pixels
 
 
@@ -127,8 +130,10 @@ def test_any_truncation_is_a_typed_rejection(cut):
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.binary(max_size=600),
-       prefix=st.sampled_from([b"", b"\xff\xd8\xff", dec.PNG_SIG, b"RIFF\x00\x00\x00\x00WEBP"]))
+@given(
+    data=st.binary(max_size=600),
+    prefix=st.sampled_from([b"", b"\xff\xd8\xff", dec.PNG_SIG, b"RIFF\x00\x00\x00\x00WEBP"]),
+)
 def test_arbitrary_bytes_never_escape_as_anything_but_a_rejection(data, prefix):
     try:
         img, _ = dec.decode(prefix + data)

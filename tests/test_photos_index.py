@@ -1,6 +1,7 @@
 """Photo replay, for real (issue 17, item 1): copies are recognised when mirrored, cropped, zoomed,
 rotated, re-encoded, relit, seen in perspective or shot again off a screen, and across receipts, by a
 store-wide index kept in the replicated stores, while new captures of the same customer are not."""
+
 import json
 import random
 import threading
@@ -8,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import wait_converged, wait_until
 from frauddemo.config import StoreRef
 from frauddemo.detection import DetectionConfig
 from frauddemo.detector import Detector
@@ -15,10 +17,8 @@ from frauddemo.lab import photo_attacks as attacks
 from frauddemo.photos import index, replay
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render
-from frauddemo.till import HackedTill, Till, capture
 from frauddemo.retail import TerminalKeys, verdict_key
-
-from conftest import wait_converged, wait_until
+from frauddemo.till import HackedTill, Till, capture
 
 KEYS = TerminalKeys(bytes(range(32)))
 IDS = range(60100, 60106)  # not the identities the threshold was set on (20000-20079)
@@ -68,8 +68,13 @@ def test_embeddings_and_prints_round_trip(purchases):
 def demo(stores, links):
     st = stores("a", "b")
     links.mesh([srv for srv, _ in st.values()])
-    det = Detector([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], DetectionConfig(), KEYS,
-                   name="index-detector", workers=1)
+    det = Detector(
+        [StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()],
+        DetectionConfig(),
+        KEYS,
+        name="index-detector",
+        workers=1,
+    )
     t = threading.Thread(target=det.run, daemon=True)
     t.start()
     (_, a), (_, b) = st["a"], st["b"]
@@ -90,8 +95,11 @@ def test_a_photo_replayed_on_another_receipt_is_found_store_wide(demo):
     cust = "cust-00042"
     p1 = demo["till_a"].purchase(cust, {"shirt": 1}, capture(cust, rng))
     p2 = demo["till_a"].purchase(cust, {"watch": 1}, capture(cust, rng))
-    wait_until(lambda: demo["a"].smembers(index.customer_key(cust)) >= {f"{p1['photo']}|p:{p1['receipt']}"},
-               20, what="the purchase photos in the index")
+    wait_until(
+        lambda: demo["a"].smembers(index.customer_key(cust)) >= {f"{p1['photo']}|p:{p1['receipt']}"},
+        20,
+        what="the purchase photos in the index",
+    )
     wait_converged(demo["st"])
     assert demo["b"].smembers(index.customer_key(cust))  # replicated like everything else
     stolen = demo["a"].get_blob("b:photo:" + p1["photo"])

@@ -3,6 +3,7 @@ authorised viewer, over real HTTP (uvicorn) on real stores. With a token: 401 wi
 wrong one. Without a token: loopback only; a service reached on another address refuses with 403 and
 says why, unless photos were made public on purpose. A story links photos only for those who may open
 them. And bad purchase photos (item 5) are 422 with a reason, never 500."""
+
 import base64
 import contextlib
 import random
@@ -13,16 +14,15 @@ import httpx
 import pytest
 import uvicorn
 
+from conftest import serving, wait_until
 from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
-from frauddemo.photos import access as photo_access
 from frauddemo.lab.samples import png_bomb
-from frauddemo.till import capture
+from frauddemo.photos import access as photo_access
 from frauddemo.retail import TerminalKeys
 from frauddemo.servers import free_port
+from frauddemo.till import capture
 from frauddemo.web.app import create_app
-
-from conftest import serving, wait_until
 
 KEYS = TerminalKeys(bytes(range(32)))
 TOKEN = "photo-viewer-token-0123"
@@ -36,8 +36,11 @@ def refs(stores):
 
 def _buy(http, headers=None):
     photo = base64.b64encode(capture("cust-00007", random.Random(3))).decode()
-    r = http.post("/api/purchases", json={"store": "a", "customer": "cust-00007", "items": {"shirt": 1},
-                                          "photo": photo}, headers=headers or {})
+    r = http.post(
+        "/api/purchases",
+        json={"store": "a", "customer": "cust-00007", "items": {"shirt": 1}, "photo": photo},
+        headers=headers or {},
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -136,19 +139,24 @@ def _truncated() -> bytes:
     return jpeg[: len(jpeg) // 2]
 
 
-@pytest.mark.parametrize("kind, data, why", [
-    ("non-image", b"GIF89a not really an image", "unknown_format"),
-    ("text", b"hello, I am a photo", "unknown_format"),
-    ("truncated", None, "truncated"),
-    ("empty", b"", "empty"),
-    ("bomb", None, "too_many_pixels"),
-])
+@pytest.mark.parametrize(
+    "kind, data, why",
+    [
+        ("non-image", b"GIF89a not really an image", "unknown_format"),
+        ("text", b"hello, I am a photo", "unknown_format"),
+        ("truncated", None, "truncated"),
+        ("empty", b"", "empty"),
+        ("bomb", None, "too_many_pixels"),
+    ],
+)
 def test_purchases_reject_bad_photos_with_422(refs, kind, data, why):
     data = {"truncated": _truncated, "bomb": png_bomb}.get(kind, lambda: data)()
     app = create_app(refs, KEYS, engine=False, rate_limit=RateLimit(rate=0))
     with serving(app) as http:
-        r = http.post("/api/purchases", json={"store": "a", "customer": "cust-1", "items": {"shirt": 1},
-                                              "photo": base64.b64encode(data).decode()})
+        r = http.post(
+            "/api/purchases",
+            json={"store": "a", "customer": "cust-1", "items": {"shirt": 1}, "photo": base64.b64encode(data).decode()},
+        )
         assert r.status_code == 422, (kind, r.status_code, r.text)
         assert "photo rejected" in r.json()["detail"] and why in r.json()["detail"]
         assert http.get("/api/purchases").json()["items"] == []  # nothing recorded

@@ -1,4 +1,5 @@
 """Replays: exact copies are mismatches, near copies need review, new captures are not flagged."""
+
 import numpy as np
 import pytest
 
@@ -51,6 +52,7 @@ def test_earlier_return_photos_count_too(purchases):
 
 def test_a_copy_too_small_to_use_is_still_caught_as_a_replay(purchases):
     import cv2
+
     jpeg, emb = purchases[IDS[1]]
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     ok, buf = cv2.imencode(".jpg", cv2.resize(img, (200, 150), interpolation=cv2.INTER_AREA))
@@ -60,6 +62,7 @@ def test_a_copy_too_small_to_use_is_still_caught_as_a_replay(purchases):
 
 def test_copy_score_is_high_for_copies_and_low_for_other_frames(purchases):
     import cv2
+
     jpeg, emb = purchases[IDS[2]]
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert replay.copy_score(replay.fingerprint(img), emb.fingerprint) > 0.99

@@ -1,17 +1,17 @@
 """Photo storage on real servers: content-addressed JPEG (its embedding derived, never stored), TTL, cap,
 thumbnails, replication."""
+
 import cv2
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from frauddemo.lab import samples
 from frauddemo.photos import verify as ver
 from frauddemo.photos.camera import render, render_empty
 from frauddemo.photos.decode import PhotoRejected
-from frauddemo.photos.storage import EMB_PREFIX, PHOTO_PREFIX, PhotoPolicy, PhotoStore, normalise
 from frauddemo.photos.replay import sha256
-
-from conftest import wait_until
+from frauddemo.photos.storage import EMB_PREFIX, PHOTO_PREFIX, PhotoPolicy, PhotoStore, normalise
 
 
 @pytest.fixture

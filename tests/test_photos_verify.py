@@ -1,4 +1,5 @@
 """Verification with real OpenCV on a small synthetic set (50 customers x 3 captures) and real photos."""
+
 import dataclasses
 from pathlib import Path
 
@@ -134,9 +135,13 @@ def test_embedding_round_trips_through_bytes(synthetic):
 
 
 def test_config_from_environment():
-    cfg = ver.VerifyConfig.from_env({"FRAUDDEMO_PHOTO_MATCH_THRESHOLD": "0.5",
-                                     "FRAUDDEMO_PHOTO_MIN_FACE_PX": "60",
-                                     "FRAUDDEMO_PHOTO_MAX_BYTES": "1000"})
+    cfg = ver.VerifyConfig.from_env(
+        {
+            "FRAUDDEMO_PHOTO_MATCH_THRESHOLD": "0.5",
+            "FRAUDDEMO_PHOTO_MIN_FACE_PX": "60",
+            "FRAUDDEMO_PHOTO_MAX_BYTES": "1000",
+        }
+    )
     assert cfg.match_threshold == 0.5 and cfg.min_face_px == 60 and cfg.limits.max_bytes == 1000
     with pytest.raises(ValueError):
         ver.VerifyConfig.from_env({"FRAUDDEMO_PHOTO_MIN_FACE_PX": "big"})
@@ -192,9 +197,11 @@ def _grace_hopper() -> bytes:
     return (Path(mpl.get_data_path()) / "sample_data" / "grace_hopper.jpg").read_bytes()
 
 
-@pytest.mark.parametrize("photo, box", [(_astronaut, (150, 40, 150, 150)),
-                                        (_grace_hopper, (130, 80, 270, 270))],
-                         ids=["astronaut", "grace_hopper"])
+@pytest.mark.parametrize(
+    "photo, box",
+    [(_astronaut, (150, 40, 150, 150)), (_grace_hopper, (130, 80, 270, 270))],
+    ids=["astronaut", "grace_hopper"],
+)
 def test_real_photos_are_detected(photo, box):
     a = ver.analyze(photo())
     x, y, w, h = a.face

@@ -1,6 +1,6 @@
 """Active-active replication between real servers: reads across stores, concurrent attempts,
 partitions, outages, kill -9 of syncers, retention overflow, full mesh."""
-import os
+
 import random
 import signal
 import subprocess
@@ -42,10 +42,15 @@ def test_concurrent_return_attempts_at_both_stores_both_survive(stores, links):
 def _conflicting_writes(store, name, n, rng):
     for i in range(n):
         k = rng.randrange(20)
-        store.write([ops.hset(f"h:item:{k}", {"v": f"{name}{i}", name: "1"}),
-                     ops.sadd(f"s:set:{k % 5}", f"{name}-{i}"), ops.incr(f"c:count:{k % 3}", rng.choice([1, 2, -1]))]
-                    + ([ops.srem(f"s:set:{k % 5}", f"{name}-{i - 1}")] if i % 7 == 0 else [])
-                    + ([ops.hdel(f"h:item:{k}", ["v"])] if i % 11 == 0 else []))
+        store.write(
+            [
+                ops.hset(f"h:item:{k}", {"v": f"{name}{i}", name: "1"}),
+                ops.sadd(f"s:set:{k % 5}", f"{name}-{i}"),
+                ops.incr(f"c:count:{k % 3}", rng.choice([1, 2, -1])),
+            ]
+            + ([ops.srem(f"s:set:{k % 5}", f"{name}-{i - 1}")] if i % 7 == 0 else [])
+            + ([ops.hdel(f"h:item:{k}", ["v"])] if i % 11 == 0 else [])
+        )
 
 
 def _assert_identical_and_replayed(named):
@@ -96,16 +101,29 @@ def test_three_store_mesh_converges(stores, links):
         _conflicting_writes(st, name, 150, rng)
     wait_converged(named)
     _assert_identical_and_replayed(named)
-    for name, (_, st) in named.items():
+    for _name, (_, st) in named.items():
         assert st.r.xlen("fd:log") == 150  # each log holds only its own operations
 
 
 def _syncer_proc(src, dst):
     return subprocess.Popen(
-        [sys.executable, "-m", "frauddemo", "syncer", "--source", src.url, "--target", dst.url,
-         "--source-password-file", str(src.spec.password_file),
-         "--target-password-file", str(dst.spec.password_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "syncer",
+            "--source",
+            src.url,
+            "--target",
+            dst.url,
+            "--source-password-file",
+            str(src.spec.password_file),
+            "--target-password-file",
+            str(dst.spec.password_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_kill_9_of_a_syncer_while_draining_loses_and_repeats_nothing(stores):
@@ -113,8 +131,12 @@ def test_kill_9_of_a_syncer_while_draining_loses_and_repeats_nothing(stores):
     (sa_srv, a), (sb_srv, b) = named["a"], named["b"]
     n = 40_000
     for i in range(0, n, 500):
-        a.write_many([[ops.hset(f"h:p:{j}", {"v": str(j)}), ops.incr("c:total", 1), ops.sadd("s:all", str(j))]
-                      for j in range(i, i + 500)])
+        a.write_many(
+            [
+                [ops.hset(f"h:p:{j}", {"v": str(j)}), ops.incr("c:total", 1), ops.sadd("s:all", str(j))]
+                for j in range(i, i + 500)
+            ]
+        )
     rng = random.Random(5)
     kills = 0
     proc = _syncer_proc(sa_srv, sb_srv)

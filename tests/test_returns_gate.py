@@ -1,15 +1,16 @@
 """One refund per receipt at a store, however many tills ask at once (returns.py's gate); found
 while checking chaos's double-refund claim: two tills of one store both approved the same receipt."""
+
 import threading
 
 import pytest
 
 from conftest import wait_converged
 from frauddemo.lab.faces import usable_captures
-from frauddemo.till import Till
 from frauddemo.retail import APPROVED, REFUSED, TerminalKeys, verdict_key
 from frauddemo.returns import gate_key
 from frauddemo.store import Store, ops
+from frauddemo.till import Till
 
 KEYS = TerminalKeys(b"k" * 32)
 
@@ -36,7 +37,7 @@ def _concurrent_returns(tills, receipt, photos):
 
 
 def test_concurrent_returns_of_one_receipt_at_one_store_approve_once(stores, photos):
-    (srv, a), = stores("a").values()
+    ((srv, a),) = stores("a").values()
     tills = [Till(Store.connect(srv.url, srv.password), KEYS, f"a-pos-{i}") for i in range(3)]
     try:
         for trial in range(5):
@@ -51,7 +52,7 @@ def test_concurrent_returns_of_one_receipt_at_one_store_approve_once(stores, pho
 
 
 def test_a_refund_blocked_by_the_detector_opens_the_gate_again(stores, photos):
-    (_, a), = stores("a").values()
+    ((_, a),) = stores("a").values()
     till = Till(a, KEYS, "a-pos-1")
     rid = till.purchase("c-1", {"shirt": 1}, photos[0])["receipt"]
     first = till.return_(rid, photos[1]).attempt

@@ -1,4 +1,5 @@
 """The Prometheus alerting rules: valid, and each alert unit-tested with `promtool test rules`."""
+
 from __future__ import annotations
 
 import pathlib
@@ -10,8 +11,13 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES = ROOT / "dashboards" / "frauddemo-rules.yaml"
 TESTS = ROOT / "dashboards" / "frauddemo-rules.test.yaml"
-ALERTS = {"FraudDemoFraudSpike", "FraudDemoReplicationLagHigh", "FraudDemoReplicationLinkDown",
-          "FraudDemoDetectorDown", "FraudDemoStoreClockSkew"}
+ALERTS = {
+    "FraudDemoFraudSpike",
+    "FraudDemoReplicationLagHigh",
+    "FraudDemoReplicationLinkDown",
+    "FraudDemoDetectorDown",
+    "FraudDemoStoreClockSkew",
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:

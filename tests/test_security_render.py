@@ -8,14 +8,15 @@
   the chart's sample (and for a spec with every option on) meets the Pod Security Standards'
   "restricted" profile, with a read-only root filesystem and a non-root user.
 """
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
 import yaml
-
 from chart_support import render, restricted_violations
+
 from frauddemo_operator import builders, crd, models
 from frauddemo_operator.builders import Owner
 
@@ -34,14 +35,19 @@ OUTSIDERS = {
 
 # --- a NetworkPolicy evaluator (networking.k8s.io/v1 semantics; no ipBlock is rendered) -------------
 
+
 def selects(sel: dict, labels: dict) -> bool:
     """A label selector; {} selects everything."""
     if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
         return False
     for e in sel.get("matchExpressions") or []:
         present, value = e["key"] in labels, labels.get(e["key"])
-        ok = {"In": present and value in e.get("values", []), "NotIn": value not in e.get("values", []),
-              "Exists": present, "DoesNotExist": not present}[e["operator"]]
+        ok = {
+            "In": present and value in e.get("values", []),
+            "NotIn": value not in e.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[e["operator"]]
         if not ok:
             return False
     return True
@@ -61,27 +67,42 @@ def peer_matches(peer: dict, policy_ns: str, pod: tuple[str, dict]) -> bool:
 def rule_allows(rule: dict, side: str, policy_ns: str, peer: tuple[str, dict], port: int) -> bool:
     peers = rule.get(side)
     ports = rule.get("ports")
-    return ((not peers or any(peer_matches(p, policy_ns, peer) for p in peers))
-            and (not ports or any(p.get("port") == port for p in ports)))
+    return (not peers or any(peer_matches(p, policy_ns, peer) for p in peers)) and (
+        not ports or any(p.get("port") == port for p in ports)
+    )
 
 
 def allowed(policies: list[dict], src: tuple[str, dict], dst: tuple[str, dict], port: int) -> bool:
     """A connection is open when the source's egress and the destination's ingress both allow it; a pod
     no policy of that type selects is open in that direction."""
+
     def side(pod, ptype, key, other):
         ns, labels = pod
-        mine = [p for p in policies if p["metadata"]["namespace"] == ns and ptype in p["spec"]["policyTypes"]
-                and selects(p["spec"]["podSelector"], labels)]
-        return not mine or any(rule_allows(r, key, ns, other, port) for p in mine for r in p["spec"].get(key.replace(
-            "from", "ingress").replace("to", "egress"), []))
+        mine = [
+            p
+            for p in policies
+            if p["metadata"]["namespace"] == ns
+            and ptype in p["spec"]["policyTypes"]
+            and selects(p["spec"]["podSelector"], labels)
+        ]
+        return not mine or any(
+            rule_allows(r, key, ns, other, port)
+            for p in mine
+            for r in p["spec"].get(key.replace("from", "ingress").replace("to", "egress"), [])
+        )
+
     return side(src, "Egress", "to", dst) and side(dst, "Ingress", "from", src)
 
 
 # --- the demo's pods and the flows it needs -------------------------------------------------------
 
+
 def demo_pods(children) -> dict[str, tuple[str, dict]]:
-    return {c["metadata"]["name"]: (c["metadata"]["namespace"], c["spec"]["template"]["metadata"]["labels"])
-            for c in children if c["kind"] in ("StatefulSet", "Deployment")}
+    return {
+        c["metadata"]["name"]: (c["metadata"]["namespace"], c["spec"]["template"]["metadata"]["labels"])
+        for c in children
+        if c["kind"] in ("StatefulSet", "Deployment")
+    }
 
 
 def needed(spec: models.Spec, pods: dict) -> set[tuple[str, str, int]]:
@@ -111,16 +132,25 @@ def needed(spec: models.Spec, pods: dict) -> set[tuple[str, str, int]]:
 def open_flows(children, pods) -> set[tuple[str, str, int]]:
     policies = [c for c in children if c["kind"] == "NetworkPolicy"]
     everyone = {**pods, **OUTSIDERS}
-    return {(s, d, port) for s, d in itertools.product(everyone, repeat=2) if not (s in OUTSIDERS and d in OUTSIDERS)
-            for port in PORTS if allowed(policies, everyone[s], everyone[d], port)}
+    return {
+        (s, d, port)
+        for s, d in itertools.product(everyone, repeat=2)
+        if not (s in OUTSIDERS and d in OUTSIDERS)
+        for port in PORTS
+        if allowed(policies, everyone[s], everyone[d], port)
+    }
 
 
 SPECS = {
     "two stores": {"stores": [{"name": "a"}, {"name": "b"}]},
-    "three stores, hacked POS at c": {"stores": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
-                                      "pos": {"hacked": {"store": "c"}}},
-    "no points of sale": {"stores": [{"name": "a"}, {"name": "b"}], "pos": {"enabled": False,
-                                                                           "hacked": {"enabled": False}}},
+    "three stores, hacked POS at c": {
+        "stores": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        "pos": {"hacked": {"store": "c"}},
+    },
+    "no points of sale": {
+        "stores": [{"name": "a"}, {"name": "b"}],
+        "pos": {"enabled": False, "hacked": {"enabled": False}},
+    },
     "hacked POS only": {"stores": [{"name": "x1"}, {"name": "y-2"}], "pos": {"enabled": False}},
 }
 
@@ -136,8 +166,9 @@ def test_open_flows_are_exactly_the_needed_ones(raw):
 
 
 def test_every_pod_of_the_demo_is_under_a_default_deny():
-    children = builders.desired(OWNER, models.parse(OWNER.name, SPECS["three stores, hacked POS at c"]),
-                                service_monitors=True)
+    children = builders.desired(
+        OWNER, models.parse(OWNER.name, SPECS["three stores, hacked POS at c"]), service_monitors=True
+    )
     deny = [c for c in children if c["kind"] == "NetworkPolicy" and c["metadata"]["name"] == "demo-default-deny"]
     assert len(deny) == 1 and deny[0]["spec"]["ingress"] == [] and deny[0]["spec"]["egress"] == []
     assert set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
@@ -170,8 +201,14 @@ def test_the_evaluator_reads_policies_the_way_kubernetes_does():
     assert allowed([], a, b, 1)
     deny = {"metadata": {"namespace": NS}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}}
     assert not allowed([deny], a, b, 1)
-    web = {"metadata": {"namespace": NS}, "spec": {"podSelector": {"matchLabels": {"app": "b"}},
-                                                   "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 80}]}]}}
+    web = {
+        "metadata": {"namespace": NS},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": 80}]}],
+        },
+    }
     assert allowed([deny, web], a, b, 80) and not allowed([deny, web], a, b, 81)
     assert allowed([deny, web], ("elsewhere", {}), b, 80)
     only_ns = {"from": [{"podSelector": {}}]}
@@ -180,23 +217,39 @@ def test_the_evaluator_reads_policies_the_way_kubernetes_does():
 
 # --- securityContext -------------------------------------------------------------------------------
 
+
 def pod_specs(objs) -> dict[str, dict]:
-    return {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
-            for o in objs if o.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job")}
+    return {
+        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
+        for o in objs
+        if o.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+    }
 
 
-EVERYTHING = {"stores": [{"name": "a", "replicas": 3, "storage": {"size": "1Gi"}}, {"name": "b"}, {"name": "c"}],
-              "pos": {"hacked": {"store": "a"}}, "detection": {"replicas": 2}}
+EVERYTHING = {
+    "stores": [{"name": "a", "replicas": 3, "storage": {"size": "1Gi"}}, {"name": "b"}, {"name": "c"}],
+    "pos": {"hacked": {"store": "a"}},
+    "detection": {"replicas": 2},
+}
 
 
 def test_every_container_of_the_chart_and_of_its_sample_is_restricted():
-    objs = render({"sample.enabled": True, "monitoring.serviceMonitor.enabled": True,
-                   "grafanaDashboard.enabled": True, "monitoring.prometheusRule.enabled": True})
+    objs = render(
+        {
+            "sample.enabled": True,
+            "monitoring.serviceMonitor.enabled": True,
+            "grafanaDashboard.enabled": True,
+            "monitoring.prometheusRule.enabled": True,
+        }
+    )
     chart_pods = pod_specs(objs)
     assert chart_pods, "the chart renders the operator's Deployment"
     (sample,) = [o for o in objs if o["kind"] == crd.KIND]
-    children = builders.desired(Owner(sample["metadata"]["name"], sample["metadata"]["namespace"], "u"),
-                                models.parse(sample["metadata"]["name"], sample["spec"]), service_monitors=True)
+    children = builders.desired(
+        Owner(sample["metadata"]["name"], sample["metadata"]["namespace"], "u"),
+        models.parse(sample["metadata"]["name"], sample["spec"]),
+        service_monitors=True,
+    )
     demo_pods_ = pod_specs(children)
     assert any(k.startswith("StatefulSet/") for k in demo_pods_) and any("detector" in k for k in demo_pods_)
     for where, pod in {**chart_pods, **demo_pods_}.items():
@@ -214,15 +267,19 @@ def test_every_container_with_every_option_on_is_restricted():
 
 
 def test_the_checker_catches_each_relaxation():
-    base = pod_specs(builders.desired(OWNER, models.parse(OWNER.name, SPECS["two stores"]),
-                                      service_monitors=False))["Deployment/demo-detector"]
+    base = pod_specs(builders.desired(OWNER, models.parse(OWNER.name, SPECS["two stores"]), service_monitors=False))[
+        "Deployment/demo-detector"
+    ]
     assert restricted_violations(base) == []
-    for path, value in ((("securityContext", "runAsNonRoot"), False), (("securityContext", "seccompProfile"), {}),
-                        (("containers", 0, "securityContext", "allowPrivilegeEscalation"), True),
-                        (("containers", 0, "securityContext", "readOnlyRootFilesystem"), False),
-                        (("containers", 0, "securityContext", "capabilities"), {"drop": ["NET_RAW"]}),
-                        (("containers", 0, "securityContext", "runAsUser"), 0),
-                        (("hostNetwork",), True)):
+    for path, value in (
+        (("securityContext", "runAsNonRoot"), False),
+        (("securityContext", "seccompProfile"), {}),
+        (("containers", 0, "securityContext", "allowPrivilegeEscalation"), True),
+        (("containers", 0, "securityContext", "readOnlyRootFilesystem"), False),
+        (("containers", 0, "securityContext", "capabilities"), {"drop": ["NET_RAW"]}),
+        (("containers", 0, "securityContext", "runAsUser"), 0),
+        (("hostNetwork",), True),
+    ):
         pod = yaml.safe_load(yaml.safe_dump(base))
         node = pod
         for p in path[:-1]:

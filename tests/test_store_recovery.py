@@ -2,6 +2,7 @@
 pod on an emptyDir, deleted, came back without the receipts it had sold). A store's op log holds only
 its own writes; what it merged from others travels only in a full-state transfer, which a link now
 makes when its target holds nothing from its source."""
+
 import shutil
 
 from conftest import wait_converged, wait_until

@@ -1,10 +1,10 @@
 """`frauddemo up` as a user runs it: readiness, restarts after kill -9, and nothing left behind."""
+
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -18,9 +18,25 @@ from frauddemo.servers import free_port
 def _up(tmp_path, *extra):
     port = free_port()
     data = tmp_path / "stack"
-    proc = subprocess.Popen([sys.executable, "-m", "frauddemo", "up", "--headless", "--data-dir", str(data),
-                             "--port", str(port), "--rate", "20", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "up",
+            "--headless",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--rate",
+            "20",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, port, data
 
 
@@ -66,8 +82,11 @@ def test_up_is_ready_serves_metrics_and_describes_itself(stack):
             assert pw not in (data / "stack.json").read_text()
             with open(f"/proc/{p['pid']}/cmdline", "rb") as f:
                 assert pw.encode() not in f.read()  # never on a command line
-    wait_until(lambda: "frauddemo_replication_lag_seconds_count" in httpx.get(
-        f"http://127.0.0.1:{port}/metrics").text, 15, what="lag metric")
+    wait_until(
+        lambda: "frauddemo_replication_lag_seconds_count" in httpx.get(f"http://127.0.0.1:{port}/metrics").text,
+        15,
+        what="lag metric",
+    )
     status = httpx.get(f"http://127.0.0.1:{port}/api/status").json()
     assert {(l["source"], l["target"]) for l in status["links"]} == {("a", "b"), ("b", "a")}
 
@@ -77,8 +96,11 @@ def test_a_child_killed_9_is_restarted_and_shutdown_leaves_nothing(stack):
     before = _pids(_stack(data))
     os.kill(before["syncer-a-b"], signal.SIGKILL)
     os.kill(before["store-b"], signal.SIGKILL)
-    wait_until(lambda: (p := _pids(_stack(data)))["syncer-a-b"] != before["syncer-a-b"]
-               and p["store-b"] != before["store-b"], 30, what="restarts")
+    wait_until(
+        lambda: (p := _pids(_stack(data)))["syncer-a-b"] != before["syncer-a-b"] and p["store-b"] != before["store-b"],
+        30,
+        what="restarts",
+    )
     wait_until(lambda: _ready(port), 30, what="readiness after restarts")
     all_pids = set(before.values()) | set(_pids(_stack(data)).values())
     proc.send_signal(signal.SIGTERM)
@@ -103,12 +125,15 @@ def test_duration_stops_everything(tmp_path):
     assert not any(alive(p) for p in pids)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--redis-server", "/bin/true"], "is not a redis-server"),
-    (["--redis-server", "/nonexistent"], "cannot run"),
-    (["--stores", "a"], "at least two stores"),
-    (["--stores", "a,a"], "repeat"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--redis-server", "/bin/true"], "is not a redis-server"),
+        (["--redis-server", "/nonexistent"], "cannot run"),
+        (["--stores", "a"], "at least two stores"),
+        (["--stores", "a,a"], "repeat"),
+    ],
+)
 def test_up_refuses_bad_options(tmp_path, args, msg):
     proc, port, data = _up(tmp_path, *args)
     out, _ = proc.communicate(timeout=30)

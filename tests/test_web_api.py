@@ -1,15 +1,15 @@
 """The API the dashboard adds (frauddemo.web.routes): reset, summary, hacked-POS state, catalogue; on real stores and
 real syncers, through the real FastAPI app."""
+
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import wait_converged, wait_until
 from frauddemo import controls
 from frauddemo.config import StoreRef
+from frauddemo.controls import pause_key
 from frauddemo.retail import CATALOGUE, PURCHASES, RETURNS, TerminalKeys
 from frauddemo.web.app import create_app
-from frauddemo.controls import pause_key
-
-from conftest import wait_converged, wait_until
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -111,6 +111,7 @@ def test_summary_counts_what_the_detector_decided(stores, links):
     links.mesh([srv for srv, _ in st.values()])
     app = create_app([StoreRef(n, *srv.credentials("detector")) for n, (srv, _) in st.items()], KEYS, workers=1)
     with TestClient(app) as client:
+
         def post(path, **body):
             r = client.post(path, json=body)
             assert r.status_code == 201, r.text
@@ -140,7 +141,7 @@ def test_summary_counts_what_the_detector_decided(stores, links):
         assert s["purchases"] == 2 and s["returns"] == 3 and s["complete"]
         assert s["frauds"] == {"held": 1, "blocked": 1}
         assert s["refunds"]["refunded"] == {"count": 1, "cents": CATALOGUE["shirt"][1]}
-        assert s["refunds"]["held"] == {"count": 1, "cents": jacket}     # a person decides
+        assert s["refunds"]["held"] == {"count": 1, "cents": jacket}  # a person decides
         assert s["refunds"]["blocked"] == {"count": 0, "cents": 0}
         assert s["refunds"]["refused"] == {"count": 1, "cents": jacket}
         assert s["value_protected_cents"] == jacket

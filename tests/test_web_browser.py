@@ -4,6 +4,7 @@ steps at 1280x800 and at 390 px), hostile customer ids, no request to another ho
 hidden tab, the webcam path, reset, 10k transactions, and the layout at 1280x800 and at phone width.
 Screenshots of every step go to artifacts/dashboard/ (git-ignored).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         # the webcam test: a fake camera, permission granted without a prompt
-         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # the webcam test: a fake camera, permission granted without a prompt
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
 HOSTILE = "<script>window.__x=1</script><img src=x onerror=window.__x=2>"
 SOON = 10_000  # ms: "within a few seconds", with room for a busy 2-core machine
 
@@ -47,9 +57,27 @@ class Stack:
     def start(self) -> None:
         self.log = open(self.tmp / "up.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "frauddemo", "up", "--headless", "--port", str(self.port), "--data-dir",
-             str(self.tmp / "stack"), "--duration", "900", "--rate", "1", "--hacked-rate", "0.3"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "frauddemo",
+                "up",
+                "--headless",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.tmp / "stack"),
+                "--duration",
+                "900",
+                "--rate",
+                "1",
+                "--hacked-rate",
+                "0.3",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         wait_until(self.ready, 90, interval=0.5, what="the stack to be ready")
 
     def ready(self) -> bool:
@@ -77,7 +105,9 @@ class Stack:
             print("--- up.log (tail) ---\n" + "\n".join((self.tmp / "up.log").read_text().splitlines()[-20:]))
         left = self.leftovers()
         if left:  # the detector's photo-pool workers outlive it (killed -9 here, or stopped): reap them
-            warnings.warn(f"frauddemo up left {len(left)} processes behind after stopping; killed: {left}")
+            warnings.warn(
+                f"frauddemo up left {len(left)} processes behind after stopping; killed: {left}", stacklevel=2
+            )
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -110,8 +140,9 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), \
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), (
         "Chromium not found: install Debian's chromium package (.ci/run does)"
+    )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -151,9 +182,14 @@ def watch(ctx, stack, seen) -> None:
         return r.continue_()
 
     ctx.route("**/*", route)
-    ctx.on("page", lambda p: (p.on("pageerror", lambda e: seen["errors"].append(str(e))),
-                              p.on("console", lambda m: seen["console"].append(m.text) if m.type == "error" else None),
-                              p.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))))
+    ctx.on(
+        "page",
+        lambda p: (
+            p.on("pageerror", lambda e: seen["errors"].append(str(e))),
+            p.on("console", lambda m: seen["console"].append(m.text) if m.type == "error" else None),
+            p.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss())),
+        ),
+    )
 
 
 def live(pg) -> None:
@@ -201,7 +237,9 @@ def compare_shows(pg, receipt: str, attempts: int) -> None:
         "([r, n]) => document.getElementById('cmp-receipt').textContent === r"
         " && document.querySelectorAll('#cmp-sides .side-attempt').length === n"
         " && ![...document.querySelectorAll('#cmp-sides .badge')].some(b => b.textContent === 'judging…')",
-        arg=[receipt, attempts], timeout=SOON)
+        arg=[receipt, attempts],
+        timeout=SOON,
+    )
 
 
 def set_hacked(pg, running: bool) -> None:
@@ -209,14 +247,20 @@ def set_hacked(pg, running: bool) -> None:
     pg.wait_for_function("() => /running|stopped/.test(document.getElementById('btn-hacked').textContent)")
     if (btn.get_attribute("aria-pressed") == "true") != running:
         btn.click()
-    pg.wait_for_function("v => document.getElementById('btn-hacked').getAttribute('aria-pressed') === v",
-                         arg=str(running).lower(), timeout=SOON)
+    pg.wait_for_function(
+        "v => document.getElementById('btn-hacked').getAttribute('aria-pressed') === v",
+        arg=str(running).lower(),
+        timeout=SOON,
+    )
 
 
 def step_done(pg, timeout: int = 60_000) -> str:
     """Wait for the guided demo's running step to finish; its note."""
-    pg.wait_for_function("() => document.querySelector('#guide [aria-busy]') === null"
-                         " && !/…$/.test(document.getElementById('guide-note').textContent)", timeout=timeout)
+    pg.wait_for_function(
+        "() => document.querySelector('#guide [aria-busy]') === null"
+        " && !/…$/.test(document.getElementById('guide-note').textContent)",
+        timeout=timeout,
+    )
     note = pg.locator("#guide-note").text_content()
     assert "failed" not in note, note
     return note
@@ -256,8 +300,11 @@ def test_scenario_1_from_the_page(page, stack):
     alert = stack.api(f"/api/alerts/{page.locator('#cmp-alert').text_content()}")
     compare_shows(page, alert["receipt"], 2)
     elapsed = time.monotonic() - t0
-    page.wait_for_function("id => [...document.querySelectorAll('#alert-feed .mono')]"
-                           ".some(n => n.textContent.includes(id))", arg=alert["receipt"], timeout=SOON)
+    page.wait_for_function(
+        "id => [...document.querySelectorAll('#alert-feed .mono')].some(n => n.textContent.includes(id))",
+        arg=alert["receipt"],
+        timeout=SOON,
+    )
     shot(page, "03-scenario-1")
     assert elapsed < SOON / 1000
     sides = page.locator("#cmp-sides .side-attempt")
@@ -273,7 +320,10 @@ def test_scenario_1_from_the_page(page, stack):
     assert fraud.locator("dd", has_text="hacked till b-pos-9").count() == 1
     assert "not asked" in fraud.text_content()
     assert page.locator("#cmp-purchase img.photo").count() == 1  # the purchase photo
-    assert page.locator("#cmp-decision").text_content() == {"block": "blocked", "review": "sent to review"}[alert["decision"]]
+    assert (
+        page.locator("#cmp-decision").text_content()
+        == {"block": "blocked", "review": "sent to review"}[alert["decision"]]
+    )
     assert page.locator("#cmp-score").text_content() == str(alert["score"])
     shown = page.locator("#cmp-reasons").text_content()
     assert alert["reasons"] and all(f"+{r['weight']}" in shown for r in alert["reasons"])
@@ -301,11 +351,13 @@ def test_the_event_stream_sends_alert_events(stack):
 
 def test_double_return_across_a_partition(page, stack):
     receipt = buy(page, "a", "cust-web-0001")
-    wait_until(lambda: stack.api(f"/api/purchases/{receipt}")["replicated"]["b"]["receipt"], 10,
-               what="the purchase at store b")
+    wait_until(
+        lambda: stack.api(f"/api/purchases/{receipt}")["replicated"]["b"]["receipt"], 10, what="the purchase at store b"
+    )
     page.get_by_role("button", name="Partition the link").click()
-    page.wait_for_function("() => document.getElementById('link-state').textContent === 'link partitioned'",
-                           timeout=SOON)
+    page.wait_for_function(
+        "() => document.getElementById('link-state').textContent === 'link partitioned'", timeout=SOON
+    )
     assert page.locator("#btn-link").text_content() == "Heal the link"
     shot(page, "04-partitioned")
     # each store decides alone: neither refuses the receipt for the other's return
@@ -314,8 +366,11 @@ def test_double_return_across_a_partition(page, stack):
     shot(page, "05-double-return")
     page.get_by_role("button", name="Heal the link").click()
     page.wait_for_function("() => document.getElementById('link-state').textContent === 'link up'", timeout=SOON)
-    wait_until(lambda: all(v["attempts"] == 2 for v in stack.api(f"/api/purchases/{receipt}")["replicated"].values()),
-               10, what="both attempts at both stores")
+    wait_until(
+        lambda: all(v["attempts"] == 2 for v in stack.api(f"/api/purchases/{receipt}")["replicated"].values()),
+        10,
+        what="both attempts at both stores",
+    )
     item = page.locator("#alert-feed li", has_text=receipt).first
     item.wait_for(timeout=SOON)
     item.locator("button").click()
@@ -350,8 +405,9 @@ def test_guided_demo(page, stack, seen):
     shot(page, "guided-1-scenario")
 
     note = step(page, "2 · Partition")
-    page.wait_for_function("() => document.getElementById('link-state').textContent === 'link partitioned'",
-                           timeout=SOON)
+    page.wait_for_function(
+        "() => document.getElementById('link-state').textContent === 'link partitioned'", timeout=SOON
+    )
     receipt = note.split()[1]
     story = stack.api(f"/api/purchases/{receipt}")
     assert story["replicated"]["b"]["receipt"] and not story["attempts"]  # both stores know it, unreturned
@@ -359,8 +415,11 @@ def test_guided_demo(page, stack, seen):
     detail = page.locator("#link-detail").text_content()
     first = float(re.fullmatch(r"partitioned for ([\d.]+) s, backlog [\d,]+", detail).group(1))
     assert all("partitioned" in r and "for " in r and "lag" not in r for r in link_rows(page)), link_rows(page)
-    page.wait_for_function("s => parseFloat(document.getElementById('link-detail').textContent"
-                           ".replace('partitioned for ', '')) > s", arg=first, timeout=SOON)  # the clock runs
+    page.wait_for_function(
+        "s => parseFloat(document.getElementById('link-detail').textContent.replace('partitioned for ', '')) > s",
+        arg=first,
+        timeout=SOON,
+    )  # the clock runs
     shot(page, "guided-2-partition")
 
     note = step(page, "3 · Return it at both tills")
@@ -392,13 +451,16 @@ def test_guided_demo(page, stack, seen):
     page.wait_for_function("() => document.getElementById('link-state').textContent === 'link up'", timeout=SOON)
     links = stack.api("/api/status")["links"]
     assert all(lk["state"] == "up" and lk["healed_backlog"] is not None for lk in links), links
-    merged = ", ".join(f"{lk['source'].upper()} → {lk['target'].upper()} merged {lk['healed_backlog']:,}"
-                       for lk in sorted(links, key=lambda lk: lk["source"] + lk["target"]))
+    merged = ", ".join(
+        f"{lk['source'].upper()} → {lk['target'].upper()} merged {lk['healed_backlog']:,}"
+        for lk in sorted(links, key=lambda lk: lk["source"] + lk["target"])
+    )
     assert note.startswith("Healed after ") and all(part in note for part in merged.split(", ")), (note, merged)
     assert "returns known before the heal store A 1, store B 1; now both stores know all 2" in note
     assert all(v["attempts"] == 2 for v in stack.api(f"/api/purchases/{receipt}")["replicated"].values())
-    page.wait_for_function("() => document.getElementById('cmp-known').textContent"
-                           " === 'store A: 2 of 2, store B: 2 of 2'", timeout=SOON)
+    page.wait_for_function(
+        "() => document.getElementById('cmp-known').textContent === 'store A: 2 of 2, store B: 2 of 2'", timeout=SOON
+    )
     assert "entries merged" in page.locator("#link-detail").text_content()
     assert any("healed" in r and "merged" in r for r in link_rows(page))
     shot(page, "guided-4-heal")
@@ -431,8 +493,9 @@ def test_guided_demo_at_phone_width(browser, stack, seen):
             assert btn.bounding_box()["height"] >= 44, "steps are big enough to tap"
             step(pg, name)
             if n == 2:
-                pg.wait_for_function("() => /^partitioned for/.test(document.getElementById('link-detail').textContent)",
-                                     timeout=SOON)
+                pg.wait_for_function(
+                    "() => /^partitioned for/.test(document.getElementById('link-detail').textContent)", timeout=SOON
+                )
             pg.locator("#guide").scroll_into_view_if_needed()
             shot(pg, f"guided-phone-{n}", full=True)
             assert pg.evaluate("() => document.scrollingElement.scrollWidth") <= 390, "no horizontal scrolling"
@@ -448,8 +511,9 @@ def test_hostile_customer_ids_are_shown_as_text(page, stack, seen):
     row = page.locator("#store-a [data-ref=purchases] li", has=page.locator(f"[title='receipt {receipt}']"))
     row.wait_for(timeout=SOON)
     assert row.locator(".who").text_content() == HOSTILE
-    wait_until(lambda: stack.api(f"/api/purchases/{receipt}")["replicated"]["b"]["receipt"], 10,
-               what="the purchase at store b")
+    wait_until(
+        lambda: stack.api(f"/api/purchases/{receipt}")["replicated"]["b"]["receipt"], 10, what="the purchase at store b"
+    )
     give_back(page, "b", receipt, photo="none")  # no photo: held at the till, blocked by the detector
     item = page.locator("#alert-feed li", has_text=receipt).first
     item.wait_for(timeout=SOON)
@@ -464,8 +528,10 @@ def test_hostile_customer_ids_are_shown_as_text(page, stack, seen):
 
 def test_webcam_photos(page, stack):
     page.locator("#webcam").check()
-    page.wait_for_function("() => { const v = document.getElementById('webcam-video');"
-                           " return !v.hidden && v.videoWidth > 0; }", timeout=SOON)
+    page.wait_for_function(
+        "() => { const v = document.getElementById('webcam-video'); return !v.hidden && v.videoWidth > 0; }",
+        timeout=SOON,
+    )
     receipt = buy(page, "a", "cust-web-0002")
     assert "photo taken" in page.locator("#store-a [data-ref=till-result]").text_content()
     sha = stack.api(f"/api/purchases/{receipt}")["receipt"]["photo"]
@@ -481,8 +547,11 @@ def test_the_page_reconnects_after_a_service_restart(page, stack):
     shot(page, "09-reconnecting")
     live(page)
     wait_until(stack.ready, 60, interval=0.5, what="the restarted service")
-    r = httpx.post(f"{stack.url}/api/purchases", timeout=10,
-                   json={"store": "b", "customer": "cust-web-0003", "items": {"cap": 1}, "capture": False})
+    r = httpx.post(
+        f"{stack.url}/api/purchases",
+        timeout=10,
+        json={"store": "b", "customer": "cust-web-0003", "items": {"cap": 1}, "capture": False},
+    )
     receipt = r.json()["receipt"]
     page.locator(f"#store-b [title='receipt {receipt}']").wait_for(timeout=SOON)  # from the new stream
     shot(page, "10-reconnected")
@@ -499,11 +568,16 @@ def test_a_hidden_tab_stops_reading(browser, stack, seen):
     pg.clock.install()
     pg.goto(stack.url)
     live(pg)
-    pg.wait_for_function("() => document.querySelectorAll('#store-b [data-ref=purchases] li').length > 0"
-                         " && ![...document.querySelectorAll('.nophoto')].some(n => n.textContent === '…')"
-                         " && [...document.images].every(i => i.complete)", timeout=SOON)  # loaded
-    hide = ("v => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => v});"
-            " document.dispatchEvent(new Event('visibilitychange')); }")
+    pg.wait_for_function(
+        "() => document.querySelectorAll('#store-b [data-ref=purchases] li').length > 0"
+        " && ![...document.querySelectorAll('.nophoto')].some(n => n.textContent === '…')"
+        " && [...document.images].every(i => i.complete)",
+        timeout=SOON,
+    )  # loaded
+    hide = (
+        "v => { Object.defineProperty(document, 'hidden', {configurable: true, get: () => v});"
+        " document.dispatchEvent(new Event('visibilitychange')); }"
+    )
     pg.evaluate(hide, True)
     pg.clock.run_for(31_000)
     pg.wait_for_function("() => document.getElementById('conn').textContent.startsWith('Paused')", timeout=SOON)
@@ -521,8 +595,9 @@ def test_reset_from_the_page(page, stack):
     before = stack.api("/api/summary")["purchases"]
     page.get_by_role("button", name="Reset demo data").click()
     page.get_by_role("button", name="Click again to delete every purchase, return and alert").click()
-    page.wait_for_function("() => document.getElementById('reset-result').textContent.startsWith('Demo data reset')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.getElementById('reset-result').textContent.startsWith('Demo data reset')", timeout=30_000
+    )
     after = stack.api("/api/summary")
     assert after["purchases"] < before and after["alerts"] == 0
     page.wait_for_function("() => document.querySelectorAll('#alert-feed li').length === 0", timeout=SOON)
@@ -536,13 +611,14 @@ def test_stays_light_with_10k_transactions(browser, stack, seen):
     from frauddemo.secretfiles import read_secret
     from frauddemo.store import Store
 
-    info = next(p for p in json.loads((stack.tmp / "stack" / "stack.json").read_text())["processes"]
-                if p["name"] == "store-a")
+    info = next(
+        p for p in json.loads((stack.tmp / "stack" / "stack.json").read_text())["processes"] if p["name"] == "store-a"
+    )
     a = Store.connect(info["url"], read_secret(info["password_file"]))
     try:
         writes = [purchase_ops("a", "a-bulk-1", f"cust-bulk-{i % 500:04d}", {"shirt": 1})[1] for i in range(10_000)]
         for i in range(0, len(writes), 500):
-            a.write_many(writes[i:i + 500])
+            a.write_many(writes[i : i + 500])
     finally:
         a.close()
     wait_until(lambda: stack.api("/api/summary")["purchases"] >= 10_000, 30, interval=0.5, what="10k purchases")
@@ -553,14 +629,21 @@ def test_stays_light_with_10k_transactions(browser, stack, seen):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     watch(ctx, stack, seen)
     json_bytes = []
-    ctx.on("response", lambda r: json_bytes.append(int(r.headers.get("content-length", 0)))
-           if "/api/" in r.url and "json" in r.headers.get("content-type", "") else None)
+    ctx.on(
+        "response",
+        lambda r: (
+            json_bytes.append(int(r.headers.get("content-length", 0)))
+            if "/api/" in r.url and "json" in r.headers.get("content-type", "")
+            else None
+        ),
+    )
     pg = ctx.new_page()
     t0 = time.monotonic()
     pg.goto(stack.url)
     live(pg)
-    pg.wait_for_function("() => document.querySelectorAll('#store-a [data-ref=purchases] li').length === 5",
-                         timeout=SOON)
+    pg.wait_for_function(
+        "() => document.querySelectorAll('#store-a [data-ref=purchases] li').length === 5", timeout=SOON
+    )
     loaded = time.monotonic() - t0
     elements = pg.evaluate("() => document.getElementsByTagName('*').length")
     shot(pg, "13-10k-transactions")

@@ -2,19 +2,19 @@
 reason, never a 500, and nothing is recorded; and the service serves no /docs or /redoc (Swagger UI
 and ReDoc load from a CDN that the service's own Content-Security-Policy blocks), links to neither,
 and still describes itself at /openapi.json. Real stores, real HTTP (uvicorn)."""
+
 import base64
 import random
 import re
 
 import pytest
 
+from conftest import serving
 from frauddemo.access import RateLimit
 from frauddemo.config import StoreRef
 from frauddemo.retail import TerminalKeys, attempts_key
 from frauddemo.till import capture
-from frauddemo.web.app import STATIC, SECURITY_HEADERS, create_app
-
-from conftest import serving
+from frauddemo.web.app import SECURITY_HEADERS, STATIC, create_app
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -53,11 +53,15 @@ def _refused(r, why):
 @pytest.mark.parametrize("what, photo, why", BAD, ids=[b[0] for b in BAD])
 def test_a_purchase_with_a_bad_photo_is_422_and_records_nothing(http, what, photo, why):
     client, _ = http
-    r = client.post("/api/purchases", json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1},
-                                            "photo": photo})
+    r = client.post(
+        "/api/purchases", json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1}, "photo": photo}
+    )
     _refused(r, why)
-    r = client.post("/api/purchases", json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1},
-                                            "photo": photo}, headers={"Idempotency-Key": f"k-{what}"})
+    r = client.post(
+        "/api/purchases",
+        json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1}, "photo": photo},
+        headers={"Idempotency-Key": f"k-{what}"},
+    )
     _refused(r, why)
     assert client.get("/api/purchases").json()["items"] == []
 
@@ -68,9 +72,11 @@ def test_a_return_with_a_bad_photo_is_422_and_records_nothing(http, what, photo,
     p = client.post("/api/purchases", json={"store": "a", "customer": "cust-00001", "items": {"shirt": 1}})
     assert p.status_code == 201, p.text
     receipt = p.json()["receipt"]
-    for body in ({"store": "a", "receipt": receipt, "photo": photo},
-                 {"store": "a", "receipt": receipt, "photo": photo, "customer": "cust-00001"},
-                 {"store": "a", "receipt": "r-never-issued", "photo": photo}):
+    for body in (
+        {"store": "a", "receipt": receipt, "photo": photo},
+        {"store": "a", "receipt": receipt, "photo": photo, "customer": "cust-00001"},
+        {"store": "a", "receipt": "r-never-issued", "photo": photo},
+    ):
         _refused(client.post("/api/returns", json=body), why)
     assert store.smembers(attempts_key(receipt)) == set()
     assert client.get("/api/returns").json()["items"] == []

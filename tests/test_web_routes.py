@@ -1,6 +1,7 @@
 """The web layer's shape (issue 18): one module-level APIRouter per resource under frauddemo.web.routes,
 every route tagged `api` and under /api, and no route touching a store's Redis client itself (they go
 through the domain: the till, the controls, the scenario, the read model)."""
+
 import ast
 import importlib
 import pkgutil

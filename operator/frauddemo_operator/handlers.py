@@ -2,6 +2,7 @@
 outcome into kopf's terms: retries with backoff for API errors, an Event and no retry for a spec
 that makes no sense. `build_registry(settings)` registers them for one operator.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,15 @@ from .settings import Settings
 
 FD = (crd.GROUP, crd.VERSION, crd.PLURAL)
 MANAGED = {builders.L_MANAGED_BY: builders.MANAGER}
-FINALIZER = "frauddemo.io/finalizer"   # kopf's name for one, should a handler ever need it (none does)
+FINALIZER = "frauddemo.io/finalizer"  # kopf's name for one, should a handler ever need it (none does)
 
 
 def _ref(namespace: str, name: str, uid: str) -> dict:
-    return {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
-            "metadata": {"namespace": namespace, "name": name, "uid": uid}}
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"namespace": namespace, "name": name, "uid": uid},
+    }
 
 
 class DemoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -72,7 +76,7 @@ async def demo_event(type, body, memo: kopf.Memo, **_) -> None:
 
 def _warn_deprecated(rt: Runtime, body, namespace: str, name: str, logger) -> None:
     st = rt.demos.get((namespace, name))
-    for field, message in st.deprecated if st is not None else ():
+    for _field, message in st.deprecated if st is not None else ():
         kopf.warn(body, reason="DeprecatedField", message=message)
         logger.warning(message)
 
@@ -106,8 +110,9 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
     try:
         result = await rt.on_child_event(type, dict(body))
     except kube.ApiError as e:
-        logger.warning(f"Could not repair {body.get('kind')} {body.get('metadata', {}).get('name')}: {e}; "
-                       f"retrying with backoff")
+        logger.warning(
+            f"Could not repair {body.get('kind')} {body.get('metadata', {}).get('name')}: {e}; retrying with backoff"
+        )
         return
     if result is not None and result.changed:
         meta = body.get("metadata", {})
@@ -133,6 +138,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
     for kind in kube.CHILD_KINDS.values():
-        kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg,
-                      id=f"child-{kind.plural}")(child_event)
+        kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg, id=f"child-{kind.plural}")(
+            child_event
+        )
     return reg

@@ -4,6 +4,7 @@ Only the generic path of kubernetes_asyncio's ApiClient is used (raw JSON in and
 patches), so no time goes into model (de)serialisation. Every call the operator makes to the API
 goes through `Kube.request`, so `CALLS` below is the complete list for the chart's RBAC.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,9 @@ FRAUDDEMO = Kind(crd.API_VERSION, crd.KIND, crd.PLURAL)
 KOPFPEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
 CLUSTERKOPFPEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 
-CHILD_KINDS: dict[str, Kind] = {k.kind: k for k in (SECRET, CONFIGMAP, SERVICE, STATEFULSET, DEPLOYMENT,
-                                                     NETWORKPOLICY, SERVICEMONITOR)}
+CHILD_KINDS: dict[str, Kind] = {
+    k.kind: k for k in (SECRET, CONFIGMAP, SERVICE, STATEFULSET, DEPLOYMENT, NETWORKPOLICY, SERVICEMONITOR)
+}
 
 # What the operator does to the API, for the chart's RBAC (kopf's own calls included).
 CALLS: list[tuple[str, str, list[str]]] = [
@@ -81,8 +83,8 @@ CALLS: list[tuple[str, str, list[str]]] = [
     ("networking.k8s.io", "networkpolicies", ["get", "list", "watch", "create", "patch", "delete"]),
     ("monitoring.coreos.com", "servicemonitors", ["get", "list", "watch", "create", "patch", "delete"]),
     # discovery (non-resource URLs /api, /apis, /version are open to authenticated users by default)
-    ("kopf.dev", "kopfpeerings", ["get", "list", "watch", "patch"]),          # only with peering, namespaced
-    ("kopf.dev", "clusterkopfpeerings", ["get", "list", "watch", "patch"]),   # only with peering, cluster-wide
+    ("kopf.dev", "kopfpeerings", ["get", "list", "watch", "patch"]),  # only with peering, namespaced
+    ("kopf.dev", "clusterkopfpeerings", ["get", "list", "watch", "patch"]),  # only with peering, cluster-wide
 ]
 
 
@@ -130,16 +132,26 @@ async def load_configuration(kubeconfig: str | None = None, context: str | None 
     cfg = k8s_client.Configuration()
     if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
         # $KUBECONFIG may list several files (merged by the library); None means ~/.kube/config
-        await k8s_config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
-                                          context=context, client_configuration=cfg, persist_config=False)
+        await k8s_config.load_kube_config(
+            config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
+            context=context,
+            client_configuration=cfg,
+            persist_config=False,
+        )
     else:
         k8s_config.load_incluster_config(client_configuration=cfg)
     return cfg
 
 
 class Kube:
-    def __init__(self, configuration: k8s_client.Configuration, max_in_flight: int = 16,
-                 timeout: float = 10.0, discovery_ttl: float = 60.0, trust_env: bool = False):
+    def __init__(
+        self,
+        configuration: k8s_client.Configuration,
+        max_in_flight: int = 16,
+        timeout: float = 10.0,
+        discovery_ttl: float = 60.0,
+        trust_env: bool = False,
+    ):
         configuration.connection_pool_maxsize = max(max_in_flight, 4)
         self.api = k8s_client.ApiClient(configuration)
         self.api.user_agent = "frauddemo-operator"
@@ -157,20 +169,31 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
-    async def request(self, method: str, path: str, query: dict | None = None, body: Any = None,
-                      content_type: str = "application/json") -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: dict | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
         self.calls += 1
         async with self._sem:
             try:
                 data = await self.api.call_api(
-                    path, method, query_params=list((query or {}).items()),
+                    path,
+                    method,
+                    query_params=list((query or {}).items()),
                     header_params={"Accept": "application/json", "Content-Type": content_type},
-                    body=body, response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"], _return_http_data_only=True,
-                    _request_timeout=self._timeout)
+                    body=body,
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _request_timeout=self._timeout,
+                )
             except ApiException as e:
                 raise _error(e.status or 0, e.reason or "Error", e.body) from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise ApiError(0, type(e).__name__, str(e) or type(e).__name__) from None
         return data
 
@@ -188,16 +211,20 @@ class Kube:
     async def create(self, kind: Kind, namespace: str | None, body: dict) -> dict:
         return await self.request("POST", kind.path(namespace), body=body)
 
-    async def patch(self, kind: Kind, namespace: str | None, name: str, patch: dict,
-                    subresource: str | None = None) -> dict:
-        return await self.request("PATCH", kind.path(namespace, name, subresource), body=patch,
-                                  content_type="application/merge-patch+json")
+    async def patch(
+        self, kind: Kind, namespace: str | None, name: str, patch: dict, subresource: str | None = None
+    ) -> dict:
+        return await self.request(
+            "PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json"
+        )
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         try:
-            await self.request("DELETE", kind.path(namespace, name),
-                               body={"kind": "DeleteOptions", "apiVersion": "v1",
-                                     "propagationPolicy": "Background"})
+            await self.request(
+                "DELETE",
+                kind.path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
             return True
         except NotFound:
             return False
@@ -228,6 +255,13 @@ async def connection_info(cfg: k8s_client.Configuration):
         if not token:
             scheme, token = "Bearer", scheme
     return kopf.ConnectionInfo(
-        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
-        username=cfg.username or None, password=cfg.password or None, scheme=scheme, token=token,
-        certificate_path=cfg.cert_file, private_key_path=cfg.key_file)
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )

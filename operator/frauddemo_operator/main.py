@@ -1,4 +1,5 @@
 """Running the operator: `frauddemo operator` (blocking) or OperatorThread (tests, benchmark)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def operate(settings: Settings | None = None, *, stop_flag=None, ready_flag=None,
-                  runtime: Runtime | None = None) -> None:
+async def operate(
+    settings: Settings | None = None, *, stop_flag=None, ready_flag=None, runtime: Runtime | None = None
+) -> None:
     """The operator in the running event loop until `stop_flag` is set (or a signal arrives)."""
     settings = settings or Settings.from_env()
     runtime = runtime or Runtime(settings)
@@ -50,8 +52,9 @@ class QuietEventHandlers(logging.Filter):
 def run(settings: Settings | None = None) -> int:
     """`frauddemo operator`: run until SIGINT/SIGTERM. Settings come from FRAUDDEMO_OPERATOR_*."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if settings.log_level != "DEBUG":
         logging.getLogger("kopf.objects").addFilter(QuietEventHandlers())
     where = "cluster-wide" if settings.clusterwide else "namespaces " + ",".join(settings.namespaces)
@@ -73,7 +76,7 @@ class OperatorThread:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def __enter__(self) -> "OperatorThread":
+    def __enter__(self) -> OperatorThread:
         self._thread = threading.Thread(target=self._main, name="frauddemo-operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(self.ready_timeout):
@@ -88,6 +91,7 @@ class OperatorThread:
         async def main():
             self.runtime = Runtime(self.settings)
             await operate(self.settings, stop_flag=self._stop, ready_flag=self._ready, runtime=self.runtime)
+
         try:
             asyncio.run(main())
         except BaseException as e:  # noqa: BLE001 - reported to whoever waits on it

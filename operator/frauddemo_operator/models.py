@@ -4,6 +4,7 @@
 the spec makes sense. Anything wrong raises InvalidSpec with a CamelCase reason and a message, which
 the handlers turn into a False condition and an Event (never a retry loop).
 """
+
 from __future__ import annotations
 
 import re
@@ -68,14 +69,18 @@ class Replication(_Model):
 
 # The attack mix's default weights (the CRD says the same; a test checks). doubleReturnOtherStore has no
 # default in the CRD, so that its deprecated name duplicateReceipt can still be given alone.
-DEFAULT_MIX: dict[AttackMode, float] = {AttackMode.NO_PHOTO: 0.6, AttackMode.MISMATCHED_PHOTO: 0.3,
-                                        AttackMode.DOUBLE_RETURN_OTHER_STORE: 0.1}
-UNDEFAULTED = frozenset(DEPRECATED_CRD_KEYS.values())   # modes whose key may be absent (read via an alias)
+DEFAULT_MIX: dict[AttackMode, float] = {
+    AttackMode.NO_PHOTO: 0.6,
+    AttackMode.MISMATCHED_PHOTO: 0.3,
+    AttackMode.DOUBLE_RETURN_OTHER_STORE: 0.1,
+}
+UNDEFAULTED = frozenset(DEPRECATED_CRD_KEYS.values())  # modes whose key may be absent (read via an alias)
 
 
 class _AttackMixBase(_Model):
     """The hacked POS's weights, one per AttackMode under its crd_key (camelCase), and the deprecated
     keys (DEPRECATED_CRD_KEYS) read as the mode they now mean. Unknown keys are refused."""
+
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
     def given(self) -> dict[str, float]:
@@ -112,9 +117,11 @@ if TYPE_CHECKING:
     AttackMix = _AttackMixBase
 else:
     AttackMix = pydantic.create_model(
-        "AttackMix", __base__=_AttackMixBase,
+        "AttackMix",
+        __base__=_AttackMixBase,
         **{m.crd_key: _weight(None if m in UNDEFAULTED else DEFAULT_MIX.get(m, 0.0)) for m in AttackMode},
-        **{k: _weight(None) for k in DEPRECATED_CRD_KEYS})
+        **{k: _weight(None) for k in DEPRECATED_CRD_KEYS},
+    )
 
 
 class Hacked(_Model):
@@ -133,7 +140,7 @@ class Pos(_Model):
 class Detection(_Model):
     replicas: int = Field(default=1, ge=1, le=3)
     window_seconds: int = Field(default=300, ge=1, le=86400)
-    alert_score: int = Field(default=70, ge=2, le=100)    # the detector wants 0 < review < alert <= 100
+    alert_score: int = Field(default=70, ge=2, le=100)  # the detector wants 0 < review < alert <= 100
     review_score: int = Field(default=40, ge=1, le=99)
     photo_match_threshold: float = Field(default=0.951, ge=0, le=1)
 
@@ -186,30 +193,44 @@ class Spec(_Model):
 def check(name: str, spec: Spec) -> None:
     """What the schema cannot say: raise InvalidSpec for a spec that makes no sense."""
     if not NAME_RE.match(name):
-        raise InvalidSpec("InvalidName", f"the FraudDemo name {name!r} is not a DNS-1035 label (lower-case "
-                          "letters, digits and '-', starting with a letter, ending with a letter or digit, no "
-                          "dots); its Services would be refused. Create it again under such a name")
+        raise InvalidSpec(
+            "InvalidName",
+            f"the FraudDemo name {name!r} is not a DNS-1035 label (lower-case "
+            "letters, digits and '-', starting with a letter, ending with a letter or digit, no "
+            "dots); its Services would be refused. Create it again under such a name",
+        )
     if len(name) > MAX_NAME_LEN:
-        raise InvalidSpec("NameTooLong", f"the FraudDemo name {name!r} is {len(name)} characters; "
-                          f"at most {MAX_NAME_LEN} keep its children's names valid")
+        raise InvalidSpec(
+            "NameTooLong",
+            f"the FraudDemo name {name!r} is {len(name)} characters; "
+            f"at most {MAX_NAME_LEN} keep its children's names valid",
+        )
     dupes = sorted(n for n, count in Counter(spec.store_names).items() if count > 1)
     if dupes:
         raise InvalidSpec("DuplicateStoreNames", f"store names must be unique; repeated: {', '.join(dupes)}")
     hacked = spec.hacked_store
     if hacked is not None and hacked not in spec.store_names:
-        raise InvalidSpec("UnknownHackedStore", f"pos.hacked.store {hacked!r} is not one of the stores "
-                          f"({', '.join(spec.store_names)})")
+        raise InvalidSpec(
+            "UnknownHackedStore",
+            f"pos.hacked.store {hacked!r} is not one of the stores ({', '.join(spec.store_names)})",
+        )
     mix = spec.pos.hacked.attack_mix
     for old in mix.deprecated():
         mode = DEPRECATED_CRD_KEYS[old]
         if mode.crd_key in mix.given():
-            raise InvalidSpec("ConflictingAttackMix", f"pos.hacked.attackMix gives both {old} (deprecated) and "
-                              f"{mode.crd_key}, its new name: keep only {mode.crd_key}")
+            raise InvalidSpec(
+                "ConflictingAttackMix",
+                f"pos.hacked.attackMix gives both {old} (deprecated) and "
+                f"{mode.crd_key}, its new name: keep only {mode.crd_key}",
+            )
     if hacked is not None and sum(mix.weights().values()) <= 0:
         raise InvalidSpec("EmptyAttackMix", "pos.hacked is enabled but every attackMix weight is 0")
     if spec.detection.review_score >= spec.detection.alert_score:
-        raise InvalidSpec("ScoresOutOfOrder", f"detection.reviewScore ({spec.detection.review_score}) must be "
-                          f"below detection.alertScore ({spec.detection.alert_score})")
+        raise InvalidSpec(
+            "ScoresOutOfOrder",
+            f"detection.reviewScore ({spec.detection.review_score}) must be "
+            f"below detection.alertScore ({spec.detection.alert_score})",
+        )
 
 
 ATTACK_MIX_PATH = "spec.pos.hacked.attackMix"
@@ -222,9 +243,15 @@ def deprecated_fields(raw_spec: object) -> list[tuple[str, str]]:
         mix = mix.get(key) if isinstance(mix, dict) else None
     if not isinstance(mix, dict):
         return []
-    return [(f"{ATTACK_MIX_PATH}.{old}", f"{ATTACK_MIX_PATH}.{old} is deprecated: it is read as "
-             f"{mode.crd_key} ({mode}); rename it to {mode.crd_key}")
-            for old, mode in DEPRECATED_CRD_KEYS.items() if old in mix]
+    return [
+        (
+            f"{ATTACK_MIX_PATH}.{old}",
+            f"{ATTACK_MIX_PATH}.{old} is deprecated: it is read as "
+            f"{mode.crd_key} ({mode}); rename it to {mode.crd_key}",
+        )
+        for old, mode in DEPRECATED_CRD_KEYS.items()
+        if old in mix
+    ]
 
 
 def parse(name: str, raw_spec: object) -> Spec:
@@ -236,7 +263,9 @@ def parse(name: str, raw_spec: object) -> Spec:
     except pydantic.ValidationError as e:
         first = e.errors()[0]
         where = "spec." + ".".join(str(p) for p in first["loc"])
-        raise InvalidSpec("SchemaViolation", f"{where}: {first['msg']}"
-                          + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")) from None
+        raise InvalidSpec(
+            "SchemaViolation",
+            f"{where}: {first['msg']}" + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""),
+        ) from None
     check(name, spec)
     return spec

@@ -10,6 +10,7 @@ role passwords are rotated on request (`rotate_passwords`): the new password bec
 one `previous`, both in the ACL file, the workloads restart onto the new one, and after the grace the old
 ones are dropped from the Secrets and the ACL file (the store agent applies it with ACL LOAD).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,14 +28,33 @@ from . import builders, kube
 from .builders import Owner
 
 # A Kubernetes quantity: <signedNumber><suffix>, the suffix binary (Ki), decimal (k, m) or an exponent (e3).
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?[0-9]+))?$")
-_FACTORS = {None: 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
-            "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-            "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?[0-9]+))?$"
+)
+_FACTORS = {
+    None: 1,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 # Fields the API server refuses to change in place: a difference there means delete and create.
-IMMUTABLE = {"StatefulSet": ("selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"),
-             "Deployment": ("selector",)}
+IMMUTABLE = {
+    "StatefulSet": ("selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"),
+    "Deployment": ("selector",),
+}
 
 # Keys whose empty object means something (a pointer to an empty struct: an emptyDir volume, a selector of
 # everything), which the API server keeps as {}. Every other empty list or map it drops (omitempty).
@@ -80,8 +100,11 @@ def matches(desired, observed) -> bool:
     if isinstance(desired, list):
         if observed is None:
             return not desired
-        return (isinstance(observed, list) and len(desired) == len(observed)
-                and all(matches(d, o) for d, o in zip(desired, observed)))
+        return (
+            isinstance(observed, list)
+            and len(desired) == len(observed)
+            and all(matches(d, o) for d, o in zip(desired, observed))
+        )
     if desired == observed:
         return True
     if isinstance(desired, str) and isinstance(observed, str):
@@ -139,15 +162,21 @@ def recreate_refused(desired: dict, observed: dict) -> tuple[str, str] | None:
             return f"{req.get('storage')}" + (f" (class {cls})" if cls else "")
         return "no volume (emptyDir)"
 
-    how = (f"To change it: `kubectl delete statefulset {name} --cascade=orphan` (its pods and volumes stay), "
-           f"and the operator creates it again from the spec; existing volumes keep their size unless you "
-           f"expand each PersistentVolumeClaim data-{name}-N yourself (if its StorageClass allows expansion). "
-           f"Or set the storage back.")
+    how = (
+        f"To change it: `kubectl delete statefulset {name} --cascade=orphan` (its pods and volumes stay), "
+        f"and the operator creates it again from the spec; existing volumes keep their size unless you "
+        f"expand each PersistentVolumeClaim data-{name}-N yourself (if its StorageClass allows expansion). "
+        f"Or set the storage back."
+    )
     if not matches(ds.get("volumeClaimTemplates") or [], os_.get("volumeClaimTemplates") or []):
-        return "StorageChangeRefused", (f"StatefulSet {name}: the storage cannot change in place ({size(os_)} now, {size(ds)} asked); "
-                f"recreating it would delete its volumes, so it is kept as it is. {how}")
-    return "RecreateRefused", (f"StatefulSet {name} would have to be recreated (an immutable field changed), which would delete "
-            f"its volumes; it is kept as it is. {how}")
+        return "StorageChangeRefused", (
+            f"StatefulSet {name}: the storage cannot change in place ({size(os_)} now, {size(ds)} asked); "
+            f"recreating it would delete its volumes, so it is kept as it is. {how}"
+        )
+    return "RecreateRefused", (
+        f"StatefulSet {name} would have to be recreated (an immutable field changed), which would delete "
+        f"its volumes; it is kept as it is. {how}"
+    )
 
 
 def keep_immutable(desired: dict) -> dict:
@@ -172,17 +201,20 @@ def users_of(secrets: set[str], desired: list[dict], kinds=("StatefulSet", "Depl
             continue
         pod = d["spec"]["template"]["spec"]
         containers = pod.get("containers", []) + pod.get("initContainers", [])
-        if any((e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") in secrets
-               for c in containers for e in c.get("env", [])) or any(
-                (v.get("secret") or {}).get("secretName") in secrets for v in pod.get("volumes", [])):
+        if any(
+            (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") in secrets
+            for c in containers
+            for e in c.get("env", [])
+        ) or any((v.get("secret") or {}).get("secretName") in secrets for v in pod.get("volumes", [])):
             out.append(d)
     return out
 
 
 def dependents(fd: str, store: str, desired: list[dict]) -> list[dict]:
     """The workloads that read a store's passwords (they restart when one of its Secrets is recreated)."""
-    return users_of({builders.store_secret(fd, store)} | {builders.role_secret(fd, store, r) for r in acl.CLIENT_ROLES},
-                    desired)
+    return users_of(
+        {builders.store_secret(fd, store)} | {builders.role_secret(fd, store, r) for r in acl.CLIENT_ROLES}, desired
+    )
 
 
 def secret_values(obj: dict | None) -> dict[str, str]:
@@ -193,7 +225,7 @@ def secret_values(obj: dict | None) -> dict[str, str]:
     for k, v in (obj.get("data") or {}).items():
         try:
             out[k] = base64.b64decode(v, validate=True).decode()
-        except (TypeError, ValueError):   # binascii.Error and UnicodeDecodeError are ValueErrors
+        except (TypeError, ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
             continue
     out.update({k: v for k, v in (obj.get("stringData") or {}).items() if isinstance(v, str)})
     return out
@@ -224,15 +256,25 @@ def _parse_ts(text: str | None) -> float:
         return 0.0
 
 
-def rotation_step(values: dict[str, str], annotations: dict, rotation: str | None, now: float, grace_s: float,
-                  new_password: Callable[[], str]) -> dict | None:
+def rotation_step(
+    values: dict[str, str],
+    annotations: dict,
+    rotation: str | None,
+    now: float,
+    grace_s: float,
+    new_password: Callable[[], str],
+) -> dict | None:
     """What a role Secret needs now (a merge patch, or None): a new password when `rotation` (the
     FraudDemo's annotation) differs from the one it holds, the old one kept as `previous`; `previous`
     dropped once the grace after the rotation is over."""
     if rotation is not None and annotations.get(builders.A_ROTATION) != rotation:
-        return {"metadata": {"annotations": {builders.A_ROTATION: rotation, builders.A_ROTATED_AT: _ts(now)}},
-                "data": {builders.PASSWORD_KEY: b64(new_password()),
-                         builders.PREVIOUS_KEY: b64(values[builders.PASSWORD_KEY])}}
+        return {
+            "metadata": {"annotations": {builders.A_ROTATION: rotation, builders.A_ROTATED_AT: _ts(now)}},
+            "data": {
+                builders.PASSWORD_KEY: b64(new_password()),
+                builders.PREVIOUS_KEY: b64(values[builders.PASSWORD_KEY]),
+            },
+        }
     if builders.PREVIOUS_KEY in values and now >= _parse_ts(annotations.get(builders.A_ROTATED_AT)) + grace_s:
         return {"data": {builders.PREVIOUS_KEY: None}}
     return None
@@ -258,14 +300,22 @@ class Result:
         return bool(self.created or self.patched or self.recreated or self.deleted or self.restarted)
 
     def summary(self) -> str:
-        parts = [f"{len(v)} {k}" for k, v in (("created", self.created), ("patched", self.patched),
-                                               ("recreated", self.recreated), ("deleted", self.deleted),
-                                               ("restarted", self.restarted)) if v]
+        parts = [
+            f"{len(v)} {k}"
+            for k, v in (
+                ("created", self.created),
+                ("patched", self.patched),
+                ("recreated", self.recreated),
+                ("deleted", self.deleted),
+                ("restarted", self.restarted),
+            )
+            if v
+        ]
         return ", ".join(parts) or "nothing to change"
 
 
 MISSING = object()
-FIRST_KINDS = ("Secret", "ConfigMap")   # created before the workloads that mount them
+FIRST_KINDS = ("Secret", "ConfigMap")  # created before the workloads that mount them
 
 
 async def _all(jobs: list) -> None:
@@ -277,12 +327,16 @@ async def _all(jobs: list) -> None:
 
 
 class Reconciler:
-    def __init__(self, client: kube.Kube, password: Callable[[], str] = lambda: _secrets.token_urlsafe(24),
-                 grace_s: float = 300.0):
+    def __init__(
+        self,
+        client: kube.Kube,
+        password: Callable[[], str] = lambda: _secrets.token_urlsafe(24),
+        grace_s: float = 300.0,
+    ):
         self.kube = client
         self.password = password
-        self.grace_s = grace_s   # how long a rotated-out password stays valid (pods roll onto the new one)
-        self._rotation: dict[str, str | None] = {}   # owner uid -> the rotation new role Secrets start at
+        self.grace_s = grace_s  # how long a rotated-out password stays valid (pods roll onto the new one)
+        self._rotation: dict[str, str | None] = {}  # owner uid -> the rotation new role Secrets start at
         self._rotating: dict[str, asyncio.Lock] = {}  # owner uid -> one rotation step at a time
 
     async def observe(self, owner: Owner, kinds: list[kube.Kind]) -> dict[tuple[str, str], dict]:
@@ -304,8 +358,11 @@ class Reconciler:
         elif builders.L_ROLE in labels:
             rotation = self._rotation.get(owner.uid)
             ann = {builders.A_ROTATION: rotation} if rotation is not None else {}
-            body = {**d, "metadata": {**d["metadata"], "annotations": {**d["metadata"].get("annotations", {}), **ann}},
-                    "data": {builders.PASSWORD_KEY: b64(self.password())}}
+            body = {
+                **d,
+                "metadata": {**d["metadata"], "annotations": {**d["metadata"].get("annotations", {}), **ann}},
+                "data": {builders.PASSWORD_KEY: b64(self.password())},
+            }
         elif d["kind"] == "Secret":
             body = {**d, "stringData": {builders.PASSWORD_KEY: self.password()}}
         return await self.kube.create(kube.CHILD_KINDS[d["kind"]], owner.namespace, body)
@@ -313,6 +370,7 @@ class Reconciler:
     async def acl_text(self, owner: Owner, store: str, objects: dict | None = None) -> str:
         """The store's ACL file from its Secrets (from `objects` when there, else read): every role with
         its current password, and its previous one during a rotation."""
+
         async def values(name):
             obj = (objects or {}).get(("Secret", name))
             if obj is None:
@@ -358,9 +416,11 @@ class Reconciler:
             if password_of(obj) is not None:
                 return obj
             # only if nobody wrote it since it was read: two repairs at once would give two passwords
-            patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                     "data": {builders.PASSWORD_KEY: b64(self.password())}}
-            if builders.PASSWORD_KEY in (obj.get("stringData") or {}):   # only the API emulator keeps it
+            patch = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "data": {builders.PASSWORD_KEY: b64(self.password())},
+            }
+            if builders.PASSWORD_KEY in (obj.get("stringData") or {}):  # only the API emulator keeps it
                 patch["stringData"] = {builders.PASSWORD_KEY: None}
             try:
                 obj = await self.kube.patch(kube.SECRET, owner.namespace, k[1], patch)
@@ -387,15 +447,17 @@ class Reconciler:
                 restart += users_of({k[1]}, desired)
         return restart
 
-    async def rotate_passwords(self, owner: Owner, desired: list[dict], result: Result,
-                               rotation: str | None) -> set[str]:
+    async def rotate_passwords(
+        self, owner: Owner, desired: list[dict], result: Result, rotation: str | None
+    ) -> set[str]:
         """Advance a rotation of the role passwords (see `rotation_step`). Returns the role Secrets that
         got a new password: the workloads using them must restart, once the ACL files hold it."""
         async with self._rotating.setdefault(owner.uid, asyncio.Lock()):
             return await self._rotate_passwords(owner, desired, result, rotation)
 
-    async def _rotate_passwords(self, owner: Owner, desired: list[dict], result: Result,
-                                rotation: str | None) -> set[str]:
+    async def _rotate_passwords(
+        self, owner: Owner, desired: list[dict], result: Result, rotation: str | None
+    ) -> set[str]:
         now = datetime.datetime.now(datetime.UTC).timestamp()
         rotated, until = set(), []
         for d in desired:
@@ -414,8 +476,11 @@ class Reconciler:
             if builders.PREVIOUS_KEY in secret_values(obj):
                 until.append(_parse_ts(ann.get(builders.A_ROTATED_AT)) + self.grace_s)
         if rotation is not None:
-            result.passwords = {"rotation": rotation, "state": "Rotating" if until else "Rotated",
-                                "previousValidUntil": _ts(max(until)) if until else None}
+            result.passwords = {
+                "rotation": rotation,
+                "state": "Rotating" if until else "Rotated",
+                "previousValidUntil": _ts(max(until)) if until else None,
+            }
         return rotated
 
     async def ensure(self, owner: Owner, d: dict, observed=MISSING, result: Result | None = None) -> dict:
@@ -431,7 +496,7 @@ class Reconciler:
                 return obj
             except kube.Conflict:
                 observed = await self.kube.get(kind, owner.namespace, k[1])
-                if observed is None:   # deleted in between: try once more
+                if observed is None:  # deleted in between: try once more
                     obj = await self._create(owner, d)
                     result.created.append(k)
                     return obj
@@ -443,7 +508,7 @@ class Reconciler:
             await self.kube.delete(kind, owner.namespace, k[1])
             try:
                 obj = await self._create(owner, d)
-            except kube.Conflict as e:   # the old one is still being deleted; try again shortly
+            except kube.Conflict as e:  # the old one is still being deleted; try again shortly
                 raise kube.ApiError(409, "Conflict", f"{k[0]} {k[1]} is still being deleted", e.body) from None
             result.recreated.append(k)
             return obj
@@ -453,17 +518,23 @@ class Reconciler:
             return obj
         return observed
 
-    async def apply(self, owner: Owner, desired: list[dict], observed: dict | None = None,
-                    rotation: str | None = None) -> Result:
+    async def apply(
+        self, owner: Owner, desired: list[dict], observed: dict | None = None, rotation: str | None = None
+    ) -> Result:
         """Reconcile every child. With `observed` None (a fresh FraudDemo), creation is tried directly;
         otherwise children are compared with what exists and unwanted ones are deleted."""
         result = Result()
         wanted = {builders.key(d) for d in desired}
         # A store's Secret gone while its StatefulSet stayed: the new password needs a restart of its users.
-        missing_secrets = [d for d in desired if d["kind"] == "Secret" and observed is not None
-                           and builders.L_STORE in d["metadata"]["labels"] and builders.key(d) not in observed
-                           and ("StatefulSet", builders.store_name(owner.name, d["metadata"]["labels"][
-                               builders.L_STORE])) in observed]
+        missing_secrets = [
+            d
+            for d in desired
+            if d["kind"] == "Secret"
+            and observed is not None
+            and builders.L_STORE in d["metadata"]["labels"]
+            and builders.key(d) not in observed
+            and ("StatefulSet", builders.store_name(owner.name, d["metadata"]["labels"][builders.L_STORE])) in observed
+        ]
 
         async def one(d):
             obj = await self.ensure(owner, d, MISSING if observed is None else observed.get(builders.key(d)), result)
@@ -479,8 +550,11 @@ class Reconciler:
         # FailedMount): the Secrets and ConfigMaps, then the ACL files rendered from the Secrets, then the rest.
         first = [d for d in desired if d["kind"] in FIRST_KINDS and d not in acl_files]
         rest = [d for d in desired if d["kind"] not in FIRST_KINDS]
-        drops = [] if observed is None else [drop(k, obj) for k, obj in observed.items()
-                                             if k not in wanted and controller_uid(obj) == owner.uid]
+        drops = (
+            []
+            if observed is None
+            else [drop(k, obj) for k, obj in observed.items() if k not in wanted and controller_uid(obj) == owner.uid]
+        )
         await _all([one(d) for d in first] + drops)
         # A password Secret without its password: a new one, into the ACL files before its users restart.
         repaired = await self.repair_passwords(owner, desired, result)
@@ -489,10 +563,14 @@ class Reconciler:
         await _all([one(d) for d in rest])
         # Restarts last: a pod restarted onto a new password must find it in its store's ACL already.
         restart = users_of(rotated, desired, ("Deployment",)) + [
-            d for d in repaired if builders.key(d) not in result.created]   # a new workload starts on it anyway
+            d for d in repaired if builders.key(d) not in result.created
+        ]  # a new workload starts on it anyway
         if missing_secrets and observed:
-            restart += [d for s in missing_secrets for d in dependents(
-                owner.name, s["metadata"]["labels"][builders.L_STORE], desired)]
+            restart += [
+                d
+                for s in missing_secrets
+                for d in dependents(owner.name, s["metadata"]["labels"][builders.L_STORE], desired)
+            ]
         if restart:
             await self.restart(owner, restart, result)
         return result

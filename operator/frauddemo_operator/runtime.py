@@ -6,6 +6,7 @@ StatefulSets and Deployments (from their own watch events, so status needs no ex
 the detector's latest figures, and the outcome of the last reconcile. Status writes are coalesced
 per FraudDemo and skipped when nothing changed, so they never feed a loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,16 @@ import aiohttp
 
 from . import builders, crd, dashboard, kube, models, status
 from .builders import Owner
-from .reconcile import (Reconciler, Result, controller_uid, drifted, is_password_secret, needs_recreate,
-                        password_of, users_of)
+from .reconcile import (
+    Reconciler,
+    Result,
+    controller_uid,
+    drifted,
+    is_password_secret,
+    needs_recreate,
+    password_of,
+    users_of,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +47,7 @@ def version_key(obj: dict) -> tuple:
     generation, same metadata) need no new comparison; other kinds change resourceVersion only on edits."""
     meta = obj.get("metadata") or {}
     if obj.get("kind") in WORKLOAD_KINDS and meta.get("generation") is not None:
-        owned = json.dumps([meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")],
-                           sort_keys=True)
+        owned = json.dumps([meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")], sort_keys=True)
         return meta.get("uid"), meta.get("generation"), owned
     return meta.get("uid"), meta.get("resourceVersion")
 
@@ -55,9 +63,9 @@ class DemoState:
     uid: str = ""
     generation: int = 0
     raw_spec: dict = dataclasses.field(default_factory=dict)
-    rotation: str | None = None          # the annotation frauddemo.io/rotate-passwords
-    passwords: dict | None = None        # the rotation's progress (Result.passwords)
-    refused: dict = dataclasses.field(default_factory=dict)   # child -> (reason, message): kept unlike the spec
+    rotation: str | None = None  # the annotation frauddemo.io/rotate-passwords
+    passwords: dict | None = None  # the rotation's progress (Result.passwords)
+    refused: dict = dataclasses.field(default_factory=dict)  # child -> (reason, message): kept unlike the spec
     server_status: dict = dataclasses.field(default_factory=dict)
     deleting: bool = False
     # the last reconcile
@@ -70,11 +78,11 @@ class DemoState:
     detector: status.DetectorStats | None = None
     written: dict | None = None
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    parsed: tuple | None = None          # (generation, Spec | InvalidSpec)
-    desired_cache: tuple | None = None   # (cache key, [manifests])
-    verified: dict = dataclasses.field(default_factory=dict)   # (kind, name) -> (version key, desired key)
-    deprecated: tuple = ()               # (field, message) of the deprecated fields the reconciled spec uses
-    polled_at: float | None = None       # time.monotonic() of the last read of the detector's figures
+    parsed: tuple | None = None  # (generation, Spec | InvalidSpec)
+    desired_cache: tuple | None = None  # (cache key, [manifests])
+    verified: dict = dataclasses.field(default_factory=dict)  # (kind, name) -> (version key, desired key)
+    deprecated: tuple = ()  # (field, message) of the deprecated fields the reconciled spec uses
+    polled_at: float | None = None  # time.monotonic() of the last read of the detector's figures
 
     @property
     def key(self) -> tuple[str, str]:
@@ -87,9 +95,17 @@ class DemoState:
     def body(self) -> dict:
         """The FraudDemo as last seen, enough to reconcile it again."""
         ann = {builders.A_ROTATE: self.rotation} if self.rotation is not None else {}
-        return {"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid,
-                             "generation": self.generation, "annotations": ann},
-                "spec": self.raw_spec, "status": self.server_status}
+        return {
+            "metadata": {
+                "namespace": self.namespace,
+                "name": self.name,
+                "uid": self.uid,
+                "generation": self.generation,
+                "annotations": ann,
+            },
+            "spec": self.raw_spec,
+            "status": self.server_status,
+        }
 
     def spec(self) -> models.Spec | None:
         """The current spec parsed (cached per generation); None when it makes no sense."""
@@ -106,7 +122,7 @@ class Runtime:
     def __init__(self, settings: Settings, identity: str | None = None):
         self.settings = settings
         self.identity = identity or f"frauddemo-operator@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
-        self.paused = False   # a higher- or same-priority peer is alive (kopf pauses too)
+        self.paused = False  # a higher- or same-priority peer is alive (kopf pauses too)
         self.demos: dict[tuple[str, str], DemoState] = {}
         self.kube: kube.Kube | None = None
         self.reconciler: Reconciler | None = None
@@ -169,18 +185,24 @@ class Runtime:
         st.raw_spec = body.get("spec") or {}
         rotation = (meta.get("annotations") or {}).get(builders.A_ROTATE)
         if rotation != st.rotation and st.reconciled_generation is not None and rotation is not None:
-            self.reconcile_at(key, None)   # a new value rotates the Redis passwords (no spec change)
+            self.reconcile_at(key, None)  # a new value rotates the Redis passwords (no spec change)
         st.rotation = rotation
         st.server_status = body.get("status") or {}
         st.deleting = bool(meta.get("deletionTimestamp"))
 
     def desired(self, st: DemoState, spec: models.Spec, service_monitors: bool) -> list[dict]:
-        cache_key = (st.uid, st.generation, service_monitors, hashlib.sha1(
-            json.dumps(st.raw_spec, sort_keys=True).encode()).hexdigest())
+        cache_key = (
+            st.uid,
+            st.generation,
+            service_monitors,
+            hashlib.sha1(json.dumps(st.raw_spec, sort_keys=True).encode()).hexdigest(),
+        )
         if st.desired_cache is None or st.desired_cache[0] != cache_key:
             dash = dashboard.render(st.namespace, st.name, self._dashboard_template)
-            st.desired_cache = (cache_key, builders.desired(st.owner, spec, service_monitors=service_monitors,
-                                                            dashboard_json=dash))
+            st.desired_cache = (
+                cache_key,
+                builders.desired(st.owner, spec, service_monitors=service_monitors, dashboard_json=dash),
+            )
         return st.desired_cache[1]
 
     async def _service_monitors(self, spec: models.Spec) -> bool:
@@ -256,8 +278,16 @@ class Runtime:
 
     def reconcile_at(self, key: tuple[str, str], when: str | None) -> None:
         """Reconcile this FraudDemo again at `when` (the end of a password rotation's grace), or now."""
-        delay = 0.0 if when is None else max(0.0, datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC).timestamp() - time.time()) + 1.0
+        delay = (
+            0.0
+            if when is None
+            else max(
+                0.0,
+                datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+                - time.time(),
+            )
+            + 1.0
+        )
 
         async def later():
             await asyncio.sleep(delay)
@@ -268,6 +298,7 @@ class Runtime:
                 except kube.ApiError as e:
                     log.warning("reconcile of %s/%s after the password grace failed (%s)", key[0], key[1], e)
                     self.retry_later(key)
+
         self._spawn(later())
 
     def retry_later(self, key: tuple[str, str]) -> None:
@@ -293,6 +324,7 @@ class Runtime:
                         log.warning("retried reconcile of %s/%s failed (%s); again later", key[0], key[1], e)
             finally:
                 self._retrying.discard(key)
+
         self._spawn(retrier())
 
     async def _on_child_event(self, etype: str | None, body: dict) -> Result | None:
@@ -304,7 +336,7 @@ class Runtime:
             return None
         owner_uid = controller_uid(body)
         if owner_uid is not None and owner_uid != st.uid:
-            return None   # a leftover of an earlier FraudDemo of the same name; the GC takes it
+            return None  # a leftover of an earlier FraudDemo of the same name; the GC takes it
         kind, name = body.get("kind"), meta.get("name")
         k = (kind, name)
         if kind in WORKLOAD_KINDS:
@@ -326,9 +358,12 @@ class Runtime:
             return result
         if etype == "DELETED":
             current = await self.kube.get(kube.FRAUDDEMO, st.namespace, st.name)
-            if current is None or current["metadata"].get("uid") != st.uid or current["metadata"].get(
-                    "deletionTimestamp"):
-                return None   # the owner is going away: the garbage collector's deletion, not drift
+            if (
+                current is None
+                or current["metadata"].get("uid") != st.uid
+                or current["metadata"].get("deletionTimestamp")
+            ):
+                return None  # the owner is going away: the garbage collector's deletion, not drift
             obj = await self.reconciler.ensure(st.owner, d, None, result)
             st.verified[k] = (version_key(obj), st.desired_cache[0])
             self._note_refused(st, k, result)
@@ -341,7 +376,7 @@ class Runtime:
             return result
         desired_key = st.desired_cache[0]
         if kind == "Secret" and labels.get(builders.L_COMPONENT) == "store-acl":
-            await self.reconciler.sync_acls(st.owner, [d], result, {k: body})   # its data is derived too
+            await self.reconciler.sync_acls(st.owner, [d], result, {k: body})  # its data is derived too
         if kind == "Secret" and is_password_secret(d) and password_of(body) is None:
             # Its password removed, emptied or garbled: drift like a deleted Secret, repaired the same way
             # (a new password, into the ACL file first, then the pods that read it restart onto it).
@@ -354,7 +389,7 @@ class Runtime:
             st.verified[k] = (version_key(body), desired_key)
             return result
         if st.verified.get(k) == (version_key(body), desired_key):
-            return result   # this very version was already found (or made) right
+            return result  # this very version was already found (or made) right
         if needs_recreate(d, body) or drifted(d, body):
             body = result.objects[k] = await self.reconciler.ensure(st.owner, d, body, result)
         st.verified[k] = (version_key(body), desired_key)
@@ -364,17 +399,31 @@ class Runtime:
     async def warn_regenerated(self, st: DemoState, result: Result) -> None:
         """A Warning event on the FraudDemo (and a log line) per password Secret given a new password."""
         for _, name in result.regenerated:
-            message = (f"Secret {name} had no usable {builders.PASSWORD_KEY!r} (missing, empty or undecodable): "
-                       f"repaired with a new password; the ACL files were updated and the pods using it restarted")
+            message = (
+                f"Secret {name} had no usable {builders.PASSWORD_KEY!r} (missing, empty or undecodable): "
+                f"repaired with a new password; the ACL files were updated and the pods using it restarted"
+            )
             log.warning("%s/%s: %s", st.namespace, st.name, message)
             now = _now()
-            event = {"apiVersion": "v1", "kind": "Event",
-                     "metadata": {"namespace": st.namespace, "generateName": f"{st.name}."},
-                     "involvedObject": {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": st.name,
-                                        "namespace": st.namespace, "uid": st.uid},
-                     "type": "Warning", "reason": "SecretRepaired", "message": message,
-                     "source": {"component": "frauddemo-operator"},
-                     "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+            event = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"namespace": st.namespace, "generateName": f"{st.name}."},
+                "involvedObject": {
+                    "apiVersion": crd.API_VERSION,
+                    "kind": crd.KIND,
+                    "name": st.name,
+                    "namespace": st.namespace,
+                    "uid": st.uid,
+                },
+                "type": "Warning",
+                "reason": "SecretRepaired",
+                "message": message,
+                "source": {"component": "frauddemo-operator"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
             try:
                 await self.kube.create(kube.EVENT, st.namespace, event)
             except kube.ApiError as e:
@@ -424,15 +473,28 @@ class Runtime:
         if st is None or st.deleting or st.reconciled_generation is None:
             return None
         async with st.lock:
-            obs = status.Observation(st.reconciled_generation, st.invalid, st.error, dict(st.workloads), st.detector,
-                                     st.passwords, tuple(st.refused.values()), st.deprecated)
+            obs = status.Observation(
+                st.reconciled_generation,
+                st.invalid,
+                st.error,
+                dict(st.workloads),
+                st.detector,
+                st.passwords,
+                tuple(st.refused.values()),
+                st.deprecated,
+            )
             previous = st.written if st.written is not None else st.server_status
             new = status.compute(st.name, st.reconciled_spec, obs, previous, _now())
             clean = status.strip_none(new)
             if clean == st.written:
                 return clean
-            await self.kube.patch(kube.FRAUDDEMO, st.namespace, st.name,
-                                  {"status": status.merge_patch_for(new, st.server_status)}, "status")
+            await self.kube.patch(
+                kube.FRAUDDEMO,
+                st.namespace,
+                st.name,
+                {"status": status.merge_patch_for(new, st.server_status)},
+                "status",
+            )
             st.written = clean
             return clean
 
@@ -513,7 +575,7 @@ class Runtime:
         try:
             async with self._http.get(url) as resp:
                 stats = status.parse_detector(await resp.json()) if resp.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as e:
             log.debug("detector of %s/%s not reachable: %s", st.namespace, st.name, e)
             stats = None
         if stats != st.detector:

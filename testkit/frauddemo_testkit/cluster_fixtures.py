@@ -1,6 +1,7 @@
 """pytest fixtures for the tests against a real control plane (tests/cluster/): each test module gets
 its own cluster (tools/cluster.sh in a temp dir, free ports), stopped after it; no process outlives the
 module. Loaded by tests/conftest.py (one conftest only: the tests import helpers from it by name)."""
+
 from __future__ import annotations
 
 import os

@@ -22,6 +22,7 @@ this subclass serves every resource request itself and keeps kmock for the rest:
 
 Run it in its own thread (`EmulatorThread`), never in the operator's event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,8 @@ from frauddemo_operator import crd as crd_mod
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str]           # (group, version, plural)
-ObjKey = tuple[str | None, str]      # (namespace, name)
+Key = tuple[str, str, str]  # (group, version, plural)
+ObjKey = tuple[str | None, str]  # (namespace, name)
 
 BOOKMARK_INTERVAL = 30.0
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
@@ -60,6 +61,7 @@ HISTORY_VERSIONS = 16
 
 class Logged(NamedTuple):
     """One request the emulator served (its request log, for assertions)."""
+
     method: str
     path: str
     query: dict
@@ -77,8 +79,15 @@ class Status(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def body(self) -> dict:
-        out = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-               "code": self.code, "reason": self.reason, "message": self.message}
+        out = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "code": self.code,
+            "reason": self.reason,
+            "message": self.message,
+        }
         if self.details:
             out["details"] = self.details
         return out
@@ -144,9 +153,9 @@ def label_matcher(text: str | None) -> Callable[[dict], bool]:
             vals = {v.strip() for v in values.split(",") if v.strip()}
             reqs.append((lambda k, vs, inn: lambda l: (l.get(k) in vs) == inn)(key, vals, setop == "in"))
         elif op in ("=", "=="):
-            reqs.append((lambda k, v: lambda l: l.get(k) == v)(key, val))
+            reqs.append((lambda k, v: lambda l: l.get(k) == v)(key, val))  # noqa: B023 (bound by the outer call)
         elif op == "!=":
-            reqs.append((lambda k, v: lambda l: l.get(k) != v)(key, val))
+            reqs.append((lambda k, v: lambda l: l.get(k) != v)(key, val))  # noqa: B023 (bound by the outer call)
         elif neg:
             reqs.append((lambda k: lambda l: k not in l)(key))
         else:
@@ -169,11 +178,13 @@ def field_matcher(text: str | None) -> Callable[[dict], bool]:
             for p in path.split("."):
                 cur = cur.get(p) if isinstance(cur, dict) else None
             return "" if cur is None else str(cur)
+
         reqs.append((lambda g, v, eq: lambda o: (g(o) == v) == eq)(get, val, op != "!="))
     return lambda obj: all(r(obj) for r in reqs)
 
 
 # --- the emulator ------------------------------------------------------------------------------------
+
 
 @attrs.define(eq=False)
 class _Sub:
@@ -196,7 +207,7 @@ class _Info:
     kind: str
     namespaced: bool
     status_subresource: bool = False
-    schema: dict | None = None   # openAPIV3Schema of a custom resource
+    schema: dict | None = None  # openAPIV3Schema of a custom resource
     validator: Any = None
 
 
@@ -204,10 +215,10 @@ class _Info:
 class Emulator(kmock.KubernetesEmulator):
     """The API server emulator (an aiohttp handler; serve it with kmock.Server)."""
 
-    controllers: bool = False           # simulated StatefulSet/Deployment controllers
-    ready_delay: float = 0.0            # how long the simulated pods take to become ready
-    monitoring: bool = False            # serve monitoring.coreos.com/v1 servicemonitors (prometheus-operator)
-    event_log_size: int = 20000         # watch events kept per resource for resumption
+    controllers: bool = False  # simulated StatefulSet/Deployment controllers
+    ready_delay: float = 0.0  # how long the simulated pods take to become ready
+    monitoring: bool = False  # serve monitoring.coreos.com/v1 servicemonitors (prometheus-operator)
+    event_log_size: int = 20000  # watch events kept per resource for resumption
     request_log_size: int = 50000
 
     _rv: int = attrs.field(default=0, init=False)
@@ -229,16 +240,25 @@ class Emulator(kmock.KubernetesEmulator):
         # by _serve_resource below.
         kmock.KubernetesScaffold.__attrs_post_init__(self)
         self.requests_log = collections.deque(maxlen=self.request_log_size)
-        with warnings.catch_warnings():   # kmock 0.8 uses importlib.resources.read_binary
+        with warnings.catch_warnings():  # kmock 0.8 uses importlib.resources.read_binary
             warnings.simplefilter("ignore", DeprecationWarning)
             self.resources.load_bundled()
         for res, info in list(self.resources.items()):
             self._infos[(res.group, res.version, res.plural)] = _Info(
-                kind=info.kind or res.plural.capitalize(), namespaced=bool(info.namespaced),
-                status_subresource="status" in info.subresources)
+                kind=info.kind or res.plural.capitalize(),
+                namespaced=bool(info.namespaced),
+                status_subresource="status" in info.subresources,
+            )
         if self.monitoring:
-            self.register("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", True,
-                          singular="servicemonitor", shortnames={"smon"})
+            self.register(
+                "monitoring.coreos.com",
+                "v1",
+                "servicemonitors",
+                "ServiceMonitor",
+                True,
+                singular="servicemonitor",
+                shortnames={"smon"},
+            )
 
     async def _handle(self, request):
         # Non-resource requests only (discovery, /version, user reactions): kmock's DSL, without the
@@ -247,14 +267,30 @@ class Emulator(kmock.KubernetesEmulator):
 
     # --- resource registry (discovery) ---
 
-    def register(self, group: str, version: str, plural: str, kind: str, namespaced: bool, *,
-                 singular: str | None = None, shortnames=(), categories=(), status: bool = False,
-                 schema: dict | None = None) -> None:
+    def register(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        kind: str,
+        namespaced: bool,
+        *,
+        singular: str | None = None,
+        shortnames=(),
+        categories=(),
+        status: bool = False,
+        schema: dict | None = None,
+    ) -> None:
         subresources = {"status"} if status else set()
         self.resources[kmock.resource(group, version, plural)] = kmock.ResourceInfo(
-            kind=kind, namespaced=namespaced, singular=singular or kind.lower(), shortnames=set(shortnames),
-            categories=set(categories), subresources=subresources,
-            verbs={"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"})
+            kind=kind,
+            namespaced=namespaced,
+            singular=singular or kind.lower(),
+            shortnames=set(shortnames),
+            categories=set(categories),
+            subresources=subresources,
+            verbs={"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
+        )
         self._infos[(group, version, plural)] = _Info(kind, namespaced, status, schema)
 
     def _register_crd(self, obj: dict) -> None:
@@ -263,18 +299,26 @@ class Emulator(kmock.KubernetesEmulator):
         for v in spec.get("versions") or []:
             if not v.get("served", True):
                 continue
-            self.register(spec["group"], v["name"], names["plural"], names["kind"],
-                          spec.get("scope", "Namespaced") == "Namespaced", singular=names.get("singular"),
-                          shortnames=names.get("shortNames") or (), categories=names.get("categories") or (),
-                          status="status" in (v.get("subresources") or {}),
-                          schema=(v.get("schema") or {}).get("openAPIV3Schema"))
+            self.register(
+                spec["group"],
+                v["name"],
+                names["plural"],
+                names["kind"],
+                spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular"),
+                shortnames=names.get("shortNames") or (),
+                categories=names.get("categories") or (),
+                status="status" in (v.get("subresources") or {}),
+                schema=(v.get("schema") or {}).get("openAPIV3Schema"),
+            )
 
     # --- plumbing ---
 
     def fail(self, method: str, plural: str, status: int = 503, times: int = 1, name: str | None = None) -> None:
         """Fault injection: the next `times` matching requests get `status` and change nothing."""
-        self._faults.append({"method": method.upper(), "plural": plural, "status": status, "times": times,
-                             "name": name})
+        self._faults.append(
+            {"method": method.upper(), "plural": plural, "status": status, "times": times, "name": name}
+        )
 
     def _next_rv(self) -> int:
         self._rv += 1
@@ -301,10 +345,19 @@ class Emulator(kmock.KubernetesEmulator):
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         parsed = self._parse(raw.path)
         if parsed is None:
-            return await super().__call__(raw)   # discovery, /version, user-declared kmock reactions
+            return await super().__call__(raw)  # discovery, /version, user-declared kmock reactions
         body = await raw.read()
-        self.requests_log.append(Logged(raw.method, raw.path, dict(raw.query), raw.content_type, body,
-                                        time.monotonic(), raw.headers.get("User-Agent", "")))
+        self.requests_log.append(
+            Logged(
+                raw.method,
+                raw.path,
+                dict(raw.query),
+                raw.content_type,
+                body,
+                time.monotonic(),
+                raw.headers.get("User-Agent", ""),
+            )
+        )
         try:
             return await self._serve_resource(raw, body, *parsed)
         except Status as e:
@@ -329,8 +382,12 @@ class Emulator(kmock.KubernetesEmulator):
         q = raw.query
         data: Any = None
         if method == "PATCH" and raw.content_type not in PATCH_TYPES:
-            raise Status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                         f"accepted media types include: {', '.join(PATCH_TYPES)} (got {raw.content_type})")
+            raise Status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - "
+                f"accepted media types include: {', '.join(PATCH_TYPES)} (got {raw.content_type})",
+            )
         if body:
             try:
                 data = json.loads(body)
@@ -363,8 +420,9 @@ class Emulator(kmock.KubernetesEmulator):
     def _get(self, key: Key, ns, name) -> dict:
         obj = self._index[key].get((ns, name))
         if obj is None:
-            raise Status(404, "NotFound", f'{key[2]} "{name}" not found',
-                         {"name": name, "kind": key[2], "group": key[0]})
+            raise Status(
+                404, "NotFound", f'{key[2]} "{name}" not found', {"name": name, "kind": key[2], "group": key[0]}
+            )
         return obj.raw
 
     def _list(self, key: Key, info: _Info, ns, q) -> dict:
@@ -376,8 +434,12 @@ class Emulator(kmock.KubernetesEmulator):
             if (ns is None or ons == ns) and labels(raw.get("metadata", {}).get("labels") or {}) and fields(raw):
                 items.append(raw)
         group, version, _ = key
-        return {"apiVersion": f"{group}/{version}" if group else version, "kind": f"{info.kind}List",
-                "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        return {
+            "apiVersion": f"{group}/{version}" if group else version,
+            "kind": f"{info.kind}List",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
 
     # --- writes ---
 
@@ -406,9 +468,9 @@ class Emulator(kmock.KubernetesEmulator):
                 sub.queue.put_nowait(line)
         elif was and now or (etype == "ADDED" and now):
             sub.queue.put_nowait(line)
-        elif now:   # started matching the selector
+        elif now:  # started matching the selector
             sub.queue.put_nowait(json.dumps({"type": "ADDED", "object": new}).encode() + b"\n")
-        elif was:   # stopped matching the selector
+        elif was:  # stopped matching the selector
             sub.queue.put_nowait(json.dumps({"type": "DELETED", "object": new}).encode() + b"\n")
 
     def _resource(self, key: Key) -> kmock.resource:
@@ -434,18 +496,22 @@ class Emulator(kmock.KubernetesEmulator):
         info = self._infos[key]
         if info.schema is None:
             return obj
-        if old is not None and all(obj.get(k) == old.get(k) for k in set(obj) | set(old)
-                                   if k not in ("metadata", "status")):
-            return obj   # nothing the schema governs changed (e.g. a metadata-only patch)
+        if old is not None and all(
+            obj.get(k) == old.get(k) for k in set(obj) | set(old) if k not in ("metadata", "status")
+        ):
+            return obj  # nothing the schema governs changed (e.g. a metadata-only patch)
         obj = crd_mod.prune(info.schema, crd_mod.apply_defaults(info.schema, obj))
         if info.validator is None:
             info.validator = _validator(info.schema)
         causes = [c for c in _schema_errors(info.validator, obj) if not c["field"].startswith("status")]
         if causes:
             kind, name = info.kind, (obj.get("metadata") or {}).get("name")
-            raise Status(422, "Invalid", f'{kind} "{name}" is invalid: '
-                         + ", ".join(f"{c['field']}: {c['message']}" for c in causes),
-                         {"name": name, "kind": kind, "causes": causes})
+            raise Status(
+                422,
+                "Invalid",
+                f'{kind} "{name}" is invalid: ' + ", ".join(f"{c['field']}: {c['message']}" for c in causes),
+                {"name": name, "kind": kind, "causes": causes},
+            )
         return obj
 
     def create(self, key: Key, ns, data: Any, dry_run: bool = False) -> dict:
@@ -468,8 +534,7 @@ class Emulator(kmock.KubernetesEmulator):
             meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
         name = meta["name"]
         if (ns, name) in self._index[key]:
-            raise Status(409, "AlreadyExists", f'{key[2]} "{name}" already exists',
-                         {"name": name, "kind": key[2]})
+            raise Status(409, "AlreadyExists", f'{key[2]} "{name}" already exists', {"name": name, "kind": key[2]})
         if info.status_subresource:
             obj.pop("status", None)
         obj = self._custom(key, obj, None)
@@ -488,10 +553,14 @@ class Emulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = str(rv)
         if key == ("apiextensions.k8s.io", "v1", "customresourcedefinitions"):
             self._register_crd(obj)
-            obj["status"] = {"acceptedNames": obj["spec"]["names"], "storedVersions":
-                             [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
-                             "conditions": [{"type": t, "status": "True", "lastTransitionTime": now_rfc3339()}
-                                            for t in ("NamesAccepted", "Established")]}
+            obj["status"] = {
+                "acceptedNames": obj["spec"]["names"],
+                "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": now_rfc3339()}
+                    for t in ("NamesAccepted", "Established")
+                ],
+            }
         self._store(key, ns, name, obj)
         self._uids[meta["uid"]] = (key, ns, name)
         self._emit(key, "ADDED", None, obj, rv)
@@ -527,7 +596,7 @@ class Emulator(kmock.KubernetesEmulator):
             new = self._custom(key, new, old)
         new["metadata"]["resourceVersion"] = meta_old.get("resourceVersion")
         if new == old:
-            return old   # a no-op: no new resourceVersion, no event
+            return old  # a no-op: no new resourceVersion, no event
         spec_changed = any(new.get(k) != old.get(k) for k in set(new) | set(old) if k not in ("metadata", "status"))
         if spec_changed or (new["metadata"].get("deletionTimestamp") and not meta_old.get("deletionTimestamp")):
             new["metadata"]["generation"] = int(meta_old.get("generation", 1)) + 1
@@ -549,8 +618,9 @@ class Emulator(kmock.KubernetesEmulator):
             try:
                 new = jsonpatch.apply_patch(_copy(old), data)
             except jsonpatch.JsonPatchTestFailed as e:
-                raise Status(422, "Invalid", f"the server rejected our request due to an error in our "
-                             f"request: {e}") from None
+                raise Status(
+                    422, "Invalid", f"the server rejected our request due to an error in our request: {e}"
+                ) from None
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
                 raise Status(422, "Invalid", str(e)) from None
         elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
@@ -558,14 +628,22 @@ class Emulator(kmock.KubernetesEmulator):
                 raise Status(400, "BadRequest", "a merge patch must be an object")
             want_rv = (data.get("metadata") or {}).get("resourceVersion")
             if want_rv is not None and want_rv != old["metadata"]["resourceVersion"]:
-                raise Status(409, "Conflict", f'Operation cannot be fulfilled on {key[2]} "{name}": the object '
-                             "has been modified; please apply your changes to the latest version and try again")
+                raise Status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {key[2]} "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try again",
+                )
             new = merge_patch(old, data)
         else:
-            raise Status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                         f"accepted media types include: application/json-patch+json, "
-                         f"application/merge-patch+json, application/strategic-merge-patch+json "
-                         f"(got {content_type})")
+            raise Status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - "
+                f"accepted media types include: application/json-patch+json, "
+                f"application/merge-patch+json, application/strategic-merge-patch+json "
+                f"(got {content_type})",
+            )
         return self._update(key, ns, name, old, new, sub)
 
     def replace(self, key: Key, ns, name, data: Any, sub: str | None = None) -> dict:
@@ -574,8 +652,12 @@ class Emulator(kmock.KubernetesEmulator):
             raise Status(400, "BadRequest", "the body must be an object")
         want_rv = (data.get("metadata") or {}).get("resourceVersion")
         if want_rv is not None and want_rv != old["metadata"]["resourceVersion"]:
-            raise Status(409, "Conflict", f'Operation cannot be fulfilled on {key[2]} "{name}": the object '
-                         "has been modified; please apply your changes to the latest version and try again")
+            raise Status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {key[2]} "{name}": the object '
+                "has been modified; please apply your changes to the latest version and try again",
+            )
         return self._update(key, ns, name, old, _copy(data), sub)
 
     def delete(self, key: Key, ns, name, options: dict | None = None) -> dict:
@@ -644,14 +726,23 @@ class Emulator(kmock.KubernetesEmulator):
         obj = o.raw
         want = int((obj.get("spec") or {}).get("replicas", 1))
         ready = self._held.get((key, ns, name), want)
-        status = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": want,
-                  "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": want}
+        status = {
+            "observedGeneration": obj["metadata"].get("generation", 1),
+            "replicas": want,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": want,
+        }
         if key[2] == "statefulsets":
             status["currentReplicas"] = want
         else:
-            status["conditions"] = [{"type": "Available", "status": "True" if ready >= want else "False",
-                                     "reason": "MinimumReplicasAvailable" if ready >= want
-                                     else "MinimumReplicasUnavailable"}]
+            status["conditions"] = [
+                {
+                    "type": "Available",
+                    "status": "True" if ready >= want else "False",
+                    "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable",
+                }
+            ]
         new = dict(obj)
         new["status"] = status
         self._update(key, ns, name, obj, new, "status")
@@ -681,9 +772,17 @@ class Emulator(kmock.KubernetesEmulator):
             except ValueError:
                 raise Status(400, "BadRequest", f"invalid resourceVersion {since!r}") from None
             if since_rv < self._floor[key]:
-                initial.append(json.dumps({"type": "ERROR", "object": Status(
-                    410, "Expired", f"too old resource version: {since_rv} ({self._floor[key]})").body()}).encode()
-                    + b"\n")
+                initial.append(
+                    json.dumps(
+                        {
+                            "type": "ERROR",
+                            "object": Status(
+                                410, "Expired", f"too old resource version: {since_rv} ({self._floor[key]})"
+                            ).body(),
+                        }
+                    ).encode()
+                    + b"\n"
+                )
             else:
                 for rv, etype, old, new, line in self._log.get(key, ()):
                     if rv > since_rv:
@@ -755,8 +854,11 @@ class Emulator(kmock.KubernetesEmulator):
         meta: dict = {"resourceVersion": str(self._rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        obj = {"apiVersion": f"{group}/{version}" if group else version, "kind": self._infos[key].kind,
-               "metadata": meta}
+        obj = {
+            "apiVersion": f"{group}/{version}" if group else version,
+            "kind": self._infos[key].kind,
+            "metadata": meta,
+        }
         return json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n"
 
     # --- direct access for tests (call in the emulator's loop) ---
@@ -767,8 +869,11 @@ class Emulator(kmock.KubernetesEmulator):
 
     def list(self, key: Key, ns=None, label_selector: str | None = None) -> list[dict]:
         match = label_matcher(label_selector)
-        return [_copy(o.raw) for (ons, _), o in self._index[key].items()
-                if (ns is None or ons == ns) and match(o.raw.get("metadata", {}).get("labels") or {})]
+        return [
+            _copy(o.raw)
+            for (ons, _), o in self._index[key].items()
+            if (ns is None or ons == ns) and match(o.raw.get("metadata", {}).get("labels") or {})
+        ]
 
 
 def _validator(schema: dict):
@@ -825,7 +930,7 @@ class EmulatorThread:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    def __enter__(self) -> "EmulatorThread":
+    def __enter__(self) -> EmulatorThread:
         self._thread = threading.Thread(target=self._main, name="k8s-emulator", daemon=True)
         self._thread.start()
         self._ready.wait(30)
@@ -866,6 +971,7 @@ class EmulatorThread:
     def call(self, fn: Callable, *args, timeout: float = 30, **kwargs) -> Any:
         async def run():
             return fn(*args, **kwargs)
+
         fut = asyncio.run_coroutine_threadsafe(run(), self._loop)
         try:
             return fut.result(timeout)
@@ -884,8 +990,9 @@ class EmulatorThread:
         return self.call(lambda: self.emulator.create(_key(plural), ns, body))
 
     def patch(self, plural: str, ns, name, patch: dict, subresource: str | None = None) -> dict:
-        return self.call(lambda: self.emulator.patch(_key(plural), ns, name, patch,
-                                                     "application/merge-patch+json", subresource))
+        return self.call(
+            lambda: self.emulator.patch(_key(plural), ns, name, patch, "application/merge-patch+json", subresource)
+        )
 
     def delete(self, plural: str, ns, name) -> dict:
         return self.call(lambda: self.emulator.delete(_key(plural), ns, name, {}))
@@ -906,11 +1013,16 @@ class EmulatorThread:
         """Write a kubeconfig pointing at this emulator; returns its path."""
         import yaml
 
-        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-               "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-               "users": [{"name": "tester", "user": {"token": "emulator-token"}}],
-               "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester",
-                                                             "namespace": "default"}}]}
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": "emulator-token"}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": "default"}}
+            ],
+        }
         with open(path, "w") as f:
             yaml.safe_dump(cfg, f)
         return str(path)

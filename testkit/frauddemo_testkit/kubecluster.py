@@ -1,6 +1,7 @@
 """A real local Kubernetes control plane for tests (tools/cluster.sh, from the binaries `make
 cluster-tools` builds), and what the tests do with it: kubectl and helm against it, ServiceAccount
 kubeconfigs from the TokenRequest API, the audit log, and the operator run as a process."""
+
 from __future__ import annotations
 
 import base64
@@ -49,12 +50,17 @@ class LocalCluster:
         self.dir = Path(directory)
         self.api_port = free_port()
         self.etcd_port = _free_port_pair()
-        self.env = {**os.environ, "CLUSTER_DIR": str(self.dir), "API_PORT": str(self.api_port),
-                    "ETCD_PORT": str(self.etcd_port), "FAKE_NODES": fake_nodes}
+        self.env = {
+            **os.environ,
+            "CLUSTER_DIR": str(self.dir),
+            "API_PORT": str(self.api_port),
+            "ETCD_PORT": str(self.etcd_port),
+            "FAKE_NODES": fake_nodes,
+        }
         self.kubeconfig = self.dir / "kubeconfig"
         self.audit_log = self.dir / "audit.log"
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         proc = subprocess.run([str(CLUSTER_SH), "up"], env=self.env, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             self.stop()
@@ -79,10 +85,21 @@ class LocalCluster:
 
     # --- clients -------------------------------------------------------------------------------------
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                kubeconfig: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
-                              capture_output=True, text=True, input=input, timeout=timeout)
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        kubeconfig: Path | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -95,8 +112,13 @@ class LocalCluster:
         return self.kubectl("apply", "-f", "-", *args, input=text, check=check)
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(self.dir / "helm-cache"),
-               "HELM_CONFIG_HOME": str(self.dir / "helm-config"), "HELM_DATA_HOME": str(self.dir / "helm-data")}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HELM_CACHE_HOME": str(self.dir / "helm-cache"),
+            "HELM_CONFIG_HOME": str(self.dir / "helm-config"),
+            "HELM_DATA_HOME": str(self.dir / "helm-data"),
+        }
         proc = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -107,13 +129,28 @@ class LocalCluster:
         API (what a pod's projected token is), so the real authorizer enforces its RBAC."""
         token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration", "2h").stdout.strip()
         ca = base64.b64encode((self.dir / "pki" / "ca.crt").read_bytes()).decode()
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-            "clusters": [{"name": "local", "cluster": {"server": f"https://127.0.0.1:{self.api_port}",
-                                                      "certificate-authority-data": ca}}],
-            "users": [{"name": service_account, "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account,
-                                                   "namespace": namespace}}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "sa",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": f"https://127.0.0.1:{self.api_port}",
+                                "certificate-authority-data": ca,
+                            },
+                        }
+                    ],
+                    "users": [{"name": service_account, "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "sa", "context": {"cluster": "local", "user": service_account, "namespace": namespace}}
+                    ],
+                }
+            )
+        )
         path.chmod(0o600)
         return path
 
@@ -127,10 +164,11 @@ class LocalCluster:
                 try:
                     yield json.loads(line)
                 except ValueError:
-                    continue   # a line being written
+                    continue  # a line being written
 
-    def writes_by(self, username: str, since: float = 0.0, resources: tuple[str, ...] | None = None,
-                  subresource: str | None = "") -> list[dict]:
+    def writes_by(
+        self, username: str, since: float = 0.0, resources: tuple[str, ...] | None = None, subresource: str | None = ""
+    ) -> list[dict]:
         """Audit events of mutating requests by this user after `since` (epoch seconds), optionally on
         these resources; subresource "" means the object itself, None any."""
         out = []
@@ -154,15 +192,19 @@ class OperatorProcess:
 
     def __init__(self, frauddemo: str, kubeconfig: Path, env: dict[str, str], log: Path):
         self.cmd = [frauddemo, "operator"]
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_")}, **env,
-                    "FRAUDDEMO_OPERATOR_KUBECONFIG": str(kubeconfig),
-                    "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz"}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_")},
+            **env,
+            "FRAUDDEMO_OPERATOR_KUBECONFIG": str(kubeconfig),
+            "FRAUDDEMO_OPERATOR_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz",
+        }
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "OperatorProcess":
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+    def start(self) -> OperatorProcess:
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         return self
 
     def alive(self) -> bool:
@@ -189,7 +231,7 @@ class OperatorProcess:
 def chart_operator_env(cluster: LocalCluster, namespace: str, deployment: str) -> dict[str, str]:
     """The operator container's plain env as the chart rendered it into the cluster."""
     dep = cluster.get("deployment", deployment, "-n", namespace)
-    (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"] or \
-        dep["spec"]["template"]["spec"]["containers"][:1]
+    (container,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"] or dep["spec"][
+        "template"
+    ]["spec"]["containers"][:1]
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-

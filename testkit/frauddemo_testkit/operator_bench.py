@@ -7,6 +7,7 @@ frauddemo_testkit.operator_bench --serial N --burst N --timeout S` prints one JS
 - burst_<n>_s: n FraudDemos created at once -> every one reconciled (and phase Ready);
 - baseline: the same objects created directly by one client with no operator, same emulator.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ import time
 import urllib.request
 
 import aiohttp
+
 from frauddemo_operator import builders, crd, kube, models
 from frauddemo_operator.bench import (
     CHILD_PLURALS,
@@ -34,13 +36,17 @@ from frauddemo_operator.settings import Settings
 
 from .emulator import RESOURCE_KEYS, EmulatorThread
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # the emulator is on loopback
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the emulator is on loopback
 
 
 def _post(url: str, ns: str) -> None:
     """Create one FraudDemo over HTTP, as kubectl would."""
-    req = urllib.request.Request(url + fd_path(ns), data=json.dumps(fd_body("demo")).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + fd_path(ns),
+        data=json.dumps(fd_body("demo")).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with _NO_PROXY.open(req, timeout=30) as resp:
         if resp.status != 201:
             raise RuntimeError(f"creating {ns}/demo failed: {resp.status}")
@@ -49,10 +55,12 @@ def _post(url: str, ns: str) -> None:
 async def _post_all(url: str, namespaces: list[str]) -> None:
     """Create many FraudDemos at once over HTTP."""
     async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as http:
+
         async def one(ns):
             async with http.post(fd_path(ns), json=fd_body("demo")) as r:
                 if r.status != 201:
                     raise RuntimeError(f"creating {ns}/demo failed: {r.status} {(await r.text())[:200]}")
+
         await asyncio.gather(*(one(ns) for ns in namespaces))
 
 
@@ -115,8 +123,9 @@ async def _baseline(url_kubeconfig: str, namespaces: list[str], max_in_flight: i
             owner = builders.Owner("demo", ns, fd["metadata"]["uid"])
             children = builders.desired(owner, models.parse("demo", SPEC), service_monitors=True)
             await asyncio.gather(*(client.create(kube.CHILD_KINDS[c["kind"]], ns, c) for c in children))
-            await client.patch(kube.FRAUDDEMO, ns, "demo", {"status": {"phase": "Provisioning",
-                                                                       "observedGeneration": 1}}, "status")
+            await client.patch(
+                kube.FRAUDDEMO, ns, "demo", {"status": {"phase": "Provisioning", "observedGeneration": 1}}, "status"
+            )
             out.append((time.perf_counter() - t0) * 1000)
     finally:
         await client.close()
@@ -131,8 +140,7 @@ def emulator_run(serial: int, burst: int, timeout: float) -> dict:
         with EmulatorThread(monitoring=True) as emu:
             emu.create("customresourcedefinitions", None, crd.load())
             kc = emu.kubeconfig(os.path.join(tmp, "baseline.kubeconfig"))
-            base_ms = asyncio.run(_baseline(kc, [f"base-{i}" for i in range(serial)],
-                                            Settings().max_in_flight))
+            base_ms = asyncio.run(_baseline(kc, [f"base-{i}" for i in range(serial)], Settings().max_in_flight))
 
         with EmulatorThread(monitoring=True, controllers=True) as emu:
             emu.create("customresourcedefinitions", None, crd.load())
@@ -184,7 +192,7 @@ def emulator_run(serial: int, burst: int, timeout: float) -> dict:
         f"burst_{burst}_phase_ready_s": round(burst_ready_s, 2),
         "baseline": {
             "what": "the same creates and status write made directly by one kubernetes_asyncio client "
-                    "against the same emulator, no operator",
+            "against the same emulator, no operator",
             "direct_api_ms": summary(base_ms),
         },
         "operator_overhead_p50_ms": round(create["p50"] - summary(base_ms)["p50"], 1),
@@ -197,8 +205,11 @@ def emulator_run(serial: int, burst: int, timeout: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m frauddemo_testkit.operator_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m frauddemo_testkit.operator_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--serial", type=int, default=100, help="FraudDemos created one by one")
     p.add_argument("--burst", type=int, default=100, help="FraudDemos created at once")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one FraudDemo (or the burst) may take")

@@ -4,6 +4,7 @@ API. Load with `pytest_plugins = ("frauddemo_testkit.pytest_plugin",)`.
 
 Every thread started here is stopped and joined at the end of the session.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -12,9 +13,10 @@ import httpx
 import pytest
 
 from frauddemo_operator import crd
-from .emulator import EmulatorThread
 from frauddemo_operator.main import OperatorThread
 from frauddemo_operator.settings import Settings
+
+from .emulator import EmulatorThread
 from .testing import FD_PATH, Cluster, FakeDetector
 
 _ns_counter = itertools.count(1)
@@ -32,10 +34,18 @@ def kube_cluster(tmp_path_factory, fake_detector):
     with EmulatorThread(controllers=True, monitoring=True) as emu, httpx.Client(base_url=emu.url, timeout=30) as http:
         r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd.load())
         assert r.status_code == 201, r.text
-        settings = Settings(kubeconfig=emu.kubeconfig(tmp / "kubeconfig"), liveness=None, stats_seconds=0.25,
-                            stats_timeout=1.0, detector_url=fake_detector.url + "/{namespace}/{name}",
-                            status_debounce=0.02, backoff_base=0.2, backoff_cap=2.0, resync_seconds=3600,
-                            password_grace=3.0)
+        settings = Settings(
+            kubeconfig=emu.kubeconfig(tmp / "kubeconfig"),
+            liveness=None,
+            stats_seconds=0.25,
+            stats_timeout=1.0,
+            detector_url=fake_detector.url + "/{namespace}/{name}",
+            status_debounce=0.02,
+            backoff_base=0.2,
+            backoff_cap=2.0,
+            resync_seconds=3600,
+            password_grace=3.0,
+        )
         with OperatorThread(settings) as op:
             yield Cluster(emu, op, http, fake_detector)
 

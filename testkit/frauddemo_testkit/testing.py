@@ -1,5 +1,6 @@
 """Helpers for the operator's tests: kubectl-like access to the emulator, a fake detector API, waiting.
 The fixtures that start them are in pytest_plugin.py."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 from frauddemo_operator import crd
-from .emulator import EmulatorThread
 from frauddemo_operator.main import OperatorThread
+
+from .emulator import EmulatorThread
 
 FD_PATH = f"/apis/{crd.API_VERSION}/namespaces/{{ns}}/{crd.PLURAL}"
 
@@ -74,14 +76,19 @@ class Cluster:
 
     # kubectl-like, over HTTP
     def apply_fd(self, kube_ns: str, name: str, spec: dict, expect: int = 201) -> dict:
-        r = self.http.post(FD_PATH.format(ns=kube_ns), json={"apiVersion": crd.API_VERSION, "kind": crd.KIND,
-                                                         "metadata": {"name": name}, "spec": spec})
+        r = self.http.post(
+            FD_PATH.format(ns=kube_ns),
+            json={"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": name}, "spec": spec},
+        )
         assert r.status_code == expect, r.text
         return r.json()
 
     def patch_fd(self, kube_ns: str, name: str, patch: dict, expect: int = 200) -> dict:
-        r = self.http.patch(FD_PATH.format(ns=kube_ns) + f"/{name}", json=patch,
-                            headers={"Content-Type": "application/merge-patch+json"})
+        r = self.http.patch(
+            FD_PATH.format(ns=kube_ns) + f"/{name}",
+            json=patch,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert r.status_code == expect, r.text
         return r.json()
 
@@ -98,8 +105,15 @@ class Cluster:
 
     def children(self, kube_ns: str) -> dict[str, set[str]]:
         out = {}
-        for plural in ("secrets", "configmaps", "services", "statefulsets", "deployments", "networkpolicies",
-                       "servicemonitors"):
+        for plural in (
+            "secrets",
+            "configmaps",
+            "services",
+            "statefulsets",
+            "deployments",
+            "networkpolicies",
+            "servicemonitors",
+        ):
             out[plural] = {o["metadata"]["name"] for o in self.emu.list(plural, kube_ns)}
         return out
 
@@ -110,8 +124,11 @@ class Cluster:
         return st if obj and st.get("observedGeneration") == obj["metadata"]["generation"] else None
 
     def wait_phase(self, kube_ns: str, name: str, phase: str, timeout: float = 10.0) -> dict:
-        return wait_for(lambda: (st := self.reconciled(kube_ns, name)) and st.get("phase") == phase and st,
-                        timeout, what=f"{kube_ns}/{name} phase {phase}")
+        return wait_for(
+            lambda: (st := self.reconciled(kube_ns, name)) and st.get("phase") == phase and st,
+            timeout,
+            what=f"{kube_ns}/{name} phase {phase}",
+        )
 
     def condition(self, kube_ns: str, name: str, ctype: str) -> dict | None:
         return next((c for c in self.status(kube_ns, name).get("conditions") or [] if c["type"] == ctype), None)

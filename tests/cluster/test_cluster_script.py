@@ -1,5 +1,6 @@
 """tools/cluster.sh and tools/cluster-tools.sh as a person uses them: the tools are built once per
 machine, and Ctrl-C (in the foreground mode, or in the middle of the start-up) leaves no process."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ from frauddemo_testkit.kubecluster import CLUSTER_SH, COMPONENTS, ROOT, LocalClu
 @pytest.fixture(autouse=True)
 def tools_built():
     if missing_tools():
-        pytest.fail(f"run make cluster-tools first: {missing_tools()}", pytrace=False) if os.environ.get("CI") \
-            else pytest.skip("cluster tools not built")
+        pytest.fail(f"run make cluster-tools first: {missing_tools()}", pytrace=False) if os.environ.get(
+            "CI"
+        ) else pytest.skip("cluster tools not built")
 
 
 def test_a_second_tools_run_rebuilds_nothing():
@@ -28,8 +30,14 @@ def test_a_second_tools_run_rebuilds_nothing():
 
 def _interrupt_when(tmp_path, mode: str, line: str) -> tuple[LocalCluster, dict, str]:
     c = LocalCluster(tmp_path / "c")
-    proc = subprocess.Popen([str(CLUSTER_SH), mode], env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(CLUSTER_SH), mode],
+        env=c.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     out, seen, pids = [], False, {}
     deadline = time.monotonic() + 180
     try:
@@ -43,7 +51,7 @@ def _interrupt_when(tmp_path, mode: str, line: str) -> tuple[LocalCluster, dict,
         assert seen, "".join(out)
         time.sleep(0.5)
         pids.update(c.pids())
-        os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in a terminal sends to the foreground group
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
         rest, _ = proc.communicate(timeout=120)
         out.append(rest)
     finally:

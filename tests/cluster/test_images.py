@@ -7,6 +7,7 @@ the pod) loading the function library and the ACL file, which then holds for a c
 The session fixture runs tools/images.sh (a warm run takes seconds), so the images are the current ones.
 Without buildah: skipped, except under CI=true, where it fails.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,11 @@ def images():
     proc = subprocess.run([str(IMAGES)], capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, f"tools/images.sh failed:\n{proc.stderr[-4000:]}"
     app = _sh("chart_image")
-    return {"app": app, "store": _sh(f"full_ref frauddemo-store:{app.rsplit(':', 1)[1]}"),
-            "address": _sh("echo $CONTAINERD_ADDRESS")}
+    return {
+        "app": app,
+        "store": _sh(f"full_ref frauddemo-store:{app.rsplit(':', 1)[1]}"),
+        "address": _sh("echo $CONTAINERD_ADDRESS"),
+    }
 
 
 class Ctr:
@@ -59,8 +63,9 @@ class Ctr:
     def cmd(self, *args: str) -> list[str]:
         return ["ctr", "--address", self.address, "--namespace", "k8s.io", *args]
 
-    def run(self, image: str, *command: str, mounts=(), detach=False, netns: str | None = None,
-            env=(), timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        self, image: str, *command: str, mounts=(), detach=False, netns: str | None = None, env=(), timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         """As the image's own USER (ctr 1.6 has no --user), on a read-only root with a tmpfs /tmp."""
         name = f"fd-test-{uuid.uuid4().hex[:10]}"
         self.made.append(name)
@@ -114,8 +119,9 @@ def test_images_run_as_the_operators_numeric_users(images, ctr, image, uid):
     assert proc.returncode == 0 and proc.stdout.startswith(f"uid={uid}(") and f"gid={uid}(" in proc.stdout, proc
 
 
-@pytest.mark.parametrize("command", [["frauddemo", "--help"], ["frauddemo", "detector", "--help"],
-                                     ["frauddemo", "operator", "--help"]])
+@pytest.mark.parametrize(
+    "command", [["frauddemo", "--help"], ["frauddemo", "detector", "--help"], ["frauddemo", "operator", "--help"]]
+)
 def test_app_entry_points_run_as_10001_on_a_read_only_root(images, ctr, command):
     proc = ctr.run(images["app"], *command)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -124,10 +130,12 @@ def test_app_entry_points_run_as_10001_on_a_read_only_root(images, ctr, command)
 
 def test_app_image_holds_every_package_the_pods_import(images, ctr):
     """The detector decodes photos (OpenCV) and the runtime's subpackages must be in the wheel."""
-    script = ("import importlib, pkgutil, frauddemo, cv2, numpy; "
-              "[importlib.import_module(m.name) for m in pkgutil.walk_packages(frauddemo.__path__, 'frauddemo.')"
-              " if not m.name.endswith('__main__')]; "
-              "import frauddemo_operator.main; print('ok', cv2.__version__)")
+    script = (
+        "import importlib, pkgutil, frauddemo, cv2, numpy; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(frauddemo.__path__, 'frauddemo.')"
+        " if not m.name.endswith('__main__')]; "
+        "import frauddemo_operator.main; print('ok', cv2.__version__)"
+    )
     proc = ctr.run(images["app"], "python", "-c", script)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout + proc.stderr[-3000:]
 
@@ -150,16 +158,30 @@ def test_store_image_serves_the_statefulsets_config_probe_acl_and_functions(imag
         f.chmod(0o440)
 
     # the init container, then the server, with the StatefulSet's own commands
-    init = ctr.run(images["store"], "sh", "/etc/frauddemo/init.sh",
-                   mounts=[(template, "/etc/frauddemo", "ro"), (config, "/config", "rw")],
-                   env=["POD_NAME=store-0", "PRIMARY_HOST=store-0.h", f"STORE_PORT={builders.STORE_PORT}",
-                        f"STORE_PASSWORD={admin_pw}"])
+    init = ctr.run(
+        images["store"],
+        "sh",
+        "/etc/frauddemo/init.sh",
+        mounts=[(template, "/etc/frauddemo", "ro"), (config, "/config", "rw")],
+        env=[
+            "POD_NAME=store-0",
+            "PRIMARY_HOST=store-0.h",
+            f"STORE_PORT={builders.STORE_PORT}",
+            f"STORE_PASSWORD={admin_pw}",
+        ],
+    )
     assert init.returncode == 0, init.stderr
     assert (config / "store.conf").read_text().startswith(builders.STORE_CONF)
 
-    server = ctr.run(images["store"], "sh", "-c", builders.STORE_RUN, detach=True,
-                     mounts=[(config, "/config", "rw"), (acl_dir, builders.ACL_DIR, "ro"), (data, "/data", "rw")],
-                     env=[f"REDISCLI_AUTH={admin_pw}", f"VALKEYCLI_AUTH={admin_pw}"])
+    server = ctr.run(
+        images["store"],
+        "sh",
+        "-c",
+        builders.STORE_RUN,
+        detach=True,
+        mounts=[(config, "/config", "rw"), (acl_dir, builders.ACL_DIR, "ro"), (data, "/data", "rw")],
+        env=[f"REDISCLI_AUTH={admin_pw}", f"VALKEYCLI_AUTH={admin_pw}"],
+    )
     assert server.returncode == 0, server.stderr
     name = ctr.made[-1]
     netns = f"/proc/{ctr.pid(name)}/ns/net"
@@ -177,12 +199,28 @@ def test_store_image_serves_the_statefulsets_config_probe_acl_and_functions(imag
 
     # the store agent (FraudDemo image, the store's network namespace, the store's UID) loads the
     # functions and applies the ACL file
-    holder = ctr.run(images["app"], "sleep", "3600", detach=True, netns=netns,
-                     mounts=[(acl_dir, builders.ACL_DIR, "ro"), (admin_dir, builders.ADMIN_DIR, "ro")])
+    holder = ctr.run(
+        images["app"],
+        "sleep",
+        "3600",
+        detach=True,
+        netns=netns,
+        mounts=[(acl_dir, builders.ACL_DIR, "ro"), (admin_dir, builders.ADMIN_DIR, "ro")],
+    )
     assert holder.returncode == 0, holder.stderr
-    agent = ctr.exec(ctr.made[-1], "frauddemo", "store-agent", "--url", f"redis://127.0.0.1:{builders.STORE_PORT}",
-                     "--password-file", f"{builders.ADMIN_DIR}/{builders.PASSWORD_KEY}",
-                     "--acl-file", f"{builders.ACL_DIR}/{builders.ACL_KEY}", user=f"{uid}:{uid}", detach=True)
+    agent = ctr.exec(
+        ctr.made[-1],
+        "frauddemo",
+        "store-agent",
+        "--url",
+        f"redis://127.0.0.1:{builders.STORE_PORT}",
+        "--password-file",
+        f"{builders.ADMIN_DIR}/{builders.PASSWORD_KEY}",
+        "--acl-file",
+        f"{builders.ACL_DIR}/{builders.ACL_KEY}",
+        user=f"{uid}:{uid}",
+        detach=True,
+    )
     assert agent.returncode == 0, agent.stderr
 
     # a till's client: the pos role may call the functions, not administer the server

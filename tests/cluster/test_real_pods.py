@@ -13,6 +13,7 @@ its limit). Everything is removed afterwards: no process, bridge, network namesp
 
 Needs root, buildah and what tools/node.sh check lists; without them it is skipped, except under CI=true.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,16 @@ NS = "frauddemo"
 FD = "retail"
 BRIDGE = "fdnode0"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _skip_or_fail(msg: str):
@@ -62,8 +71,7 @@ def _node_owned_state() -> list[str]:
     left += [f"netns {n.split()[0]}" for n in netns.splitlines() if n.startswith("cni-") or n.startswith("fd-")]
     for table in ("filter", "nat", "mangle"):
         rules = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
-        left += [f"iptables -t {table}: {r}" for r in rules.splitlines()
-                 if re.search(r"FRAUDDEMO|KUBE-|CNI-", r)]
+        left += [f"iptables -t {table}: {r}" for r in rules.splitlines() if re.search(r"FRAUDDEMO|KUBE-|CNI-", r)]
     return left
 
 
@@ -100,8 +108,11 @@ class Real:
 
     @staticmethod
     def ready(pod: dict) -> bool:
-        return pod["status"].get("phase") == "Running" and pod["metadata"].get("deletionTimestamp") is None and \
-            any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        return (
+            pod["status"].get("phase") == "Running"
+            and pod["metadata"].get("deletionTimestamp") is None
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        )
 
     def all_ready(self) -> bool:
         pods = self.pods()
@@ -115,8 +126,11 @@ class Real:
             return False
 
     def restarts(self) -> dict[str, int]:
-        return {f"{p['metadata']['name']}/{s['name']}": s["restartCount"]
-                for p in self.pods() for s in p["status"].get("containerStatuses", [])}
+        return {
+            f"{p['metadata']['name']}/{s['name']}": s["restartCount"]
+            for p in self.pods()
+            for s in p["status"].get("containerStatuses", [])
+        }
 
     def oom_kills(self) -> list[str]:
         out = []
@@ -136,15 +150,30 @@ class Real:
     def store_cli(self, store: str, script: str, pod: str | None = None) -> str:
         pod = pod or f"{FD}-store-{store}-0"
         sh = f"read -r REDISCLI_AUTH; export REDISCLI_AUTH; {script}"
-        return self.c.kubectl("exec", "-i", "-n", NS, pod, "-c", "store", "--", "sh", "-c", sh,
-                              input=self.secret(f"{FD}-store-{store}-auth") + "\n").stdout
+        return self.c.kubectl(
+            "exec",
+            "-i",
+            "-n",
+            NS,
+            pod,
+            "-c",
+            "store",
+            "--",
+            "sh",
+            "-c",
+            sh,
+            input=self.secret(f"{FD}-store-{store}-auth") + "\n",
+        ).stdout
 
     def store_info(self, store: str) -> dict:
         """The store's op-log seq and epoch (fd:meta), its checkpoints of every link into it and its memory."""
-        out = self.store_cli(store, "redis-cli hgetall fd:meta; echo ==; "
-                                    "for k in $(redis-cli --scan --pattern 'fd:ckpt:*'); do "
-                                    "echo \"$k\" $(redis-cli hmget \"$k\" epoch seq applied); done; echo ==; "
-                                    "redis-cli info memory | tr -d '\\r' | grep -E '^(used_memory|maxmemory):'")
+        out = self.store_cli(
+            store,
+            "redis-cli hgetall fd:meta; echo ==; "
+            "for k in $(redis-cli --scan --pattern 'fd:ckpt:*'); do "
+            'echo "$k" $(redis-cli hmget "$k" epoch seq applied); done; echo ==; '
+            "redis-cli info memory | tr -d '\\r' | grep -E '^(used_memory|maxmemory):'",
+        )
         meta_s, ckpt_s, mem_s = out.split("==\n")
         fields = meta_s.splitlines()
         meta = dict(zip(fields[::2], fields[1::2]))
@@ -154,8 +183,13 @@ class Real:
             if len(vals) == 3:
                 ckpts[k.rsplit(":", 1)[1]] = {"epoch": vals[0], "seq": int(vals[1]), "applied": int(vals[2])}
         mem = dict(line.split(":", 1) for line in mem_s.split())
-        return {"seq": int(meta.get("seq", 0)), "epoch": meta.get("epoch"), "ckpt": ckpts,
-                "used_memory": int(mem["used_memory"]), "maxmemory": int(mem["maxmemory"])}
+        return {
+            "seq": int(meta.get("seq", 0)),
+            "epoch": meta.get("epoch"),
+            "ckpt": ckpts,
+            "used_memory": int(mem["used_memory"]),
+            "maxmemory": int(mem["maxmemory"]),
+        }
 
     def keys(self, store: str, pattern: str) -> set[str]:
         return set(self.store_cli(store, f"redis-cli --scan --pattern '{pattern}'").split())
@@ -172,9 +206,21 @@ class Real:
     def forward(self, target: str, remote: int) -> str:
         port = free_port()
         log = (self.tmp / f"port-forward-{port}.log").open("w")
-        proc = subprocess.Popen([str(BIN / "kubectl"), "--kubeconfig", str(self.c.kubeconfig), "-n", NS,
-                                 "port-forward", target, f"{port}:{remote}"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "kubectl"),
+                "--kubeconfig",
+                str(self.c.kubeconfig),
+                "-n",
+                NS,
+                "port-forward",
+                target,
+                f"{port}:{remote}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.forwards.append(proc)
         url = f"http://127.0.0.1:{port}"
 
@@ -183,6 +229,7 @@ class Real:
                 return httpx.get(f"{url}/metrics", timeout=3).status_code == 200
             except httpx.HTTPError:
                 return False
+
         wait_for(up, 30, 0.5, what=f"port-forward to {target}")
         return url
 
@@ -203,8 +250,10 @@ def real(tmp_path_factory):
     if not os.access(BIN / "coredns", os.X_OK):
         _skip_or_fail(f"{BIN}/coredns is missing: run `make cluster-tools`")
     if subprocess.run(["pgrep", "-x", "kubelet"], capture_output=True).returncode == 0:
-        _skip_or_fail("a kubelet already runs on this machine: one real node per machine; "
-                      "tools/node.sh down (with its CLUSTER_DIR) first")
+        _skip_or_fail(
+            "a kubelet already runs on this machine: one real node per machine; "
+            "tools/node.sh down (with its CLUSTER_DIR) first"
+        )
     tmp = tmp_path_factory.mktemp("real")
     t0 = time.monotonic()
     proc = subprocess.run([str(IMAGES)], capture_output=True, text=True, timeout=1800)
@@ -225,8 +274,11 @@ def real(tmp_path_factory):
             down = r.node("down", timeout=300)
             print(f"--- tools/node.sh down\n{down.stderr[-3000:]}")
     # no process left that runs one of the node's programs for this cluster (incl. socat's forks)
-    left = [f"{pid}: {cmd}" for pid, cmd in _processes() if str(cluster.dir) in cmd or
-            (cmd.startswith("socat ") and f"TCP:127.0.0.1:{cluster.api_port}" in cmd)]
+    left = [
+        f"{pid}: {cmd}"
+        for pid, cmd in _processes()
+        if str(cluster.dir) in cmd or (cmd.startswith("socat ") and f"TCP:127.0.0.1:{cluster.api_port}" in cmd)
+    ]
     assert down.returncode == 0, down.stderr
     assert not left, f"still running after tools/node.sh down: {left}"
     assert not _node_owned_state(), _node_owned_state()
@@ -240,8 +292,9 @@ VALUES = ROOT / "tools" / "node" / "sample-values.yaml"
 @pytest.fixture(scope="module")
 def demo(real):
     t0 = time.monotonic()
-    real.c.helm("install", "frauddemo", str(ROOT / "charts" / "frauddemo"), "-n", NS, "--create-namespace",
-                "-f", str(VALUES))
+    real.c.helm(
+        "install", "frauddemo", str(ROOT / "charts" / "frauddemo"), "-n", NS, "--create-namespace", "-f", str(VALUES)
+    )
     phases = set()
 
     def ready():
@@ -250,6 +303,7 @@ def demo(real):
         except AssertionError:
             pass
         return real.demo_ready()
+
     wait_for(ready, 300, 1, what="phase Ready with every pod Ready")
     real.timings["install_to_ready_s"] = round(time.monotonic() - t0, 1)
     real.phases_seen = phases
@@ -266,25 +320,45 @@ def test_reclaim_removes_what_a_killed_node_left(tmp_path):
     if subprocess.run(["pgrep", "-x", "kubelet"], capture_output=True).returncode == 0:
         _skip_or_fail("a kubelet runs on this machine: its node is not left over")
     ns = "cni-frauddemo-reclaim-test"
-    for cmd in (["ip", "link", "add", BRIDGE, "type", "bridge"], ["ip", "netns", "add", ns],
-                ["ip", "link", "add", "fdreclaim0", "type", "veth", "peer", "name", "eth0", "netns", ns],
-                ["ip", "link", "set", "fdreclaim0", "master", BRIDGE],
-                ["ip", "-n", ns, "addr", "add", "10.88.200.7/16", "dev", "eth0"],
-                ["iptables", "-N", "FRAUDDEMO-NODE"], ["iptables", "-A", "FORWARD", "-j", "FRAUDDEMO-NODE"]):
+    for cmd in (
+        ["ip", "link", "add", BRIDGE, "type", "bridge"],
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", "fdreclaim0", "type", "veth", "peer", "name", "eth0", "netns", ns],
+        ["ip", "link", "set", "fdreclaim0", "master", BRIDGE],
+        ["ip", "-n", ns, "addr", "add", "10.88.200.7/16", "dev", "eth0"],
+        ["iptables", "-N", "FRAUDDEMO-NODE"],
+        ["iptables", "-A", "FORWARD", "-j", "FRAUDDEMO-NODE"],
+    ):
         subprocess.run(cmd, check=True, capture_output=True)
     assert _node_owned_state()
-    r = subprocess.run([str(ROOT / "tools" / "node.sh"), "reclaim"], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, CLUSTER_DIR=str(tmp_path / "cluster")))
+    r = subprocess.run(
+        [str(ROOT / "tools" / "node.sh"), "reclaim"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, CLUSTER_DIR=str(tmp_path / "cluster")),
+    )
     assert r.returncode == 0, r.stderr
     assert not _node_owned_state(), (_node_owned_state(), r.stderr)
 
 
 def test_the_sample_runs_in_real_pods_on_the_real_node(demo):
     pods = demo.pods()
-    names = {p["metadata"]["name"].rsplit("-", 2)[0] if "-store-" not in p["metadata"]["name"]
-             else p["metadata"]["name"] for p in pods}
-    for want in (f"{FD}-store-a-0", f"{FD}-store-b-0", f"{FD}-sync-a-b", f"{FD}-sync-b-a", f"{FD}-pos-a",
-                 f"{FD}-pos-b", f"{FD}-hacked-pos", f"{FD}-detector", "frauddemo-operator"):
+    names = {
+        p["metadata"]["name"].rsplit("-", 2)[0] if "-store-" not in p["metadata"]["name"] else p["metadata"]["name"]
+        for p in pods
+    }
+    for want in (
+        f"{FD}-store-a-0",
+        f"{FD}-store-b-0",
+        f"{FD}-sync-a-b",
+        f"{FD}-sync-b-a",
+        f"{FD}-pos-a",
+        f"{FD}-pos-b",
+        f"{FD}-hacked-pos",
+        f"{FD}-detector",
+        "frauddemo-operator",
+    ):
         assert want in names, (want, sorted(names))
     node = demo.c.get("nodes")["items"]
     assert [n["metadata"]["name"] for n in node] == ["vm"], "only the real node: no kwok node"
@@ -292,7 +366,7 @@ def test_the_sample_runs_in_real_pods_on_the_real_node(demo):
         assert p["spec"]["nodeName"] == "vm"
         for s in p["status"]["containerStatuses"]:
             assert s["ready"] and "running" in s["state"], (p["metadata"]["name"], s)
-            assert s["imageID"], s   # a real image, run by containerd
+            assert s["imageID"], s  # a real image, run by containerd
     st = demo.fd()["status"]
     assert st["phase"] == "Ready" and st["storesReady"] == "2/2", st
     # the store agent loaded the functions and the ACL: the POS trade, the stores' op logs grow
@@ -303,10 +377,18 @@ def test_the_sample_runs_in_real_pods_on_the_real_node(demo):
 
 def test_cluster_dns_resolves_services_for_pods(demo):
     det = next(p["metadata"]["name"] for p in demo.pods() if "-detector-" in p["metadata"]["name"])
-    out = demo.c.kubectl("exec", "-n", NS, det, "--", "python", "-c",
-                         "import socket; print(socket.gethostbyname('retail-store-a'), "
-                         "socket.gethostbyname('kubernetes.default.svc.cluster.local'), "
-                         "open('/etc/resolv.conf').read().split())").stdout
+    out = demo.c.kubectl(
+        "exec",
+        "-n",
+        NS,
+        det,
+        "--",
+        "python",
+        "-c",
+        "import socket; print(socket.gethostbyname('retail-store-a'), "
+        "socket.gethostbyname('kubernetes.default.svc.cluster.local'), "
+        "open('/etc/resolv.conf').read().split())",
+    ).stdout
     svc = demo.c.get("service", f"{FD}-store-a", "-n", NS)["spec"]["clusterIP"]
     assert out.split()[0] == svc and out.split()[1] == "10.96.0.1" and "10.96.0.10" in out, out
 
@@ -314,8 +396,13 @@ def test_cluster_dns_resolves_services_for_pods(demo):
 def test_scenario_fraud_through_the_detector_service(demo):
     env = {**os.environ, "FRAUDDEMO_API_TOKEN": demo.secret(f"{FD}-api-token")}
     env.pop("FRAUDDEMO_API_TOKEN_FILE", None)
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "frauddemo"), "scenario", "fraud", "--api", demo.api_url,
-                           "--json"], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "frauddemo"), "scenario", "fraud", "--api", demo.api_url, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     # The hacked return at b (no photo) is blocked as a second return of the receipt: beside an allowed
@@ -341,6 +428,7 @@ def _dashboard_render():
     """dashboards/render.py (Grafana's variable interpolation), loaded from its file."""
     import importlib.util
     import sys
+
     spec = importlib.util.spec_from_file_location("frauddemo_dashboards_render", ROOT / "dashboards" / "render.py")
     mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -357,6 +445,7 @@ class _EndpointsDiscovery:
     def __init__(self, demo):
         import http.server
         import threading
+
         self.demo = demo
         sd = self
 
@@ -371,6 +460,7 @@ class _EndpointsDiscovery:
 
             def log_message(self, *_):
                 pass
+
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/targets"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -383,17 +473,27 @@ class _EndpointsDiscovery:
             svc = services.get((sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name"))
             if svc is None:
                 continue
-            svc_labels = {f"__meta_kubernetes_service_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
-                          for k, v in (svc["metadata"].get("labels") or {}).items()}
+            svc_labels = {
+                f"__meta_kubernetes_service_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+                for k, v in (svc["metadata"].get("labels") or {}).items()
+            }
             for port in sl.get("ports") or []:
                 for ep in sl.get("endpoints") or []:
                     if not (ep.get("conditions") or {}).get("ready"):
                         continue
-                    groups += [{"targets": [f"{addr}:{port['port']}"], "labels": {
-                        "__meta_kubernetes_namespace": NS, "__meta_kubernetes_service_name": svc["metadata"]["name"],
-                        "__meta_kubernetes_endpoint_port_name": port.get("name") or "",
-                        "__meta_kubernetes_pod_name": (ep.get("targetRef") or {}).get("name", ""), **svc_labels}}
-                        for addr in ep.get("addresses") or []]
+                    groups += [
+                        {
+                            "targets": [f"{addr}:{port['port']}"],
+                            "labels": {
+                                "__meta_kubernetes_namespace": NS,
+                                "__meta_kubernetes_service_name": svc["metadata"]["name"],
+                                "__meta_kubernetes_endpoint_port_name": port.get("name") or "",
+                                "__meta_kubernetes_pod_name": (ep.get("targetRef") or {}).get("name", ""),
+                                **svc_labels,
+                            },
+                        }
+                        for addr in ep.get("addresses") or []
+                    ]
         return groups
 
     def close(self) -> None:
@@ -409,20 +509,32 @@ def _prometheus_config(discovery_url: str, rules: Path) -> dict:
     return {
         "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [{
-            "job_name": f"serviceMonitor/{NS}/{FD}",
-            "http_sd_configs": [{"url": discovery_url, "refresh_interval": "5s"}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_instance",
-                                   "__meta_kubernetes_service_label_frauddemo_io_metrics"],
-                 "regex": f"{FD};true", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "http|metrics", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "target_label": "endpoint"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-            ]}],
+        "scrape_configs": [
+            {
+                "job_name": f"serviceMonitor/{NS}/{FD}",
+                "http_sd_configs": [{"url": discovery_url, "refresh_interval": "5s"}],
+                "relabel_configs": [
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_service_label_app_kubernetes_io_instance",
+                            "__meta_kubernetes_service_label_frauddemo_io_metrics",
+                        ],
+                        "regex": f"{FD};true",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                        "regex": "http|metrics",
+                        "action": "keep",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "target_label": "endpoint"},
+                    {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+                ],
+            }
+        ],
     }
 
 
@@ -434,6 +546,7 @@ def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_
     if prometheus is None:
         _skip_or_fail("prometheus is missing (apt-get install prometheus; tools/system-deps.sh does)")
     import yaml
+
     render = _dashboard_render()
     dash = json.loads((ROOT / "dashboards" / "frauddemo-dashboard.json").read_text())
     rules = tmp_path / "rules.yaml"
@@ -444,9 +557,18 @@ def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_
     port = free_port()
     prom = f"http://127.0.0.1:{port}"
     log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
     def query(promql: str) -> list:
         body = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=10).json()
@@ -454,12 +576,17 @@ def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_
         return body["data"]["result"]
 
     try:
+
         def targets_up():
             try:
                 active = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
             except (httpx.HTTPError, ValueError, KeyError):
                 return False
-            return {t["labels"]["service"] for t in active if t["health"] == "up"} == {f"{FD}-detector", f"{FD}-syncers"}
+            return {t["labels"]["service"] for t in active if t["health"] == "up"} == {
+                f"{FD}-detector",
+                f"{FD}-syncers",
+            }
+
         wait_for(targets_up, 90, 1, what="Prometheus to find and scrape the detector and the syncers")
         active = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
         assert all(t["labels"]["namespace"] == NS and t["labels"]["pod"].startswith(FD) for t in active), active
@@ -476,23 +603,39 @@ def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_
         for p in dash["panels"]:
             if p["type"] == "row":
                 continue
-            for store in (stores if p.get("repeat") == "store" else ["|".join(stores)]):
-                variables = {"namespace": NS, "instance": FD, "store": store, "__rate_interval": "20s",
-                             "__range": "5m", "datasource": "prometheus"}
-                queries += [(f"{p['title'].replace('$store', store)} [{t['legendFormat']}]",
-                             render.interpolate(t["expr"], variables)) for t in p["targets"]]
+            for store in stores if p.get("repeat") == "store" else ["|".join(stores)]:
+                variables = {
+                    "namespace": NS,
+                    "instance": FD,
+                    "store": store,
+                    "__rate_interval": "20s",
+                    "__range": "5m",
+                    "datasource": "prometheus",
+                }
+                queries += [
+                    (
+                        f"{p['title'].replace('$store', store)} [{t['legendFormat']}]",
+                        render.interpolate(t["expr"], variables),
+                    )
+                    for t in p["targets"]
+                ]
         assert len(queries) > 30
 
         def empty() -> list[str]:
             return [what for what, promql in queries if not query(promql)]
+
         missing = empty()
         deadline = time.monotonic() + 120
         while missing and time.monotonic() < deadline:
             time.sleep(3)
             missing = empty()
         assert missing == [], f"panels without data ({len(missing)} of {len(queries)}):\n  " + "\n  ".join(missing)
-        assert [(r["name"], r.get("lastError")) for g in httpx.get(f"{prom}/api/v1/rules", timeout=5).json()
-                ["data"]["groups"] for r in g["rules"] if r["health"] != "ok"] == []
+        assert [
+            (r["name"], r.get("lastError"))
+            for g in httpx.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            for r in g["rules"]
+            if r["health"] != "ok"
+        ] == []
     finally:
         discovery.close()
         os.killpg(proc.pid, signal.SIGTERM)
@@ -509,6 +652,7 @@ def test_the_dashboard_loads_in_chromium_without_console_errors(demo):
     if not os.access(CHROMIUM, os.X_OK):
         _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
+
     errors = []
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -518,7 +662,7 @@ def test_the_dashboard_loads_in_chromium_without_console_errors(demo):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status} {r.url}"))
             page.goto(demo.api_url + "/", wait_until="networkidle", timeout=30_000)
-            page.wait_for_timeout(3000)   # a few refreshes of the live data
+            page.wait_for_timeout(3000)  # a few refreshes of the live data
             title = page.title()
             body = page.inner_text("body")
             shot = ROOT / "artifacts" / "dashboard" / "real-pods.png"
@@ -534,9 +678,14 @@ def _links(demo) -> dict:
     """Per link src->tgt: the source's op-log seq and epoch, and the target's checkpoint of it (epoch, the
     last merged entry's seq, and `applied`, the count of entries merged: the stores' own witness)."""
     info = {s: demo.store_info(s) for s in ("a", "b")}
-    return {(src, tgt): {"src_seq": info[src]["seq"], "src_epoch": info[src]["epoch"],
-                         **(info[tgt]["ckpt"].get(src) or {"epoch": None, "seq": 0, "applied": 0})}
-            for src, tgt in (("a", "b"), ("b", "a"))}
+    return {
+        (src, tgt): {
+            "src_seq": info[src]["seq"],
+            "src_epoch": info[src]["epoch"],
+            **(info[tgt]["ckpt"].get(src) or {"epoch": None, "seq": 0, "applied": 0}),
+        }
+        for src, tgt in (("a", "b"), ("b", "a"))
+    }
 
 
 def _caught_up(demo, slack: int = 20) -> bool:
@@ -548,10 +697,18 @@ def test_a_deleted_syncer_pod_loses_and_duplicates_no_op(demo):
     before = _links(demo)[("a", "b")]
     pod = next(p["metadata"]["name"] for p in demo.pods() if f"{FD}-sync-a-b-" in p["metadata"]["name"])
     demo.c.kubectl("delete", "pod", "-n", NS, pod, "--wait=false")
-    wait_for(lambda: pod not in {p["metadata"]["name"] for p in demo.pods()} and demo.all_ready(), 120, 1,
-             what="the syncer pod replaced and Ready")
-    wait_for(lambda: _links(demo)[("a", "b")]["seq"] > before["seq"] + 5, 60, 2,
-             what="the new syncer pod to merge new entries")
+    wait_for(
+        lambda: pod not in {p["metadata"]["name"] for p in demo.pods()} and demo.all_ready(),
+        120,
+        1,
+        what="the syncer pod replaced and Ready",
+    )
+    wait_for(
+        lambda: _links(demo)[("a", "b")]["seq"] > before["seq"] + 5,
+        60,
+        2,
+        what="the new syncer pod to merge new entries",
+    )
     wait_for(lambda: _caught_up(demo), 60, 2, what="both links caught up after the fault")
     after = _links(demo)[("a", "b")]
     # every entry from the old checkpoint to the new one merged exactly once: none lost, none twice
@@ -576,26 +733,43 @@ def test_a_deleted_store_pod_comes_back_and_resynchronises(demo):
     wait_for(lambda: fresh <= demo.keys("b", "h:rcpt:*"), 60, 2, what="store a's new receipts at store b")
     # and its own history comes back: store b holds a's earlier receipts as merged state and sends them
     # in a full-state transfer, since a came back under a new epoch (its op log only holds b's writes)
-    wait_for(lambda: not rcpts - demo.keys("a", "h:rcpt:*"), 120, 2,
-             what="store a's receipts from before the restart back from store b")
+    wait_for(
+        lambda: not rcpts - demo.keys("a", "h:rcpt:*"),
+        120,
+        2,
+        what="store a's receipts from before the restart back from store b",
+    )
 
 
 def test_scaling_a_store_adds_a_replica_that_follows_it(demo):
     spec = demo.fd()["spec"]
     stores = [dict(s, replicas=2) if s["name"] == "a" else s for s in spec["stores"]]
     demo.c.kubectl("patch", "fd", FD, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"stores": stores}}))
-    wait_for(lambda: f"{FD}-store-a-1" in {p["metadata"]["name"] for p in demo.pods()} and demo.demo_ready(),
-             180, 1, what="store a with 2 Ready servers, phase Ready")
+    wait_for(
+        lambda: f"{FD}-store-a-1" in {p["metadata"]["name"] for p in demo.pods()} and demo.demo_ready(),
+        180,
+        1,
+        what="store a with 2 Ready servers, phase Ready",
+    )
+
     def following():
-        role = demo.store_cli("a", "redis-cli info replication | tr -d '\\r' | grep -E '^(role|master_link_status)'",
-                              pod=f"{FD}-store-a-1")
+        role = demo.store_cli(
+            "a",
+            "redis-cli info replication | tr -d '\\r' | grep -E '^(role|master_link_status)'",
+            pod=f"{FD}-store-a-1",
+        )
         return "role:slave" in role and "master_link_status:up" in role
+
     wait_for(following, 60, 2, what="store a's second server replicating from the first")
     # back to one, so the soak measures the sample's size
     stores = [dict(s, replicas=1) if s["name"] == "a" else s for s in spec["stores"]]
     demo.c.kubectl("patch", "fd", FD, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"stores": stores}}))
-    wait_for(lambda: f"{FD}-store-a-1" not in {p["metadata"]["name"] for p in demo.pods()} and demo.demo_ready(),
-             180, 1, what="store a back to one server")
+    wait_for(
+        lambda: f"{FD}-store-a-1" not in {p["metadata"]["name"] for p in demo.pods()} and demo.demo_ready(),
+        180,
+        1,
+        what="store a back to one server",
+    )
 
 
 def test_rotating_passwords_while_the_demo_trades(demo):
@@ -605,8 +779,12 @@ def test_rotating_passwords_while_the_demo_trades(demo):
     wait_for(lambda: all(demo.secret(n) != before[n] for n in names), 90, 1, what="every client password rotated")
     wait_for(lambda: demo.demo_ready(), 240, 2, what="phase Ready with every pod Ready after the rotation")
     seq = {s: demo.store_info(s)["seq"] for s in ("a", "b")}
-    wait_for(lambda: all(demo.store_info(s)["seq"] > seq[s] + 3 for s in ("a", "b")), 90, 2,
-             what="both stores trading under the new passwords")
+    wait_for(
+        lambda: all(demo.store_info(s)["seq"] > seq[s] + 3 for s in ("a", "b")),
+        90,
+        2,
+        what="both stores trading under the new passwords",
+    )
     wait_for(lambda: _caught_up(demo), 90, 2, what="both links caught up under the new passwords")
 
 
@@ -629,8 +807,10 @@ def test_soak_no_restart_no_oom_memory_within_limit(demo):
         time.sleep(15)
     # kubectl port-forward follows one pod: the rotation replaced the detector's, so forward again
     st = httpx.get(f"{demo.forward(f'service/{FD}-detector', 8080)}/api/status", timeout=10).json()
-    print(f"soak {SOAK_S:.0f} s: store peak used_memory {peak}, limits {limit}, "
-          f"seq {seq0} -> {{a: {demo.store_info('a')['seq']}, b: {demo.store_info('b')['seq']}}}, status {st['stores']}")
+    print(
+        f"soak {SOAK_S:.0f} s: store peak used_memory {peak}, limits {limit}, "
+        f"seq {seq0} -> {{a: {demo.store_info('a')['seq']}, b: {demo.store_info('b')['seq']}}}, status {st['stores']}"
+    )
     assert demo.restarts() == restarts0, (restarts0, demo.restarts())
     assert not demo.oom_kills(), demo.oom_kills()
     assert all(v["writable"] and v["memory"]["used_ratio"] < 0.9 for v in st["stores"].values()), st

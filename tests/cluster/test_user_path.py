@@ -5,6 +5,7 @@ a missing RBAC rule reported on the FraudDemo, a killed operator converging, `he
 `helm uninstall`. The operator runs from the installed wheel, as its image would run it.
 
 The tests in this module share one install and run in order."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ NS = "fd-demo"
 RELEASE = "frauddemo"
 CHILD_RESOURCES = ("secrets", "configmaps", "services", "statefulsets", "deployments", "networkpolicies")
 TWO_STORES = {"stores": [{"name": "a"}, {"name": "b"}]}
-RESYNC_S = 15   # the operator's full reconcile every 15 s here, so the quiet window spans several
+RESYNC_S = 15  # the operator's full reconcile every 15 s here, so the quiet window spans several
 
 
 class Install:
@@ -52,7 +53,9 @@ class Install:
             wait_for(lambda: self.phase(name) == "Ready", timeout, 0.5, what=f"FraudDemo {name} phase Ready")
         except AssertionError:
             status = self.c.kubectl("get", "fd", name, "-n", NS, "-o", "yaml", check=False).stdout
-            raise AssertionError(f"{name} not Ready:\n{status}\n--- operator log:\n{self.operator.output()[-4000:]}")
+            raise AssertionError(
+                f"{name} not Ready:\n{status}\n--- operator log:\n{self.operator.output()[-4000:]}"
+            ) from None
 
     def children(self, name: str) -> list[dict]:
         out = []
@@ -66,8 +69,9 @@ class Install:
 def install(cluster, wheel_venv, tmp_path_factory):
     inst = Install(cluster, wheel_venv, tmp_path_factory.mktemp("install"))
     cluster.kubectl("create", "namespace", NS)
-    cluster.helm("install", RELEASE, "charts/frauddemo", "-n", NS, "--set", "sample.enabled=true",
-                 "--wait", "--timeout", "120s")
+    cluster.helm(
+        "install", RELEASE, "charts/frauddemo", "-n", NS, "--set", "sample.enabled=true", "--wait", "--timeout", "120s"
+    )
     (dep,) = cluster.get("deployment", "-n", NS, "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
     inst.deployment = dep["metadata"]["name"]
     inst.service_account = dep["spec"]["template"]["spec"]["serviceAccountName"]
@@ -109,27 +113,35 @@ def test_kubectl_get_shows_the_printer_columns_and_explain_works(install):
     assert "FIELDS" in explained and "name" in explained, explained
 
 
-@pytest.mark.parametrize("name, spec, field", [
-    ("unknown-field", {**TWO_STORES, "bogus": 1}, 'unknown field "spec.bogus"'),
-    ("wrong-type", {"stores": "a,b"}, "spec.stores"),
-    ("out-of-range", {**TWO_STORES, "detection": {"reviewScore": 500}}, "spec.detection.reviewScore"),
-    ("1bad-name", TWO_STORES, "metadata.name"),
-    ("bad.name", TWO_STORES, "metadata.name"),
-])
+@pytest.mark.parametrize(
+    "name, spec, field",
+    [
+        ("unknown-field", {**TWO_STORES, "bogus": 1}, 'unknown field "spec.bogus"'),
+        ("wrong-type", {"stores": "a,b"}, "spec.stores"),
+        ("out-of-range", {**TWO_STORES, "detection": {"reviewScore": 500}}, "spec.detection.reviewScore"),
+        ("1bad-name", TWO_STORES, "metadata.name"),
+        ("bad.name", TWO_STORES, "metadata.name"),
+    ],
+)
 def test_invalid_fraud_demos_are_refused_by_the_apiserver(install, name, spec, field):
     fd = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": name, "namespace": NS}, "spec": spec}
     proc = install.c.apply(fd, "-v=6", check=False)
     assert proc.returncode != 0, f"{name} was accepted"
     assert field in proc.stderr, proc.stderr[-2000:]
     # The status code the apiserver answered: 422 (Invalid) for schema errors, 400 for strict decoding.
-    codes = {"400 Bad Request", "422 Unprocessable Entity"} if "unknown field" in field else {"422 Unprocessable Entity"}
+    codes = (
+        {"400 Bad Request", "422 Unprocessable Entity"} if "unknown field" in field else {"422 Unprocessable Entity"}
+    )
     assert any(code in proc.stderr for code in codes), proc.stderr[-2000:]
     assert install.c.kubectl("get", "fd", name, "-n", NS, check=False).returncode != 0
 
 
 def test_rotation_by_annotation_changes_every_password(install):
     name = sample_name()
-    secrets = lambda: {s["metadata"]["name"]: s["data"] for s in install.children(name) if s["kind"] == "Secret"}
+
+    def secrets():
+        return {s["metadata"]["name"]: s["data"] for s in install.children(name) if s["kind"] == "Secret"}
+
     before = secrets()
     install.c.kubectl("annotate", "fd", name, "-n", NS, f"{builders.A_ROTATE}=r1", "--overwrite")
     # the clients' passwords rotate (the store's admin password stays with its server)
@@ -139,6 +151,7 @@ def test_rotation_by_annotation_changes_every_password(install):
     def rotated():
         now = secrets()
         return all(now.get(n) != before[n] for n in store_secrets)
+
     wait_for(rotated, 60, 0.5, what="every password Secret rotated")
     install.wait_ready(name)
 
@@ -151,8 +164,17 @@ def test_edited_and_deleted_children_are_put_back(install):
     dep = builders.detector_name(name)
     want = install.c.get("deployment", dep, "-n", NS)["spec"]
     container = want["template"]["spec"]["containers"][0]
-    install.c.kubectl("patch", "deployment", dep, "-n", NS, "--type", "merge", "-p",
-                      json.dumps({"spec": {"replicas": want["replicas"] + 2}}))
+    install.c.kubectl(
+        "patch",
+        "deployment",
+        dep,
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": {"replicas": want["replicas"] + 2}}),
+    )
     install.c.kubectl("set", "image", f"deployment/{dep}", "-n", NS, f"{container['name']}=intruder:6.6.6")
     (cm,) = [o for o in install.children(name) if o["kind"] == "ConfigMap"][:1]
     install.c.kubectl("delete", "configmap", cm["metadata"]["name"], "-n", NS)
@@ -162,10 +184,11 @@ def test_edited_and_deleted_children_are_put_back(install):
         image = spec["template"]["spec"]["containers"][0]["image"]
         back = install.c.kubectl("get", "configmap", cm["metadata"]["name"], "-n", NS, check=False).returncode == 0
         return spec["replicas"] == want["replicas"] and image == container["image"] and back
+
     try:
         wait_for(repaired, 60, 0.5, what="the children repaired")
     except AssertionError:
-        raise AssertionError(install.operator.output()[-3000:])
+        raise AssertionError(install.operator.output()[-3000:]) from None
     install.wait_ready(name)
 
 
@@ -174,7 +197,7 @@ def test_the_settled_operator_writes_nothing(install):
     its children at every resync. Over two minutes (eight resyncs), no write to any child."""
     name = sample_name()
     install.wait_ready(name)
-    time.sleep(RESYNC_S)   # let any in-flight reconcile finish
+    time.sleep(RESYNC_S)  # let any in-flight reconcile finish
     since = time.time()
     time.sleep(120)
     writes = install.c.writes_by(install.username, since, CHILD_RESOURCES, subresource=None)
@@ -186,20 +209,29 @@ def test_the_settled_operator_writes_nothing(install):
 
 
 def test_children_are_removed_by_the_garbage_collector(install):
-    fd = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "gc", "namespace": NS},
-          "spec": TWO_STORES}
+    fd = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": "gc", "namespace": NS},
+        "spec": TWO_STORES,
+    }
     install.c.apply(fd)
     install.wait_ready("gc")
     assert len(install.children("gc")) == expected_children("gc")
     install.c.kubectl("delete", "fd", "gc", "-n", NS, "--wait=true", "--timeout=60s")
     wait_for(lambda: not install.children("gc"), 60, 0.5, what="children garbage-collected")
-    assert not install.c.get("pods", "-n", NS, "-l", f"{builders.L_INSTANCE}=gc")["items"] or \
-        wait_for(lambda: not install.c.get("pods", "-n", NS, "-l", f"{builders.L_INSTANCE}=gc")["items"], 60, 0.5)
+    assert not install.c.get("pods", "-n", NS, "-l", f"{builders.L_INSTANCE}=gc")["items"] or wait_for(
+        lambda: not install.c.get("pods", "-n", NS, "-l", f"{builders.L_INSTANCE}=gc")["items"], 60, 0.5
+    )
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(install):
-    fd = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "crash", "namespace": NS},
-          "spec": TWO_STORES}
+    fd = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": "crash", "namespace": NS},
+        "spec": TWO_STORES,
+    }
     install.c.apply(fd)
     wait_for(lambda: len(install.children("crash")) >= 2, 30, 0.05, what="the first children")
     install.operator.kill()
@@ -211,8 +243,11 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(install):
     assert len(names) == len(set(names)) == expected_children("crash"), (partial, names)
     # one ReplicaSet per Deployment: the restarted operator did not change a template it had written
     for dep in [o for o in kids if o["kind"] == "Deployment"]:
-        rs = [r for r in install.c.get("replicasets", "-n", NS)["items"]
-              if any(ref["uid"] == dep["metadata"]["uid"] for ref in r["metadata"].get("ownerReferences", []))]
+        rs = [
+            r
+            for r in install.c.get("replicasets", "-n", NS)["items"]
+            if any(ref["uid"] == dep["metadata"]["uid"] for ref in r["metadata"].get("ownerReferences", []))
+        ]
         assert len(rs) == 1, (dep["metadata"]["name"], [r["metadata"]["name"] for r in rs])
     install.c.kubectl("delete", "fd", "crash", "-n", NS, "--wait=true")
 
@@ -228,18 +263,23 @@ def test_a_missing_rbac_rule_is_reported_on_the_fraud_demo(install):
         role["metadata"].pop(k, None)
     install.c.kubectl("replace", "-f", "-", input=json.dumps(role))
     try:
-        fd = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "norbac", "namespace": NS},
-              "spec": TWO_STORES}
+        fd = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": "norbac", "namespace": NS},
+            "spec": TWO_STORES,
+        }
         install.c.apply(fd)
 
         def reported() -> bool:
             st = install.fd("norbac").get("status") or {}
             text = json.dumps(st.get("conditions", [])).lower()
             return "forbidden" in text and "networkpolic" in text
+
         try:
             wait_for(reported, 60, 0.5, what="the refusal reported in a condition")
         except AssertionError:
-            raise AssertionError(f"{install.fd('norbac').get('status')}\n{install.operator.output()[-3000:]}")
+            raise AssertionError(f"{install.fd('norbac').get('status')}\n{install.operator.output()[-3000:]}") from None
         assert install.phase("norbac") != "Ready"
         assert install.operator.alive()
     finally:
@@ -252,26 +292,51 @@ def test_a_missing_rbac_rule_is_reported_on_the_fraud_demo(install):
 
 def test_helm_upgrade_then_uninstall_leaves_nothing(install):
     name = sample_name()
-    install.c.helm("upgrade", RELEASE, "charts/frauddemo", "-n", NS, "--set", "sample.enabled=true",
-                   "--set", "operator.logLevel=DEBUG", "--wait", "--timeout", "120s")
+    install.c.helm(
+        "upgrade",
+        RELEASE,
+        "charts/frauddemo",
+        "-n",
+        NS,
+        "--set",
+        "sample.enabled=true",
+        "--set",
+        "operator.logLevel=DEBUG",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     assert chart_operator_env(install.c, NS, install.deployment)["FRAUDDEMO_OPERATOR_LOG_LEVEL"] == "DEBUG"
     install.wait_ready(name)
     install.c.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "120s")
-    install.operator.stop()   # its ServiceAccount is gone; so is its token's validity
+    install.operator.stop()  # its ServiceAccount is gone; so is its token's validity
 
     def empty() -> list[str]:
         left = []
-        for res in ("fd", "deployments", "statefulsets", "replicasets", "pods", "services", "configmaps",
-                    "secrets", "networkpolicies", "roles", "rolebindings", "serviceaccounts"):
+        for res in (
+            "fd",
+            "deployments",
+            "statefulsets",
+            "replicasets",
+            "pods",
+            "services",
+            "configmaps",
+            "secrets",
+            "networkpolicies",
+            "roles",
+            "rolebindings",
+            "serviceaccounts",
+        ):
             for obj in install.c.get(res, "-n", NS)["items"]:
                 n = obj["metadata"]["name"]
                 if (res, n) in (("serviceaccounts", "default"), ("configmaps", "kube-root-ca.crt")):
                     continue
                 left.append(f"{res}/{n}")
         return left
+
     try:
         wait_for(lambda: not empty(), 90, 1, what="nothing left in the namespace")
     except AssertionError:
-        raise AssertionError(f"left behind: {empty()}")
+        raise AssertionError(f"left behind: {empty()}") from None
     # Helm never deletes a chart's CRDs (crds/): deleting one would delete every FraudDemo in the cluster.
     assert install.c.kubectl("get", "crd", f"{crd.PLURAL}.{crd.GROUP}", check=False).returncode == 0

@@ -5,6 +5,7 @@ client address. Reads (GET) stay open.
 Locally the service binds 127.0.0.1 and needs no token. In Kubernetes the operator generates one
 into a Secret and mounts it as a file (FRAUDDEMO_API_TOKEN_FILE); FRAUDDEMO_API_TOKEN also works.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -26,8 +27,11 @@ RATE_ENV, BURST_ENV = "FRAUDDEMO_API_POST_RATE", "FRAUDDEMO_API_POST_BURST"
 log = logging.getLogger(__name__)
 
 
-BEARER = HTTPBearer(auto_error=False, scheme_name="apiToken",
-                    description="The service's API token (FRAUDDEMO_API_TOKEN_FILE), when it has one")
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description="The service's API token (FRAUDDEMO_API_TOKEN_FILE), when it has one",
+)
 
 
 class AccessError(ConfigError):
@@ -79,7 +83,7 @@ class TokenFile:
         return self._token
 
 
-def api_token_from_env(env=os.environ) -> "TokenFile | str | None":
+def api_token_from_env(env=os.environ) -> TokenFile | str | None:
     """What the service checks POSTs against: a TokenFile (FRAUDDEMO_API_TOKEN_FILE), a fixed token
     (FRAUDDEMO_API_TOKEN) or None (no auth)."""
     path = env.get(TOKEN_FILE_ENV)
@@ -89,11 +93,12 @@ def api_token_from_env(env=os.environ) -> "TokenFile | str | None":
 @dataclass(frozen=True)
 class RateLimit:
     """`rate` POSTs per second per client address, in bursts of up to `burst`; rate 0 turns it off."""
+
     rate: float = 100.0
     burst: int = 500
 
     @classmethod
-    def from_env(cls, env=os.environ) -> "RateLimit":
+    def from_env(cls, env=os.environ) -> RateLimit:
         try:
             out = cls(float(env.get(RATE_ENV, cls.rate)), int(env.get(BURST_ENV, cls.burst)))
         except ValueError:
@@ -133,7 +138,7 @@ class Buckets:
                 del self._b[client]
 
 
-def guards(token: "TokenFile | str | None", limit: RateLimit) -> list:
+def guards(token: TokenFile | str | None, limit: RateLimit) -> list:
     """FastAPI dependencies for every state-changing route: rate limit first, then the token (a
     TokenFile is asked for the current one on every POST)."""
     buckets = Buckets(limit) if limit.rate > 0 else None
@@ -144,15 +149,21 @@ def guards(token: "TokenFile | str | None", limit: RateLimit) -> list:
             return
         wait = buckets.take(request.client.host if request.client else "?")
         if wait:
-            raise HTTPException(429, f"too many POSTs from this client: at most {limit.rate:g} per second "
-                                     f"(bursts of {limit.burst}); retry in {wait:.1f} s",
-                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            raise HTTPException(
+                429,
+                f"too many POSTs from this client: at most {limit.rate:g} per second "
+                f"(bursts of {limit.burst}); retry in {wait:.1f} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
     def authorised(given: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> None:
         expected = current()
         if given is None or not hmac.compare_digest(given.credentials.strip().encode(), expected.encode()):
-            raise HTTPException(401, "this control needs the API token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'})
+            raise HTTPException(
+                401,
+                "this control needs the API token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'},
+            )
 
     # Only with a token does the OpenAPI declare the bearer scheme on the POSTs.
     return [rate_limited, authorised] if token else [rate_limited]

@@ -14,6 +14,7 @@ The `default` user is the administrator (the supervisor, the operator's store ag
 tools): it alone loads functions and runs admin commands. The store agent (`frauddemo store-agent`,
 store_agent.py) applies a changed ACL file to a running server.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,20 @@ ADMIN = "default"
 # What the functions in store.lua run (`redis.call`), for the roles that call them: the writing ones
 # (fd_init, fd_write, fd_merge, fd_import, fd_checkpoint, fd_link; only fd_write appends to the op log)
 # and the reading ones (fd_position, fd_export). fd_version runs nothing.
-WRITE_FUNCTIONS = ("time", "exists", "get", "set", "hget", "hmget", "hgetall", "hset", "hdel", "hincrby",
-                   "sadd", "sismember")
+WRITE_FUNCTIONS = (
+    "time",
+    "exists",
+    "get",
+    "set",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hset",
+    "hdel",
+    "hincrby",
+    "sadd",
+    "sismember",
+)
 READ_FUNCTIONS = ("hmget", "hgetall", "xrevrange", "smembers", "get", "pttl")
 CONNECTION = ("auth", "hello", "ping", "client|setinfo")
 DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
@@ -60,33 +73,83 @@ class Role:
         return " ".join(parts)
 
 
-ROLES = {r.name: r for r in [
-    Role(ADMIN, "supervisor, operator's store agent, tests and tools: loads functions, applies ACLs",
-         ("@all",)),
-    Role("pos", "a till (and the hacked till): writes purchases, returns and photos through fd_write; "
-         "reads receipts, wallets, verdicts, photos, link states and its control flag; never writes a "
-         "verdict or an alert",
-         ("fcall", "fcall_ro", "hvals", "scan", "xadd", *WRITE_FUNCTIONS),
-         read_write=(*POS_WRITES, "fd:meta"), read=(*POS_READS, "fd:link:*", "fd:ctl"),
-         write=("fd:log", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels")),
-    Role("syncer", "one directed link: reads the source's op log and state (XREAD, fd_position, "
-         "fd_export), merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
-         ("fcall", "fcall_ro", "xread", "scan", *WRITE_FUNCTIONS, *READ_FUNCTIONS),
-         read_write=(*DATA, "fd:meta", "fd:ckpt:*"), read=("fd:log", "fd:pause:*"), write=("fd:link:*",)),
-    Role("detector", "the detection engine and the API service: consumes the event streams in group "
-         "`detectors`, writes verdicts, alerts and API purchases/returns, and runs the controls "
-         "(partition/heal, hacked POS on/off, idempotency records, reset: a script that wipes data keys "
-         "and moves checkpoints); reads the stores' memory and persistence state (INFO)",
-         ("fcall", "fcall_ro", "eval", "scan", "type", "mget", "hvals", "del", "unlink", "info", "xadd", "xrevrange",
-          "xrange", "xread", "xlen", "xtrim", "xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create",
-          *WRITE_FUNCTIONS),
-         read_write=(*DATA, "fd:meta", "fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts",
-                     "fd:pause:*", "fd:ctl", "fd:idem:*", "fd:reset", "fd:log"),
-         read=("fd:link:*",), write=("fd:ckpt:*", "fd:ev:labels")),
-    Role("dashboard", "read-only: inspecting a store (data, events, link states, checkpoints)",
-         ("fcall_ro", "@read", "-@dangerous"),
-         read=(*DATA, "fd:meta", "fd:ev:*", "fd:link:*", "fd:ckpt:*")),
-]}
+ROLES = {
+    r.name: r
+    for r in [
+        Role(ADMIN, "supervisor, operator's store agent, tests and tools: loads functions, applies ACLs", ("@all",)),
+        Role(
+            "pos",
+            "a till (and the hacked till): writes purchases, returns and photos through fd_write; "
+            "reads receipts, wallets, verdicts, photos, link states and its control flag; never writes a "
+            "verdict or an alert",
+            ("fcall", "fcall_ro", "hvals", "scan", "xadd", *WRITE_FUNCTIONS),
+            read_write=(*POS_WRITES, "fd:meta"),
+            read=(*POS_READS, "fd:link:*", "fd:ctl"),
+            write=("fd:log", "fd:ev:purchases", "fd:ev:returns", "fd:ev:labels"),
+        ),
+        Role(
+            "syncer",
+            "one directed link: reads the source's op log and state (XREAD, fd_position, "
+            "fd_export), merges into the target (fd_merge, fd_import), keeps its checkpoint and link state",
+            ("fcall", "fcall_ro", "xread", "scan", *WRITE_FUNCTIONS, *READ_FUNCTIONS),
+            read_write=(*DATA, "fd:meta", "fd:ckpt:*"),
+            read=("fd:log", "fd:pause:*"),
+            write=("fd:link:*",),
+        ),
+        Role(
+            "detector",
+            "the detection engine and the API service: consumes the event streams in group "
+            "`detectors`, writes verdicts, alerts and API purchases/returns, and runs the controls "
+            "(partition/heal, hacked POS on/off, idempotency records, reset: a script that wipes data keys "
+            "and moves checkpoints); reads the stores' memory and persistence state (INFO)",
+            (
+                "fcall",
+                "fcall_ro",
+                "eval",
+                "scan",
+                "type",
+                "mget",
+                "hvals",
+                "del",
+                "unlink",
+                "info",
+                "xadd",
+                "xrevrange",
+                "xrange",
+                "xread",
+                "xlen",
+                "xtrim",
+                "xreadgroup",
+                "xack",
+                "xautoclaim",
+                "xpending",
+                "xgroup|create",
+                *WRITE_FUNCTIONS,
+            ),
+            read_write=(
+                *DATA,
+                "fd:meta",
+                "fd:ev:purchases",
+                "fd:ev:returns",
+                "fd:ev:verdicts",
+                "fd:ev:alerts",
+                "fd:pause:*",
+                "fd:ctl",
+                "fd:idem:*",
+                "fd:reset",
+                "fd:log",
+            ),
+            read=("fd:link:*",),
+            write=("fd:ckpt:*", "fd:ev:labels"),
+        ),
+        Role(
+            "dashboard",
+            "read-only: inspecting a store (data, events, link states, checkpoints)",
+            ("fcall_ro", "@read", "-@dangerous"),
+            read=(*DATA, "fd:meta", "fd:ev:*", "fd:link:*", "fd:ckpt:*"),
+        ),
+    ]
+}
 CLIENT_ROLES = tuple(r for r in ROLES if r != ADMIN)
 
 
@@ -114,7 +177,8 @@ def roles_table() -> str:
             cmds, keys = "all", "all"
         else:
             cmds = " ".join(c.upper().replace("|", " ") for c in r.commands)
-            keys = " ".join([f"RW `{k}`" for k in r.read_write] + [f"R `{k}`" for k in r.read]
-                            + [f"W `{k}`" for k in r.write])
+            keys = " ".join(
+                [f"RW `{k}`" for k in r.read_write] + [f"R `{k}`" for k in r.read] + [f"W `{k}`" for k in r.write]
+            )
         rows.append(f"| `{r.name}` | {r.does} | {cmds} | {keys} |")
     return "\n".join(rows) + "\n"

@@ -1,15 +1,16 @@
 """The one vocabulary of the hacked till's attacks: the POS, the benches, chaos and the CRD all use it.
 
-  no-photo                  skips the camera
-  mismatched-photo          someone else's face
-  replayed-photo            the purchase photo sent back as the return photo
-  double-return-same-store  a receipt already refunded at this store, again (the customer colludes)
-  double-return-other-store a receipt already refunded at another store, again
-  unknown-receipt           a receipt no store ever issued
-  window-race               a return at a peer store by an accomplice, then the same receipt here at once,
-                            inside the replication window (needs a peer store)
-  partition                 the same, while the stores are partitioned (needs a peer store)
+no-photo                  skips the camera
+mismatched-photo          someone else's face
+replayed-photo            the purchase photo sent back as the return photo
+double-return-same-store  a receipt already refunded at this store, again (the customer colludes)
+double-return-other-store a receipt already refunded at another store, again
+unknown-receipt           a receipt no store ever issued
+window-race               a return at a peer store by an accomplice, then the same receipt here at once,
+                          inside the replication window (needs a peer store)
+partition                 the same, while the stores are partitioned (needs a peer store)
 """
+
 from __future__ import annotations
 
 import enum

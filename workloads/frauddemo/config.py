@@ -1,4 +1,5 @@
 """How processes are told where the stores are and how to authenticate (never via argv secrets)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ def check_url(url: str) -> str:
     if u.scheme not in ("redis", "rediss") or not u.hostname:
         raise ConfigError(f"{url!r} is not a redis:// or rediss:// URL with a host")
     if u.password:
-        raise ConfigError(f"{u.scheme}://{u.hostname}: put the password in a file or the environment, "
-                          "not in the URL (command lines are visible to every user)")
+        raise ConfigError(
+            f"{u.scheme}://{u.hostname}: put the password in a file or the environment, "
+            "not in the URL (command lines are visible to every user)"
+        )
     return url
 
 
@@ -93,8 +96,7 @@ def terminal_keys():
     except OSError as e:
         raise ConfigError(f"cannot read terminal key file {path}: {e.strerror}") from None
     if not value:
-        logging.getLogger("frauddemo").warning("no terminal key (FRAUDDEMO_TERMINAL_KEY[_FILE]): "
-                                               "signatures are off")
+        logging.getLogger("frauddemo").warning("no terminal key (FRAUDDEMO_TERMINAL_KEY[_FILE]): signatures are off")
     try:
         return TerminalKeys.from_secret(value)
     except InvalidInput as e:

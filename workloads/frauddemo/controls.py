@@ -8,6 +8,7 @@ stack, and the only module that names them.
 The syncer obeys the partition, the hacked POS its switch, and the API sets both and runs the reset
 (a server-side function, `Store.reset`, in store.lua).
 """
+
 from __future__ import annotations
 
 import random
@@ -25,6 +26,7 @@ def pause_key(source: str) -> str:
 
 
 # Each function takes a store (store.Store) and talks to its local keys only.
+
 
 def partitioned_from(store, source: str) -> bool:
     """The link from `source` into `store` is partitioned on demand."""
@@ -84,8 +86,10 @@ def reset_stores(stores: dict) -> dict:
             waiting = [(t, s) for t, s in waiting if not _holds(stores[t].link_status(s), reported[(t, s)])]
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(f"{s}->{t}" for t, s in waiting)
-                raise ResetRefused(f"link {names} did not confirm the partition within {RESET_CONFIRM_S:g} s "
-                                   "(is its syncer running?); nothing was reset")
+                raise ResetRefused(
+                    f"link {names} did not confirm the partition within {RESET_CONFIRM_S:g} s "
+                    "(is its syncer running?); nothing was reset"
+                )
             if waiting:
                 time.sleep(0.05)
         token = f"{int(time.time() * 1000)}-{random.getrandbits(32):08x}"
@@ -99,8 +103,7 @@ def reset_stores(stores: dict) -> dict:
         for t, s in pairs:
             if not paused_before[(t, s)]:
                 set_partition(stores[t], s, False)
-    return {"reset": True, "deleted_keys": deleted,
-            "link": "partitioned" if any(paused_before.values()) else "up"}
+    return {"reset": True, "deleted_keys": deleted, "link": "partitioned" if any(paused_before.values()) else "up"}
 
 
 def _holds(link: dict, last_ms: int) -> bool:

@@ -3,6 +3,7 @@
 Tests replay op logs with it and compare the result, field by field, with what the stores hold.
 The state has the shape of `Store.snapshot()`.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -22,6 +22,7 @@ face match alone unless the similarity reaches `confident_similarity` (set where
 lookalikes reach it on the calibration identities): below that, a person looks (`high_value_unsure`).
 Set high_value_cents to 0 to ask for every unconfident refund, or very high to turn the rule off.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,9 +84,13 @@ class DetectionConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> DetectionConfig:
         env = os.environ if env is None else env
         out: dict[str, Any] = {}
-        for f, var in (("alert_score", "ALERT_SCORE"), ("review_score", "REVIEW_SCORE"),
-                       ("window_seconds", "WINDOW_SECONDS"), ("velocity_max", "VELOCITY_MAX"),
-                       ("high_value_cents", "HIGH_VALUE_CENTS")):
+        for f, var in (
+            ("alert_score", "ALERT_SCORE"),
+            ("review_score", "REVIEW_SCORE"),
+            ("window_seconds", "WINDOW_SECONDS"),
+            ("velocity_max", "VELOCITY_MAX"),
+            ("high_value_cents", "HIGH_VALUE_CENTS"),
+        ):
             raw = env.get(f"FRAUDDEMO_DETECTION_{var}")
             if raw is not None:
                 try:
@@ -150,7 +155,9 @@ def photo_reasons(a: Attempt, photo: dict[str, Any] | None) -> list[tuple[str, i
     return []
 
 
-def value_reasons(a: Attempt, photo: dict[str, Any] | None, cfg: DetectionConfig, hits: object) -> list[tuple[str, int, str]]:
+def value_reasons(
+    a: Attempt, photo: dict[str, Any] | None, cfg: DetectionConfig, hits: object
+) -> list[tuple[str, int, str]]:
     """A large refund whose only evidence of the customer is a face match below the confident
     similarity: a screened lookalike reaches such scores, so a person decides."""
     if hits or a.amount < cfg.high_value_cents or not photo or photo.get("verdict") != "match":
@@ -158,13 +165,24 @@ def value_reasons(a: Attempt, photo: dict[str, Any] | None, cfg: DetectionConfig
     sim = photo.get("similarity")
     if not isinstance(sim, (int, float)) or sim >= cfg.confident_similarity:
         return []
-    return [(HIGH_VALUE_UNSURE, WEIGHTS[HIGH_VALUE_UNSURE],
-             f"refund of {a.amount / 100:.2f} (from {cfg.high_value_cents / 100:.2f}) on a face match of "
-             f"{sim:.3f} < {cfg.confident_similarity:.3f}: a searched lookalike can score that")]
+    return [
+        (
+            HIGH_VALUE_UNSURE,
+            WEIGHTS[HIGH_VALUE_UNSURE],
+            f"refund of {a.amount / 100:.2f} (from {cfg.high_value_cents / 100:.2f}) on a face match of "
+            f"{sim:.3f} < {cfg.confident_similarity:.3f}: a searched lookalike can score that",
+        )
+    ]
 
 
-def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None], stored: dict[str, str],
-                  velocity: dict[str, int], keys: TerminalKeys, cfg: DetectionConfig) -> dict[str, Judgement]:
+def judge_receipt(
+    story: ReceiptStory,
+    photos: dict[str, dict[str, Any] | None],
+    stored: dict[str, str],
+    velocity: dict[str, int],
+    keys: TerminalKeys,
+    cfg: DetectionConfig,
+) -> dict[str, Judgement]:
     """Judge every attempt of one receipt. `photos`: photo verdict per attempt id; `stored`: decision
     already stored per attempt id (verdicts only escalate); `velocity`: the customer's returns within
     the window ending at each attempt."""
@@ -178,8 +196,7 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None],
         hits += _concurrent_reasons(a, [b for b in attempts if b is not a and order(b, a) == CONCURRENT], own)
         n = velocity.get(a.id, 0)
         if n > cfg.velocity_max:
-            hits.append((VELOCITY, WEIGHTS[VELOCITY],
-                         f"{n} returns by this customer within {cfg.window_seconds} s"))
+            hits.append((VELOCITY, WEIGHTS[VELOCITY], f"{n} returns by this customer within {cfg.window_seconds} s"))
         hits.sort(key=lambda h: -h[1])
         score = min(100, sum(h[1] for h in hits))
         decision = cfg.decide(score, any(code in HARD and w == WEIGHTS[code] for code, w, _ in hits))
@@ -191,20 +208,31 @@ def judge_receipt(story: ReceiptStory, photos: dict[str, dict[str, Any] | None],
     return out
 
 
-def _own_reasons(a: Attempt, story: ReceiptStory, photos: dict[str, dict[str, Any] | None], keys: TerminalKeys,
-                 cfg: DetectionConfig) -> list[tuple[str, int, str]]:
+def _own_reasons(
+    a: Attempt, story: ReceiptStory, photos: dict[str, dict[str, Any] | None], keys: TerminalKeys, cfg: DetectionConfig
+) -> list[tuple[str, int, str]]:
     """What the attempt itself carries: its receipt, photo, value and signature (not the other attempts)."""
     hits: list[tuple[str, int, str]] = []
     if story.receipt is None:
         if story.unreachable:
-            hits.append((UNKNOWN_RECEIPT, UNKNOWN_PARTIAL_WEIGHT, "receipt unknown at every reachable store "
-                         f"({', '.join(story.unreachable)} unreachable)"))
+            hits.append(
+                (
+                    UNKNOWN_RECEIPT,
+                    UNKNOWN_PARTIAL_WEIGHT,
+                    f"receipt unknown at every reachable store ({', '.join(story.unreachable)} unreachable)",
+                )
+            )
         else:
             hits.append((UNKNOWN_RECEIPT, WEIGHTS[UNKNOWN_RECEIPT], "receipt unknown at every store"))
     problem = keys.problem(a.terminal, a.payload, a.sig)
     if not a.photo and not problem and a.decision == HELD and cfg.camera_failure == "review":
-        hits.append((MISSING_PHOTO, CAMERA_FAILURE_WEIGHT, "no photo from a registered till, which held the "
-                     "refund itself (a camera failure?): a person decides"))
+        hits.append(
+            (
+                MISSING_PHOTO,
+                CAMERA_FAILURE_WEIGHT,
+                "no photo from a registered till, which held the refund itself (a camera failure?): a person decides",
+            )
+        )
     else:
         hits += photo_reasons(a, photos.get(a.id))
     hits += value_reasons(a, photos.get(a.id), cfg, hits)
@@ -244,8 +272,9 @@ def order(b: Attempt, a: Attempt) -> str:
     return by_clock
 
 
-def _concurrent_reasons(a: Attempt, others: list[Attempt], own: dict[str, list[tuple[str, int, str]]]
-                        ) -> list[tuple[str, int, str]]:
+def _concurrent_reasons(
+    a: Attempt, others: list[Attempt], own: dict[str, list[tuple[str, int, str]]]
+) -> list[tuple[str, int, str]]:
     """Refunds of one receipt at stores that had not heard of each other's: no clock can say which came
     first. A fact against one of them (no photo, a copied photo, a bad signature) makes it the second
     refund when a rival has none; otherwise (the same evidence, or only doubts such as an unsure face
@@ -255,14 +284,24 @@ def _concurrent_reasons(a: Attempt, others: list[Attempt], own: dict[str, list[t
         return []
     sound = [b for b in rivals if not _has_fact(own[b.id])]
     if _has_fact(own[a.id]) and sound:
-        return [(MULTIPLE_RETURNS, WEIGHTS[MULTIPLE_RETURNS],
-                 f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
-                 f"return; that return has nothing against it and this one does (attempt {sound[0].id})")]
+        return [
+            (
+                MULTIPLE_RETURNS,
+                WEIGHTS[MULTIPLE_RETURNS],
+                f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
+                f"return; that return has nothing against it and this one does (attempt {sound[0].id})",
+            )
+        ]
     if not sound:  # facts against every rival: they are the second refunds (this one too if it has one)
         return []
-    return [(CONCURRENT_RETURNS, WEIGHTS[CONCURRENT_RETURNS],
-             f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
-             f"return (attempt {sound[0].id}): no clock can tell which came first, so a person decides")]
+    return [
+        (
+            CONCURRENT_RETURNS,
+            WEIGHTS[CONCURRENT_RETURNS],
+            f"receipt also returned at store {sound[0].store} while neither store had heard of the other's "
+            f"return (attempt {sound[0].id}): no clock can tell which came first, so a person decides",
+        )
+    ]
 
 
 def _has_fact(hits: list[tuple[str, int, str]]) -> bool:
@@ -278,10 +317,18 @@ def _earlier_reasons(a: Attempt, earlier: list[tuple[Attempt, str]]) -> list[tup
         where = "at the same store" if b.store == a.store else f"at store {b.store}"
         gap_ms = (a.clock - b.clock) / 1000
         if decision == ALLOW:
-            return [(MULTIPLE_RETURNS, WEIGHTS[MULTIPLE_RETURNS],
-                     f"receipt already returned {where} {gap_ms:.1f} ms earlier (attempt {b.id}, "
-                     f"{'with' if b.photo else 'without'} photo)")]
+            return [
+                (
+                    MULTIPLE_RETURNS,
+                    WEIGHTS[MULTIPLE_RETURNS],
+                    f"receipt already returned {where} {gap_ms:.1f} ms earlier (attempt {b.id}, "
+                    f"{'with' if b.photo else 'without'} photo)",
+                )
+            ]
         if decision == REVIEW and contested is None:
-            contested = (CONTESTED_RECEIPT, WEIGHTS[CONTESTED_RECEIPT],
-                         f"an earlier return {where} is under review (attempt {b.id})")
+            contested = (
+                CONTESTED_RECEIPT,
+                WEIGHTS[CONTESTED_RECEIPT],
+                f"an earlier return {where} is under review (attempt {b.id})",
+            )
     return [contested] if contested else []

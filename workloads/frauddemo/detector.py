@@ -9,6 +9,7 @@ events are claimed again, and verdicts and alerts are created with a guard (`hcr
 deterministic ids (alert id = "al-" + attempt id), so a redelivery never duplicates one. Several
 detectors share the work through the group. Metrics are counted by whoever created the verdict.
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,8 +35,21 @@ from .photos import verify as ver
 from .photos.decode import PhotoRejected
 from .photos.storage import EMB_PREFIX, PHOTO_PREFIX
 from .procs import die_with_parent
-from .retail import (ALERTS, HELD, PURCHASES, REFUSED, RETURNS, VERDICTS, Attempt, ReceiptStory, TerminalKeys,
-                     alert_key, customer_returns_key, read_stories, verdict_key)
+from .retail import (
+    ALERTS,
+    HELD,
+    PURCHASES,
+    REFUSED,
+    RETURNS,
+    VERDICTS,
+    Attempt,
+    ReceiptStory,
+    TerminalKeys,
+    alert_key,
+    customer_returns_key,
+    read_stories,
+    verdict_key,
+)
 from .store import Store, StoreUnavailable, ops, unavailable_reason
 from .storeset import StoreSet
 
@@ -152,8 +166,15 @@ def verify_photo(photo: bytes | None, purchase, earlier: list, cfg: ver.VerifyCo
     purchase_emb = embedding(purchase)
     earlier_embs = [e for e in (embedding(x) for x in earlier) if e is not None]
     v = ver.verify(photo, purchase_emb, earlier_embs, cfg)
-    return {"verdict": v.verdict, "similarity": v.similarity, "rejected": v.rejected, "replay": v.replay,
-            "print": v.print, "seconds": time.perf_counter() - t0, "embeddings": computed}
+    return {
+        "verdict": v.verdict,
+        "similarity": v.similarity,
+        "rejected": v.rejected,
+        "replay": v.replay,
+        "print": v.print,
+        "seconds": time.perf_counter() - t0,
+        "embeddings": computed,
+    }
 
 
 def photo_outcome(p: dict) -> str:
@@ -161,9 +182,15 @@ def photo_outcome(p: dict) -> str:
 
 
 class Detector:
-    def __init__(self, refs: list[StoreRef], cfg: DetectionConfig = DetectionConfig(),
-                 keys: TerminalKeys = TerminalKeys(None), verify_cfg: ver.VerifyConfig = ver.VerifyConfig(),
-                 name: str | None = None, workers: int | None = None):
+    def __init__(
+        self,
+        refs: list[StoreRef],
+        cfg: DetectionConfig = DetectionConfig(),
+        keys: TerminalKeys = TerminalKeys(None),
+        verify_cfg: ver.VerifyConfig = ver.VerifyConfig(),
+        name: str | None = None,
+        workers: int | None = None,
+    ):
         self.refs, self.cfg, self.keys, self.verify_cfg = refs, cfg, keys, verify_cfg
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.workers = workers or cpu_limit()
@@ -190,8 +217,9 @@ class Detector:
             try:
                 # A dedicated connection: XREADGROUP blocks it.
                 ref = next(r for r in self.refs if r.name == name)
-                conn = redis.Redis.from_url(ref.url, password=ref.password, protocol=2,
-                                            socket_timeout=10, socket_connect_timeout=2)
+                conn = redis.Redis.from_url(
+                    ref.url, password=ref.password, protocol=2, socket_timeout=10, socket_connect_timeout=2
+                )
                 for stream in STREAMS:
                     try:
                         conn.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -257,8 +285,10 @@ class Detector:
         receipt at once; that is safe for the same reason two detectors are (create-once writes)."""
         self._warm_pool()
         gc.freeze()  # the imports' objects (OpenCV, numpy, FastAPI) out of every later collection
-        readers = [threading.Thread(target=self._reader, args=(r.name,), name=f"reader-{r.name}", daemon=True)
-                   for r in self.refs]
+        readers = [
+            threading.Thread(target=self._reader, args=(r.name,), name=f"reader-{r.name}", daemon=True)
+            for r in self.refs
+        ]
         for t in readers:
             t.start()
         judges = concurrent.futures.ThreadPoolExecutor(JUDGES, thread_name_prefix="judge")
@@ -357,9 +387,10 @@ class Detector:
         stored, velocity = self._read_verdicts_and_velocity(stores, attempts)
         photos = self._photos(stores, stories, stored)
         writes: dict[str, list] = {}
-        for rid, story in stories.items():
-            judged = judge_receipt(story, photos, {a: v["decision"] for a, v in stored.items()}, velocity,
-                                   self.keys, self.cfg)
+        for story in stories.values():
+            judged = judge_receipt(
+                story, photos, {a: v["decision"] for a, v in stored.items()}, velocity, self.keys, self.cfg
+            )
             for aid, j in judged.items():
                 a = story.attempts[aid]
                 for w in self._verdict_writes(a, j, stored.get(aid), photos.get(aid), story):
@@ -386,11 +417,14 @@ class Detector:
             for c in customers:
                 pipe.hvals(customer_returns_key(c))
             res = pipe.execute()
-            for a, (decision, photo, out) in zip(mine, res[:len(mine)]):
+            for a, (decision, photo, out) in zip(mine, res[: len(mine)]):
                 if decision:
-                    stored[a.id] = {"decision": decision.decode(), "photo": json.loads(photo) if photo else None,
-                                    "outcome": (out or b"").decode()}
-            for c, vals in zip(customers, res[len(mine):]):
+                    stored[a.id] = {
+                        "decision": decision.decode(),
+                        "photo": json.loads(photo) if photo else None,
+                        "outcome": (out or b"").decode(),
+                    }
+            for c, vals in zip(customers, res[len(mine) :]):
                 seen[c].update(v.decode() for v in vals)
         window_ms = self.cfg.window_seconds * 1000
         for a in attempts:
@@ -398,8 +432,9 @@ class Detector:
             velocity[a.id] = sum(1 for v in seen.get(a.customer, ()) if t - window_ms <= _ms(v) <= t + 1000)
         return stored, velocity
 
-    def _photos(self, stores: dict[str, Store], stories: dict[str, ReceiptStory], stored: dict[str, dict]
-                ) -> dict[str, dict | None]:
+    def _photos(
+        self, stores: dict[str, Store], stories: dict[str, ReceiptStory], stored: dict[str, dict]
+    ) -> dict[str, dict | None]:
         """Photo verdicts: stored ones reused, new ones computed in the worker pool (all at once)."""
         out: dict[str, dict | None] = {}
         todo: list[tuple[Attempt, ReceiptStory]] = []
@@ -424,8 +459,12 @@ class Detector:
                 continue
             sources = [self._embedding_source(sha, blobs) for sha in earlier]
             futures[a.id] = self.pool().submit(
-                verify_photo, photo, self._embedding_source(purchase, blobs) if purchase else None,
-                [x for x in sources if x is not None], self.verify_cfg)
+                verify_photo,
+                photo,
+                self._embedding_source(purchase, blobs) if purchase else None,
+                [x for x in sources if x is not None],
+                self.verify_cfg,
+            )
         for aid, f in futures.items():
             p = f.result()
             metrics.PHOTO_VERIFICATION.labels(photo_outcome(p)).observe(p.pop("seconds"))
@@ -491,21 +530,39 @@ class Detector:
         if self._pool is None:
             # spawn, not fork: this process has threads (readers, redis connections) by now
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                initargs=(os.getpid(),))
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     # -- writing -----------------------------------------------------------------------------------
-    def _verdict_writes(self, a: Attempt, j: Judgement, prior: dict | None, photo: dict | None,
-                        story: ReceiptStory) -> list:
+    def _verdict_writes(
+        self, a: Attempt, j: Judgement, prior: dict | None, photo: dict | None, story: ReceiptStory
+    ) -> list:
         """(kind, operations, attempt, judgement, extra) for each write this judgement needs."""
         reasons = json.dumps(j.reasons)
-        fields = {"attempt": a.id, "receipt": a.receipt, "store": a.store, "score": j.score,
-                  "decision": j.decision, "reasons": reasons, "reason": j.main_reason, "detector": self.name}
+        fields = {
+            "attempt": a.id,
+            "receipt": a.receipt,
+            "store": a.store,
+            "score": j.score,
+            "decision": j.decision,
+            "reasons": reasons,
+            "reason": j.main_reason,
+            "detector": self.name,
+        }
         ev = {"att": a.id, "rcpt": a.receipt, "decision": j.decision, "score": j.score, "reason": j.main_reason}
         attempts = json.dumps(sorted(story.attempts, key=lambda x: (story.attempts[x].clock, x)))
-        alert = {**fields, "alert": alert_id(a.id), "customer": a.customer, "terminal": a.terminal,
-                 "amount": a.amount, "attempts": attempts}
+        alert = {
+            **fields,
+            "alert": alert_id(a.id),
+            "customer": a.customer,
+            "terminal": a.terminal,
+            "amount": a.amount,
+            "attempts": attempts,
+        }
         alert_ev = {**ev, "alert": alert_id(a.id)}
         out = []
         if prior is None:
@@ -513,20 +570,58 @@ class Detector:
             verdict = {**fields, "photo": json.dumps(photo) if photo else "", "outcome": money}
             out.append(("verdict", [ops.hcreate(verdict_key(a.id), verdict), ops.event(VERDICTS, ev)], a, j, money))
             if j.decision != ALLOW:
-                out.append(("alert", [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": "0"}),
-                                      ops.event(ALERTS, alert_ev)], a, j, None))
+                out.append(
+                    (
+                        "alert",
+                        [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": "0"}), ops.event(ALERTS, alert_ev)],
+                        a,
+                        j,
+                        None,
+                    )
+                )
         elif RANK[j.decision] > RANK.get(prior["decision"], 0):
             paid = "1" if prior.get("outcome") == "refunded" else "0"
-            out.append(("escalation", [ops.hset(verdict_key(a.id), {"decision": j.decision, "score": j.score,
-                                                                     "reasons": reasons, "reason": j.main_reason,
-                                                                     "escalated_from": prior["decision"]}),
-                                       ops.event(VERDICTS, ev)], a, j, prior["decision"]))
+            out.append(
+                (
+                    "escalation",
+                    [
+                        ops.hset(
+                            verdict_key(a.id),
+                            {
+                                "decision": j.decision,
+                                "score": j.score,
+                                "reasons": reasons,
+                                "reason": j.main_reason,
+                                "escalated_from": prior["decision"],
+                            },
+                        ),
+                        ops.event(VERDICTS, ev),
+                    ],
+                    a,
+                    j,
+                    prior["decision"],
+                )
+            )
             if prior["decision"] == ALLOW:
-                out.append(("alert", [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": paid}),
-                                      ops.event(ALERTS, alert_ev)], a, j, None))
+                out.append(
+                    (
+                        "alert",
+                        [ops.hcreate(alert_key(alert_id(a.id)), {**alert, "paid": paid}), ops.event(ALERTS, alert_ev)],
+                        a,
+                        j,
+                        None,
+                    )
+                )
             else:
-                out.append(("alert-update", [ops.hset(alert_key(alert_id(a.id)), alert),
-                                             ops.event(ALERTS, alert_ev)], a, j, None))
+                out.append(
+                    (
+                        "alert-update",
+                        [ops.hset(alert_key(alert_id(a.id)), alert), ops.event(ALERTS, alert_ev)],
+                        a,
+                        j,
+                        None,
+                    )
+                )
         return out
 
     def _count(self, kind: str, a: Attempt, j: Judgement, extra, clock_us: int) -> None:

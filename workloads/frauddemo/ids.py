@@ -1,4 +1,5 @@
 """Globally unique, time-ordered ids (ULID layout: 48-bit milliseconds + 80 random bits, base32)."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ legitimate POS per store and a hacked POS at the second store, restarts any chil
 `<data-dir>/stack.json`, and on Ctrl-C, SIGTERM or the end of `--duration` stops them all.
 Children die with it even when it is killed -9 (PR_SET_PDEATHSIG).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,9 +60,14 @@ class Child:
     def start(self) -> None:
         out = None if self.to_terminal else open(self.log_file, "ab")
         try:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT if out else None,
-                                         preexec_fn=child_preexec)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                preexec_fn=child_preexec,
+            )
         finally:
             if out:
                 out.close()
@@ -69,10 +75,16 @@ class Child:
         self.due = None
 
     def describe(self) -> dict:
-        return {"name": self.name, "role": self.role, "pid": self.proc.pid if self.proc else None,
-                "url": self.url, "password_file": self.password_file, "users": self.users,
-                "restarts": self.restarts,
-                "log": str(self.log_file) if self.log_file else None}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "pid": self.proc.pid if self.proc else None,
+            "url": self.url,
+            "password_file": self.password_file,
+            "users": self.users,
+            "restarts": self.restarts,
+            "log": str(self.log_file) if self.log_file else None,
+        }
 
 
 DEFAULT_RETENTION = 100_000  # as the operator's replication.retention default
@@ -108,8 +120,10 @@ class DataDirLock:
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise ConfigError(f"cannot lock the data dir {self.path.parent}: {e.strerror}") from None
             who = f" (pid {holder})" if holder.isdigit() else ""
-            raise ConfigError(f"another frauddemo is already running on the data dir {self.path.parent}{who}: "
-                              "stop it first (Ctrl-C in its terminal) or give another --data-dir") from None
+            raise ConfigError(
+                f"another frauddemo is already running on the data dir {self.path.parent}{who}: "
+                "stop it first (Ctrl-C in its terminal) or give another --data-dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -158,10 +172,19 @@ def check_port(host: str, port: int) -> None:
 
 
 class Supervisor:
-    def __init__(self, stores: list[str], data_dir: str | None = None, port: int = 8080,
-                 redis_server: str | None = None, headless: bool = False, retention: int | None = None,
-                 rate: float = 2.0, host: str = "127.0.0.1", hacked_rate: float = 0.2,
-                 backoff: tuple[float, float] = (BACKOFF_MIN_S, BACKOFF_MAX_S)):
+    def __init__(
+        self,
+        stores: list[str],
+        data_dir: str | None = None,
+        port: int = 8080,
+        redis_server: str | None = None,
+        headless: bool = False,
+        retention: int | None = None,
+        rate: float = 2.0,
+        host: str = "127.0.0.1",
+        hacked_rate: float = 0.2,
+        backoff: tuple[float, float] = (BACKOFF_MIN_S, BACKOFF_MAX_S),
+    ):
         if len(stores) < 2:
             raise ConfigError("active-active needs at least two stores (--stores a,b)")
         if len(set(stores)) != len(stores):
@@ -219,50 +242,117 @@ class Supervisor:
         if not self.terminal_key_file.exists():  # the tills' provisioning secret, kept across runs
             write_secret(self.terminal_key_file, secrets.token_hex(32))
         env = self._env()
-        self.servers = {n: ServerSpec.create(n, self.data_dir / "stores", self.binary,
-                                             port=self._known_port(n)) for n in self.store_names}
+        self.servers = {
+            n: ServerSpec.create(n, self.data_dir / "stores", self.binary, port=self._known_port(n))
+            for n in self.store_names
+        }
         for n, spec in self.servers.items():
-            self.children.append(Child(f"store-{n}", "store", spec.argv(), server_env(spec.binary, env), url=spec.url,
-                                       password_file=str(spec.password_file),
-                                       users={r: str(spec.role_password_file(r)) for r in acl.CLIENT_ROLES},
-                                       log_file=self.logs_dir / f"store-{n}.log"))
+            self.children.append(
+                Child(
+                    f"store-{n}",
+                    "store",
+                    spec.argv(),
+                    server_env(spec.binary, env),
+                    url=spec.url,
+                    password_file=str(spec.password_file),
+                    users={r: str(spec.role_password_file(r)) for r in acl.CLIENT_ROLES},
+                    log_file=self.logs_dir / f"store-{n}.log",
+                )
+            )
         for s in self.store_names:
             for t in self.store_names:
                 if s == t:
                     continue
                 src, dst = self.servers[s], self.servers[t]
-                argv = self._cmd("syncer", "--source", src.role_url("syncer"), "--target", dst.role_url("syncer"),
-                                 "--source-name", s, "--target-name", t,
-                                 "--source-password-file", str(src.role_password_file("syncer")),
-                                 "--target-password-file", str(dst.role_password_file("syncer")))
-                self.children.append(Child(f"syncer-{s}-{t}", "syncer", argv, env,
-                                           log_file=self.logs_dir / f"syncer-{s}-{t}.log"))
+                argv = self._cmd(
+                    "syncer",
+                    "--source",
+                    src.role_url("syncer"),
+                    "--target",
+                    dst.role_url("syncer"),
+                    "--source-name",
+                    s,
+                    "--target-name",
+                    t,
+                    "--source-password-file",
+                    str(src.role_password_file("syncer")),
+                    "--target-password-file",
+                    str(dst.role_password_file("syncer")),
+                )
+                self.children.append(
+                    Child(f"syncer-{s}-{t}", "syncer", argv, env, log_file=self.logs_dir / f"syncer-{s}-{t}.log")
+                )
         store_args = []
         for n, spec in self.servers.items():
-            store_args += ["--store", f"{n}={spec.role_url('detector')}",
-                           "--password-file", f"{n}={spec.role_password_file('detector')}"]
+            store_args += [
+                "--store",
+                f"{n}={spec.role_url('detector')}",
+                "--password-file",
+                f"{n}={spec.role_password_file('detector')}",
+            ]
         self.service_url = f"http://{self.host}:{self.port}"
         # One consumer name across restarts: a restarted detector takes up the events its killed
         # predecessor left unacknowledged at once, rather than after the group's 30 s claim delay.
-        self.children.append(Child("detector", "detector",
-                                   self._cmd("detector", *store_args, "--host", self.host,
-                                             "--port", str(self.port), "--name", LOCAL_DETECTOR),
-                                   env, url=self.service_url, log_file=self.logs_dir / "detector.log"))
+        self.children.append(
+            Child(
+                "detector",
+                "detector",
+                self._cmd(
+                    "detector", *store_args, "--host", self.host, "--port", str(self.port), "--name", LOCAL_DETECTOR
+                ),
+                env,
+                url=self.service_url,
+                log_file=self.logs_dir / "detector.log",
+            )
+        )
         for n, spec in self.servers.items():
             if self.rate > 0:
-                self.children.append(Child(f"pos-{n}", "pos", self._cmd(
-                    "pos", "--store", n, "--url", spec.role_url("pos"),
-                    "--password-file", str(spec.role_password_file("pos")),
-                    "--rate", str(self.rate)), env, log_file=self.logs_dir / f"pos-{n}.log"))
+                self.children.append(
+                    Child(
+                        f"pos-{n}",
+                        "pos",
+                        self._cmd(
+                            "pos",
+                            "--store",
+                            n,
+                            "--url",
+                            spec.role_url("pos"),
+                            "--password-file",
+                            str(spec.role_password_file("pos")),
+                            "--rate",
+                            str(self.rate),
+                        ),
+                        env,
+                        log_file=self.logs_dir / f"pos-{n}.log",
+                    )
+                )
         if self.hacked_rate > 0:
             first, second = self.store_names[0], self.store_names[1]
             spec, peer = self.servers[second], self.servers[first]
-            self.children.append(Child("hacked-pos", "hacked-pos", self._cmd(
-                "hacked-pos", "--store", second, "--url", spec.role_url("pos"),
-                "--password-file", str(spec.role_password_file("pos")),
-                "--rate", str(self.hacked_rate), "--peer", f"{first}={peer.role_url('pos')}",
-                "--peer-password-file", f"{first}={peer.role_password_file('pos')}"), env,
-                log_file=self.logs_dir / "hacked-pos.log", to_terminal=not self.headless))
+            self.children.append(
+                Child(
+                    "hacked-pos",
+                    "hacked-pos",
+                    self._cmd(
+                        "hacked-pos",
+                        "--store",
+                        second,
+                        "--url",
+                        spec.role_url("pos"),
+                        "--password-file",
+                        str(spec.role_password_file("pos")),
+                        "--rate",
+                        str(self.hacked_rate),
+                        "--peer",
+                        f"{first}={peer.role_url('pos')}",
+                        "--peer-password-file",
+                        f"{first}={peer.role_password_file('pos')}",
+                    ),
+                    env,
+                    log_file=self.logs_dir / "hacked-pos.log",
+                    to_terminal=not self.headless,
+                )
+            )
 
     def _known_port(self, name: str) -> int:
         """Reuse a store's port from an earlier run of the same data dir (its AOF lives there)."""
@@ -313,9 +403,13 @@ class Supervisor:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def write_stack(self) -> None:
-        doc = {"data_dir": str(self.data_dir), "service_url": self.service_url,
-               "supervisor_pid": os.getpid(), "stores": self.store_names,
-               "processes": [c.describe() for c in self.children]}
+        doc = {
+            "data_dir": str(self.data_dir),
+            "service_url": self.service_url,
+            "supervisor_pid": os.getpid(),
+            "stores": self.store_names,
+            "processes": [c.describe() for c in self.children],
+        }
         tmp = self.data_dir / "stack.json.tmp"
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(self.data_dir / "stack.json")
@@ -336,8 +430,7 @@ class Supervisor:
                 _mark_dead(c.proc.pid)
                 c.backoff = min(max(c.backoff, self.backoff_min), self.backoff_max)
                 c.due = now + c.backoff
-                log.warning("%s (pid %d) exited with code %s; restarting in %.1fs", c.name, c.proc.pid,
-                            code, c.backoff)
+                log.warning("%s (pid %d) exited with code %s; restarting in %.1fs", c.name, c.proc.pid, code, c.backoff)
                 c.backoff = min(c.backoff * 2, self.backoff_max)
             elif now >= c.due:
                 c.restarts += 1
@@ -389,8 +482,11 @@ def stack_ready(service_url: str, timeout: float = 2.0) -> bool:
             st = json.loads(r.read())
     except (urllib.error.URLError, OSError, ValueError):
         return False
-    return (all(s.get("up") for s in st["stores"].values())
-            and all(link["state"] in ("up", "partitioned") for link in st["links"]) and bool(st["links"]))
+    return (
+        all(s.get("up") for s in st["stores"].values())
+        and all(link["state"] in ("up", "partitioned") for link in st["links"])
+        and bool(st["links"])
+    )
 
 
 def read_stack(data_dir: Path) -> dict[str, dict]:
@@ -467,11 +563,15 @@ def wait_serving(sup: Supervisor, timeout: float = READY_TIMEOUT_S) -> bool:
             return True
         code = det.proc.poll() if det.proc else None
         if code is not None:
-            raise ConfigError(f"the detection service exited with code {code} before it answered"
-                              f"{_last_line(det.log_file)}; its log: {det.log_file}")
+            raise ConfigError(
+                f"the detection service exited with code {code} before it answered"
+                f"{_last_line(det.log_file)}; its log: {det.log_file}"
+            )
         if time.monotonic() > deadline:
-            raise ConfigError(f"the detection service did not answer {sup.service_url}/readyz within "
-                              f"{timeout:g} s; its log: {det.log_file}")
+            raise ConfigError(
+                f"the detection service did not answer {sup.service_url}/readyz within "
+                f"{timeout:g} s; its log: {det.log_file}"
+            )
         sup.poll()
         time.sleep(0.1)
     return False
@@ -489,8 +589,17 @@ def _last_line(path: Path | None) -> str:
     return f": {lines[-1].strip()[:300]}" if lines else ""
 
 
-def up(stores: list[str], data_dir: str | None, port: int, headless: bool, duration: float | None,
-       redis_server: str | None, retention: int | None, rate: float, hacked_rate: float) -> int:
+def up(
+    stores: list[str],
+    data_dir: str | None,
+    port: int,
+    headless: bool,
+    duration: float | None,
+    redis_server: str | None,
+    retention: int | None,
+    rate: float,
+    hacked_rate: float,
+) -> int:
     """`frauddemo up`: preflight (the data dir locked, the port free), start, print the URL once the
     service answers, run until Ctrl-C, SIGTERM or `duration`. Nothing is printed as up after a stop
     was asked for. The data dir defaults to default_data_dir(), kept across runs."""
@@ -506,12 +615,21 @@ def up(stores: list[str], data_dir: str | None, port: int, headless: bool, durat
         sup.start()
         if not sup.stopping and wait_serving(sup) and not sup.stopping:
             url = sup.service_url
-            print(f"FraudDemo is up: {url}/  (API description {url}/openapi.json, live events {url}/api/events, "
-                  f"health {url}/readyz, metrics {url}/metrics)", flush=True)
-            print(f"data: {sup.data_dir} (kept for the next run)  stack: {sup.data_dir / 'stack.json'}  "
-                  f"logs: {sup.logs_dir}", flush=True)
-            print("Try: frauddemo scenario fraud | frauddemo status | frauddemo link partition. "
-                  "Ctrl-C stops every process.", flush=True)
+            print(
+                f"FraudDemo is up: {url}/  (API description {url}/openapi.json, live events {url}/api/events, "
+                f"health {url}/readyz, metrics {url}/metrics)",
+                flush=True,
+            )
+            print(
+                f"data: {sup.data_dir} (kept for the next run)  stack: {sup.data_dir / 'stack.json'}  "
+                f"logs: {sup.logs_dir}",
+                flush=True,
+            )
+            print(
+                "Try: frauddemo scenario fraud | frauddemo status | frauddemo link partition. "
+                "Ctrl-C stops every process.",
+                flush=True,
+            )
             sup.run(duration)
     finally:
         sup.stop()

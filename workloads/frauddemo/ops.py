@@ -4,9 +4,11 @@ An operation is a small list in the "origin form" the store's Lua library (`stor
 its first element names the operation, the second the key. Keys carry their CRDT type as a prefix.
 `frauddemo.store` re-exports `ops`; writes go through `Store.write`.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping, TypeAlias
+from collections.abc import Iterable, Mapping
+from typing import TypeAlias
 
 Value: TypeAlias = "str | bytes | int | float"
 """What the store keeps as a field value or set element (encoded by `_s`; bool is refused)."""

@@ -5,6 +5,7 @@ return attempt is made) are the domain's, in till.py; this module only decides w
 Every attempt carries its ground-truth label in the store's local `fd:ev:labels` stream, which only
 benchmarks read. The hacked till's attacks are the vocabulary of attack_modes.py (`AttackMode`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ from .ids import new_id
 from .photos.storage import PHOTO_PREFIX, PhotoStore
 from .retail import APPROVED, TerminalKeys, read_stories, verdict_key
 from .store import Store, StoreUnavailable, wait_for_functions
+
 # the tills live in till.py; these names stay importable from here for the command line
 from .till import HackedTill, Till, basket, capture, customer_id, wallet_key
 
@@ -94,14 +96,22 @@ class Simulator:
         rng = self.rng
         mode = parse_mode(mode)
         if mode is AttackMode.UNKNOWN_RECEIPT:
-            a = till.refund(new_id("r"), rng.choice(self.customers), rng.choice([4999, 7999, 12999]),
-                            None if rng.random() < 0.5 else capture(rng.choice(self.customers), rng), mode)
+            a = till.refund(
+                new_id("r"),
+                rng.choice(self.customers),
+                rng.choice([4999, 7999, 12999]),
+                None if rng.random() < 0.5 else capture(rng.choice(self.customers), rng),
+                mode,
+            )
             return f"{mode.value} {a.id}"
         if mode in (AttackMode.DOUBLE_RETURN_SAME_STORE, AttackMode.DOUBLE_RETURN_OTHER_STORE):
             here = till.store.replica
             same = mode is AttackMode.DOUBLE_RETURN_SAME_STORE
-            receipt, _ = self.pick_receipt(lambda r, atts: any(
-                a.decision == APPROVED and (a.store == here) == same and self.paid(a.id) for a in atts.values()))
+            receipt, _ = self.pick_receipt(
+                lambda r, atts: any(
+                    a.decision == APPROVED and (a.store == here) == same and self.paid(a.id) for a in atts.values()
+                )
+            )
             if receipt is None:
                 return None
             a = till.refund(receipt.id, receipt.customer, receipt.amount, capture(receipt.customer, rng), mode)

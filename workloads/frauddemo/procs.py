@@ -1,4 +1,5 @@
 """Process helpers shared by the supervisor, tests and benchmarks."""
+
 from __future__ import annotations
 
 import ctypes

@@ -14,6 +14,7 @@ Local event streams (one set per store, never replicated; detectors read every s
   fd:ev:labels     ground truth written by the simulators; only benchmarks read it, never the detector
 The commit time of a record is the HLC clock in its tags (store.lua), so it needs no field of its own.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import redis
 
@@ -30,17 +31,28 @@ from .store import Store, ops
 
 # A small catalogue: (sku, name, price in cents).
 CATALOGUE = {
-    "shirt": ("Oxford shirt", 4999), "jeans": ("Slim jeans", 7999), "jacket": ("Rain jacket", 12999),
-    "shoes": ("Running shoes", 9999), "scarf": ("Wool scarf", 2999), "watch": ("Steel watch", 24999),
-    "headphones": ("Wireless headphones", 19999), "bag": ("Leather bag", 15999),
-    "sweater": ("Cashmere sweater", 18999), "cap": ("Baseball cap", 1999),
+    "shirt": ("Oxford shirt", 4999),
+    "jeans": ("Slim jeans", 7999),
+    "jacket": ("Rain jacket", 12999),
+    "shoes": ("Running shoes", 9999),
+    "scarf": ("Wool scarf", 2999),
+    "watch": ("Steel watch", 24999),
+    "headphones": ("Wireless headphones", 19999),
+    "bag": ("Leather bag", 15999),
+    "sweater": ("Cashmere sweater", 18999),
+    "cap": ("Baseball cap", 1999),
 }
 MAX_ITEMS = 20
 MAX_QTY = 10
 TEXT_MAX = 64  # customer ids, terminal ids
 
 PURCHASES, RETURNS, VERDICTS, ALERTS, LABELS = (
-    "fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts", "fd:ev:labels")
+    "fd:ev:purchases",
+    "fd:ev:returns",
+    "fd:ev:verdicts",
+    "fd:ev:alerts",
+    "fd:ev:labels",
+)
 APPROVED, HELD, REFUSED = "approved", "held", "refused"
 LEGIT = "legit"  # the ground-truth label of an honest attempt
 
@@ -113,7 +125,7 @@ class TerminalKeys:
         self.secret = secret
 
     @classmethod
-    def from_secret(cls, value: str | None) -> "TerminalKeys":
+    def from_secret(cls, value: str | None) -> TerminalKeys:
         """The provisioning secret as text (any printable string; its UTF-8 bytes are the HMAC key)."""
         value = (value or "").strip()
         if value and len(value) < 16:
@@ -156,9 +168,16 @@ class Receipt:
     clock: int  # commit HLC, microseconds
 
     def to_dict(self) -> dict:
-        return {"receipt": self.id, "store": self.store, "terminal": self.terminal, "customer": self.customer,
-                "items": self.items, "amount_cents": self.amount, "photo": self.photo or None,
-                "committed_us": self.clock}
+        return {
+            "receipt": self.id,
+            "store": self.store,
+            "terminal": self.terminal,
+            "customer": self.customer,
+            "items": self.items,
+            "amount_cents": self.amount,
+            "photo": self.photo or None,
+            "committed_us": self.clock,
+        }
 
 
 @dataclasses.dataclass
@@ -178,7 +197,7 @@ class Attempt:
     # None when not recorded (an attempt written by an older version)
     seen: frozenset[str] | None = None
 
-    def saw(self, other: "Attempt") -> bool | None:
+    def saw(self, other: Attempt) -> bool | None:
         """Whether this attempt's store had heard of `other` when it decided; None when unknown."""
         return None if self.seen is None else other.id in self.seen
 
@@ -187,11 +206,20 @@ class Attempt:
         return signed_payload(self.id, self.receipt, self.store, self.terminal, self.amount, self.photo)
 
     def to_dict(self) -> dict:
-        return {"attempt": self.id, "receipt": self.receipt, "store": self.store, "terminal": self.terminal,
-                "customer": self.customer, "amount_cents": self.amount, "photo": self.photo or None,
-                "local_decision": self.decision, "local_reasons": self.reasons, "signed": bool(self.sig),
-                "committed_us": self.clock,
-                "store_had_heard_of": sorted(self.seen) if self.seen is not None else None}
+        return {
+            "attempt": self.id,
+            "receipt": self.receipt,
+            "store": self.store,
+            "terminal": self.terminal,
+            "customer": self.customer,
+            "amount_cents": self.amount,
+            "photo": self.photo or None,
+            "local_decision": self.decision,
+            "local_reasons": self.reasons,
+            "signed": bool(self.sig),
+            "committed_us": self.clock,
+            "store_had_heard_of": sorted(self.seen) if self.seen is not None else None,
+        }
 
 
 def decode_hash(raw: Mapping[bytes, bytes]) -> tuple[dict, int]:
@@ -225,51 +253,112 @@ def receipt_from(rid: str, raw) -> Receipt | None:
     f, clock = decode_hash(raw)
     if "store" not in f:
         return None
-    return Receipt(rid, f["store"], f.get("terminal", ""), f.get("customer", ""), _json_list(f.get("items")),
-                   _int(f.get("amount")), f.get("photo", ""), clock)
+    return Receipt(
+        rid,
+        f["store"],
+        f.get("terminal", ""),
+        f.get("customer", ""),
+        _json_list(f.get("items")),
+        _int(f.get("amount")),
+        f.get("photo", ""),
+        clock,
+    )
 
 
 def attempt_from(aid: str, raw) -> Attempt | None:
     f, clock = decode_hash(raw)
     if "receipt" not in f:
         return None
-    return Attempt(aid, f["receipt"], f.get("store", ""), f.get("terminal", ""), f.get("customer", ""),
-                   _int(f.get("amount")), f.get("photo", ""), f.get("decision", ""),
-                   _json_list(f.get("reasons")), f.get("sig", ""), clock,
-                   frozenset(filter(None, f["@seen"].split(","))) if "@seen" in f else None)
+    return Attempt(
+        aid,
+        f["receipt"],
+        f.get("store", ""),
+        f.get("terminal", ""),
+        f.get("customer", ""),
+        _int(f.get("amount")),
+        f.get("photo", ""),
+        f.get("decision", ""),
+        _json_list(f.get("reasons")),
+        f.get("sig", ""),
+        clock,
+        frozenset(filter(None, f["@seen"].split(","))) if "@seen" in f else None,
+    )
 
 
 # -- writes -----------------------------------------------------------------------------------------
-def purchase_ops(store: str, terminal: str, customer: str, items: Mapping[str, int], photo: str = "",
-                 rid: str | None = None) -> tuple[str, list]:
+def purchase_ops(
+    store: str, terminal: str, customer: str, items: Mapping[str, int], photo: str = "", rid: str | None = None
+) -> tuple[str, list]:
     """The operations of one purchase (one atomic write): the receipt and its event."""
     lines, total = price(items)
     rid = rid or new_id("r")
-    w = [ops.hset(receipt_key(rid), {"store": store, "terminal": terminal, "customer": customer,
-                                     "items": json.dumps(lines, separators=(",", ":")), "amount": total,
-                                     "photo": photo}),
-         ops.event(PURCHASES, {"rcpt": rid, "customer": customer, "amount": total})]
+    w = [
+        ops.hset(
+            receipt_key(rid),
+            {
+                "store": store,
+                "terminal": terminal,
+                "customer": customer,
+                "items": json.dumps(lines, separators=(",", ":")),
+                "amount": total,
+                "photo": photo,
+            },
+        ),
+        ops.event(PURCHASES, {"rcpt": rid, "customer": customer, "amount": total}),
+    ]
     return rid, w
 
 
 def attempt_ops(a: Attempt, label: str | None = None) -> list:
     """The operations of one return attempt (one atomic write), its event and, for simulators, its
     ground-truth label."""
-    w = [ops.hknown(attempt_key(a.id), "@seen", attempts_key(a.receipt)),  # before this attempt joins the set
-         ops.sadd(attempts_key(a.receipt), a.id),
-         ops.sadd(customer_returns_key(a.customer), f"{int(time.time() * 1000)}:{a.id}"),
-         ops.hset(attempt_key(a.id), {"receipt": a.receipt, "store": a.store, "terminal": a.terminal,
-                                      "customer": a.customer, "amount": a.amount, "photo": a.photo,
-                                      "decision": a.decision, "reasons": json.dumps(a.reasons), "sig": a.sig}),
-         ops.event(RETURNS, {"att": a.id, "rcpt": a.receipt, "customer": a.customer, "amount": a.amount,
-                             "photo": "1" if a.photo else "0", "decision": a.decision})]
+    w = [
+        ops.hknown(attempt_key(a.id), "@seen", attempts_key(a.receipt)),  # before this attempt joins the set
+        ops.sadd(attempts_key(a.receipt), a.id),
+        ops.sadd(customer_returns_key(a.customer), f"{int(time.time() * 1000)}:{a.id}"),
+        ops.hset(
+            attempt_key(a.id),
+            {
+                "receipt": a.receipt,
+                "store": a.store,
+                "terminal": a.terminal,
+                "customer": a.customer,
+                "amount": a.amount,
+                "photo": a.photo,
+                "decision": a.decision,
+                "reasons": json.dumps(a.reasons),
+                "sig": a.sig,
+            },
+        ),
+        ops.event(
+            RETURNS,
+            {
+                "att": a.id,
+                "rcpt": a.receipt,
+                "customer": a.customer,
+                "amount": a.amount,
+                "photo": "1" if a.photo else "0",
+                "decision": a.decision,
+            },
+        ),
+    ]
     if label is not None:
         w.append(ops.event(LABELS, {"att": a.id, "label": label}))
     return w
 
 
-def new_attempt(keys: TerminalKeys, store: str, terminal: str, receipt: str, customer: str, amount: int,
-                photo: str, decision: str, reasons: list, sign: bool = True) -> Attempt:
+def new_attempt(
+    keys: TerminalKeys,
+    store: str,
+    terminal: str,
+    receipt: str,
+    customer: str,
+    amount: int,
+    photo: str,
+    decision: str,
+    reasons: list,
+    sign: bool = True,
+) -> Attempt:
     aid = new_id("t")
     sig = keys.sign(terminal, signed_payload(aid, receipt, store, terminal, amount, photo)) if sign else ""
     return Attempt(aid, receipt, store, terminal, customer, amount, photo, decision, reasons, sig, 0)
@@ -279,6 +368,7 @@ def new_attempt(keys: TerminalKeys, store: str, terminal: str, receipt: str, cus
 @dataclasses.dataclass
 class ReceiptStory:
     """What every reachable store knows of one receipt: the purchase and every return attempt."""
+
     receipt: Receipt | None
     attempts: dict[str, Attempt]
     unreachable: list[str]
@@ -309,14 +399,20 @@ def read_stories(stores: Mapping[str, Store], receipts: Iterable[str]) -> dict[s
                 if r is not None:
                     receipts_found[rid] = r
             aids[rid].update(v.decode() for v in res[2 * i + 1])
-    attempts = read_attempts({n: stores[n] for n in per_store}, set().union(*aids.values()) if aids else set(),
-                             unreachable)
-    return {rid: ReceiptStory(receipts_found.get(rid), {a: attempts[a] for a in sorted(aids[rid]) if a in attempts},
-                              unreachable) for rid in rids}
+    attempts = read_attempts(
+        {n: stores[n] for n in per_store}, set().union(*aids.values()) if aids else set(), unreachable
+    )
+    return {
+        rid: ReceiptStory(
+            receipts_found.get(rid), {a: attempts[a] for a in sorted(aids[rid]) if a in attempts}, unreachable
+        )
+        for rid in rids
+    }
 
 
-def read_attempts(stores: Mapping[str, Store], aids: Iterable[str], unreachable: list | None = None
-                  ) -> dict[str, Attempt]:
+def read_attempts(
+    stores: Mapping[str, Store], aids: Iterable[str], unreachable: list | None = None
+) -> dict[str, Attempt]:
     aids = sorted(aids)
     out: dict[str, Attempt] = {}
     if not aids:

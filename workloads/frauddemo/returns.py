@@ -14,14 +14,25 @@ now seeing the winner's attempt. Across stores the gate replicates with the atte
 nothing there: two stores that have not yet heard of each other's return both approve (by design;
 the detector blocks the later one).
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 from .photos import verify as ver
 from .photos.storage import PhotoStore
-from .retail import (APPROVED, HELD, REFUSED, Attempt, Receipt, TerminalKeys, attempt_ops, new_attempt,
-                     read_stories, verdict_key)
+from .retail import (
+    APPROVED,
+    HELD,
+    REFUSED,
+    Attempt,
+    Receipt,
+    TerminalKeys,
+    attempt_ops,
+    new_attempt,
+    read_stories,
+    verdict_key,
+)
 from .store import Store, ops
 
 BLOCK = "block"  # the detector's decision that undoes an approval (detection.py)
@@ -41,8 +52,9 @@ class ReturnOutcome:
         return {**self.attempt.to_dict(), "photo_verification": self.photo}
 
 
-def local_decision(store: str, receipt: Receipt | None, earlier: list[tuple[Attempt, str]],
-                   photo: ver.Verdict | None) -> tuple[str, list[str]]:
+def local_decision(
+    store: str, receipt: Receipt | None, earlier: list[tuple[Attempt, str]], photo: ver.Verdict | None
+) -> tuple[str, list[str]]:
     """The store's decision and its reasons. `earlier`: (attempt, detector decision or "")."""
     if receipt is None:
         return REFUSED, ["unknown receipt: not sold here and not replicated here"]
@@ -72,8 +84,16 @@ class ReturnRequest:
     label: str | None = None  # ground truth, written only by simulators
 
 
-def process_return(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str, receipt_id: str,
-                   photo: bytes | None, customer: str = "", label: str | None = None) -> ReturnOutcome:
+def process_return(
+    store: Store,
+    photos: PhotoStore,
+    keys: TerminalKeys,
+    terminal: str,
+    receipt_id: str,
+    photo: bytes | None,
+    customer: str = "",
+    label: str | None = None,
+) -> ReturnOutcome:
     """Decide a return at this store and record it in one atomic write (photo included).
 
     Raises PhotoRejected when `photo` is not an acceptable image at all (nothing is written);
@@ -81,8 +101,14 @@ def process_return(store: Store, photos: PhotoStore, keys: TerminalKeys, termina
     return process_returns(store, photos, keys, terminal, [ReturnRequest(receipt_id, photo, customer, label)])[0]
 
 
-def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, terminal: str,
-                    requests: list[ReturnRequest], tries: int = DECIDE_TRIES) -> list[ReturnOutcome]:
+def process_returns(
+    store: Store,
+    photos: PhotoStore,
+    keys: TerminalKeys,
+    terminal: str,
+    requests: list[ReturnRequest],
+    tries: int = DECIDE_TRIES,
+) -> list[ReturnOutcome]:
     """Several returns at one till with pipelined reads and writes, each its own atomic write; a
     return that lost its receipt's gate to a concurrent one is decided again."""
     stories = read_stories({store.replica: store}, [req.receipt for req in requests])
@@ -101,13 +127,24 @@ def process_returns(store: Store, photos: PhotoStore, keys: TerminalKeys, termin
         verdict, w, sha = None, [], ""
         if req.photo is not None:
             stored, verdict, w = photos.prepare_return(
-                req.photo, (receipt.photo if receipt else "") or None, tuple(a.photo for a in earlier if a.photo))
+                req.photo, (receipt.photo if receipt else "") or None, tuple(a.photo for a in earlier if a.photo)
+            )
             sha = stored.sha256
-        decision, reasons = local_decision(store.replica, receipt, [(a, verdicts.get(a.id, "")) for a in earlier],
-                                           verdict)
+        decision, reasons = local_decision(
+            store.replica, receipt, [(a, verdicts.get(a.id, "")) for a in earlier], verdict
+        )
         customer = receipt.customer if receipt else req.customer or "unknown"
-        a = new_attempt(keys, store.replica, terminal, req.receipt, customer, receipt.amount if receipt else 0,
-                        sha, decision, reasons)
+        a = new_attempt(
+            keys,
+            store.replica,
+            terminal,
+            req.receipt,
+            customer,
+            receipt.amount if receipt else 0,
+            sha,
+            decision,
+            reasons,
+        )
         attempts.append(a)
         photo_verdicts.append(verdict)
         gate = []

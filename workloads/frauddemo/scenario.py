@@ -3,6 +3,7 @@ returns it at A with a photo while a hacked POS at B returns the same receipt wi
 the replication window. Nothing here decides anything: the report is read back from what the
 stores and the detector actually wrote, with the lags measured on the way.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -45,14 +46,22 @@ def wait_visible(store: Store, key: str, since_us: int, timeout: float, what: st
         if found:
             return max(0.0, (s * 1_000_000 + us - since_us) / 1000)
         if time.monotonic() > deadline:
-            raise ScenarioUnavailable(f"{what} did not reach store {store.replica} within {timeout:g} s: "
-                                      "check the link with `frauddemo status` (a partitioned link heals "
-                                      "with `frauddemo link heal`)")
+            raise ScenarioUnavailable(
+                f"{what} did not reach store {store.replica} within {timeout:g} s: "
+                "check the link with `frauddemo status` (a partitioned link heals "
+                "with `frauddemo link heal`)"
+            )
         time.sleep(0.0002)
 
 
-def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, timeout: float = 15.0,
-              rng: random.Random | None = None) -> dict:
+def run_fraud(
+    stores: dict[str, Store],
+    keys: TerminalKeys,
+    a: str,
+    b: str,
+    timeout: float = 15.0,
+    rng: random.Random | None = None,
+) -> dict:
     rng = rng or random.Random()
     if a not in stores or b not in stores or a == b:
         raise ScenarioError("scenario fraud needs two different reachable stores")
@@ -77,8 +86,10 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
         if raw:
             break
         if time.monotonic() > deadline:
-            raise ScenarioUnavailable(f"no alert for the hacked return {fraud.id} within {timeout:g} s: "
-                                      "is the detector running (frauddemo status)?")
+            raise ScenarioUnavailable(
+                f"no alert for the hacked return {fraud.id} within {timeout:g} s: "
+                "is the detector running (frauddemo status)?"
+            )
         time.sleep(0.005)
     alert, alert_clock = decode_hash(raw)
     wait_visible(sa, verdict_key(legit.id), legit.clock, timeout, "the honest return's verdict")
@@ -87,18 +98,32 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
     for att, store in ((legit, sa), (fraud, sb)):
         v = store.hgetall(verdict_key(att.id))
         photo = json.loads(v["photo"]) if v.get("photo") else None
-        attempts.append({
-            "attempt": att.id, "store": att.store, "terminal": att.terminal, "photo": bool(att.photo),
-            "verification": (photo or {}).get("verdict") if att.photo else "no photo",
-            "similarity": (photo or {}).get("similarity"),
-            "local_decision": att.decision, "decision": v.get("decision"), "score": int(v.get("score", 0)),
-            "committed_us": att.clock,
-        })
+        attempts.append(
+            {
+                "attempt": att.id,
+                "store": att.store,
+                "terminal": att.terminal,
+                "photo": bool(att.photo),
+                "verification": (photo or {}).get("verdict") if att.photo else "no photo",
+                "similarity": (photo or {}).get("similarity"),
+                "local_decision": att.decision,
+                "decision": v.get("decision"),
+                "score": int(v.get("score", 0)),
+                "committed_us": att.clock,
+            }
+        )
     return {
-        "receipt": p["receipt"], "customer": customer, "amount_cents": legit.amount,
-        "alert": {"id": alert["alert"], "score": int(alert["score"]), "decision": alert["decision"],
-                  "reasons": [r["text"] for r in json.loads(alert["reasons"])],
-                  "codes": [r["code"] for r in json.loads(alert["reasons"])], "store": alert["store"]},
+        "receipt": p["receipt"],
+        "customer": customer,
+        "amount_cents": legit.amount,
+        "alert": {
+            "id": alert["alert"],
+            "score": int(alert["score"]),
+            "decision": alert["decision"],
+            "reasons": [r["text"] for r in json.loads(alert["reasons"])],
+            "codes": [r["code"] for r in json.loads(alert["reasons"])],
+            "store": alert["store"],
+        },
         "attempts": attempts,
         "replication_lag_ms": round(return_lag, 3),
         "purchase_replication_lag_ms": round(purchase_lag, 3),
@@ -109,19 +134,30 @@ def run_fraud(stores: dict[str, Store], keys: TerminalKeys, a: str, b: str, time
 def render(report: dict) -> str:
     """The report for a person: the alert, then both attempts side by side."""
     al = report["alert"]
-    lines = [f"Receipt {report['receipt']} ({report['customer']}, ${report['amount_cents'] / 100:.2f})",
-             f"ALERT {al['id']}: {al['decision'].upper()} score {al['score']}/100 at store {al['store']}"]
+    lines = [
+        f"Receipt {report['receipt']} ({report['customer']}, ${report['amount_cents'] / 100:.2f})",
+        f"ALERT {al['id']}: {al['decision'].upper()} score {al['score']}/100 at store {al['store']}",
+    ]
     lines += [f"  - {r}" for r in al["reasons"]]
     cols = report["attempts"]
-    rows = [("store", "store"), ("terminal", "terminal"), ("photo", "photo"), ("verification", "verification"),
-            ("store decision", "local_decision"), ("detector", "decision"), ("score", "score")]
+    rows = [
+        ("store", "store"),
+        ("terminal", "terminal"),
+        ("photo", "photo"),
+        ("verification", "verification"),
+        ("store decision", "local_decision"),
+        ("detector", "decision"),
+        ("score", "score"),
+    ]
     lines.append("")
     lines.append(f"{'':16}" + "".join(f"{'attempt ' + str(i + 1):28}" for i in range(len(cols))))
     for label, key in rows:
         lines.append(f"{label:16}" + "".join(f"{_word(key, c[key]):28}" for c in cols))
     lines.append("")
-    lines.append(f"replication lag {report['replication_lag_ms']:.2f} ms (return, A->B), "
-                 f"detection latency {report['detection_latency_ms']:.2f} ms")
+    lines.append(
+        f"replication lag {report['replication_lag_ms']:.2f} ms (return, A->B), "
+        f"detection latency {report['detection_latency_ms']:.2f} ms"
+    )
     return "\n".join(lines)
 
 

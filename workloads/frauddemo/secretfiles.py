@@ -3,6 +3,7 @@
 Its own module so that acl (the store agent) and servers (which renders the ACL file) both use it without
 importing each other.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Each server gets a generated password per ACL role (`acl.ROLES`; the `default` u
 in 0600 files (never on a command line); its ACL file holds only their SHA-256 hashes. It binds loopback,
 persists with AOF under its own directory, and caps its memory (maxmemory, policy noeviction).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,12 +74,16 @@ def check_version(path: str, hint: str = "drop --redis-server") -> tuple[int, ..
     minimum = ".".join(map(str, MIN_VERSION))
     if not m:
         first = (out.strip().splitlines() or ["nothing"])[0][:80]
-        raise ServerError(f"{path} is not a redis-server or valkey-server (`--version` said "
-                          f"{first!r}); FraudDemo needs Redis or Valkey >= {minimum}")
+        raise ServerError(
+            f"{path} is not a redis-server or valkey-server (`--version` said "
+            f"{first!r}); FraudDemo needs Redis or Valkey >= {minimum}"
+        )
     version = tuple(int(x) for x in m.groups()[1:])
     if version[:2] < MIN_VERSION:
-        raise ServerError(f"{path} is {m.group(1)} {'.'.join(map(str, version))}; FraudDemo needs Redis or Valkey "
-                          f">= {minimum} (ACL rule client|setinfo): use the bundled server ({hint}) or a newer one")
+        raise ServerError(
+            f"{path} is {m.group(1)} {'.'.join(map(str, version))}; FraudDemo needs Redis or Valkey "
+            f">= {minimum} (ACL rule client|setinfo): use the bundled server ({hint}) or a newer one"
+        )
     return version
 
 
@@ -122,7 +127,7 @@ def maxmemory_from_env() -> int:
     m = re.fullmatch(r"(\d+)\s*(b|kb|mb|gb)?", raw)
     if not m or int(m.group(1)) <= 0:
         raise ServerError(f"{MAXMEMORY_ENV}={raw!r}: give bytes, e.g. 268435456 or 256mb")
-    return int(m.group(1)) * {"b": 1, None: 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}[m.group(2)]
+    return int(m.group(1)) * {"b": 1, None: 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}[m.group(2)]
 
 
 def free_port() -> int:
@@ -173,8 +178,9 @@ class ServerSpec:
         return read_secret(self.password_file)
 
     @classmethod
-    def create(cls, name: str, data_dir: Path, binary: str, port: int | None = None,
-               maxmemory: int | None = None) -> "ServerSpec":
+    def create(
+        cls, name: str, data_dir: Path, binary: str, port: int | None = None, maxmemory: int | None = None
+    ) -> ServerSpec:
         """`maxmemory`: bytes (default $FRAUDDEMO_STORE_MAXMEMORY, else DEFAULT_MAXMEMORY)."""
         spec = cls(name, Path(data_dir) / name, port or free_port(), binary)
         limit = maxmemory if maxmemory is not None else maxmemory_from_env()
@@ -186,33 +192,44 @@ class ServerSpec:
                 write_secret(f, secrets.token_urlsafe(24))
             passwords[role] = [read_secret(f)]
         write_secret(spec.acl_file, acl.render(passwords))
-        write_secret(spec.config_file, "\n".join([
-            f"port {spec.port}",
-            "bind 127.0.0.1",
-            "protected-mode yes",
-            f"aclfile {spec.acl_file}",
-            f"dir {spec.dir}",
-            "appendonly yes",
-            "appendfsync everysec",
-            # A store's AOF grows about twice as fast as its data (op log, tags). Rewrites fork and
-            # rewrite the whole data set; on two cores one during 20k writes/s took the replication
-            # lag's p99 from 3 ms to 85 ms (bench replication). Let the AOF grow further first.
-            "auto-aof-rewrite-min-size 512mb",
-            'save ""',
-            f"maxmemory {limit}",
-            "maxmemory-policy noeviction",
-            "daemonize no",
-            f"logfile {spec.dir / 'server.log'}",
-            "",
-        ]))
+        write_secret(
+            spec.config_file,
+            "\n".join(
+                [
+                    f"port {spec.port}",
+                    "bind 127.0.0.1",
+                    "protected-mode yes",
+                    f"aclfile {spec.acl_file}",
+                    f"dir {spec.dir}",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    # A store's AOF grows about twice as fast as its data (op log, tags). Rewrites fork and
+                    # rewrite the whole data set; on two cores one during 20k writes/s took the replication
+                    # lag's p99 from 3 ms to 85 ms (bench replication). Let the AOF grow further first.
+                    "auto-aof-rewrite-min-size 512mb",
+                    'save ""',
+                    f"maxmemory {limit}",
+                    "maxmemory-policy noeviction",
+                    "daemonize no",
+                    f"logfile {spec.dir / 'server.log'}",
+                    "",
+                ]
+            ),
+        )
         return spec
 
     def argv(self) -> list[str]:
         return [self.binary, str(self.config_file)]
 
     def start(self) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(), env=server_env(self.binary), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=child_preexec)
+        return subprocess.Popen(
+            self.argv(),
+            env=server_env(self.binary),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=child_preexec,
+        )
 
     def client(self, **kw) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)
@@ -224,7 +241,7 @@ class ServerSpec:
         try:
             while True:
                 if proc is not None and proc.poll() is not None:
-                    log = (self.dir / "server.log")
+                    log = self.dir / "server.log"
                     tail = log.read_text()[-500:] if log.exists() else ""
                     raise ServerError(f"server {self.name} exited with {proc.returncode}: {tail}")
                 try:

@@ -3,12 +3,13 @@
 The Lua library (`store.lua`, beside this file) documents the key schema and the logged operations.
 This module loads it idempotently (version check), builds operations, and reads CRDT values back.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import msgpack
 import redis
@@ -40,7 +41,7 @@ class Commit:
     skipped: bool = False  # an `hcreate` guard found its key: nothing was written
 
     @classmethod
-    def from_reply(cls, res) -> "Commit":
+    def from_reply(cls, res) -> Commit:
         return cls(res[0].decode(), int(res[1]), res[2].decode(), bool(int(res[3])))
 
 
@@ -57,9 +58,11 @@ def load_library(r: redis.Redis) -> None:
     try:
         r.function_load(LIBRARY_CODE, replace=True)
     except redis.exceptions.NoPermissionError:
-        raise FunctionsMissing(f"the store does not have function library {LIBRARY_VERSION} loaded and "
-                               "this user may not load it (only the admin may; the supervisor or the "
-                               "operator's store agent loads it)") from None
+        raise FunctionsMissing(
+            f"the store does not have function library {LIBRARY_VERSION} loaded and "
+            "this user may not load it (only the admin may; the supervisor or the "
+            "operator's store agent loads it)"
+        ) from None
 
 
 class StoreUnavailable(StoreError):
@@ -74,8 +77,11 @@ def unavailable_reason(replica: str, err: Exception) -> str | None:
     if msg.startswith("MISCONF"):
         why = "disk full" if "No space left" in msg else msg.split(":", 1)[-1].strip() or msg
         return f"store {replica} cannot persist: {why}"
-    if msg.startswith("OOM") or isinstance(err, redis.exceptions.OutOfMemoryError) or \
-            "used memory > 'maxmemory'" in msg:
+    if (
+        msg.startswith("OOM")
+        or isinstance(err, redis.exceptions.OutOfMemoryError)
+        or "used memory > 'maxmemory'" in msg
+    ):
         return f"store {replica} is full: maxmemory reached (writes refused, nothing evicted)"
     return None
 
@@ -95,8 +101,9 @@ def wait_for_functions(connect, stop, what: str, log, backoff_max: float = 10.0)
             out = connect()
         except FunctionsMissing:
             if not told:
-                log.warning("store %s has no function library %s loaded yet: waiting for the store agent",
-                            what, LIBRARY_VERSION)
+                log.warning(
+                    "store %s has no function library %s loaded yet: waiting for the store agent", what, LIBRARY_VERSION
+                )
                 told = True
             stop.wait(backoff)
             backoff = min(backoff * 2, backoff_max)
@@ -116,8 +123,9 @@ class Store:
         self.epoch = epoch
 
     @classmethod
-    def connect(cls, url: str, password: str | None = None, replica: str | None = None,
-                retention: int | None = None, **kw) -> "Store":
+    def connect(
+        cls, url: str, password: str | None = None, replica: str | None = None, retention: int | None = None, **kw
+    ) -> Store:
         """Connect, load the functions, and set (or check) the store's replica id.
 
         Without `replica`, the store must already be initialised and its id is read back.
@@ -225,7 +233,7 @@ class Store:
         keys = sorted(self.data_keys())
         state = {}
         for i in range(0, len(keys), batch):
-            for st in msgpack.unpackb(self.export(keys[i:i + batch]), raw=True):
+            for st in msgpack.unpackb(self.export(keys[i : i + batch]), raw=True):
                 kind, key = st[0].decode(), st[1].decode()
                 if kind == "s":
                     state[key] = (_pairs(st[2]), frozenset(st[3]))

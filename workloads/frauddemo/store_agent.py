@@ -2,6 +2,7 @@
 runs it). It keeps the function library loaded and applies the mounted ACL file with ACL LOAD whenever
 it changes (a rotated password, a new role), without restarting the server.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ from . import acl
 from .secretfiles import read_secret
 
 log = logging.getLogger("frauddemo.store_agent")
+
 
 def agent_step(admin, acl_file: Path, seen: bytes | None) -> bytes | None:
     """Load the function library if missing or stale, and apply the ACL file when it changed since
@@ -82,11 +84,15 @@ def run_agent(url: str, admin_password_files: list[str], acl_file: str, stop, in
 
 def add_commands(sub) -> None:
     """Register `frauddemo store-agent` on the CLI's subparsers."""
-    sa = sub.add_parser("store-agent", help="beside a store: keep its functions loaded and apply its ACL file "
-                        "when it changes (the operator runs it in each store pod)")
+    sa = sub.add_parser(
+        "store-agent",
+        help="beside a store: keep its functions loaded and apply its ACL file "
+        "when it changes (the operator runs it in each store pod)",
+    )
     sa.add_argument("--url", required=True, help="the store, e.g. redis://127.0.0.1:6379")
-    sa.add_argument("--password-file", action="append", required=True,
-                    help="the admin's password file (several: tried in turn)")
+    sa.add_argument(
+        "--password-file", action="append", required=True, help="the admin's password file (several: tried in turn)"
+    )
     sa.add_argument("--acl-file", required=True, help="the ACL file the server was configured with")
     sa.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
     sa.set_defaults(fn=cmd_store_agent)

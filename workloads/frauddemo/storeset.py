@@ -1,4 +1,5 @@
 """Connections to every store of a demo, shared by the detection service's API and its engine."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,8 @@ import time
 
 import redis
 
-from .config import StoreRef
 from . import metrics
+from .config import StoreRef
 from .store import FunctionsMissing, Store, unavailable_reason
 
 log = logging.getLogger("frauddemo.stores")
@@ -81,15 +82,18 @@ class StoreSet:
                         continue
                     st = s.link_status(src.name)
                     age = now_ms - int(st.get("updated_ms", 0))
-                    links.append({
-                        "source": src.name, "target": ref.name,
-                        "state": st.get("state", "unknown") if age <= LINK_FRESH_MS else "stale",
-                        "lag_ms": int(st.get("lag_us", 0)) / 1000,
-                        "backlog": int(st.get("backlog", 0)),
-                        "resyncs": int(st.get("resyncs", 0)),
-                        "updated_ms_ago": age,
-                        **_partition(st, now_ms),
-                    })
+                    links.append(
+                        {
+                            "source": src.name,
+                            "target": ref.name,
+                            "state": st.get("state", "unknown") if age <= LINK_FRESH_MS else "stale",
+                            "lag_ms": int(st.get("lag_us", 0)) / 1000,
+                            "backlog": int(st.get("backlog", 0)),
+                            "resyncs": int(st.get("resyncs", 0)),
+                            "updated_ms_ago": age,
+                            **_partition(st, now_ms),
+                        }
+                    )
             except (redis.RedisError, OSError) as e:
                 self.drop(ref.name)
                 stores[ref.name] = {"up": False, "error": str(e)[:200]}
@@ -112,10 +116,12 @@ def _partition(st: dict, now_ms: int) -> dict:
     """A link's partition on demand as its syncer reports it: for how long it has lasted (None when
     not partitioned), and the last heal (how long ago, how long it had lasted, the backlog it merged)."""
     since, healed = int(st.get("partitioned_since_ms", 0)), int(st.get("healed_ms", 0))
-    return {"partitioned_for_ms": max(0, now_ms - since) if since else None,
-            "healed_ms_ago": max(0, now_ms - healed) if healed else None,
-            "last_partition_ms": int(st.get("partition_ms", 0)) if healed else None,
-            "healed_backlog": int(st.get("healed_backlog", 0)) if healed else None}
+    return {
+        "partitioned_for_ms": max(0, now_ms - since) if since else None,
+        "healed_ms_ago": max(0, now_ms - healed) if healed else None,
+        "last_partition_ms": int(st.get("partition_ms", 0)) if healed else None,
+        "healed_backlog": int(st.get("healed_backlog", 0)) if healed else None,
+    }
 
 
 def store_health(s: Store) -> dict:
@@ -123,10 +129,17 @@ def store_health(s: Store) -> dict:
     failing, from the error a harmless write gets: INFO says that it fails, not why)."""
     info = s.r.info("memory", "persistence")
     used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-    memory = {"used_bytes": used, "max_bytes": limit, "policy": str(info.get("maxmemory_policy", "")),
-              "used_ratio": round(used / limit, 4) if limit else None}
-    failing = [k for k in ("aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status")
-               if info.get(k, "ok") != "ok"]
+    memory = {
+        "used_bytes": used,
+        "max_bytes": limit,
+        "policy": str(info.get("maxmemory_policy", "")),
+        "used_ratio": round(used / limit, 4) if limit else None,
+    }
+    failing = [
+        k
+        for k in ("aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status")
+        if info.get(k, "ok") != "ok"
+    ]
     problem = None
     if failing:
         try:  # refused while the server cannot persist (MISCONF), whatever the key; deletes nothing

@@ -5,6 +5,7 @@ also stores the checkpoint), the source already answers a blocking read of batch
 size follows the backlog. Entries missing from the source's log (trimmed by retention, or a reset
 source) make the merge report a gap, and the link does a full-state resync from the source.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,7 +19,7 @@ import msgpack
 import redis
 
 from . import metrics
-from .controls import pause_key, partitioned_from  # noqa: F401  (pause_key: importers of syncer.pause_key keep working)
+from .controls import partitioned_from, pause_key  # noqa: F401  (pause_key: importers of syncer.pause_key keep working)
 from .store import LOG_KEY, Store, StoreError, wait_for_functions
 
 log = logging.getLogger("frauddemo.syncer")
@@ -144,7 +145,7 @@ def fetch_blobs(source: Store, keys: list[str], name: str = "") -> list:
         value, ttl = res[2 * i], res[2 * i + 1]
         if value is None:
             continue  # expired or deleted at the source since: nothing to copy
-        if k.startswith(PHOTO_KEY) and hashlib.sha256(value).hexdigest() != k[len(PHOTO_KEY):]:
+        if k.startswith(PHOTO_KEY) and hashlib.sha256(value).hexdigest() != k[len(PHOTO_KEY) :]:
             log.error("link %s: blob %s at the source does not hash to its key: not copied", name, k)
             continue
         out += [k.encode(), value, max(0, int(ttl))]
@@ -169,8 +170,11 @@ class _Reader:
         self.behind = False  # the last read came back full: more entries are waiting
 
     def _send(self) -> None:
-        self.conn.send_packed_command(pack_command(b"XREAD", b"COUNT", self.count, b"BLOCK", self.cfg.block_ms,
-                                            b"STREAMS", LOG_KEY.encode(), self.last_id))
+        self.conn.send_packed_command(
+            pack_command(
+                b"XREAD", b"COUNT", self.count, b"BLOCK", self.cfg.block_ms, b"STREAMS", LOG_KEY.encode(), self.last_id
+            )
+        )
         self.in_flight = True
 
     def start(self, last_id: bytes) -> None:
@@ -219,10 +223,12 @@ class Syncer:
     def _connect(self) -> bool:
         c = self.cfg
         self._close()  # a retry after a half-made connection (functions missing at the target)
-        self.source = Store.connect(c.source_url, c.source_password, replica=c.source_name,
-                                    retention=c.retention if c.source_name else None)
-        self.target = Store.connect(c.target_url, c.target_password, replica=c.target_name,
-                                    retention=c.retention if c.target_name else None)
+        self.source = Store.connect(
+            c.source_url, c.source_password, replica=c.source_name, retention=c.retention if c.source_name else None
+        )
+        self.target = Store.connect(
+            c.target_url, c.target_password, replica=c.target_name, retention=c.retention if c.target_name else None
+        )
         if self.source.replica == self.target.replica:
             raise ValueError(f"source and target are the same replica {self.source.replica!r}")
         self.name = f"{self.source.replica}->{self.target.replica}"
@@ -246,8 +252,9 @@ class Syncer:
             try:
                 if wait_for_functions(self._connect, self.stop_event, self.name, log) is None:
                     break  # stopped while waiting
-                log.info("link %s connected (source %s, target %s)", self.name,
-                         self.cfg.source_url, self.cfg.target_url)
+                log.info(
+                    "link %s connected (source %s, target %s)", self.name, self.cfg.source_url, self.cfg.target_url
+                )
                 backoff = 0.1
                 self._pump()
             except redis.AuthenticationError as e:
@@ -421,12 +428,35 @@ class Syncer:
         if skew is not None:
             st.clock_skew_us = round(skew * 1e6)
             metrics.CLOCK_SKEW.labels(**self.labels).set(skew)
-        dst.r.fcall("fd_link", 0, src.replica, "state", st.state, "lag_us", st.last_lag_us,
-                    "clock_skew_us", st.clock_skew_us,
-                    "backlog", st.backlog, "applied", st.applied, "resyncs", st.resyncs,
-                    "malformed", st.malformed, "partitioned_since_ms", st.partitioned_since_ms,
-                    "healed_ms", st.healed_ms, "partition_ms", st.partition_ms, "healed_backlog", st.healed_backlog,
-                    "updated_ms", int(time.time() * 1000))
+        dst.r.fcall(
+            "fd_link",
+            0,
+            src.replica,
+            "state",
+            st.state,
+            "lag_us",
+            st.last_lag_us,
+            "clock_skew_us",
+            st.clock_skew_us,
+            "backlog",
+            st.backlog,
+            "applied",
+            st.applied,
+            "resyncs",
+            st.resyncs,
+            "malformed",
+            st.malformed,
+            "partitioned_since_ms",
+            st.partitioned_since_ms,
+            "healed_ms",
+            st.healed_ms,
+            "partition_ms",
+            st.partition_ms,
+            "healed_backlog",
+            st.healed_backlog,
+            "updated_ms",
+            int(time.time() * 1000),
+        )
 
     def _resync(self, why: str) -> None:
         """Full-state transfer from the source, then resume from the position taken before it."""
@@ -438,11 +468,9 @@ class Syncer:
         keys = sorted(src.data_keys())
         step = self.cfg.resync_keys_per_call
         for i in range(0, len(keys), step):
-            dst.r.fcall("fd_import", 0, src.export(keys[i:i + step]))
+            dst.r.fcall("fd_import", 0, src.export(keys[i : i + step]))
         dst.r.fcall("fd_checkpoint", 0, src.replica, epoch, seq, sid)
         self.stats.resyncs += 1
         self.stats.state = "up"
         metrics.SYNCER_RESYNCS.labels(**self.labels).inc()
-        log.warning("link %s: full resync of %d keys done in %.2fs", self.name, len(keys),
-                    time.monotonic() - t0)
-
+        log.warning("link %s: full resync of %d keys done in %.2fs", self.name, len(keys), time.monotonic() - t0)

@@ -10,6 +10,7 @@ the other store finds something to return.
 records its own refunds as approved without asking the store; a rogue one is unregistered and cannot
 sign, a compromised one is registered and signs correctly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,13 @@ class Till:
         sha = self.photos.put(photo).sha256 if photo is not None else ""
         rid, w = purchase_ops(self.store.replica, self.terminal, customer, items, sha)
         commit = self.store.write(w + [ops.sadd(wallet_key(customer), rid)])
-        return {"receipt": rid, "photo": sha or None, "committed_us": int(commit.clock),
-                "store": self.store.replica, "customer": customer}
+        return {
+            "receipt": rid,
+            "photo": sha or None,
+            "committed_us": int(commit.clock),
+            "store": self.store.replica,
+            "customer": customer,
+        }
 
     def return_(self, receipt: str, photo: bytes | None, customer: str = "", label: str = LEGIT) -> ReturnOutcome:
         return process_return(self.store, self.photos, self.keys, self.terminal, receipt, photo, customer, label)
@@ -67,8 +73,9 @@ class Till:
 class HackedTill:
     """A terminal that records returns as approved without asking the store."""
 
-    def __init__(self, store: Store, keys: TerminalKeys, terminal: str, rogue: bool = False,
-                 photos: PhotoStore | None = None):
+    def __init__(
+        self, store: Store, keys: TerminalKeys, terminal: str, rogue: bool = False, photos: PhotoStore | None = None
+    ):
         self.store, self.terminal, self.rogue = store, terminal, rogue
         self.keys = TerminalKeys(None) if rogue else keys
         self.photos = photos or PhotoStore(store)
@@ -77,7 +84,17 @@ class HackedTill:
         """Record an approved refund of `receipt`, labelled with the attack `mode` (ground truth for the
         benches); signed unless the terminal is rogue."""
         sha = self.photos.put(photo).sha256 if photo is not None else ""
-        a = new_attempt(self.keys, self.store.replica, self.terminal, receipt, customer, amount, sha, APPROVED,
-                        ["approved by the terminal"], sign=not self.rogue)
+        a = new_attempt(
+            self.keys,
+            self.store.replica,
+            self.terminal,
+            receipt,
+            customer,
+            amount,
+            sha,
+            APPROVED,
+            ["approved by the terminal"],
+            sign=not self.rogue,
+        )
         a.clock = int(self.store.write(attempt_ops(a, label=str(mode))).clock)
         return a

@@ -7,13 +7,14 @@ Sources of a photo:
   capture   a fresh capture of whoever stands at the till: the attack is the receipt, not the photo
             (an unknown receipt's capture may be nobody's: None)
 """
+
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from ..attack_modes import AttackMode
 
-Photo = Union[bytes, None, Callable[[], Union[bytes, None]]]
+Photo = bytes | None | Callable[[], bytes | None]
 
 PRESENTS: dict[AttackMode, str | None] = {
     AttackMode.NO_PHOTO: None,

@@ -30,6 +30,7 @@ Issue 17 additions (every earlier key kept):
   - `throughput_tx_per_s` is a ceiling: the mixed load (purchases with photos and returns) is offered
     in steps until the verdicts' p99 passes 100 ms or the backlog grows; the highest rate that held.
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,29 +41,37 @@ import time
 
 import numpy as np
 
+from ..attack_modes import PEER_MODES, AttackMode
 from ..detector import verify_photo
 from ..local import Supervisor
-from ..photos import verify as ver
-from ..photos.camera import SyntheticCamera
-from . import photo_attacks as attacks
 from ..photos import replay
-from ..photos.camera import render
+from ..photos import verify as ver
+from ..photos.camera import SyntheticCamera, render
 from ..photos.decode import PhotoRejected
-from .attacks import PRESENTS, attack_photo
-from .faces import capture_of, enrol
-from .stats import mean, percentile, rate, rounded
-from ..attack_modes import PEER_MODES, AttackMode
 from ..photos.storage import EMB_PREFIX, PHOTO_PREFIX
-from ..till import HackedTill, Till, customer_id, face_of, wallet_key
 from ..retail import LABELS, LEGIT, TerminalKeys, price, purchase_ops, verdict_key
 from ..returns import ReturnRequest, process_returns
 from ..secretfiles import read_secret
 from ..servers import free_port
 from ..store import Store, ops
 from ..syncer import pause_key
+from ..till import HackedTill, Till, customer_id, face_of, wallet_key
+from . import photo_attacks as attacks
+from .attacks import PRESENTS, attack_photo
+from .faces import capture_of, enrol
+from .stats import mean, percentile, rate, rounded
 
-CATALOGUE_BASKETS = ({"shirt": 1}, {"jeans": 1}, {"jacket": 1}, {"shoes": 1, "cap": 1}, {"scarf": 2},
-                     {"watch": 1}, {"headphones": 1}, {"bag": 1}, {"sweater": 1})
+CATALOGUE_BASKETS = (
+    {"shirt": 1},
+    {"jeans": 1},
+    {"jacket": 1},
+    {"shoes": 1, "cap": 1},
+    {"scarf": 2},
+    {"watch": 1},
+    {"headphones": 1},
+    {"bag": 1},
+    {"sweater": 1},
+)
 
 
 def _render_dark(args) -> bytes:
@@ -87,8 +96,18 @@ POOL_OFFSET = 70_000
 
 
 class Bench:
-    def __init__(self, purchases: int, returns: int, fraud_share: float, customers: int, return_rate: float,
-                 seed: int = 7, face_per_mode: int = 100, hard_per_case: int = 100, lookalike_pool: int = 300):
+    def __init__(
+        self,
+        purchases: int,
+        returns: int,
+        fraud_share: float,
+        customers: int,
+        return_rate: float,
+        seed: int = 7,
+        face_per_mode: int = 100,
+        hard_per_case: int = 100,
+        lookalike_pool: int = 300,
+    ):
         self.face_per_mode, self.hard_per_case, self.lookalike_pool = face_per_mode, hard_per_case, lookalike_pool
         self.amounts: dict[str, int] = {}  # receipt -> cents
         self.cases: dict[str, str] = {}  # attempt -> hard case or attack mode
@@ -119,7 +138,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             a, b = self.stores["a"], self.stores["b"]
-            if (int(b.checkpoint("a").get("seq", 0)) >= a.seq() and int(a.checkpoint("b").get("seq", 0)) >= b.seq()):
+            if int(b.checkpoint("a").get("seq", 0)) >= a.seq() and int(a.checkpoint("b").get("seq", 0)) >= b.seq():
                 return
             time.sleep(0.05)
         raise RuntimeError("the stores did not converge")
@@ -132,8 +151,12 @@ class Bench:
         want = "partitioned" if on else "up"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if all((s.link_status(src).get("state") == want) for t, s in self.stores.items()
-                   for src in self.stores if src != t):
+            if all(
+                (s.link_status(src).get("state") == want)
+                for t, s in self.stores.items()
+                for src in self.stores
+                if src != t
+            ):
                 return
             time.sleep(0.02)
         raise RuntimeError(f"links did not become {want}")
@@ -172,12 +195,16 @@ class Bench:
             rid, store, c = pool.pop()
             where = store if rng.random() < 0.8 else ("b" if store == "a" else "a")  # 20% cross-store
             actions.append(("legit", where, rid, c))
-        for mode in (AttackMode.NO_PHOTO, AttackMode.MISMATCHED_PHOTO, AttackMode.REPLAYED_PHOTO,
-                     AttackMode.UNKNOWN_RECEIPT):
+        for mode in (
+            AttackMode.NO_PHOTO,
+            AttackMode.MISMATCHED_PHOTO,
+            AttackMode.REPLAYED_PHOTO,
+            AttackMode.UNKNOWN_RECEIPT,
+        ):
             for _ in range(per_mode):
                 rid, _, c = pool.pop()
                 if mode == AttackMode.UNKNOWN_RECEIPT:
-                    rid = "r-unknown-" + "%016x" % rng.getrandbits(64)
+                    rid = f"r-unknown-{rng.getrandbits(64):016x}"
                 actions.insert(rng.randrange(len(actions) + 1), ("fraud", mode, rid, c, rng.random() < 0.25))
         for mode, first in ((AttackMode.DOUBLE_RETURN_SAME_STORE, "b"), (AttackMode.DOUBLE_RETURN_OTHER_STORE, "a")):
             for _ in range(per_mode):
@@ -214,8 +241,9 @@ class Bench:
             for _ in range(self.face_per_mode):
                 rid, store, c = pool.pop()
                 if mode == "cross-receipt-replay":  # receipt 2 of the customer, with a new photo
-                    rid = self.tills[store].purchase(c, rng.choice(CATALOGUE_BASKETS),
-                                                     capture_of((c, rng.getrandbits(62))))["receipt"]
+                    rid = self.tills[store].purchase(
+                        c, rng.choice(CATALOGUE_BASKETS), capture_of((c, rng.getrandbits(62)))
+                    )["receipt"]
                 out.append(("fraud", mode, rid, c, False))
         by_customer: dict[str, list] = collections.defaultdict(list)
         for rid, store, c in pool:
@@ -253,8 +281,13 @@ class Bench:
         victims = [i for i, act in enumerate(actions) if act[0] == "fraud" and act[1] == "lookalike"]
         if victims:
             with multiprocessing.get_context("spawn").Pool() as pool:
-                members = [(j, a) for j, a in pool.map(_pool_member, range(POOL_OFFSET, POOL_OFFSET + self.lookalike_pool),
-                                                       chunksize=8) if a is not None]
+                members = [
+                    (j, a)
+                    for j, a in pool.map(
+                        _pool_member, range(POOL_OFFSET, POOL_OFFSET + self.lookalike_pool), chunksize=8
+                    )
+                    if a is not None
+                ]
             mat = np.array([a.vector for _, a in members])
             cfg = ver.VerifyConfig()
             for i in victims:
@@ -266,8 +299,9 @@ class Bench:
             if act[0] != "fraud" or act[1] not in ("mirrored-replay", "reshot-replay", "cross-receipt-replay"):
                 continue
             img = attacks.decode(enrol_imgs[act[3]])
-            kind = {"mirrored-replay": "mirror", "reshot-replay": "reshoot"}.get(act[1]) or \
-                REPLAY_KINDS[int(rng.integers(len(REPLAY_KINDS)))]
+            kind = {"mirrored-replay": "mirror", "reshot-replay": "reshoot"}.get(act[1]) or REPLAY_KINDS[
+                int(rng.integers(len(REPLAY_KINDS)))
+            ]
             out[i] = attacks.KINDS[kind](img, rng)
         return out
 
@@ -281,8 +315,10 @@ class Bench:
                 continue
             if case == "poor-light":
                 dark[i] = (act[3], self.rng.getrandbits(62))
-            elif act[0] == "legit" or (act[0] == "fraud" and act[1] in (
-                    AttackMode.DOUBLE_RETURN_SAME_STORE, AttackMode.DOUBLE_RETURN_OTHER_STORE, *PEER_MODES)):
+            elif act[0] == "legit" or (
+                act[0] == "fraud"
+                and act[1] in (AttackMode.DOUBLE_RETURN_SAME_STORE, AttackMode.DOUBLE_RETURN_OTHER_STORE, *PEER_MODES)
+            ):
                 jobs[i] = (act[3], self.rng.getrandbits(62))
             elif act[0] == "fraud" and act[1] in (AttackMode.MISMATCHED_PHOTO, "mismatched-signed"):
                 other = self.rng.choice([c for c in self.customers if c != act[3]])
@@ -294,8 +330,9 @@ class Bench:
             darkened = pool.map(_render_dark, list(dark.values()), chunksize=16)
         return {**dict(zip(jobs, rendered)), **dict(zip(dark, darkened))}
 
-    def run_actions(self, actions, photos: dict[int, bytes | None], enrolled: dict[str, bytes],
-                    receipts_by_id: dict) -> int:
+    def run_actions(
+        self, actions, photos: dict[int, bytes | None], enrolled: dict[str, bytes], receipts_by_id: dict
+    ) -> int:
         gap = 1.0 / self.return_rate
         next_t = time.monotonic()
         attempts = 0
@@ -318,8 +355,12 @@ class Bench:
                     photo = photos.get(i)
                 self.cases[till.refund(rid, c, amount, photo, mode).id] = mode
             attempts += 1
-            paired = (i + 1 < len(actions) and actions[i + 1][0] == "fraud" and actions[i + 1][1] in PEER_MODES
-                      and act[0] == "legit")
+            paired = (
+                i + 1 < len(actions)
+                and actions[i + 1][0] == "fraud"
+                and actions[i + 1][1] in PEER_MODES
+                and act[0] == "legit"
+            )
             if not paired:  # the hacked half of a pair follows at once, inside the replication window
                 next_t = max(next_t + gap, time.monotonic() - gap)  # a slow till is not caught up in bursts
                 time.sleep(max(0.0, next_t - time.monotonic()))
@@ -355,13 +396,30 @@ class Bench:
                     continue  # judged at the attempt's own store only
                 first = min(int(x[:16]) for key, x in v.items() if key[:1] == b"~")
                 judged.add(aid)
-                rows.append({"att": aid, "label": labels[aid], "decision": v[b"decision"].decode(),
-                             "reason": (v.get(b"reason") or b"").decode(), "case": self.cases.get(aid, ""),
-                             "store": name, "latency_ms": (first - int(tag[:16])) / 1000})
+                rows.append(
+                    {
+                        "att": aid,
+                        "label": labels[aid],
+                        "decision": v[b"decision"].decode(),
+                        "reason": (v.get(b"reason") or b"").decode(),
+                        "case": self.cases.get(aid, ""),
+                        "store": name,
+                        "latency_ms": (first - int(tag[:16])) / 1000,
+                    }
+                )
         for aid in labels:  # never judged: missed, not dropped
             if aid not in judged:
-                rows.append({"att": aid, "label": labels[aid], "decision": "none", "reason": "no verdict",
-                             "case": self.cases.get(aid, ""), "store": "", "latency_ms": None})
+                rows.append(
+                    {
+                        "att": aid,
+                        "label": labels[aid],
+                        "decision": "none",
+                        "reason": "no verdict",
+                        "case": self.cases.get(aid, ""),
+                        "store": "",
+                        "latency_ms": None,
+                    }
+                )
         return {"rows": rows, "labels": len(labels)}
 
 
@@ -371,8 +429,9 @@ def _verdict_ms(store: Store, aid: str, attempt_clock: int) -> float | None:
     return (min(tags) - attempt_clock) / 1000 if tags else None
 
 
-def ceiling(b: "Bench", receipts: list, rates=(4, 8, 16, 32, 64), step_s: float = 5.0, p99_ms: float = 100.0,
-            tills: int = 4) -> dict:
+def ceiling(
+    b: Bench, receipts: list, rates=(4, 8, 16, 32, 64), step_s: float = 5.0, p99_ms: float = 100.0, tills: int = 4
+) -> dict:
     """Offer the mixed load (half purchases with a photo, half returns with a fresh one, both stores)
     at rising rates; a step holds when its returns' verdict p99 <= p99_ms and no return is left
     without a verdict a second after the step. Returns the highest rate that held and every step."""
@@ -417,16 +476,26 @@ def ceiling(b: "Bench", receipts: list, rates=(4, 8, 16, 32, 64), step_s: float 
             judged = [x for x in lat if x is not None]
             p99 = percentile(judged, 99)
             ok = bool(judged) and len(judged) == len(lat) and p99 is not None and p99 <= p99_ms
-            steps.append({"offered_tx_per_s": r, "achieved_tx_per_s": round(len(st) / offered_s, 1),
-                          "returns": len(lat), "unjudged_after_1s": len(lat) - len(judged),
-                          "verdict_p99_ms": round(p99, 1) if p99 is not None else None,
-                          "verdict_p50_ms": round(percentile(judged, 50), 1) if judged else None, "held": ok})
+            steps.append(
+                {
+                    "offered_tx_per_s": r,
+                    "achieved_tx_per_s": round(len(st) / offered_s, 1),
+                    "returns": len(lat),
+                    "unjudged_after_1s": len(lat) - len(judged),
+                    "verdict_p99_ms": round(p99, 1) if p99 is not None else None,
+                    "verdict_p50_ms": round(percentile(judged, 50), 1) if judged else None,
+                    "held": ok,
+                }
+            )
             if not ok:
                 break
             best = steps[-1]
-    return {"throughput_tx_per_s": best["achieved_tx_per_s"] if best else 0.0,
-            "latency_at_ceiling_ms": {"p50": best["verdict_p50_ms"], "p99": best["verdict_p99_ms"]} if best else None,
-            "ceiling_steps": steps, "ceiling_p99_limit_ms": p99_ms}
+    return {
+        "throughput_tx_per_s": best["achieved_tx_per_s"] if best else 0.0,
+        "latency_at_ceiling_ms": {"p50": best["verdict_p50_ms"], "p99": best["verdict_p99_ms"]} if best else None,
+        "ceiling_steps": steps,
+        "ceiling_p99_limit_ms": p99_ms,
+    }
 
 
 def accuracy(rows: list[dict]) -> dict:
@@ -439,17 +508,22 @@ def accuracy(rows: list[dict]) -> dict:
     for m in [*MODES, *FACE_MODES]:
         rs = [r for r in fraud if r["label"] == m]
         k = sum(r["decision"] in ("review", "block") for r in rs)
-        per_mode[m] = {"recall": round(k / len(rs), 4) if rs else None, "count": len(rs),
-                       "recall_ci95": rate(k, len(rs))["ci95"],
-                       "allowed": sum(r["decision"] == "allow" for r in rs),
-                       "no_verdict": sum(r["decision"] == "none" for r in rs)}
+        per_mode[m] = {
+            "recall": round(k / len(rs), 4) if rs else None,
+            "count": len(rs),
+            "recall_ci95": rate(k, len(rs))["ci95"],
+            "allowed": sum(r["decision"] == "allow" for r in rs),
+            "no_verdict": sum(r["decision"] == "none" for r in rs),
+        }
     legit_cases = {}
     for case in sorted({r.get("case") or "plain" for r in legit}):
         rs = [r for r in legit if (r.get("case") or "plain") == case]
-        legit_cases[case] = {"count": len(rs),
-                             "review": rate(sum(r["decision"] == "review" for r in rs), len(rs)),
-                             "block": rate(sum(r["decision"] == "block" for r in rs), len(rs)),
-                             "flagged_by": dict(collections.Counter(r["reason"] for r in rs if r["decision"] != "allow"))}
+        legit_cases[case] = {
+            "count": len(rs),
+            "review": rate(sum(r["decision"] == "review" for r in rs), len(rs)),
+            "block": rate(sum(r["decision"] == "block" for r in rs), len(rs)),
+            "flagged_by": dict(collections.Counter(r["reason"] for r in rs if r["decision"] != "allow")),
+        }
     lat = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
     alert_lat = [r["latency_ms"] for r in rows if r["decision"] in ("review", "block") and r["latency_ms"] is not None]
     n_block_fraud = sum(r["label"] != LEGIT for r in blocked)
@@ -469,7 +543,9 @@ def accuracy(rows: list[dict]) -> dict:
         "review_rate_legit_ci95": rate(n_review_legit, len(legit))["ci95"],
         "block_rate_legit": round(n_block_legit / len(legit), 4) if legit else None,
         "block_rate_legit_ci95": rate(n_block_legit, len(legit))["ci95"],
-        "lookalike_accept_rate": round((look["allowed"] + look["no_verdict"]) / look["count"], 4) if look["count"] else None,
+        "lookalike_accept_rate": round((look["allowed"] + look["no_verdict"]) / look["count"], 4)
+        if look["count"]
+        else None,
         "lookalike_accept_rate_ci95": rate(look["allowed"] + look["no_verdict"], look["count"])["ci95"],
         "mirror_replay_recall": mode_rate("mirrored-replay"),
         "reshot_replay_recall": mode_rate("reshot-replay"),
@@ -478,11 +554,18 @@ def accuracy(rows: list[dict]) -> dict:
         "legit_cases": legit_cases,
         # why legitimate customers were stopped, by the verdict's main reason (what to tune next)
         "legit_flagged_by": dict(collections.Counter(r["reason"] for r in legit if r["decision"] != "allow")),
-        "detection_latency_ms": {"p50": rounded(percentile(lat, 50), 2), "p99": rounded(percentile(lat, 99), 2),
-                                 "mean": rounded(mean(lat), 2)},
-        "alert_latency_ms": {"p50": rounded(percentile(alert_lat, 50), 2),
-                             "p99": rounded(percentile(alert_lat, 99), 2)},
-        "attempts": len(rows), "fraud_attempts": len(fraud), "legit_attempts": len(legit),
+        "detection_latency_ms": {
+            "p50": rounded(percentile(lat, 50), 2),
+            "p99": rounded(percentile(lat, 99), 2),
+            "mean": rounded(mean(lat), 2),
+        },
+        "alert_latency_ms": {
+            "p50": rounded(percentile(alert_lat, 50), 2),
+            "p99": rounded(percentile(alert_lat, 99), 2),
+        },
+        "attempts": len(rows),
+        "fraud_attempts": len(fraud),
+        "legit_attempts": len(legit),
         "no_verdict": sum(r["decision"] == "none" for r in rows),
     }
 
@@ -497,19 +580,39 @@ def photo_capacity(samples: int = 60) -> dict:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(verify_photo, probes[:workers], purchases[:workers], [[]] * workers, [cfg] * workers))
         t0 = time.perf_counter()
-        list(pool.map(verify_photo, probes, [purchases[i % 10] for i in range(samples)], [[]] * samples,
-                      [cfg] * samples))
+        list(
+            pool.map(verify_photo, probes, [purchases[i % 10] for i in range(samples)], [[]] * samples, [cfg] * samples)
+        )
         dt = time.perf_counter() - t0
     return {"photo_verifications_per_s": round(samples / dt, 1), "workers": workers}
 
 
-def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12, customers: int = 1_500,
-        return_rate: float = 25.0, rules_purchases: int = 20_000, rules_returns: int = 6_000,
-        face_per_mode: int = 100, hard_per_case: int = 100, lookalike_pool: int = 300,
-        ceiling_rates=(4, 8, 16, 32, 64), ceiling_step_s: float = 5.0, verdict_timeout_s: float = 180) -> dict:
+def run(
+    purchases: int = 10_000,
+    returns: int = 3_000,
+    fraud_share: float = 0.12,
+    customers: int = 1_500,
+    return_rate: float = 25.0,
+    rules_purchases: int = 20_000,
+    rules_returns: int = 6_000,
+    face_per_mode: int = 100,
+    hard_per_case: int = 100,
+    lookalike_pool: int = 300,
+    ceiling_rates=(4, 8, 16, 32, 64),
+    ceiling_step_s: float = 5.0,
+    verdict_timeout_s: float = 180,
+) -> dict:
     t_start = time.monotonic()
-    b = Bench(purchases, returns, fraud_share, customers, return_rate, face_per_mode=face_per_mode,
-              hard_per_case=hard_per_case, lookalike_pool=lookalike_pool)
+    b = Bench(
+        purchases,
+        returns,
+        fraud_share,
+        customers,
+        return_rate,
+        face_per_mode=face_per_mode,
+        hard_per_case=hard_per_case,
+        lookalike_pool=lookalike_pool,
+    )
     b.start()
     try:
         # Before the clock: photos rendered, each customer's purchase photo enrolled once.
@@ -517,10 +620,12 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
             purchase_photos = dict(zip(b.customers, pool.map(enrol, b.customers, chunksize=16)))
         enrol_imgs = {c: jpeg for c, (jpeg, _) in purchase_photos.items()}
         enrolled = {c: replay.sha256(jpeg) for c, jpeg in enrol_imgs.items()}
-        blobs = [[ops.blob(PHOTO_PREFIX + enrolled[c], jpeg), ops.blob(EMB_PREFIX + enrolled[c], emb)]
-                 for c, (jpeg, emb) in purchase_photos.items()]
+        blobs = [
+            [ops.blob(PHOTO_PREFIX + enrolled[c], jpeg), ops.blob(EMB_PREFIX + enrolled[c], emb)]
+            for c, (jpeg, emb) in purchase_photos.items()
+        ]
         for i in range(0, len(blobs), 200):
-            b.stores["a"].write_many(blobs[i:i + 200])
+            b.stores["a"].write_many(blobs[i : i + 200])
         b.wait_replicated()
 
         t0 = time.monotonic()
@@ -549,11 +654,11 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
         r_ret0 = time.monotonic()
         b.rng.shuffle(rules_receipts)
         reqs = {"a": [], "b": []}
-        for rid, store, c in rules_receipts[:rules_returns]:
+        for rid, store, _c in rules_receipts[:rules_returns]:
             reqs[store].append(ReturnRequest(rid, None, label=LEGIT))
         for store, rs in reqs.items():
             for i in range(0, len(rs), 200):
-                process_returns(b.stores[store], b.tills[store].photos, b.keys, f"{store}-pos-1", rs[i:i + 200])
+                process_returns(b.stores[store], b.tills[store].photos, b.keys, f"{store}-pos-1", rs[i : i + 200])
         r_written = time.monotonic()
         rules_all_judged = b.wait_verdicts(verdicts_before + rules_returns, verdict_timeout_s)
         r_end = time.monotonic()
@@ -568,14 +673,19 @@ def run(purchases: int = 10_000, returns: int = 3_000, fraud_share: float = 0.12
         "labelled_run_tx_per_s": round((purchases + n) / (purchase_s + run_s), 1),
         # judged returns per second, from the first return written to the last verdict stored
         "rules_throughput_tx_per_s": round(min(rules_judged, rules_returns) / (r_end - r_ret0), 1),
-        "rules_returns_judged": min(rules_judged, rules_returns), "rules_all_judged_in_time": rules_all_judged,
+        "rules_returns_judged": min(rules_judged, rules_returns),
+        "rules_all_judged_in_time": rules_all_judged,
         "rules_purchases_s": round(r_ret0 - r0, 1),
         "photo_verifications_per_s": capacity["photo_verifications_per_s"],
         "photo_workers": capacity["workers"],
         "baseline_store_tx_per_s": round(rules_returns / (r_written - r_ret0), 1),
         "rules_vs_baseline": round((r_written - r_ret0) / (r_end - r_ret0), 3),
-        "purchases": purchases, "returns": n, "return_rate_per_s": return_rate,
+        "purchases": purchases,
+        "returns": n,
+        "return_rate_per_s": return_rate,
         "return_rate_actual_per_s": round(n / run_s, 1),
-        "labelled_purchases_s": round(purchase_s, 1), "labelled_returns_s": round(run_s, 1), "rules_tx": rules_tx,
+        "labelled_purchases_s": round(purchase_s, 1),
+        "labelled_returns_s": round(run_s, 1),
+        "rules_tx": rules_tx,
         "total_s": round(time.monotonic() - t_start, 1),
     }

@@ -15,6 +15,7 @@ A day's projection (`projected_24h_bytes`): what the store holds at the first sa
 (3/4 of it, the store's init container) and with this store's maxmemory: the bench fails (exit 1)
 when a day does not fit.
 """
+
 from __future__ import annotations
 
 import collections
@@ -66,7 +67,7 @@ def by_prefix(r: redis.Redis) -> dict[str, dict]:
     agg: dict[str, list] = collections.defaultdict(lambda: [0, 0, 0])  # keys, bytes, greatest PTTL (-1: none)
     keys = list(r.scan_iter(count=1000))
     for i in range(0, len(keys), 500):
-        chunk = keys[i:i + 500]
+        chunk = keys[i : i + 500]
         pipe = r.pipeline(transaction=False)
         for k in chunk:
             pipe.memory_usage(k, samples=0)
@@ -83,8 +84,10 @@ def by_prefix(r: redis.Redis) -> dict[str, dict]:
                 a[2] = max(a[2], ttl)
     # ttl_s: the greatest remaining TTL of the prefix's keys (the newest key's, about the TTL it was
     # given), None when one of them has none: those keys stay, the others plateau
-    return {p: {"keys": n, "bytes": b, "ttl_s": round(t / 1000) if t > 0 else None}
-            for p, (n, b, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])}
+    return {
+        p: {"keys": n, "bytes": b, "ttl_s": round(t / 1000) if t > 0 else None}
+        for p, (n, b, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])
+    }
 
 
 def photo_memory(r: redis.Redis) -> int:
@@ -119,28 +122,49 @@ def expiring(first: dict[str, dict], last: dict[str, dict], dt: float) -> tuple[
     return per_s, plateau
 
 
-def project_day(first_used: int, total_per_s: float, photo_per_s: float, photo_ttl_s: float,
-                oplog_per_s: float, oplog_room: float, other_per_s: float = 0.0,
-                expiring_per_s: float = 0.0, expiring_plateau: float = 0.0) -> dict:
+def project_day(
+    first_used: int,
+    total_per_s: float,
+    photo_per_s: float,
+    photo_ttl_s: float,
+    oplog_per_s: float,
+    oplog_room: float,
+    other_per_s: float = 0.0,
+    expiring_per_s: float = 0.0,
+    expiring_plateau: float = 0.0,
+) -> dict:
     """A day's memory from the measured slopes: photos plateau at growth x TTL, the op log at its
     retention (`oplog_room`: bytes it may still grow), the rest grows for 24 h: the greater of
     used_memory's slope less the photos' and the op log's, and `other_per_s` (the other keys' own
     MEMORY USAGE growth), so that noise in one figure never shrinks the projection. Other keys with a
     TTL (`expiring_per_s`, e.g. photo prints) plateau at `expiring_plateau` instead."""
-    other = max(0.0, total_per_s - max(0.0, photo_per_s) - max(0.0, oplog_per_s) - expiring_per_s,
-                other_per_s - expiring_per_s)
+    other = max(
+        0.0, total_per_s - max(0.0, photo_per_s) - max(0.0, oplog_per_s) - expiring_per_s, other_per_s - expiring_per_s
+    )
     photos = max(0.0, photo_per_s) * min(photo_ttl_s, DAY_S)
     oplog = min(max(0.0, oplog_per_s) * DAY_S, max(0.0, oplog_room))
     rest = other * DAY_S
-    return {"projected_24h_bytes": round(first_used + photos + oplog + expiring_plateau + rest),
-            "projected_24h_parts": {"at_start": first_used, "photos_plateau": round(photos),
-                                    "oplog": round(oplog), "other_expiring_plateau": round(expiring_plateau),
-                                    "other_24h": round(rest)},
-            "other_growth_bytes_per_s": round(other, 1)}
+    return {
+        "projected_24h_bytes": round(first_used + photos + oplog + expiring_plateau + rest),
+        "projected_24h_parts": {
+            "at_start": first_used,
+            "photos_plateau": round(photos),
+            "oplog": round(oplog),
+            "other_expiring_plateau": round(expiring_plateau),
+            "other_24h": round(rest),
+        },
+        "other_growth_bytes_per_s": round(other, 1),
+    }
 
 
-def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, rate: float | None = None,
-        hacked_rate: float | None = None, log=lambda m: None) -> dict:
+def run(
+    duration: float = 300.0,
+    warmup: float = 30.0,
+    interval: float = 5.0,
+    rate: float | None = None,
+    hacked_rate: float | None = None,
+    log=lambda m: None,
+) -> dict:
     kw = {}
     if rate is not None:
         kw["rate"] = rate
@@ -185,19 +209,31 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
             # used_memory's growth between the same two moments as the photo and op-log figures (a
             # regression slope minus endpoint figures mixes two estimates of bursty photo writes)
             span = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) if len(pts) > 1 else per_s
-            proj = project_day(int(pts[0][1]) if pts else used, span, (last[1] - first[1]) / dt, ttl_s,
-                               (last[3] - first[3]) / dt, (retention - last[2]) * per_entry + last[3] - first[3],
-                               (last[4] - first[4]) / dt, *expiring(first[5], last[5], dt))
+            proj = project_day(
+                int(pts[0][1]) if pts else used,
+                span,
+                (last[1] - first[1]) / dt,
+                ttl_s,
+                (last[3] - first[3]) / dt,
+                (retention - last[2]) * per_entry + last[3] - first[3],
+                (last[4] - first[4]) / dt,
+                *expiring(first[5], last[5], dt),
+            )
             stores[n] = {
-                "samples": len(pts), "used_memory_first": int(pts[0][1]) if pts else None,
+                "samples": len(pts),
+                "used_memory_first": int(pts[0][1]) if pts else None,
                 "used_memory_last": int(pts[-1][1]) if pts else None,
-                "growth_bytes_per_s": round(per_s, 1), "growth_bytes_per_hour": round(per_s * 3600),
+                "growth_bytes_per_s": round(per_s, 1),
+                "growth_bytes_per_hour": round(per_s * 3600),
                 "growth_first_to_last_bytes_per_s": round(span, 1),
-                "growth_bytes_per_day": round(per_s * 86400), "maxmemory": limit,
+                "growth_bytes_per_day": round(per_s * 86400),
+                "maxmemory": limit,
                 "hours_to_maxmemory": round((limit - used) / (per_s * 3600), 1) if limit and per_s > 0 else None,
-                "oplog_entries": r.xlen("fd:log"), "oplog_bytes": r.memory_usage("fd:log", samples=0) or 0,
+                "oplog_entries": r.xlen("fd:log"),
+                "oplog_bytes": r.memory_usage("fd:log", samples=0) or 0,
                 "oplog_retention": retention,
-                "photos": photos, "photo_bytes": photo_bytes,
+                "photos": photos,
+                "photo_bytes": photo_bytes,
                 "photo_growth_bytes_per_s": round((last[1] - first[1]) / dt, 1),
                 "oplog_growth_bytes_per_s": round((last[3] - first[3]) / dt, 1),
                 **proj,
@@ -206,12 +242,19 @@ def run(duration: float = 300.0, warmup: float = 30.0, interval: float = 5.0, ra
                 "other_keys_growth_bytes_per_s": round((last[4] - first[4]) / dt, 1),
                 "by_prefix": prefixes,
             }
-        return {"rate": sup.rate, "hacked_rate": sup.hacked_rate, "warmup_s": warmup, "duration_s": duration,
-                "interval_s": interval, "restarts": sum(c.restarts for c in sup.children),
-                "photo_ttl_s": ttl_s, "kubernetes_default_maxmemory": K8S_DEFAULT_MAXMEMORY,
-                "projected_24h_bytes": max((s["projected_24h_bytes"] for s in stores.values()), default=0),
-                "fits_a_day": bool(stores) and all(s["fits_a_day"] for s in stores.values()),
-                "stores": stores}
+        return {
+            "rate": sup.rate,
+            "hacked_rate": sup.hacked_rate,
+            "warmup_s": warmup,
+            "duration_s": duration,
+            "interval_s": interval,
+            "restarts": sum(c.restarts for c in sup.children),
+            "photo_ttl_s": ttl_s,
+            "kubernetes_default_maxmemory": K8S_DEFAULT_MAXMEMORY,
+            "projected_24h_bytes": max((s["projected_24h_bytes"] for s in stores.values()), default=0),
+            "fits_a_day": bool(stores) and all(s["fits_a_day"] for s in stores.values()),
+            "stores": stores,
+        }
     finally:
         for r in clients.values():
             r.close()

@@ -5,6 +5,7 @@ Lag is "commit at the source -> visible at the target" for both systems, measure
 the source's own clock at commit (returned by the write) against the moment an observer process
 receives the target's keyspace notification for that key. Both run on this machine's one clock.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -51,7 +52,7 @@ def _observe(port: int, password: str, prefix: bytes, out_path: str, ready, stop
     while not stop.is_set():
         try:
             data = sock.recv(1 << 20)
-        except socket.timeout:
+        except TimeoutError:
             continue
         t = time.time_ns() // 1000
         reader.feed(data)
@@ -68,8 +69,9 @@ class Observer:
         ctx = mp.get_context("spawn")
         self.out = workdir / f"seen-{server.spec.port}-{time.monotonic_ns()}.bin"
         self.ready, self.stop_ev = ctx.Event(), ctx.Event()
-        self.proc = ctx.Process(target=_observe, args=(server.spec.port, server.password, prefix,
-                                                        str(self.out), self.ready, self.stop_ev))
+        self.proc = ctx.Process(
+            target=_observe, args=(server.spec.port, server.password, prefix, str(self.out), self.ready, self.stop_ev)
+        )
         self.proc.start()
         if not self.ready.wait(20):
             self.proc.kill()
@@ -94,6 +96,7 @@ def _ours_commit(reply) -> int:
 def _replicaof_cmd(sha: bytes):
     def cmd(i: int) -> bytes:
         return pack_command(b"EVALSHA", sha, b"1", b"bench:%d" % i)[0]
+
     return cmd
 
 
@@ -101,8 +104,9 @@ def _replicaof_commit(reply) -> int:
     return int(reply[0]) * 1_000_000 + int(reply[1])
 
 
-def paced_writes(client, make_cmd, parse_commit, start: int, rate: float, seconds: float,
-                 max_batch: int = 400) -> tuple[dict[int, int], float]:
+def paced_writes(
+    client, make_cmd, parse_commit, start: int, rate: float, seconds: float, max_batch: int = 400
+) -> tuple[dict[int, int], float]:
     """Offer `rate` writes/s for `seconds`, pipelined per millisecond tick; {i: commit_us}, achieved/s."""
     conn = client.connection_pool.get_connection()
     commits: dict[int, int] = {}
@@ -142,10 +146,26 @@ def _lags(commits: dict[int, int], seen: dict[int, int], skip_first: int) -> tup
 def _syncer(src: Server, dst: Server) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return subprocess.Popen(
-        [sys.executable, "-m", "frauddemo", "--log-level", "WARNING", "syncer", "--source", src.url,
-         "--target", dst.url, "--source-password-file", str(src.spec.password_file),
-         "--target-password-file", str(dst.spec.password_file)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "frauddemo",
+            "--log-level",
+            "WARNING",
+            "syncer",
+            "--source",
+            src.url,
+            "--target",
+            dst.url,
+            "--source-password-file",
+            str(src.spec.password_file),
+            "--target-password-file",
+            str(dst.spec.password_file),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -178,14 +198,25 @@ def _fill(store: Store, make_ops, n: int, batch: int = 1000) -> None:
 
 
 # -- the benchmark -------------------------------------------------------------------------------
-def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
-        sustain_rates=(5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000), sustain_s: float = 3.0,
-        backlog: int = 300_000, conflict_ops: int = 100_000, log=lambda m: print(m, file=sys.stderr)) -> dict:
+def run(
+    rates=(5000, 20000),
+    seconds: float = 5.0,
+    warmup_s: float = 0.5,
+    sustain_rates=(5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000, 60000),
+    sustain_s: float = 3.0,
+    backlog: int = 300_000,
+    conflict_ops: int = 100_000,
+    log=lambda m: print(m, file=sys.stderr),
+) -> dict:
     binary = find_server()
     lib = allocator(binary)
-    result: dict = {"server": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip(),
-                    "server_allocator": Path(lib).name if lib else "built in",
-                    "cores": os.cpu_count(), "lag_ms": {}, "replicaof_lag_ms": {}}
+    result: dict = {
+        "server": subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip(),
+        "server_allocator": Path(lib).name if lib else "built in",
+        "cores": os.cpu_count(),
+        "lag_ms": {},
+        "replicaof_lag_ms": {},
+    }
     with tempfile.TemporaryDirectory(prefix="frauddemo-bench-") as tmp, ExitStack() as stack:
         tmp = Path(tmp)
 
@@ -212,14 +243,19 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
         start = 0
         for rate in rates:
             for name, server, client, make, parse, prefix, key in (
-                    ("lag_ms", sb, a.r, _ours_cmd, _ours_commit, b"h:bench:", "ours"),
-                    ("replicaof_lag_ms", rb, ra_client, _replicaof_cmd(sha), _replicaof_commit, b"bench:", "replicaof")):
+                ("lag_ms", sb, a.r, _ours_cmd, _ours_commit, b"h:bench:", "ours"),
+                ("replicaof_lag_ms", rb, ra_client, _replicaof_cmd(sha), _replicaof_commit, b"bench:", "replicaof"),
+            ):
                 obs = Observer(server, prefix, tmp)
                 commits, achieved = paced_writes(client, make, parse, start, rate, seconds)
                 time.sleep(0.3)
                 lags, missing = _lags(commits, obs.finish(), int(rate * warmup_s))
-                result[name][str(rate)] = {**summary(lags, scale=1e-3), "offered_per_s": rate,
-                                           "achieved_per_s": round(achieved), "not_seen": missing}
+                result[name][str(rate)] = {
+                    **summary(lags, scale=1e-3),
+                    "offered_per_s": rate,
+                    "achieved_per_s": round(achieved),
+                    "not_seen": missing,
+                }
                 log(f"{key} at {rate}/s: {result[name][str(rate)]}")
                 start += len(commits)
 
@@ -232,8 +268,15 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
             backlog_end = a.seq() - int(b.checkpoint("a")["seq"])
             _wait(lambda: _caught_up(a, b), 60)
             ok = achieved >= 0.95 * rate and backlog_end <= 0.05 * rate
-            steps.append({"offered_per_s": rate, "achieved_per_s": round(achieved), "backlog_at_end": backlog_end,
-                          "written": a.seq() - seq0, "ok": ok})
+            steps.append(
+                {
+                    "offered_per_s": rate,
+                    "achieved_per_s": round(achieved),
+                    "backlog_at_end": backlog_end,
+                    "written": a.seq() - seq0,
+                    "ok": ok,
+                }
+            )
             log(f"sustain {steps[-1]}")
             if not ok:
                 break
@@ -275,10 +318,12 @@ def run(rates=(5000, 20000), seconds: float = 5.0, warmup_s: float = 0.5,
         snap_a, snap_b = ca.snapshot(), cb.snapshot()
         result["identical_after_convergence"] = snap_a == snap_b
         expected = crdt.replay({"a": ca.r.xrange("fd:log"), "b": cb.r.xrange("fd:log")})
-        result["lost"] = sum(1 for k, v in expected.items() if snap_a.get(k) != v) + \
-            sum(1 for k in snap_a if k not in expected)
+        result["lost"] = sum(1 for k, v in expected.items() if snap_a.get(k) != v) + sum(
+            1 for k in snap_a if k not in expected
+        )
         result["duplicated"] = max(0, drain_dup) + sum(
-            max(0, int(dst.checkpoint(src.replica)["applied"]) - src.seq()) for src, dst in ((ca, cb), (cb, ca)))
+            max(0, int(dst.checkpoint(src.replica)["applied"]) - src.seq()) for src, dst in ((ca, cb), (cb, ca))
+        )
         log(f"convergence {result['convergence_s']}s identical={result['identical_after_convergence']}")
         for s in (a, b, ca, cb):
             s.close()

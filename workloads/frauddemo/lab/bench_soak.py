@@ -26,6 +26,7 @@ are watched separately for that). Raw RSS, data and what is not data (RSS minus 
 keyspace hash tables) are reported beside. `rss_flat`: no process grew by more than FLAT_PCT (a figure
 that falls, as a store's ratio does while its data outgrows the allocator's fixed overhead, is no leak).
 """
+
 from __future__ import annotations
 
 import collections
@@ -44,19 +45,19 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from .attacks import attack_photo
-from .faces import capture_of, enrol
-from .stats import summary
 from ..attack_modes import AttackMode
 from ..config import ConfigError, StoreRef
 from ..local import Supervisor, read_stack
 from ..photos.decode import PhotoRejected
-from ..till import HackedTill, Till, customer_id
 from ..retail import TerminalKeys
 from ..secretfiles import read_secret
 from ..servers import free_port
 from ..store import LOG_KEY, Store
 from ..storeset import StoreSet
+from ..till import HackedTill, Till, customer_id
+from .attacks import attack_photo
+from .faces import capture_of, enrol
+from .stats import summary
 
 GROWTH_SAMPLES = 3
 FLAT_PCT = 10.0
@@ -65,8 +66,13 @@ STREAMS = ("fd:ev:purchases", "fd:ev:returns", "fd:ev:verdicts", "fd:ev:alerts",
 # The soak's hacked till: five attacks, each as likely. DOUBLE_RETURN is a receipt an honest till refunded,
 # again: double-return-same-store or -other-store, by where that refund was.
 DOUBLE_RETURN = "double-return"
-HACKED_MODES = (AttackMode.NO_PHOTO, AttackMode.MISMATCHED_PHOTO, AttackMode.REPLAYED_PHOTO, DOUBLE_RETURN,
-                AttackMode.UNKNOWN_RECEIPT)
+HACKED_MODES = (
+    AttackMode.NO_PHOTO,
+    AttackMode.MISMATCHED_PHOTO,
+    AttackMode.REPLAYED_PHOTO,
+    DOUBLE_RETURN,
+    AttackMode.UNKNOWN_RECEIPT,
+)
 RETURN_MIN_AGE_S = 1.0  # a receipt is returned once it has had time to replicate
 MAX_ERROR_TEXTS = 10
 
@@ -89,7 +95,7 @@ class SoakConfig:
     hacked_pos_rate: float = 0.2
     seed: int = 11
 
-    def resolved(self) -> "SoakConfig":
+    def resolved(self) -> SoakConfig:
         """Defaults filled in and every value checked; a ConfigError says what is wrong."""
         for name in ("rate", "duration", "interval", "warmup"):
             v = getattr(self, name)
@@ -108,8 +114,10 @@ class SoakConfig:
         if interval <= 0:
             raise ConfigError(f"--interval must be > 0 seconds, got {interval:g}")
         if (self.duration - warmup) < 2 * interval:
-            raise ConfigError(f"the run after the warm-up ({self.duration - warmup:g} s) must hold at least two "
-                              f"sampling intervals ({interval:g} s each)")
+            raise ConfigError(
+                f"the run after the warm-up ({self.duration - warmup:g} s) must hold at least two "
+                f"sampling intervals ({interval:g} s each)"
+            )
         if self.identities < 2 or self.customers < self.identities:
             raise ConfigError("the soak needs at least two faces and at least as many customers as faces")
         if self.retention < 100:
@@ -163,8 +171,11 @@ def data_mb(stats: dict) -> float:
     """What a store holds because of the records it was given (MEMORY STATS): the values and the
     keyspace's hash tables, which grow with the key count by design."""
     db = stats.get("db.0") or {}
-    table = (db.get("overhead.hashtable.main", 0) + db.get("overhead.hashtable.expires", 0)
-             + stats.get("overhead.db.hashtable.lut", 0))
+    table = (
+        db.get("overhead.hashtable.main", 0)
+        + db.get("overhead.hashtable.expires", 0)
+        + stats.get("overhead.db.hashtable.lut", 0)
+    )
     return (stats["dataset.bytes"] + table) / 2**20
 
 
@@ -218,8 +229,11 @@ def growth(samples: list[tuple[float, float]], after: float) -> dict:
     k = max(1, min(GROWTH_SAMPLES, len(values) // 3))
     first, last = statistics.median(values[:k]), statistics.median(values[-k:])
     pct = (last - first) / first * 100 if first > 0 else None
-    return {"after_warmup": round(first, 2), "end": round(last, 2),
-            "growth_pct": None if pct is None else round(pct, 2)}
+    return {
+        "after_warmup": round(first, 2),
+        "end": round(last, 2),
+        "growth_pct": None if pct is None else round(pct, 2),
+    }
 
 
 # -- the tills ----------------------------------------------------------------------------------------
@@ -308,7 +322,7 @@ class Tills:
         here = self.hacked.store.replica
         if mode == AttackMode.UNKNOWN_RECEIPT:
             customer = customer_id(rng.randrange(self.cfg.customers))
-            rid, sources = "r-unknown-%016x" % rng.getrandbits(64), {}
+            rid, sources = f"r-unknown-{rng.getrandbits(64):016x}", {}
         elif mode == DOUBLE_RETURN:
             if not self.returned:
                 return None
@@ -418,7 +432,7 @@ def render_photos(cfg: SoakConfig) -> dict:
     with multiprocessing.get_context("spawn").Pool() as pool:
         purchase = [jpeg for jpeg, _ in pool.map(enrol, faces, chunksize=4)]
         captures = pool.map(capture_of, jobs, chunksize=4)
-    returns = [captures[k * cfg.return_captures:(k + 1) * cfg.return_captures] for k in range(cfg.identities)]
+    returns = [captures[k * cfg.return_captures : (k + 1) * cfg.return_captures] for k in range(cfg.identities)]
     return {"purchase": purchase, "returns": returns}
 
 
@@ -436,8 +450,14 @@ class Soak:
     def start(self) -> None:
         cfg = self.cfg
         self.photos = render_photos(cfg)
-        self.sup = Supervisor(["a", "b"], port=free_port(), headless=True, retention=cfg.retention,
-                              rate=cfg.pos_rate, hacked_rate=cfg.hacked_pos_rate)
+        self.sup = Supervisor(
+            ["a", "b"],
+            port=free_port(),
+            headless=True,
+            retention=cfg.retention,
+            rate=cfg.pos_rate,
+            hacked_rate=cfg.hacked_pos_rate,
+        )
         self.sup.start()
         self.sup.wait_ready()
         self.stores = {n: Store.connect(spec.url, spec.password) for n, spec in self.sup.servers.items()}
@@ -486,8 +506,16 @@ class Soak:
                 lens = pipe.execute()
             except (redis.RedisError, OSError):
                 continue
-            self.store_mem[name].append((t, {"used_memory_mb": stats["total.allocated"] / 2**20,
-                                             "data_mb": data_mb(stats), "keys": stats["keys.count"]}))
+            self.store_mem[name].append(
+                (
+                    t,
+                    {
+                        "used_memory_mb": stats["total.allocated"] / 2**20,
+                        "data_mb": data_mb(stats),
+                        "keys": stats["keys.count"],
+                    },
+                )
+            )
             for stream, n in zip((LOG_KEY,) + STREAMS, lens):
                 self.stream_len[name][stream].append((t, n))
         for link in self.links.status()["links"]:
@@ -503,8 +531,10 @@ class Soak:
     def run(self) -> dict:
         cfg = self.cfg
         tills = self.tills
-        threads = [threading.Thread(target=tills.till_thread, args=(k,), daemon=True, name=f"till-{k}")
-                   for k in range(cfg.tills)]
+        threads = [
+            threading.Thread(target=tills.till_thread, args=(k,), daemon=True, name=f"till-{k}")
+            for k in range(cfg.tills)
+        ]
         ev_thread = threading.Thread(target=self.events.run, daemon=True, name="events")
         for th in threads + [ev_thread]:
             th.start()
@@ -532,22 +562,33 @@ class Soak:
                 new_hist = hist
             span = t - (self.windows[-1]["t"] if self.windows else 0.0)
             tx = sum(counts[k2] for k2 in ("purchase", "return", "hacked"))
-            self.windows.append({
-                "t": t, "tx": tx, "tx_per_s": round(tx / span, 1) if span > 0 else None,
-                "purchases": counts["purchase"], "returns": counts["return"], "hacked": counts["hacked"],
-                "errors": counts["errors"], "missed": counts["missed"],
-                "latency_ms": summary(lat, scale=1e-3),
-                "lag_ms": window_quantiles(hist["frauddemo_replication_lag_seconds"],
-                                           new_hist["frauddemo_replication_lag_seconds"]),
-                "detection_ms": window_quantiles(hist["frauddemo_detection_latency_seconds"],
-                                                 new_hist["frauddemo_detection_latency_seconds"]),
-            })
+            self.windows.append(
+                {
+                    "t": t,
+                    "tx": tx,
+                    "tx_per_s": round(tx / span, 1) if span > 0 else None,
+                    "purchases": counts["purchase"],
+                    "returns": counts["return"],
+                    "hacked": counts["hacked"],
+                    "errors": counts["errors"],
+                    "missed": counts["missed"],
+                    "latency_ms": summary(lat, scale=1e-3),
+                    "lag_ms": window_quantiles(
+                        hist["frauddemo_replication_lag_seconds"], new_hist["frauddemo_replication_lag_seconds"]
+                    ),
+                    "detection_ms": window_quantiles(
+                        hist["frauddemo_detection_latency_seconds"], new_hist["frauddemo_detection_latency_seconds"]
+                    ),
+                }
+            )
             hist = new_hist
             self.sample(t)
             w = self.windows[-1]
-            self.log(f"t={t:.0f}s tx/s={w['tx_per_s']} lat p99={w['latency_ms']['p99']} ms "
-                     f"lag p99={w['lag_ms']['p99']} ms det p99={w['detection_ms']['p99']} ms "
-                     f"errors={w['errors']} missed={w['missed']}")
+            self.log(
+                f"t={t:.0f}s tx/s={w['tx_per_s']} lat p99={w['latency_ms']['p99']} ms "
+                f"lag p99={w['lag_ms']['p99']} ms det p99={w['detection_ms']['p99']} ms "
+                f"errors={w['errors']} missed={w['missed']}"
+            )
             if end:
                 break
             k += 1
@@ -584,21 +625,31 @@ class Soak:
         for name, rows in sorted(self.samples.items()):
             rss = [(t, s["rss_mb"]) for t, s in rows]
             g = growth(rss, after)
-            entry = {"pid": rows[-1][1]["pid"], "rss_mb_after_warmup": g["after_warmup"], "rss_mb_end": g["end"],
-                     "growth_pct": g["growth_pct"],
-                     "fds": growth([(t, s["fds"]) for t, s in rows], after),
-                     "threads": growth([(t, s["threads"]) for t, s in rows], after),
-                     "samples": [[t, round(v, 2)] for t, v in rss]}
+            entry = {
+                "pid": rows[-1][1]["pid"],
+                "rss_mb_after_warmup": g["after_warmup"],
+                "rss_mb_end": g["end"],
+                "growth_pct": g["growth_pct"],
+                "fds": growth([(t, s["fds"]) for t, s in rows], after),
+                "threads": growth([(t, s["threads"]) for t, s in rows], after),
+                "samples": [[t, round(v, 2)] for t, v in rss],
+            }
             store = name.removeprefix("store-")
             if name.startswith("store-") and store in stores:
                 mem = dict(self.store_mem[store])
                 og = growth([(t, v - mem[t]["data_mb"]) for t, v in rss if t in mem], after)
                 ratio = growth([(t, v / mem[t]["used_memory_mb"]) for t, v in rss if t in mem], after)
-                entry.update({"rss_growth_pct": g["growth_pct"], "growth_pct": ratio["growth_pct"],
-                              "rss_per_used_memory": ratio, "non_data_mb": og,
-                              "data_mb": growth([(t, m["data_mb"]) for t, m in mem.items()], after),
-                              "used_memory_mb": growth([(t, m["used_memory_mb"]) for t, m in mem.items()], after),
-                              "keys": growth([(t, m["keys"]) for t, m in mem.items()], after)})
+                entry.update(
+                    {
+                        "rss_growth_pct": g["growth_pct"],
+                        "growth_pct": ratio["growth_pct"],
+                        "rss_per_used_memory": ratio,
+                        "non_data_mb": og,
+                        "data_mb": growth([(t, m["data_mb"]) for t, m in mem.items()], after),
+                        "used_memory_mb": growth([(t, m["used_memory_mb"]) for t, m in mem.items()], after),
+                        "keys": growth([(t, m["keys"]) for t, m in mem.items()], after),
+                    }
+                )
             processes[name] = entry
         judged = {n: p["growth_pct"] for n, p in processes.items() if p["growth_pct"] is not None}
         worst = max(judged, key=lambda n: judged[n]) if judged else None
@@ -612,8 +663,14 @@ class Soak:
         for store, by_stream in sorted(self.stream_len.items()):
             lens = [n for _, n in by_stream[LOG_KEY]]
             oplog[store] = {"max": max(lens), "end": lens[-1], "retention": cfg.retention, "bound": bound}
-            streams[store] = {s: {"max": max(n for _, n in by_stream[s]), "end": by_stream[s][-1][1],
-                                  "bound": EVENT_RETENTION + self.node_entries} for s in STREAMS}
+            streams[store] = {
+                s: {
+                    "max": max(n for _, n in by_stream[s]),
+                    "end": by_stream[s][-1][1],
+                    "bound": EVENT_RETENTION + self.node_entries,
+                }
+                for s in STREAMS
+            }
         totals = self.tills.totals
         tx = totals["purchase"] + totals["return"] + totals["hacked"]
         post = [w for w in self.windows if w["t"] > after]
@@ -622,35 +679,61 @@ class Soak:
         restarts = {p.name: p.restarts for p in self.sup.children if p.restarts}
         return {
             "benchmark": "soak",
-            "rate_tx_per_s": {"offered": cfg.rate, "achieved": round(tx / load_s, 1),
-                              "achieved_after_warmup": round(post_tx / post_s, 1) if post_s > 0 else None},
-            "duration_s": round(load_s, 1), "warmup_s": after, "interval_s": cfg.interval,
-            "transactions": {"purchases": totals["purchase"], "returns": totals["return"],
-                             "hacked": totals["hacked"], "total": tx},
+            "rate_tx_per_s": {
+                "offered": cfg.rate,
+                "achieved": round(tx / load_s, 1),
+                "achieved_after_warmup": round(post_tx / post_s, 1) if post_s > 0 else None,
+            },
+            "duration_s": round(load_s, 1),
+            "warmup_s": after,
+            "interval_s": cfg.interval,
+            "transactions": {
+                "purchases": totals["purchase"],
+                "returns": totals["return"],
+                "hacked": totals["hacked"],
+                "total": tx,
+            },
             "processes": processes,
-            "max_growth_pct": judged[worst] if worst else None, "max_growth_process": worst,
+            "max_growth_pct": judged[worst] if worst else None,
+            "max_growth_process": worst,
             "rss_flat": required <= set(judged) and all(v <= FLAT_PCT for v in judged.values()),
             "transient_processes": transient,
             "flat_within_pct": FLAT_PCT,
             "oplog_len": oplog,
             "oplog_bounded": all(o["max"] <= o["bound"] for o in oplog.values()),
             "event_streams": streams,
-            "links": {"max_backlog": self.link_peaks["backlog"], "resyncs": self.link_peaks["resyncs"],
-                      "samples_not_up": self.link_peaks["not_up"]},
+            "links": {
+                "max_backlog": self.link_peaks["backlog"],
+                "resyncs": self.link_peaks["resyncs"],
+                "samples_not_up": self.link_peaks["not_up"],
+            },
             "windows": self.windows,
             "drain_s": drain_s,
-            "errors": {"failed": totals["errors"], "missed_slots": totals["missed"], "unjudged_events": unjudged,
-                       "restarts": restarts, "api_errors": summary_errors + self.events.errors,
-                       "messages": dict(self.tills.error_texts)},
+            "errors": {
+                "failed": totals["errors"],
+                "missed_slots": totals["missed"],
+                "unjudged_events": unjudged,
+                "restarts": restarts,
+                "api_errors": summary_errors + self.events.errors,
+                "messages": dict(self.tills.error_texts),
+            },
             "sse_events": self.events.events,
             "config": {k: v for k, v in dataclasses.asdict(cfg).items()},
         }
 
 
-def run(rate: float = 200.0, duration: float = 600.0, warmup: float | None = None, interval: float | None = None,
-        retention: int = 20_000, log=lambda m: None, **kw) -> dict:
-    cfg = SoakConfig(rate=rate, duration=duration, warmup=warmup, interval=interval, retention=retention,
-                     **kw).resolved()
+def run(
+    rate: float = 200.0,
+    duration: float = 600.0,
+    warmup: float | None = None,
+    interval: float | None = None,
+    retention: int = 20_000,
+    log=lambda m: None,
+    **kw,
+) -> dict:
+    cfg = SoakConfig(
+        rate=rate, duration=duration, warmup=warmup, interval=interval, retention=retention, **kw
+    ).resolved()
     soak = Soak(cfg, log)
     try:
         soak.start()

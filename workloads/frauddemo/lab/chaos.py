@@ -46,6 +46,7 @@ connection error or timeout up to 10 times (backing off up to 1 s), which would 
 from the tills and make a call take seconds to fail. `repeated_writes` counts purchases and attempts
 whose event a store logged twice: one call applied twice (what such resends can do to a write).
 """
+
 from __future__ import annotations
 
 import collections
@@ -70,14 +71,26 @@ from ..config import ConfigError, check_name
 from ..ids import new_id
 from ..local import Supervisor, read_stack
 from ..photos.storage import PHOTO_PREFIX
-from ..till import HackedTill, Till
 from ..procs import alive
-from ..retail import (ALERTS, APPROVED, PURCHASES, REFUSED, RETURNS, TerminalKeys, alert_key, attempt_key,
-                     attempts_key, price, receipt_key, verdict_key)
+from ..retail import (
+    ALERTS,
+    APPROVED,
+    PURCHASES,
+    REFUSED,
+    RETURNS,
+    TerminalKeys,
+    alert_key,
+    attempt_key,
+    attempts_key,
+    price,
+    receipt_key,
+    verdict_key,
+)
 from ..secretfiles import read_secret, write_secret
 from ..servers import free_port
 from ..store import Store, StoreError
 from ..syncer import pause_key
+from ..till import HackedTill, Till
 from .attacks import attack_photo
 from .faces import usable_captures
 
@@ -86,8 +99,13 @@ log = logging.getLogger("frauddemo.chaos")
 KINDS = ("kill_store", "kill_syncer", "kill_detector", "kill_pos", "pause_store", "partition", "restart_store")
 STORE_KINDS = ("kill_store", "pause_store", "restart_store")
 # the hacked till's attacks in chaos (mismatched photos and same-store double returns are left to the benches)
-HACKED_MODES = (AttackMode.NO_PHOTO, AttackMode.REPLAYED_PHOTO, AttackMode.UNKNOWN_RECEIPT,
-                AttackMode.DOUBLE_RETURN_OTHER_STORE, AttackMode.WINDOW_RACE)
+HACKED_MODES = (
+    AttackMode.NO_PHOTO,
+    AttackMode.REPLAYED_PHOTO,
+    AttackMode.UNKNOWN_RECEIPT,
+    AttackMode.DOUBLE_RETURN_OTHER_STORE,
+    AttackMode.WINDOW_RACE,
+)
 DETECTOR_GROUP = "detectors"
 TICK_S = 0.05
 MAX_IDS = 10  # ids listed in the report per kind of failure
@@ -112,7 +130,7 @@ class ChaosConfig:
     backoff: tuple[float, float] = (0.1, 0.4)  # the supervisor's restart backoff
     data_dir: str | None = None
 
-    def resolved(self) -> "ChaosConfig":
+    def resolved(self) -> ChaosConfig:
         for name in ("duration", "faults_per_s", "tx_rate", "till_timeout_s", "settle_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -179,8 +197,10 @@ class Injector:
         self.heals: list = []  # heap of (due, seq, kind, target)
         self.seq = 0
         self.last_heal = 0.0
-        self.admin = {n: redis.Redis.from_url(s.url, password=s.password, socket_timeout=0.5,
-                                              socket_connect_timeout=0.5) for n, s in sup.servers.items()}
+        self.admin = {
+            n: redis.Redis.from_url(s.url, password=s.password, socket_timeout=0.5, socket_connect_timeout=0.5)
+            for n, s in sup.servers.items()
+        }
 
     def plan(self, t0: float) -> list[tuple[float, str]]:
         """Every kind's faults spread evenly over the run but its last 5%, each at a random point of
@@ -206,8 +226,11 @@ class Injector:
             due = sorted(left)
             time.sleep(TICK_S)
         if due:
-            log.warning("%d faults could not be injected before the end: %s", len(due),
-                        dict(collections.Counter(k for _, k in due)))
+            log.warning(
+                "%d faults could not be injected before the end: %s",
+                len(due),
+                dict(collections.Counter(k for _, k in due)),
+            )
 
     def tick(self, now: float) -> None:
         self.sup.poll()
@@ -253,8 +276,12 @@ class Injector:
                 os.kill(pid, signal.SIGKILL if kind == "kill_store" else signal.SIGTERM)
                 self.store_busy[name] = f"down:{pid}"
         elif kind == "partition":
-            links = [(s, t) for s in self.sup.store_names for t in self.sup.store_names
-                     if s != t and (s, t) not in self.partitioned and t not in self.store_busy]
+            links = [
+                (s, t)
+                for s in self.sup.store_names
+                for t in self.sup.store_names
+                if s != t and (s, t) not in self.partitioned and t not in self.store_busy
+            ]
             if not links:
                 return False
             src, dst = self.rng.choice(links)
@@ -306,8 +333,10 @@ class Injector:
             if not self.heals and not self.store_busy and not down:
                 return max(self.last_heal, self._last_start())
             if time.monotonic() > deadline:
-                raise ConfigError(f"the stack did not recover within {timeout:g} s: down {down}, "
-                                  f"stores busy {self.store_busy}, heals left {len(self.heals)}")
+                raise ConfigError(
+                    f"the stack did not recover within {timeout:g} s: down {down}, "
+                    f"stores busy {self.store_busy}, heals left {len(self.heals)}"
+                )
             time.sleep(TICK_S)
 
     def _retired(self, name: str) -> bool:
@@ -503,6 +532,7 @@ class Driver:
                 with self.lock:
                     self.window_double_refunds += 1
             return self._attempt(a.id, rid, here, a.decision, mode, True)
+
         def stored_purchase_photo() -> bytes | None:
             p = till.store.hgetall(receipt_key(rid)).get("photo")
             return till.store.get_blob(PHOTO_PREFIX + p) if p else None
@@ -516,8 +546,13 @@ class Driver:
     def till(self, here: str, seed: int) -> None:
         rng = random.Random(seed)
         rate = self.cfg.tx_rate / len(self.names)
-        steps = ((0.42, self.purchase), (0.65, self.legit_return), (0.75, self.visible_double_return),
-                 (0.82, self.concurrent_returns), (1.00, self.hacked_step))
+        steps = (
+            (0.42, self.purchase),
+            (0.65, self.legit_return),
+            (0.75, self.visible_double_return),
+            (0.82, self.concurrent_returns),
+            (1.00, self.hacked_step),
+        )
         while not self.stop.is_set():
             u = rng.random()
             step = next(fn for p, fn in steps if u < p)
@@ -597,9 +632,10 @@ def lost_ops(stores: dict[str, Store], drv: Driver) -> list[str]:
         res = pipe.execute()
         n, m = len(rids), len(aids)
         lost += [f"{name}:purchase:{rid}" for rid, ok in zip(rids, res[:n]) if not ok]
-        lost += [f"{name}:attempt:{aid}" for aid, ok in zip(aids, res[n:n + m]) if not ok]
-        lost += [f"{name}:attempt-in-set:{aid}" for aid, members in zip(aids, res[n + m:])
-                 if aid.encode() not in members]
+        lost += [f"{name}:attempt:{aid}" for aid, ok in zip(aids, res[n : n + m]) if not ok]
+        lost += [
+            f"{name}:attempt-in-set:{aid}" for aid, members in zip(aids, res[n + m :]) if aid.encode() not in members
+        ]
     return lost
 
 
@@ -659,8 +695,11 @@ def differences(stores: dict[str, Store]) -> list[str]:
 def passed(result: dict) -> bool:
     """The run's claims hold: nothing acknowledged lost, every fraud alerted exactly once, no visible
     double refund, the stores converged and identical."""
-    return not (result["lost"] or result["missed_frauds"] or result["duplicated_alerts"]
-                or result["double_refunds"]) and result["identical"] and result["converge_s"] is not None
+    return (
+        not (result["lost"] or result["missed_frauds"] or result["duplicated_alerts"] or result["double_refunds"])
+        and result["identical"]
+        and result["converge_s"] is not None
+    )
 
 
 def run(cfg: ChaosConfig, progress=None) -> dict:
@@ -669,8 +708,16 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
     rng = random.Random(cfg.seed)
     with concurrent.futures.ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         photos = list(pool.map(usable_captures, range(cfg.faces)))
-    sup = ChaosSupervisor(list(cfg.stores), cfg.data_dir, free_port(), headless=True, rate=cfg.pos_rate,
-                          hacked_rate=cfg.hacked_pos_rate, backoff=cfg.backoff, fsync=cfg.fsync)
+    sup = ChaosSupervisor(
+        list(cfg.stores),
+        cfg.data_dir,
+        free_port(),
+        headless=True,
+        rate=cfg.pos_rate,
+        hacked_rate=cfg.hacked_pos_rate,
+        backoff=cfg.backoff,
+        fsync=cfg.fsync,
+    )
     inj = drv = None
     clients: dict[str, Store] = {}
     admin: dict[str, Store] = {}
@@ -681,8 +728,13 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         keys = TerminalKeys.from_secret(read_secret(sup.terminal_key_file))
         for n, spec in sup.servers.items():
             url, password = spec.credentials("pos")
-            clients[n] = Store.connect(url, password, socket_timeout=cfg.till_timeout_s,
-                                       socket_connect_timeout=cfg.till_timeout_s, retry=Retry(NoBackoff(), 0))
+            clients[n] = Store.connect(
+                url,
+                password,
+                socket_timeout=cfg.till_timeout_s,
+                socket_connect_timeout=cfg.till_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
         admin = {n: Store.connect(s.url, s.password) for n, s in sup.servers.items()}
         drv = Driver(cfg, clients, keys, photos)
         inj = Injector(sup, cfg, rng)
@@ -745,18 +797,30 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         repeated = repeated_writes(admin)
         by_kind = collections.Counter(x.kind for x in drv.attempts.values() if x.fraud)
         return {
-            "seed": cfg.seed, "duration_s": round(faults_s, 1), "stores": list(cfg.stores), "fsync": cfg.fsync,
-            "faults": dict(inj.counts), "faults_total": sum(inj.counts.values()),
+            "seed": cfg.seed,
+            "duration_s": round(faults_s, 1),
+            "stores": list(cfg.stores),
+            "fsync": cfg.fsync,
+            "faults": dict(inj.counts),
+            "faults_total": sum(inj.counts.values()),
             "acknowledged": len(drv.purchases) + len(drv.attempts),
-            "acknowledged_purchases": len(drv.purchases), "acknowledged_returns": len(drv.attempts),
-            "lost": len(lost), "lost_ids": lost[:MAX_IDS],
-            "frauds": len(frauds), "frauds_by_kind": dict(sorted(by_kind.items())),
-            "missed_frauds": len(missed), "missed_ids": missed[:MAX_IDS],
-            "missed_by_kind": dict(sorted(collections.Counter(drv.attempts[a].kind for a in missed
-                                                              if a in drv.attempts).items())),
+            "acknowledged_purchases": len(drv.purchases),
+            "acknowledged_returns": len(drv.attempts),
+            "lost": len(lost),
+            "lost_ids": lost[:MAX_IDS],
+            "frauds": len(frauds),
+            "frauds_by_kind": dict(sorted(by_kind.items())),
+            "missed_frauds": len(missed),
+            "missed_ids": missed[:MAX_IDS],
+            "missed_by_kind": dict(
+                sorted(collections.Counter(drv.attempts[a].kind for a in missed if a in drv.attempts).items())
+            ),
             "missed_verdicts": missed_verdicts(admin, missed[:MAX_IDS]),
-            "alerts": len({a for a, _ in events}), "duplicated_alerts": len(dup), "duplicated_ids": dup[:MAX_IDS],
-            "double_refunds": len(drv.double_refunds), "double_refund_receipts": drv.double_refunds[:MAX_IDS],
+            "alerts": len({a for a, _ in events}),
+            "duplicated_alerts": len(dup),
+            "duplicated_ids": dup[:MAX_IDS],
+            "double_refunds": len(drv.double_refunds),
+            "double_refund_receipts": drv.double_refunds[:MAX_IDS],
             "visible_double_returns": by_kind.get("double-return-visible", 0),
             "window_double_refunds": drv.window_double_refunds,
             "converge_s": None if converge_s is None else round(converge_s, 3),
@@ -764,8 +828,11 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "caught_up_s": None if caught_up_s is None else round(caught_up_s, 3),
             "tills_stop_s": round(tills_s, 3),
             "alerts_settle_s": None if settle_s is None else round(settle_s, 3),
-            "identical": not diff, "differing_keys": len(diff), "differing_ids": diff[:MAX_IDS],
-            "repeated_writes": len(repeated), "repeated_ids": repeated[:MAX_IDS],
+            "identical": not diff,
+            "differing_keys": len(diff),
+            "differing_ids": diff[:MAX_IDS],
+            "repeated_writes": len(repeated),
+            "repeated_ids": repeated[:MAX_IDS],
             "unacknowledged_calls": dict(drv.errors),
             "restarts": {c.name: c.restarts for c in sup.children if c.restarts},
         }

@@ -1,6 +1,7 @@
 """The lab's verbs, `frauddemo chaos` and `frauddemo bench WHAT`: registered on the `frauddemo` command
 through the `frauddemo.commands` entry point (`lab = "frauddemo.lab.cli:add_commands"`), so the runtime's
 CLI never imports the lab."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def run_operator(**options) -> dict:
 
     try:
         return run(**options)
-    except RuntimeError as e:   # no usable cluster, or no test kit for the emulator
+    except RuntimeError as e:  # no usable cluster, or no test kit for the emulator
         raise ConfigError(f"bench operator: {e}") from None
 
 
@@ -57,8 +58,14 @@ def run_soak(**options) -> dict:
 
 
 # what `frauddemo bench WHAT` runs; soak and operator take their own options
-BENCHES = {"replication": run_replication, "photo": run_photo, "memory": run_memory,
-           "detection": run_detection, "operator": run_operator, "soak": run_soak}
+BENCHES = {
+    "replication": run_replication,
+    "photo": run_photo,
+    "memory": run_memory,
+    "detection": run_detection,
+    "operator": run_operator,
+    "soak": run_soak,
+}
 
 
 def cmd_bench(a) -> int:
@@ -85,13 +92,17 @@ def cmd_chaos(a) -> int:
 
 def add_commands(sub) -> None:
     """Register `chaos` and `bench` on the `frauddemo` command's subparsers."""
-    ch = sub.add_parser("chaos", help="kill, pause and partition a local stack while tills trade; then check "
-                        "that nothing acknowledged was lost and every fraud was alerted once")
+    ch = sub.add_parser(
+        "chaos",
+        help="kill, pause and partition a local stack while tills trade; then check "
+        "that nothing acknowledged was lost and every fraud was alerted once",
+    )
     ch.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
     ch.add_argument("--seed", type=int, default=1)
     ch.add_argument("--stores", default="a,b")
-    ch.add_argument("--fsync", choices=("always", "everysec"), default="always",
-                    help="the stores' AOF fsync policy for the run")
+    ch.add_argument(
+        "--fsync", choices=("always", "everysec"), default="always", help="the stores' AOF fsync policy for the run"
+    )
     ch.add_argument("--data-dir", help="where the stack lives (default: a new temp dir, removed after)")
     ch.add_argument("--json", action="store_true")
     ch.set_defaults(fn=cmd_chaos)
@@ -101,12 +112,18 @@ def add_commands(sub) -> None:
     be.add_argument("--json", action="store_true")
     be.add_argument("--rate", type=float, help="soak: transactions offered per second (default 200)")
     be.add_argument("--duration", type=float, help="soak: seconds of load (default 600)")
-    be.add_argument("--warmup", type=float, help="soak: seconds before growth is measured (default: a "
-                    "fifth of the duration, at most 60)")
+    be.add_argument(
+        "--warmup",
+        type=float,
+        help="soak: seconds before growth is measured (default: a fifth of the duration, at most 60)",
+    )
     be.add_argument("--interval", type=float, help="soak: seconds between samples (default 10)")
     be.add_argument("--retention", type=int, help="soak: op-log entries each store keeps (default 20000)")
-    be.add_argument("--kubeconfig", help="operator: measure against this real cluster (e.g. .cluster/kubeconfig "
-                    "from `make cluster`), with the emulator's figures beside it when the test kit is importable")
+    be.add_argument(
+        "--kubeconfig",
+        help="operator: measure against this real cluster (e.g. .cluster/kubeconfig "
+        "from `make cluster`), with the emulator's figures beside it when the test kit is importable",
+    )
     be.add_argument("--serial", type=int, help="operator: FraudDemos created one by one (default 100)")
     be.add_argument("--burst", type=int, help="operator: FraudDemos created at once (default 100)")
     be.set_defaults(fn=cmd_bench)

@@ -1,5 +1,6 @@
 """Customers' faces for the benches: a capture of a customer by the synthetic camera, and a purchase
 photo with its embedding. Top-level functions taking one argument, so a process pool can map them."""
+
 from __future__ import annotations
 
 from ..photos import verify as ver

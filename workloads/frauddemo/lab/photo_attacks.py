@@ -4,6 +4,7 @@ Every transform takes a decoded BGR frame and a numpy Generator and returns JPEG
 wide on purpose: the replay check was not tuned on these (its thresholds come from genuine captures
 only, see photo_bench.py), so each kind here is a held-out attack.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -27,7 +28,7 @@ def mirror(img, rng):
 def crop(img, rng):
     h, w = img.shape[:2]
     c = rng.uniform(0.02, 0.12, 4)
-    return _enc(img[int(h * c[0]):h - int(h * c[1]), int(w * c[2]):w - int(w * c[3])], rng)
+    return _enc(img[int(h * c[0]) : h - int(h * c[1]), int(w * c[2]) : w - int(w * c[3])], rng)
 
 
 def zoom(img, rng):
@@ -36,7 +37,7 @@ def zoom(img, rng):
     k = float(rng.uniform(0.72, 0.88))
     cw, ch = int(w * k), int(h * k)
     x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    return _enc(cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR), rng)
+    return _enc(cv2.resize(img[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR), rng)
 
 
 def rotate(img, rng):
@@ -84,7 +85,7 @@ def reshoot(img, rng):
     screen = np.full_like(img, int(rng.integers(5, 40)))
     sw, sh = int(w * k), int(h * k)
     x0, y0 = (w - sw) // 2 + int(rng.integers(-10, 11)), (h - sh) // 2 + int(rng.integers(-10, 11))
-    screen[y0:y0 + sh, x0:x0 + sw] = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+    screen[y0 : y0 + sh, x0 : x0 + sw] = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
     x = _perspective(screen, rng, 0.06).astype(np.float32)
     x = 255 * np.power(x / 255, float(rng.uniform(0.8, 1.25))) * float(rng.uniform(0.85, 1.15))
     x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.5)))
@@ -99,8 +100,17 @@ def mirror_reshoot(img, rng):
     return reshoot(cv2.flip(img, 1), rng)
 
 
-KINDS = {"mirror": mirror, "crop": crop, "zoom": zoom, "rotate": rotate, "reencode": reencode,
-         "relight": relight, "perspective": perspective, "reshoot": reshoot, "mirror_reshoot": mirror_reshoot}
+KINDS = {
+    "mirror": mirror,
+    "crop": crop,
+    "zoom": zoom,
+    "rotate": rotate,
+    "reencode": reencode,
+    "relight": relight,
+    "perspective": perspective,
+    "reshoot": reshoot,
+    "mirror_reshoot": mirror_reshoot,
+}
 
 
 def replays(jpeg: bytes, rng: np.random.Generator, kinds=None) -> dict[str, bytes]:

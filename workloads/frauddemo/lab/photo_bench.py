@@ -24,6 +24,7 @@ The in-run baseline is what the demo this project replaces did: any decodable im
 replays caught only when the MD5 matched. A second baseline is this pipeline without its alignment
 search, to show what the search buys.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,24 +49,44 @@ def _rates(gen: np.ndarray, imp: np.ndarray) -> dict:
     frr = np.searchsorted(np.sort(gen), ths, side="left") / len(gen)  # P(gen < t)
     k = int(np.argmin(np.abs(far - frr)))
     t5 = float(np.quantile(gen, 0.05))
-    return {"eer": float((far[k] + frr[k]) / 2), "eer_threshold": float(ths[k]),
-            "far_at_frr_5pct": float(np.mean(imp >= t5)), "threshold_at_frr_5pct": t5}
+    return {
+        "eer": float((far[k] + frr[k]) / 2),
+        "eer_threshold": float(ths[k]),
+        "far_at_frr_5pct": float(np.mean(imp >= t5)),
+        "threshold_at_frr_5pct": t5,
+    }
 
 
 CALIBRATION_OFFSET, EVALUATION_OFFSET, POOL_OFFSET = 20_000, 50_000, 70_000
 
 
-def run(identities: int = 250, captures: int = 5, impostors_per_probe: int = 10,
-        seed_offset: int = EVALUATION_OFFSET, cfg: ver.VerifyConfig = ver.VerifyConfig(),
-        calibration_identities: int = 100, lookalike_victims: int = 100, lookalike_pool: int = 300,
-        calibration_offset: int = CALIBRATION_OFFSET, pool_offset: int = POOL_OFFSET) -> dict:
+def run(
+    identities: int = 250,
+    captures: int = 5,
+    impostors_per_probe: int = 10,
+    seed_offset: int = EVALUATION_OFFSET,
+    cfg: ver.VerifyConfig = ver.VerifyConfig(),
+    calibration_identities: int = 100,
+    lookalike_victims: int = 100,
+    lookalike_pool: int = 300,
+    calibration_offset: int = CALIBRATION_OFFSET,
+    pool_offset: int = POOL_OFFSET,
+) -> dict:
     """Defaults: 1 000 genuine and 10 000 impostor pairs on the evaluation set."""
     started = time.perf_counter()
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        cal = _calibrate(calibration_identities, captures, impostors_per_probe, calibration_offset,
-                         min(lookalike_victims, calibration_identities), lookalike_pool, pool_offset, cfg)
+        cal = _calibrate(
+            calibration_identities,
+            captures,
+            impostors_per_probe,
+            calibration_offset,
+            min(lookalike_victims, calibration_identities),
+            lookalike_pool,
+            pool_offset,
+            cfg,
+        )
         out = _run(identities, captures, impostors_per_probe, seed_offset, cfg, started)
         out.update(_held_out(out.pop("_state"), cal, lookalike_victims, cfg))
         out["duration_s"] = round(time.perf_counter() - started, 1)
@@ -141,11 +162,16 @@ def _calibrate(n_ids, n_caps, n_imp, offset, n_victims, pool_n, pool_offset, cfg
     victims = dict(list(purchases.items())[:n_victims])
     look = lookalike_scores(victims, _pool_cached(pool_n, pool_offset, cfg), cfg)
     confident = float(np.quantile(look, 0.9)) if look else float("nan")
-    return {"identities": [offset, offset + n_ids - 1], "genuine_pairs": len(gen), "impostor_pairs": len(imp),
-            "threshold_at_frr_5pct": round(rates["threshold_at_frr_5pct"], 4),
-            "eer_threshold": round(rates["eer_threshold"], 4),
-            "lookalike_victims": len(look), "confident_similarity": round(confident, 4),
-            "confident_genuine_review_rate": round(float(np.mean(gen < confident)), 4) if len(gen) else None}
+    return {
+        "identities": [offset, offset + n_ids - 1],
+        "genuine_pairs": len(gen),
+        "impostor_pairs": len(imp),
+        "threshold_at_frr_5pct": round(rates["threshold_at_frr_5pct"], 4),
+        "eer_threshold": round(rates["eer_threshold"], 4),
+        "lookalike_victims": len(look),
+        "confident_similarity": round(confident, 4),
+        "confident_genuine_review_rate": round(float(np.mean(gen < confident)), 4) if len(gen) else None,
+    }
 
 
 def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
@@ -211,8 +237,7 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
             s = ver.similarity(a, e.vector, cfg)
             impostor.append(s)
             impostor_plain.append(float(a.vector @ e.vector))
-            v = (ver.MATCH if s >= cfg.match_threshold
-                 else ver.MISMATCH if s < cfg.mismatch_threshold else ver.REVIEW)
+            v = ver.MATCH if s >= cfg.match_threshold else ver.MISMATCH if s < cfg.mismatch_threshold else ver.REVIEW
             imp_verdicts[v] = imp_verdicts.get(v, 0) + 1
     gen, imp = np.array(genuine), np.array(impostor)
     rates = _rates(gen, imp)
@@ -273,19 +298,26 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
         "eer_threshold": round(rates["eer_threshold"], 4),
         "far_at_frr_5pct": round(rates["far_at_frr_5pct"], 4),
         "threshold_at_frr_5pct": round(rates["threshold_at_frr_5pct"], 4),
-        "similarity": {"genuine_mean": round(float(gen.mean()), 4),
-                       "impostor_mean": round(float(imp.mean()), 4)},
-        "verdicts": {"genuine": verdicts, "impostor": imp_verdicts,
-                     "thresholds": {"match": cfg.match_threshold, "mismatch": cfg.mismatch_threshold}},
+        "similarity": {"genuine_mean": round(float(gen.mean()), 4), "impostor_mean": round(float(imp.mean()), 4)},
+        "verdicts": {
+            "genuine": verdicts,
+            "impostor": imp_verdicts,
+            "thresholds": {"match": cfg.match_threshold, "mismatch": cfg.mismatch_threshold},
+        },
         "replay_flag_rate": round(flagged / copies, 4) if copies else None,
         "replay_flag_by_kind": {k: round(h / n, 4) for k, (h, n) in by_kind.items()},
         "replay_false_rate": round(genuine_flagged / genuine_checked, 4) if genuine_checked else None,
         "replay_genuine_max_score": round(max(scores), 4) if scores else None,
         "replay_near_copy_score": cfg.near_copy_score,
-        "verify_ms": {"p50": rounded(percentile(verify_ms, 50), 2), "p95": rounded(percentile(verify_ms, 95), 2),
-                      "n": len(verify_ms)},
-        "verify_cpu_ms": {"p50": rounded(percentile(verify_cpu_ms, 50), 2),
-                          "p95": rounded(percentile(verify_cpu_ms, 95), 2)},
+        "verify_ms": {
+            "p50": rounded(percentile(verify_ms, 50), 2),
+            "p95": rounded(percentile(verify_ms, 95), 2),
+            "n": len(verify_ms),
+        },
+        "verify_cpu_ms": {
+            "p50": rounded(percentile(verify_cpu_ms, 50), 2),
+            "p95": rounded(percentile(verify_cpu_ms, 95), 2),
+        },
         "camera_ms_per_frame": round(float(np.mean(next_ms or first_ms)), 2),
         "camera_ms_first_frame_of_a_customer": round(float(np.mean(first_ms)), 2),
         "bad_inputs_rejected": rejected,
@@ -296,13 +328,24 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
             "what": "the replaced demo: any decodable image passes, replays caught by MD5 only",
             "far": 1.0 if usable_returns else None,
             "replay_flag_rate": round(md5_caught / copies, 4) if copies else None,
-            "no_alignment_search": {"eer": round(plain["eer"], 4),
-                                    "far_at_frr_5pct": round(plain["far_at_frr_5pct"], 4)},
+            "no_alignment_search": {
+                "eer": round(plain["eer"], 4),
+                "far_at_frr_5pct": round(plain["far_at_frr_5pct"], 4),
+            },
         },
         "duration_s": round(time.perf_counter() - started, 1),
-        "_state": {"gen": gen, "imp": imp, "purchases": purchases, "analyses": analyses, "caps": caps,
-                   "ids": ids, "n_caps": n_caps, "verify_cpu_ms": verify_cpu_ms, "rng": rng,
-                   "replay_false": (genuine_flagged, genuine_checked)},
+        "_state": {
+            "gen": gen,
+            "imp": imp,
+            "purchases": purchases,
+            "analyses": analyses,
+            "caps": caps,
+            "ids": ids,
+            "n_caps": n_caps,
+            "verify_cpu_ms": verify_cpu_ms,
+            "rng": rng,
+            "replay_false": (genuine_flagged, genuine_checked),
+        },
     }
 
 
@@ -310,14 +353,24 @@ def _held_out(st: dict, cal: dict, n_victims: int, cfg: ver.VerifyConfig) -> dic
     """Every figure issue 17 asks for, on the evaluation identities, with the calibration's thresholds."""
     gen, imp, purchases, analyses, caps, rng = (st[k] for k in ("gen", "imp", "purchases", "analyses", "caps", "rng"))
     t5, conf = cal["threshold_at_frr_5pct"], cal["confident_similarity"]
-    out: dict = {"calibration": cal,
-                 "evaluation": {"identities": [st["ids"][0], st["ids"][-1]], "genuine_pairs": len(gen),
-                                "impostor_pairs": len(imp)}}
-    out["at_calibrated_threshold"] = {"threshold": t5, "frr": rate(int(np.sum(gen < t5)), len(gen)),
-                                      "far": rate(int(np.sum(imp >= t5)), len(imp))}
-    out["at_match_threshold"] = {"threshold": cfg.match_threshold,
-                                 "frr": rate(int(np.sum(gen < cfg.match_threshold)), len(gen)),
-                                 "far": rate(int(np.sum(imp >= cfg.match_threshold)), len(imp))}
+    out: dict = {
+        "calibration": cal,
+        "evaluation": {
+            "identities": [st["ids"][0], st["ids"][-1]],
+            "genuine_pairs": len(gen),
+            "impostor_pairs": len(imp),
+        },
+    }
+    out["at_calibrated_threshold"] = {
+        "threshold": t5,
+        "frr": rate(int(np.sum(gen < t5)), len(gen)),
+        "far": rate(int(np.sum(imp >= t5)), len(imp)),
+    }
+    out["at_match_threshold"] = {
+        "threshold": cfg.match_threshold,
+        "frr": rate(int(np.sum(gen < cfg.match_threshold)), len(gen)),
+        "far": rate(int(np.sum(imp >= cfg.match_threshold)), len(imp)),
+    }
 
     # Lookalikes found by search, against evaluation victims.
     victims = dict(list(purchases.items())[:n_victims])
@@ -326,14 +379,16 @@ def _held_out(st: dict, cal: dict, n_victims: int, cfg: ver.VerifyConfig) -> dic
     accepted = int(np.sum(look >= cfg.match_threshold))
     out["lookalike_accept_rate"] = round(accepted / len(look), 4) if len(look) else None
     out["lookalike"] = {
-        "victims": len(look), "pool": len(pool), "accepted_by_verifier": rate(accepted, len(look)),
+        "victims": len(look),
+        "pool": len(pool),
+        "accepted_by_verifier": rate(accepted, len(look)),
         "accepted_at_calibrated_threshold": rate(int(np.sum(look >= t5)), len(look)),
         "accepted_at_confident_similarity": rate(int(np.sum(look >= conf)), len(look)),
         "confident_similarity": conf,
         "genuine_below_confident_similarity": rate(int(np.sum(gen < conf)), len(gen)),
         "random_impostor_accept": rate(int(np.sum(imp >= cfg.match_threshold)), len(imp)),
         "note": "the face score alone cannot tell a screened lookalike from the customer; detection.py "
-                "asks a person above a refund value (high_value_cents) unless the score is confident",
+        "asks a person above a refund value (high_value_cents) unless the score is confident",
     }
 
     # Replays of the purchase photo, against their receipt.
@@ -382,6 +437,7 @@ def _held_out(st: dict, cal: dict, n_victims: int, cfg: ver.VerifyConfig) -> dic
 def adversarial_inputs(caps: dict, ids, cfg: ver.VerifyConfig, rng) -> list[tuple[str, bytes]]:
     """Inputs built to be expensive: eyes hidden (every detection pass), no face, noise, a 12 Mpx
     frame, tiled faces, and the largest flat PNG the pixel limit admits."""
+
     def enc(img, q=90):
         return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
 
@@ -392,11 +448,14 @@ def adversarial_inputs(caps: dict, ids, cfg: ver.VerifyConfig, rng) -> list[tupl
         hidden = img.copy()
         for x, y in c.eyes:
             cv2.rectangle(hidden, (int(x - 25), int(y - 12)), (int(x + 25), int(y + 12)), (12, 12, 12), -1)
-        out += [("eyes_hidden", enc(hidden)), ("no_face", render_empty(n)),
-                ("noise", enc(rng.integers(0, 256, img.shape, dtype=np.uint8))),
-                ("12mpx", enc(cv2.resize(img, (4000, 3000)), 85)),
-                ("12mpx_eyes_hidden", enc(cv2.resize(hidden, (4000, 3000)), 85)),
-                ("tiled_eyes_hidden", enc(np.tile(cv2.resize(hidden, (213, 160)), (3, 3, 1))))]
+        out += [
+            ("eyes_hidden", enc(hidden)),
+            ("no_face", render_empty(n)),
+            ("noise", enc(rng.integers(0, 256, img.shape, dtype=np.uint8))),
+            ("12mpx", enc(cv2.resize(img, (4000, 3000)), 85)),
+            ("12mpx_eyes_hidden", enc(cv2.resize(hidden, (4000, 3000)), 85)),
+            ("tiled_eyes_hidden", enc(np.tile(cv2.resize(hidden, (213, 160)), (3, 3, 1)))),
+        ]
     side = int(min(cfg.limits.max_side, np.sqrt(cfg.limits.max_pixels)))
     flat = np.full((side, side, 3), 128, np.uint8)
     out.append(("max_pixels_png", cv2.imencode(".png", flat)[1].tobytes()))
@@ -419,15 +478,27 @@ def photo_cost(purchases: dict, caps: dict, normal_cpu_ms: list, cfg: ver.Verify
         every.append(ms)
     normal = percentile(normal_cpu_ms, 50)
     p99 = percentile(every, 99)
-    return {"normal_p50": round(normal, 2) if normal else None,
-            "normal_p99": round(percentile(normal_cpu_ms, 99), 2) if normal_cpu_ms else None,
-            "p99": round(p99, 2), "max": round(max(every), 2), "samples": len(every),
-            "ratio_p99_to_normal_p50": round(p99 / normal, 2) if normal else None,
-            "by_input_max": {k: round(max(v), 2) for k, v in by_kind.items()}}
+    return {
+        "normal_p50": round(normal, 2) if normal else None,
+        "normal_p99": round(percentile(normal_cpu_ms, 99), 2) if normal_cpu_ms else None,
+        "p99": round(p99, 2),
+        "max": round(max(every), 2),
+        "samples": len(every),
+        "ratio_p99_to_normal_p50": round(p99 / normal, 2) if normal else None,
+        "by_input_max": {k: round(max(v), 2) for k, v in by_kind.items()},
+    }
 
 
-_PRE_DECODE = {"empty", "unknown_format", "truncated", "too_small", "too_many_pixels", "too_large",
-               "bad_header", "unsupported"}
+_PRE_DECODE = {
+    "empty",
+    "unknown_format",
+    "truncated",
+    "too_small",
+    "too_many_pixels",
+    "too_large",
+    "bad_header",
+    "unsupported",
+}
 
 
 def _count(values) -> dict:

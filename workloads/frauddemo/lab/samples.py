@@ -1,5 +1,6 @@
 """Photos made on purpose: bad inputs (each with the rejection kind it must get), replayed copies, and
 format variants that are accepted on purpose. Shared by the tests and the benchmark."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,7 @@ def jpeg_claiming(jpeg: bytes, width: int, height: int) -> bytes:
         m = jpeg[i + 1]
         (length,) = struct.unpack_from(">H", jpeg, i + 2)
         if m in dec.JPEG_SOF:
-            return jpeg[:i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9:]
+            return jpeg[: i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9 :]
         i += 2 + length
     raise ValueError("no frame header")
 
@@ -101,7 +102,7 @@ def replay_copies(jpeg: bytes, rng: np.random.Generator) -> dict[str, bytes]:
 
     k = float(rng.uniform(0.5, 0.9))
     c = rng.uniform(0.01, 0.05, 4)  # crop fractions: top, bottom, left, right
-    crop = img[int(h * c[0]):h - int(h * c[1]), int(w * c[2]):w - int(w * c[3])]
+    crop = img[int(h * c[0]) : h - int(h * c[1]), int(w * c[2]) : w - int(w * c[3])]
     gain, offset = float(rng.uniform(1.1, 1.4)), float(rng.uniform(5, 30))
     return {
         "exact": jpeg,

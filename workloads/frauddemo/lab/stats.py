@@ -2,10 +2,11 @@
 with 95% Wilson intervals. Every function answers None for no data (never 0, NaN or an IndexError), so
 a bench that measured nothing reports null in its JSON.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 Z95 = 1.959964
 
@@ -48,8 +49,9 @@ def rounded(x: float | None, digits: int) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-def summary(values: Iterable[float], quantiles: Iterable[int] = (50, 95, 99), scale: float = 1.0,
-            digits: int = 3) -> dict:
+def summary(
+    values: Iterable[float], quantiles: Iterable[int] = (50, 95, 99), scale: float = 1.0, digits: int = 3
+) -> dict:
     """{"p50", "p95", "p99", "max", "samples"} of `values` times `scale` (e.g. 1e-3: microseconds to
     ms), rounded; every figure None for no values."""
     v = sorted(values)

@@ -8,6 +8,7 @@ A photo is served only to an authorised viewer, never to whoever knows a receipt
     unless photos were made public on purpose with FRAUDDEMO_PHOTOS_PUBLIC=1.
 Listings and stories link a photo (url, thumbnail_url) only for a viewer who may open it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -66,9 +67,12 @@ class PhotoAccess:
         server = (scope.get("server") or (None,))[0]
         client = (scope.get("client") or (None,))[0]
         if not (_loopback(server) and _loopback(client)):
-            raise PhotoDenied(403, "photos are private: this service has no API token and is reached over a "
-                                   "non-loopback address; configure FRAUDDEMO_API_TOKEN[_FILE] (or, on purpose, "
-                                   f"{PUBLIC_ENV}=1)")
+            raise PhotoDenied(
+                403,
+                "photos are private: this service has no API token and is reached over a "
+                "non-loopback address; configure FRAUDDEMO_API_TOKEN[_FILE] (or, on purpose, "
+                f"{PUBLIC_ENV}=1)",
+            )
 
     def allowed(self, scope: dict, authorization: str | None) -> bool:
         try:

@@ -8,6 +8,7 @@ shape, eyes, brows, nose, mouth, ears, marks), skin tone and hair; each capture 
 shaded height map, expression, pose, framing, background, clothing and the camera's response. The
 capture ranges are a frozen dataclass so tests and the benchmark can ask for harder or easier ones.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ class CaptureRanges:
     (0.6, -0.5) is 52 degrees off axis. color_temp scales red up and blue down (or the reverse) by up
     to that fraction. The issue names no expression range: smile, eye opening, brow raise and mouth
     opening are ours, from a frown to a broad open smile."""
+
     light_x: tuple[float, float] = (-0.6, 0.6)
     light_y: tuple[float, float] = (-0.5, 0.1)
     rotation_deg: float = 8.0
@@ -64,6 +66,7 @@ class CaptureRanges:
 @dataclasses.dataclass(frozen=True)
 class Capture:
     """A synthetic photo and what was drawn (ground truth for tests)."""
+
     jpeg: bytes
     identity: int
     params: dict
@@ -72,12 +75,21 @@ class Capture:
 
 
 # -- identities ------------------------------------------------------------------------------------
-HAIR_COLOURS = np.array([  # BGR
-    (20, 22, 25), (25, 35, 55), (30, 50, 85), (45, 75, 120), (70, 120, 170), (40, 60, 140),
-    (150, 150, 155), (210, 210, 210), (60, 90, 150),
-], np.float32)
-IRIS_COLOURS = np.array([(30, 50, 80), (20, 35, 55), (140, 110, 60), (90, 120, 80), (120, 120, 120)],
-                        np.float32)
+HAIR_COLOURS = np.array(
+    [  # BGR
+        (20, 22, 25),
+        (25, 35, 55),
+        (30, 50, 85),
+        (45, 75, 120),
+        (70, 120, 170),
+        (40, 60, 140),
+        (150, 150, 155),
+        (210, 210, 210),
+        (60, 90, 150),
+    ],
+    np.float32,
+)
+IRIS_COLOURS = np.array([(30, 50, 80), (20, 35, 55), (140, 110, 60), (90, 120, 80), (120, 120, 120)], np.float32)
 SKIN_LIGHT = np.array([185, 200, 228], np.float32)
 SKIN_DARK = np.array([55, 80, 125], np.float32)
 
@@ -85,6 +97,7 @@ SKIN_DARK = np.array([55, 80, 125], np.float32)
 @dataclasses.dataclass(frozen=True)
 class Identity:
     """Stable traits of one procedural customer (canonical-canvas pixels and fractions)."""
+
     seed: int
     b: float  # face half-height
     a: float  # face half-width
@@ -121,7 +134,7 @@ class Identity:
     shoulder_w: float
 
     @classmethod
-    def from_seed(cls, seed: int) -> "Identity":
+    def from_seed(cls, seed: int) -> Identity:
         rng = np.random.default_rng([0x5EED, int(seed)])
         u = rng.uniform
         b = u(118, 136)
@@ -133,19 +146,41 @@ class Identity:
         brow = np.minimum(hair, skin * 0.55) * u(0.7, 1.0)
         lip = skin * np.array([u(0.6, 0.8), u(0.55, 0.75), u(0.85, 1.0)])
         n_marks = int(rng.integers(0, 4))
-        marks = tuple((float(u(-0.75, 0.75) * a), float(u(-0.1, 0.75) * b), float(u(1.8, 4.0)))
-                      for _ in range(n_marks))
+        marks = tuple((float(u(-0.75, 0.75) * a), float(u(-0.1, 0.75) * b), float(u(1.8, 4.0))) for _ in range(n_marks))
         return cls(
-            seed=int(seed), b=b, a=a, taper=u(0.05, 0.38), skin=tuple(skin),
-            eye_y=b * u(0.05, 0.22), eye_dx=a * u(0.36, 0.48), eye_w=a * u(0.15, 0.22),
-            eye_h=u(0.38, 0.56), eye_tilt=u(-7, 7), iris=tuple(IRIS_COLOURS[rng.integers(5)]),
-            brow_gap=b * u(0.12, 0.24), brow_thick=u(4, 12), brow_arch=u(0, 12),
-            brow_len=u(0.9, 1.35), brow_tilt=u(-9, 9), brow_colour=tuple(brow),
-            nose_y=b * u(0.14, 0.32), nose_w=a * u(0.16, 0.3), nose_bridge=u(0.5, 1.2),
-            mouth_y=b * u(0.42, 0.6), mouth_w=a * u(0.26, 0.44), lip_up=u(3, 9), lip_lo=u(4, 12),
-            lip_colour=tuple(lip), hair_colour=tuple(hair), hair_style=int(rng.integers(5)),
-            hairline=b * u(0.48, 0.78), hair_volume=u(6, 36), parting=u(-0.5, 0.5),
-            ear_size=u(0.8, 1.25), marks=marks, beard=float(u(0, 1) if u() < 0.2 else 0.0),
+            seed=int(seed),
+            b=b,
+            a=a,
+            taper=u(0.05, 0.38),
+            skin=tuple(skin),
+            eye_y=b * u(0.05, 0.22),
+            eye_dx=a * u(0.36, 0.48),
+            eye_w=a * u(0.15, 0.22),
+            eye_h=u(0.38, 0.56),
+            eye_tilt=u(-7, 7),
+            iris=tuple(IRIS_COLOURS[rng.integers(5)]),
+            brow_gap=b * u(0.12, 0.24),
+            brow_thick=u(4, 12),
+            brow_arch=u(0, 12),
+            brow_len=u(0.9, 1.35),
+            brow_tilt=u(-9, 9),
+            brow_colour=tuple(brow),
+            nose_y=b * u(0.14, 0.32),
+            nose_w=a * u(0.16, 0.3),
+            nose_bridge=u(0.5, 1.2),
+            mouth_y=b * u(0.42, 0.6),
+            mouth_w=a * u(0.26, 0.44),
+            lip_up=u(3, 9),
+            lip_lo=u(4, 12),
+            lip_colour=tuple(lip),
+            hair_colour=tuple(hair),
+            hair_style=int(rng.integers(5)),
+            hairline=b * u(0.48, 0.78),
+            hair_volume=u(6, 36),
+            parting=u(-0.5, 0.5),
+            ear_size=u(0.8, 1.25),
+            marks=marks,
+            beard=float(u(0, 1) if u() < 0.2 else 0.0),
             shoulder_w=u(1.5, 1.9),
         )
 
@@ -166,7 +201,7 @@ def _geometry(seed: int):
 
     v = Y / p.b
     a_y = p.a * (1 - p.taper * np.clip(v, 0, 1) ** 2)
-    r2 = (X / a_y) ** 2 + v ** 2
+    r2 = (X / a_y) ** 2 + v**2
     face = r2 < 1
     depth = p.a * 0.95
     z = np.sqrt(np.clip(1 - r2, 0, 1)) * depth
@@ -175,7 +210,7 @@ def _geometry(seed: int):
         z -= 9 * g(sx * p.eye_dx, -p.eye_y, p.eye_w * 0.9, p.eye_w * 0.65)
         z += 6 * g(sx * p.a * 0.5, p.nose_y * 0.6, p.a * 0.22, p.b * 0.16)
     z += 7 * g(0, -p.eye_y - p.brow_gap * 0.8, p.a * 0.75, p.b * 0.07)
-    ridge = np.exp(-(X ** 2) / (2 * (p.nose_w * 0.28) ** 2))
+    ridge = np.exp(-(X**2) / (2 * (p.nose_w * 0.28) ** 2))
     ridge *= np.clip((Y + p.eye_y) / (p.nose_y + p.eye_y), 0, 1) * (Y < p.nose_y + 4)
     z += 18 * p.nose_bridge * ridge
     z += 14 * g(0, p.nose_y - 4, p.nose_w * 0.45, p.nose_w * 0.35)
@@ -186,7 +221,7 @@ def _geometry(seed: int):
     # Hair: a larger shell around the skull.
     hb, ha = p.b + p.hair_volume, p.a + p.hair_volume * 0.8
     hv = (Y + p.b * 0.05) / hb
-    hr2 = (X / ha) ** 2 + hv ** 2
+    hr2 = (X / ha) ** 2 + hv**2
     top = (Y < -p.hairline + 6 * np.cos(X / p.a * 2.5 + p.parting * 3)) | (~face & (hv < 0.1))
     if p.hair_style == 1:  # long: falls beside the face to the shoulders
         top |= (~face) & (np.abs(X) < ha + 10) & (Y < p.b * 1.25) & (np.abs(X) > p.a * 0.7)
@@ -227,10 +262,10 @@ def _geometry(seed: int):
     albedo[:] = p.skin
     albedo[neck] = np.array(p.skin) * 0.93
     hair_tex = 1 + 0.12 * np.sin(X * 0.9 + np.sin(Y * 0.13) * 3) * np.sin(Y * 0.05 + X * 0.02)
-    albedo[hair] = (np.array(p.hair_colour) * hair_tex[hair, None])
+    albedo[hair] = np.array(p.hair_colour) * hair_tex[hair, None]
     # Cheek colour, beard shadow and marks are part of the skin.
     blush = sum(g(sx * p.a * 0.5, p.nose_y * 0.5, p.a * 0.2, p.b * 0.12) for sx in (-1, 1))
-    albedo *= (1 - 0.08 * blush[..., None] * np.array([0.6, 0.8, 0.0]))
+    albedo *= 1 - 0.08 * blush[..., None] * np.array([0.6, 0.8, 0.0])
     # Periorbital darkening (lashes, lids, thinner skin): what makes the eye band darker than the cheeks.
     sockets = sum(g(sx * p.eye_dx, -p.eye_y, p.eye_w * 1.3, p.eye_w * 0.8) for sx in (-1, 1))
     albedo *= (1 - 0.25 * np.minimum(sockets, 1) * face)[..., None]
@@ -239,16 +274,31 @@ def _geometry(seed: int):
         jaw = cv2.GaussianBlur(jaw, (0, 0), 6) * (1 - g(0, p.mouth_y, p.mouth_w * 0.9, 10))
         albedo *= (1 - 0.3 * p.beard * jaw)[..., None]
     for mx, my, mr in p.marks:
-        cv2.circle(albedo, (int(HEAD_CX + mx), int(HEAD_CY + my)), int(round(mr)),
-                   tuple(float(c) for c in np.array(p.skin) * 0.45), -1, cv2.LINE_AA)
+        cv2.circle(
+            albedo,
+            (int(HEAD_CX + mx), int(HEAD_CY + my)),
+            int(round(mr)),
+            tuple(float(c) for c in np.array(p.skin) * 0.45),
+            -1,
+            cv2.LINE_AA,
+        )
     skin_mask = (face & ~hair).astype(np.float32)
     return p, n, mask, albedo, body, skin_mask
 
 
 def _ellipse(img, c, axes, angle, colour, thickness=-1, a0=0, a1=360):
-    cv2.ellipse(img, (int(round(c[0] * 4)), int(round(c[1] * 4))),
-                (max(1, int(round(axes[0] * 4))), max(1, int(round(axes[1] * 4)))),
-                float(angle), a0, a1, _col(colour), thickness, cv2.LINE_AA, 2)
+    cv2.ellipse(
+        img,
+        (int(round(c[0] * 4)), int(round(c[1] * 4))),
+        (max(1, int(round(axes[0] * 4))), max(1, int(round(axes[1] * 4)))),
+        float(angle),
+        a0,
+        a1,
+        _col(colour),
+        thickness,
+        cv2.LINE_AA,
+        2,
+    )
 
 
 def _col(c) -> tuple:
@@ -276,12 +326,25 @@ def _draw_features(img: np.ndarray, p: Identity, e: dict) -> None:
         # Brow: a thick arc above the eye.
         by = c[1] - p.brow_gap - e["brow_raise"]
         bw = p.eye_w * p.brow_len
-        _ellipse(img, (c[0] + sx * 3, by + p.brow_arch), (bw, p.brow_arch + p.brow_thick * 0.5),
-                 sx * p.brow_tilt, p.brow_colour, int(max(2, p.brow_thick)), 200, 340)
+        _ellipse(
+            img,
+            (c[0] + sx * 3, by + p.brow_arch),
+            (bw, p.brow_arch + p.brow_thick * 0.5),
+            sx * p.brow_tilt,
+            p.brow_colour,
+            int(max(2, p.brow_thick)),
+            200,
+            340,
+        )
     # Nostrils.
     for sx in (-1, 1):
-        _ellipse(img, (HEAD_CX + sx * p.nose_w * 0.32, cy + p.nose_y + 3), (p.nose_w * 0.13, 3.2), 0,
-                 tuple(np.array(p.skin) * 0.45))
+        _ellipse(
+            img,
+            (HEAD_CX + sx * p.nose_w * 0.32, cy + p.nose_y + 3),
+            (p.nose_w * 0.13, 3.2),
+            0,
+            tuple(np.array(p.skin) * 0.45),
+        )
     # Mouth: corners move up with a smile, the lips part when open.
     my, mw = cy + p.mouth_y, p.mouth_w * (1 + 0.12 * e["smile"])
     curve = 10 * e["smile"]
@@ -289,18 +352,23 @@ def _draw_features(img: np.ndarray, p: Identity, e: dict) -> None:
     n = 24
     t = np.linspace(-1, 1, n)
     xs = HEAD_CX + t * mw
-    mid = my - curve * (1 - t ** 2) + curve  # corners at my, centre lower when smiling
-    upper = mid - p.lip_up * (1 - t ** 2) ** 0.6 - opening * 0.3 * (1 - t ** 2)
-    lower = mid + p.lip_lo * (1 - t ** 2) ** 0.6 + opening * (1 - t ** 2)
+    mid = my - curve * (1 - t**2) + curve  # corners at my, centre lower when smiling
+    upper = mid - p.lip_up * (1 - t**2) ** 0.6 - opening * 0.3 * (1 - t**2)
+    lower = mid + p.lip_lo * (1 - t**2) ** 0.6 + opening * (1 - t**2)
     lips = np.concatenate([np.stack([xs, upper], 1), np.stack([xs[::-1], lower[::-1]], 1)])
     cv2.fillPoly(img, [np.round(lips * 4).astype(np.int32)], _col(p.lip_colour), cv2.LINE_AA, 2)
     if opening > 1:
-        gap = np.concatenate([np.stack([xs, mid - opening * 0.3 * (1 - t ** 2)], 1),
-                              np.stack([xs[::-1], (mid + opening * 0.7 * (1 - t ** 2))[::-1]], 1)])
+        gap = np.concatenate(
+            [
+                np.stack([xs, mid - opening * 0.3 * (1 - t**2)], 1),
+                np.stack([xs[::-1], (mid + opening * 0.7 * (1 - t**2))[::-1]], 1),
+            ]
+        )
         cv2.fillPoly(img, [np.round(gap * 4).astype(np.int32)], (40, 40, 70), cv2.LINE_AA, 2)
     line = np.stack([xs, mid], 1)
-    cv2.polylines(img, [np.round(line * 4).astype(np.int32)], False,
-                  _col(np.array(p.lip_colour) * 0.45), 2, cv2.LINE_AA, 2)
+    cv2.polylines(
+        img, [np.round(line * 4).astype(np.int32)], False, _col(np.array(p.lip_colour) * 0.45), 2, cv2.LINE_AA, 2
+    )
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -346,20 +414,27 @@ def _clothing(rng: np.random.Generator, body: np.ndarray) -> tuple[np.ndarray, n
 def _sample_capture(rng: np.random.Generator, r: CaptureRanges) -> dict:
     u = lambda lo_hi: float(rng.uniform(*lo_hi))  # noqa: E731
     return {
-        "light_x": u(r.light_x), "light_y": u(r.light_y),
-        "rotation": float(rng.uniform(-r.rotation_deg, r.rotation_deg)), "scale": u(r.scale),
+        "light_x": u(r.light_x),
+        "light_y": u(r.light_y),
+        "rotation": float(rng.uniform(-r.rotation_deg, r.rotation_deg)),
+        "scale": u(r.scale),
         "shift_x": float(rng.uniform(-r.shift_px[0], r.shift_px[0])),
         "shift_y": float(rng.uniform(-r.shift_px[1], r.shift_px[1])),
-        "gain": u(r.gain), "temp": float(rng.uniform(-r.color_temp, r.color_temp)), "gamma": u(r.gamma),
-        "noise": u(r.noise_sigma), "blur": u(r.blur_sigma),
+        "gain": u(r.gain),
+        "temp": float(rng.uniform(-r.color_temp, r.color_temp)),
+        "gamma": u(r.gamma),
+        "noise": u(r.noise_sigma),
+        "blur": u(r.blur_sigma),
         "quality": int(rng.integers(r.jpeg_quality[0], r.jpeg_quality[1] + 1)),
-        "smile": u(r.smile), "eye_open": u(r.eye_open), "brow_raise": u(r.brow_raise_px),
-        "mouth_open": u(r.mouth_open), "gaze": float(rng.uniform(-1, 1)),
+        "smile": u(r.smile),
+        "eye_open": u(r.eye_open),
+        "brow_raise": u(r.brow_raise_px),
+        "mouth_open": u(r.mouth_open),
+        "gaze": float(rng.uniform(-1, 1)),
     }
 
 
-def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRanges(),
-           **overrides) -> Capture:
+def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRanges(), **overrides) -> Capture:
     """Draw one capture of `identity`. Deterministic in (identity, capture_seed, ranges, overrides).
 
     `overrides` replace sampled capture parameters (e.g. scale=0.2 for a tiny face, gain=0.1 for a
@@ -441,7 +516,7 @@ class SyntheticCamera:
         self._seeds = np.random.default_rng([0x5EC, int(identity), int(seed)])
 
     def capture_full(self, **overrides) -> Capture:
-        return render(self.identity, int(self._seeds.integers(2 ** 62)), self.ranges, **overrides)
+        return render(self.identity, int(self._seeds.integers(2**62)), self.ranges, **overrides)
 
     def capture(self) -> bytes:
         return self.capture_full().jpeg
@@ -450,8 +525,9 @@ class SyntheticCamera:
 class WebcamCamera:
     """A real camera through `cv2.VideoCapture(index)`, opened only for the duration of a capture."""
 
-    def __init__(self, index: int = 0, warmup_frames: int = 5, quality: int = 90,
-                 width: int = FRAME_W, height: int = FRAME_H):
+    def __init__(
+        self, index: int = 0, warmup_frames: int = 5, quality: int = 90, width: int = FRAME_W, height: int = FRAME_H
+    ):
         self.index, self.warmup, self.quality = int(index), int(warmup_frames), int(quality)
         self.size = (int(width), int(height))
 
@@ -482,6 +558,7 @@ class FileCamera:
 
     def __init__(self, path: str | Path, max_bytes: int | None = None):
         from .decode import Limits
+
         self.path = Path(path)
         self.max_bytes = Limits().max_bytes if max_bytes is None else int(max_bytes)
 

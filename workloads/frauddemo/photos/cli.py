@@ -7,6 +7,7 @@ capturing) or --synthetic ID (the procedural customer ID; --seed picks the captu
 Output is one JSON object on stdout. Exit status: 0 usable / match, 1 rejected / mismatch / review,
 2 camera or file errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,18 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
 
     v = verbs.add_parser("verify", help="check one photo: decode, face, quality, embedding")
     _source_args(v, required=True)
-    v.add_argument("--against", type=Path, metavar="PURCHASE",
-                   help="also compare it with this purchase photo and give the verdict")
+    v.add_argument(
+        "--against", type=Path, metavar="PURCHASE", help="also compare it with this purchase photo and give the verdict"
+    )
     _threshold_args(v)
     v.set_defaults(fn=cmd_verify)
 
     c = verbs.add_parser("compare", help="verdict on a return photo against a purchase photo")
     c.add_argument("purchase", type=Path)
     c.add_argument("returned", type=Path, metavar="return")
-    c.add_argument("--earlier", type=Path, nargs="*", default=[],
-                   help="earlier photos of the same receipt, for replay detection")
+    c.add_argument(
+        "--earlier", type=Path, nargs="*", default=[], help="earlier photos of the same receipt, for replay detection"
+    )
     _threshold_args(c)
     c.set_defaults(fn=cmd_compare)
     return photo
@@ -64,8 +67,11 @@ def _threshold_args(p) -> None:
 
 def _config(args) -> ver.VerifyConfig:
     cfg = ver.VerifyConfig.from_env()
-    changes = {k: getattr(args, k) for k in ("match_threshold", "mismatch_threshold", "min_face_px",
-                                            "near_copy_score") if getattr(args, k, None) is not None}
+    changes = {
+        k: getattr(args, k)
+        for k in ("match_threshold", "mismatch_threshold", "min_face_px", "near_copy_score")
+        if getattr(args, k, None) is not None
+    }
     return dataclasses.replace(cfg, **changes)
 
 
@@ -91,9 +97,15 @@ def _describe(data: bytes, cfg: ver.VerifyConfig) -> dict:
         a = ver.analyze(data, cfg)
     except PhotoRejected as e:
         return {"usable": False, "rejected": e.kind, "detail": e.detail, "bytes": len(data)}
-    return {"usable": True, "sha256": a.sha256, "bytes": len(data), "face": list(a.face),
-            "eyes": [list(map(lambda x: round(x, 1), e)) for e in a.eyes], "quality": a.quality,
-            "ms": {k: round(v, 2) for k, v in a.timings_ms.items()}}
+    return {
+        "usable": True,
+        "sha256": a.sha256,
+        "bytes": len(data),
+        "face": list(a.face),
+        "eyes": [list(map(lambda x: round(x, 1), e)) for e in a.eyes],
+        "quality": a.quality,
+        "ms": {k: round(v, 2) for k, v in a.timings_ms.items()},
+    }
 
 
 def cmd_capture(args) -> int:

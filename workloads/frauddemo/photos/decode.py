@@ -5,6 +5,7 @@ None, or a grey-padded picture, for a truncated JPEG. So the bytes are checked f
 known signature (JPEG, PNG, WebP), the header's width and height against pixel limits, and an end
 marker. Every refusal is a `PhotoRejected` with a machine-readable `kind`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class PhotoRejected(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """Upload limits. 4 MiB and 25 Mpx admit any webcam or phone photo; a POS frame is ~60 KB."""
+
     max_bytes: int = 4 * 1024 * 1024
     max_pixels: int = 25_000_000
     max_side: int = 8192
@@ -171,19 +173,21 @@ def check(data: bytes, limits: Limits = Limits()) -> ImageInfo:
     info = sniff(data if isinstance(data, bytes) else bytes(data))
     if info.width < limits.min_side or info.height < limits.min_side:
         raise PhotoRejected(TOO_SMALL, f"{info.width}x{info.height} < {limits.min_side} px")
-    if (info.width > limits.max_side or info.height > limits.max_side
-            or info.width * info.height > limits.max_pixels):
+    if info.width > limits.max_side or info.height > limits.max_side or info.width * info.height > limits.max_pixels:
         raise PhotoRejected(TOO_MANY_PIXELS, f"{info.width}x{info.height} exceeds the pixel limits")
     return info
 
 
-REDUCED = {2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-           4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-           8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8)}
+REDUCED = {
+    2: (cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+    4: (cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+    8: (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+}
 
 
-def decode(data: bytes, limits: Limits = Limits(), grey: bool = False, min_width: int | None = None
-           ) -> tuple[np.ndarray, ImageInfo]:
+def decode(
+    data: bytes, limits: Limits = Limits(), grey: bool = False, min_width: int | None = None
+) -> tuple[np.ndarray, ImageInfo]:
     """Checked decode to 8-bit BGR (or grey). 16-bit, grey and RGBA inputs are accepted on purpose:
     they are converted to 8-bit (alpha dropped), which is what a camera photo would have been.
     `min_width`: a JPEG at least twice as wide is decoded at 1/2, 1/4 or 1/8 scale (libjpeg scales
@@ -205,9 +209,12 @@ def decode(data: bytes, limits: Limits = Limits(), grey: bool = False, min_width
         raise PhotoRejected(DECODE_FAILED, f"{info.format} data could not be decoded")
     want = sorted((-(-info.height // factor), -(-info.width // factor)))
     if factor > 1 and sorted(img.shape[:2]) != want:
-        raise PhotoRejected(DECODE_FAILED, f"decoded {img.shape[1]}x{img.shape[0]} at 1/{factor}, header said "
-                                           f"{info.width}x{info.height}")
+        raise PhotoRejected(
+            DECODE_FAILED,
+            f"decoded {img.shape[1]}x{img.shape[0]} at 1/{factor}, header said {info.width}x{info.height}",
+        )
     if factor == 1 and sorted(img.shape[:2]) != sorted((info.height, info.width)):  # EXIF may swap them
-        raise PhotoRejected(DECODE_FAILED, f"decoded {img.shape[1]}x{img.shape[0]}, header said "
-                                           f"{info.width}x{info.height}")
+        raise PhotoRejected(
+            DECODE_FAILED, f"decoded {img.shape[1]}x{img.shape[0]}, header said {info.width}x{info.height}"
+        )
     return img, info

@@ -19,10 +19,11 @@ Entries are written by the detector: a purchase photo's membership when it reads
 (its print when it is first needed), a return photo's membership, bands and print when it first
 judges the attempt.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import redis
 
@@ -94,8 +95,9 @@ def _first(stores: Mapping[str, Store], keys: list[str]) -> dict[str, bytes]:
     return found
 
 
-def prints(stores: Mapping[str, Store], shas: list[str], home: Store | None = None,
-           cfg: ver.VerifyConfig = ver.VerifyConfig()) -> dict[str, tuple]:
+def prints(
+    stores: Mapping[str, Store], shas: list[str], home: Store | None = None, cfg: ver.VerifyConfig = ver.VerifyConfig()
+) -> dict[str, tuple]:
     """sha -> (fingerprint, eyes, face hash): stored prints, else derived from the stored photo (and
     written to `home`, once: the blob is immutable)."""
     raw = _first(stores, [PRINT_PREFIX + s for s in shas])
@@ -122,16 +124,23 @@ def prints(stores: Mapping[str, Store], shas: list[str], home: Store | None = No
     return out
 
 
-def check(stores: Mapping[str, Store], sha: str, prnt: bytes | None, customer: str, own_tag: str,
-          near_score: float, home: Store | None = None, cfg: ver.VerifyConfig = ver.VerifyConfig()
-          ) -> dict | None:
+def check(
+    stores: Mapping[str, Store],
+    sha: str,
+    prnt: bytes | None,
+    customer: str,
+    own_tag: str,
+    near_score: float,
+    home: Store | None = None,
+    cfg: ver.VerifyConfig = ver.VerifyConfig(),
+) -> dict | None:
     """The best earlier use of this photo (or of a copy of it) anywhere: {"replay": "exact"|"near",
     "replay_score", "replay_of": sha, "replay_tag": tag}, or None. `own_tag`: this attempt's entry."""
     fp, eyes, fhash = replay.unpack_print(prnt) if prnt else (None, None, None)
     keys = ([customer_key(customer)] if customer else []) + (band_keys(fhash) if fhash is not None else [])
     sets = _members(stores, keys) if keys else []
     cust = sets[0] if customer else set()
-    face = set().union(*sets[1 if customer else 0:]) if fhash is not None else set()
+    face = set().union(*sets[1 if customer else 0 :]) if fhash is not None else set()
     tags: dict[str, str] = {}
     for m in sorted(cust | face):
         s, _, tag = m.partition("|")
@@ -146,7 +155,7 @@ def check(stores: Mapping[str, Store], sha: str, prnt: bytes | None, customer: s
     others = [s for s in tags if s not in mine]
     got = prints(stores, mine, home, cfg)
     if fhash is not None and others:
-        op = prints(stores, others[:MAX_FACE * 4], None, cfg) if others else {}
+        op = prints(stores, others[: MAX_FACE * 4], None, cfg) if others else {}
         near = sorted((replay.hamming(fhash, h), s) for s, (_, _, h) in op.items() if h is not None)
         for d, s in near[:MAX_FACE]:
             if d <= FACE_MAX_BITS:
@@ -170,8 +179,9 @@ def index_purchase_events(store: Store, entries) -> int:
         pipe = store.r.pipeline(transaction=False)
         for rid in rids:
             pipe.hmget(f"h:rcpt:{rid}", "photo", "customer")
-        writes = [add_ops(p.decode(), f"p:{rid}", (c or b"").decode())
-                  for rid, (p, c) in zip(rids, pipe.execute()) if p and c]
+        writes = [
+            add_ops(p.decode(), f"p:{rid}", (c or b"").decode()) for rid, (p, c) in zip(rids, pipe.execute()) if p and c
+        ]
         if writes:
             store.write_many(writes)
         return len(writes)

@@ -21,6 +21,7 @@ only proposes candidates (index.py), the fingerprint match decides.
 A near copy is flagged for review, not denied: a customer standing still in front of a fixed POS
 background, under the same light, could come close.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +46,7 @@ def fingerprint(bgr: np.ndarray) -> bytes:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
     h, w = bgr.shape[:2]
     my, mx = int(h * PRINT_CENTRE), int(w * PRINT_CENTRE)
-    small = cv2.resize(bgr[my:h - my, mx:w - mx], (PRINT_W, PRINT_H), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(bgr[my : h - my, mx : w - mx], (PRINT_W, PRINT_H), interpolation=cv2.INTER_AREA)
     return cv2.GaussianBlur(small, (0, 0), PRINT_BLUR).tobytes()
 
 

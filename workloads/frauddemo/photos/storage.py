@@ -16,6 +16,7 @@ key is always the hash of the stored bytes.
 Thumbnails are generated from the stored JPEG when asked for and cached in this process for a short
 while; they are never written to a store. Listings carry `ref()` dictionaries, never photo bytes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,17 +99,21 @@ class StoredPhoto:
 
 def photo_ref(sha: str) -> dict:
     """What listings and events carry instead of a photo."""
-    return {"sha256": sha, "photo": f"{PHOTO_PREFIX}{sha}", "url": f"/api/photos/{sha}",
-            "thumbnail_url": f"/api/photos/{sha}/thumbnail"}
+    return {
+        "sha256": sha,
+        "photo": f"{PHOTO_PREFIX}{sha}",
+        "url": f"/api/photos/{sha}",
+        "thumbnail_url": f"/api/photos/{sha}/thumbnail",
+    }
 
 
-def normalise(data: bytes, policy: PhotoPolicy | None = None,
-              limits: dec.Limits = dec.Limits()) -> tuple[bytes, int, int, bool]:
+def normalise(
+    data: bytes, policy: PhotoPolicy | None = None, limits: dec.Limits = dec.Limits()
+) -> tuple[bytes, int, int, bool]:
     """The JPEG to store: the upload itself when it is a JPEG within the policy, else re-encoded."""
     policy = policy or PhotoPolicy()
     info = dec.check(data, limits)
-    if (info.format == "jpeg" and len(data) <= policy.max_bytes
-            and max(info.width, info.height) <= policy.max_side):
+    if info.format == "jpeg" and len(data) <= policy.max_bytes and max(info.width, info.height) <= policy.max_side:
         return bytes(data), info.width, info.height, False
     img, _ = dec.decode(data, limits)
     h, w = img.shape[:2]
@@ -125,8 +130,7 @@ def normalise(data: bytes, policy: PhotoPolicy | None = None,
 class PhotoStore:
     """Photo storage on one store (replication to the others is the store layer's job)."""
 
-    def __init__(self, store: Store, policy: PhotoPolicy | None = None,
-                 cfg: ver.VerifyConfig = ver.VerifyConfig()):
+    def __init__(self, store: Store, policy: PhotoPolicy | None = None, cfg: ver.VerifyConfig = ver.VerifyConfig()):
         self.store, self.policy, self.cfg = store, policy or PhotoPolicy(), cfg
         self._thumbs: OrderedDict[tuple[str, int], tuple[float, bytes]] = OrderedDict()
         self._analysed: OrderedDict[str, tuple[ver.Embedding | None, str | None]] = OrderedDict()
@@ -165,8 +169,9 @@ class PhotoStore:
             self.store.write(writes)
         return stored
 
-    def prepare_return(self, data: bytes, purchase_sha: str | None, earlier_shas: tuple[str, ...] = ()
-                       ) -> tuple[StoredPhoto, ver.Verdict, list]:
+    def prepare_return(
+        self, data: bytes, purchase_sha: str | None, earlier_shas: tuple[str, ...] = ()
+    ) -> tuple[StoredPhoto, ver.Verdict, list]:
         """Verify a return photo against the purchase photo (analysing it once) and give the
         operations that store it, for the caller to write atomically with the return itself.
         Raises PhotoRejected only for bytes that are not an acceptable image at all."""
@@ -184,9 +189,11 @@ class PhotoStore:
             return stored, verdict, writes
         self._remember(sha, (probe.embedding, None))
         if purchase is None:
-            why = ("purchase photo expired (photos are kept "
-                   f"{describe_ttl(self.policy.retention_ms)})" if purchase_sha and self.expired(purchase_sha)
-                   else "no purchase photo to compare with")
+            why = (
+                f"purchase photo expired (photos are kept {describe_ttl(self.policy.retention_ms)})"
+                if purchase_sha and self.expired(purchase_sha)
+                else "no purchase photo to compare with"
+            )
             verdict = ver.Verdict(ver.REVIEW, (why,), face=probe.face)
         else:
             verdict = ver.compare(probe, purchase, earlier, self.cfg)
@@ -251,8 +258,9 @@ class PhotoStore:
                 self._thumbs.popitem(last=False)
         return thumb
 
-    def verify_return(self, photo: bytes | None, purchase_sha: str | None,
-                      earlier_shas: tuple[str, ...] = ()) -> ver.Verdict:
+    def verify_return(
+        self, photo: bytes | None, purchase_sha: str | None, earlier_shas: tuple[str, ...] = ()
+    ) -> ver.Verdict:
         """Verify a return photo against a stored purchase photo (and earlier stored photos)."""
         purchase = self.embedding(purchase_sha) if purchase_sha else None
         earlier = [e for e in (self.embedding(s) for s in earlier_shas) if e is not None]
@@ -263,4 +271,3 @@ def _check_sha(sha: str) -> str:
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ValueError("photo ids are lower-case SHA-256 hex digests")
     return sha
-

@@ -16,13 +16,14 @@ equal error rate down from about 5% to under 3% on the synthetic camera.
 Every threshold is in `VerifyConfig`: values learned on synthetic faces do not carry over to a real
 webcam, so deployments set their own.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import msgpack
@@ -92,7 +93,7 @@ class VerifyConfig:
     near_copy_score: float = 0.75
 
     @classmethod
-    def from_env(cls, environ=None, prefix: str = "FRAUDDEMO_PHOTO_") -> "VerifyConfig":
+    def from_env(cls, environ=None, prefix: str = "FRAUDDEMO_PHOTO_") -> VerifyConfig:
         """Defaults overridden by environment variables, e.g. FRAUDDEMO_PHOTO_MATCH_THRESHOLD=0.93
         or FRAUDDEMO_PHOTO_MAX_BYTES=2097152 (a `Limits` field)."""
         env = os.environ if environ is None else environ
@@ -117,6 +118,7 @@ class Embedding:
     """What is stored beside a purchase photo: descriptor, content hash and replay fingerprint, with
     the eyes' place in the fingerprint and the mirror-symmetric face hash (replay.py; None in
     embeddings stored before they existed)."""
+
     vector: np.ndarray  # float32, L2-normalised
     sha256: str
     fingerprint: bytes
@@ -125,8 +127,12 @@ class Embedding:
     face_hash: int | None = None  # 64 bits
 
     def to_bytes(self) -> bytes:
-        m = {"d": self.descriptor, "v": self.vector.astype(np.float16).tobytes(), "s": self.sha256,
-             "f": self.fingerprint}
+        m = {
+            "d": self.descriptor,
+            "v": self.vector.astype(np.float16).tobytes(),
+            "s": self.sha256,
+            "f": self.fingerprint,
+        }
         if self.eyes is not None:
             m["e"] = list(self.eyes)
         if self.face_hash is not None:
@@ -134,7 +140,7 @@ class Embedding:
         return msgpack.packb(m, use_bin_type=True)
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "Embedding":
+    def from_bytes(cls, raw: bytes) -> Embedding:
         m = msgpack.unpackb(raw, raw=False)
         vec = np.frombuffer(m["v"], np.float16).astype(np.float32)
         eyes = tuple(float(x) for x in m["e"]) if isinstance(m.get("e"), list) and len(m["e"]) == 4 else None
@@ -145,6 +151,7 @@ class Embedding:
 @dataclasses.dataclass
 class Analysis:
     """A decoded, checked, aligned and described photo."""
+
     sha256: str
     fingerprint: bytes
     face: tuple[int, int, int, int]
@@ -207,8 +214,9 @@ def preload() -> None:
 
 
 # -- stages --------------------------------------------------------------------------------------
-def detect_faces(grey: np.ndarray, width: int, min_px: int, neighbours: int,
-                 cfg: VerifyConfig, scale_factor: float | None = None) -> list[tuple[int, int, int, int]]:
+def detect_faces(
+    grey: np.ndarray, width: int, min_px: int, neighbours: int, cfg: VerifyConfig, scale_factor: float | None = None
+) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, w, h) in original pixels, largest first, found on a reduced, CLAHE-equalised
     copy of the frame (the cascade's cost grows with the number of small windows)."""
     face, _, _, clahe = _tools()
@@ -245,13 +253,14 @@ def find_eyes(grey: np.ndarray, box, search_px: int = 100) -> tuple[tuple, bool]
     x, y, w, h = box
     prior = ((x + 0.3 * w, y + 0.38 * h), (x + 0.7 * w, y + 0.38 * h))
     y0, y1 = int(y + 0.15 * h), int(y + 0.6 * h)
-    roi = grey[max(0, y0):y1, max(0, x):x + w]
+    roi = grey[max(0, y0) : y1, max(0, x) : x + w]
     if roi.size == 0:
         return prior, False
     k = search_px / w  # eyes are searched at a fixed face width: fast and scale-free
     roi = cv2.resize(roi, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-    found = eye.detectMultiScale(roi, 1.1, 3, minSize=(round(0.14 * search_px),) * 2,
-                                 maxSize=(round(0.4 * search_px),) * 2)
+    found = eye.detectMultiScale(
+        roi, 1.1, 3, minSize=(round(0.14 * search_px),) * 2, maxSize=(round(0.4 * search_px),) * 2
+    )
     centres = [(max(0, x) + (ex + ew / 2) / k, max(0, y0) + (ey + eh / 2) / k) for ex, ey, ew, eh in found]
     eyes = []
     for px, py in prior:
@@ -276,8 +285,9 @@ def align(grey: np.ndarray, eyes, margin: int = MARGIN) -> np.ndarray:
     M = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)
     M[0, 2] += CROP_W / 2 + margin - cx
     M[1, 2] += CROP_H * EYE_Y + margin - cy
-    return cv2.warpAffine(grey, M, (CROP_W + 2 * margin, CROP_H + 2 * margin), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        grey, M, (CROP_W + 2 * margin, CROP_H + 2 * margin), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def tan_triggs(img: np.ndarray, gamma=0.2, sigma0=1.0, sigma1=2.0, alpha=0.1, tau=10.0) -> np.ndarray:
@@ -314,8 +324,7 @@ def view(normalised: np.ndarray, ds=1.0, dx=0.0, dy=0.0, dr=0.0) -> np.ndarray:
     M = cv2.getRotationMatrix2D(c, dr, ds)
     M[0, 2] += dx - MARGIN
     M[1, 2] += dy - MARGIN
-    v = cv2.warpAffine(normalised, M, (CROP_W, CROP_H), flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
+    v = cv2.warpAffine(normalised, M, (CROP_W, CROP_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     h = (np.sqrt(hog.compute(v).reshape(HOG_BLOCKS[0], HOG_BLOCKS[1], -1)) * BLOCK_WEIGHTS).ravel()
     return h / (np.linalg.norm(h) + 1e-9)
 
@@ -346,8 +355,10 @@ def analyze(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> Analysis:
     t0 = time.perf_counter()
     info = dec.check(data, cfg.limits)
     if info.format != "jpeg" and info.width * info.height > cfg.max_lossless_pixels:
-        raise PhotoRejected(dec.TOO_MANY_PIXELS, f"{info.format} of {info.width}x{info.height} exceeds "
-                                                 f"{cfg.max_lossless_pixels} pixels (send a JPEG)")
+        raise PhotoRejected(
+            dec.TOO_MANY_PIXELS,
+            f"{info.format} of {info.width}x{info.height} exceeds {cfg.max_lossless_pixels} pixels (send a JPEG)",
+        )
     bgr, _ = dec.decode(data, cfg.limits, min_width=cfg.work_width)
     if bgr.shape[1] > cfg.work_width:  # downscale first: every later stage's cost follows the frame
         k = cfg.work_width / bgr.shape[1]
@@ -382,12 +393,17 @@ def _analyze_face(grey, sha, fp, cfg, t0, t1) -> Analysis:
     t3 = time.perf_counter()
 
     # Quality gates on the inner face (cheeks, eyes, nose, mouth) of the aligned crop.
-    inner = aligned[MARGIN + 8:MARGIN + CROP_H - 8, MARGIN + 8:MARGIN + CROP_W - 8]
+    inner = aligned[MARGIN + 8 : MARGIN + CROP_H - 8, MARGIN + 8 : MARGIN + CROP_W - 8]
     mean = float(inner.mean())
     clipped = float(np.mean((inner <= 4) | (inner >= 251)))
     sharp = sharpness(inner)
-    quality = {"brightness": round(mean, 1), "clipped": round(clipped, 3), "sharpness": round(sharp, 3),
-               "face_px": box[2], "eyes_found": eyes_found}
+    quality = {
+        "brightness": round(mean, 1),
+        "clipped": round(clipped, 3),
+        "sharpness": round(sharp, 3),
+        "face_px": box[2],
+        "eyes_found": eyes_found,
+    }
     if mean < cfg.min_brightness:
         raise PhotoRejected(TOO_DARK, f"face brightness {mean:.0f} < {cfg.min_brightness:.0f}")
     if mean > cfg.max_brightness:
@@ -400,8 +416,12 @@ def _analyze_face(grey, sha, fp, cfg, t0, t1) -> Analysis:
     normalised = tan_triggs(aligned)
     vector = view(normalised)
     t4 = time.perf_counter()
-    timings = {"decode": (t1 - t0) * 1e3, "locate": (t2 - t1) * 1e3, "align": (t3 - t2) * 1e3,
-               "describe": (t4 - t3) * 1e3}
+    timings = {
+        "decode": (t1 - t0) * 1e3,
+        "locate": (t2 - t1) * 1e3,
+        "align": (t3 - t2) * 1e3,
+        "describe": (t4 - t3) * 1e3,
+    }
     return Analysis(sha, fp, box, eyes, eyes_found, quality, normalised, vector, timings)
 
 
@@ -440,8 +460,9 @@ def _replay_verdict(verdict: str, reasons: list, rep, score) -> str:
     return verdict
 
 
-def compare(probe: Analysis, purchase: Embedding, earlier: Iterable[Embedding] = (),
-            cfg: VerifyConfig = VerifyConfig()) -> Verdict:
+def compare(
+    probe: Analysis, purchase: Embedding, earlier: Iterable[Embedding] = (), cfg: VerifyConfig = VerifyConfig()
+) -> Verdict:
     """The verdict on a usable return photo against the purchase photo's stored embedding."""
     t0 = time.perf_counter()
     rep, score = _replay(probe.sha256, probe.fingerprint, purchase, earlier, cfg, probe.print_eyes)
@@ -468,8 +489,12 @@ def compare(probe: Analysis, purchase: Embedding, earlier: Iterable[Embedding] =
     return Verdict(verdict, tuple(reasons), sim, None, rep, score, probe.face, round(ms, 3))
 
 
-def verify(photo: bytes | None, purchase: Embedding | None, earlier: Iterable[Embedding] = (),
-           cfg: VerifyConfig = VerifyConfig()) -> Verdict:
+def verify(
+    photo: bytes | None,
+    purchase: Embedding | None,
+    earlier: Iterable[Embedding] = (),
+    cfg: VerifyConfig = VerifyConfig(),
+) -> Verdict:
     """Return photo bytes -> verdict. Never raises for bad photos: they become a `review` verdict
     whose `rejected` names the kind, so the detector can weigh them."""
     t0 = time.perf_counter()
@@ -485,13 +510,24 @@ def verify(photo: bytes | None, purchase: Embedding | None, earlier: Iterable[Em
         if fp is not None and purchase is not None:
             rep, score = _replay(e.sha256, fp, purchase, earlier, cfg)
         verdict = _replay_verdict(REVIEW, reasons, rep, score)
-        return Verdict(verdict, tuple(reasons), rejected=e.kind, replay=rep, replay_score=score,
-                       ms=round((time.perf_counter() - t0) * 1e3, 3),
-                       print=replay.pack_print(fp) if fp is not None else None)
+        return Verdict(
+            verdict,
+            tuple(reasons),
+            rejected=e.kind,
+            replay=rep,
+            replay_score=score,
+            ms=round((time.perf_counter() - t0) * 1e3, 3),
+            print=replay.pack_print(fp) if fp is not None else None,
+        )
     pp = replay.pack_print(probe.fingerprint, probe.print_eyes, probe.face_hash)
     if purchase is None:
-        return Verdict(REVIEW, ("no purchase photo to compare with",), face=probe.face,
-                       ms=round((time.perf_counter() - t0) * 1e3, 3), print=pp)
+        return Verdict(
+            REVIEW,
+            ("no purchase photo to compare with",),
+            face=probe.face,
+            ms=round((time.perf_counter() - t0) * 1e3, 3),
+            print=pp,
+        )
     v = compare(probe, purchase, earlier, cfg)
     return dataclasses.replace(v, ms=round((time.perf_counter() - t0) * 1e3, 3), print=pp)
 

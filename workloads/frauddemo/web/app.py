@@ -8,6 +8,7 @@ Readiness means the process can serve (its HTTP server and, when on, its detecti
 store down or a link cut is what the demo shows, so it is reported (in /readyz's `degraded`,
 /api/status, the page and the `frauddemo_store_*` metrics), never a reason to leave the Service.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,8 @@ STATIC = Path(__file__).parent.parent / "static"
 STATUS_INTERVAL_S = 2.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-                               "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
-                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -113,16 +114,27 @@ def include_guarded(app: FastAPI, router: APIRouter, guards: list) -> None:
 
 async def _too_large(send, limit: int) -> None:
     body = JSONResponse({"detail": f"request body over {limit} bytes"}).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), engine: bool = True,
-               detection: DetectionConfig | None = None, verify: VerifyConfig | None = None,
-               detector_name: str | None = None, workers: int | None = None,
-               api_token: access.TokenFile | str | None = None,
-               rate_limit: access.RateLimit | None = None) -> FastAPI:
+def create_app(
+    refs: list[StoreRef],
+    keys: TerminalKeys = TerminalKeys(None),
+    engine: bool = True,
+    detection: DetectionConfig | None = None,
+    verify: VerifyConfig | None = None,
+    detector_name: str | None = None,
+    workers: int | None = None,
+    api_token: access.TokenFile | str | None = None,
+    rate_limit: access.RateLimit | None = None,
+) -> FastAPI:
     """`api_token`: every POST needs it as a bearer token (None: no auth, the local default; a
     TokenFile follows its file);
     `rate_limit`: POSTs per client address (default from FRAUDDEMO_API_POST_RATE/_BURST)."""
@@ -130,8 +142,14 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
     demo = Demo(refs, stores, keys)
     detector = None
     if engine:
-        detector = Detector(refs, detection or DetectionConfig.from_env(), keys, verify or VerifyConfig.from_env(),
-                            name=detector_name, workers=workers)
+        detector = Detector(
+            refs,
+            detection or DetectionConfig.from_env(),
+            keys,
+            verify or VerifyConfig.from_env(),
+            name=detector_name,
+            workers=workers,
+        )
 
     engine_thread: list[threading.Thread] = []
     watching = threading.Event()
@@ -161,8 +179,14 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
                 detector.stop.set()
             stores.close()
 
-    app = FastAPI(title="FraudDemo detector", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Cross-store return-fraud detection on active-active Redis.")
+    app = FastAPI(
+        title="FraudDemo detector",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Cross-store return-fraud detection on active-active Redis.",
+    )
     app.state.stores, app.state.demo = stores, demo
     app.state.web = WebState(demo, PhotoAccess(api_token))
     app.state.detector = detector
@@ -197,8 +221,12 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         """The process is alive (no dependency checked)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=Readiness,
-             responses={503: {"model": Readiness, "description": "not ready, with why"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready, with why"}},
+    )
     def readyz():
         """200 while this process can serve: its detection engine (when on) runs. Stores down or
         refusing writes and links not up are listed in `degraded` (also in /api/status), not a
@@ -211,12 +239,19 @@ def create_app(refs: list[StoreRef], keys: TerminalKeys = TerminalKeys(None), en
         degraded += [s["problem"] for s in st["stores"].values() if s.get("problem")]
         degraded += [f"link {l['source']}->{l['target']} {l['state']}" for l in st["links"] if l["state"] != "up"]
         if problems:
-            return JSONResponse({"ready": False, "problems": problems, "degraded": degraded}, status_code=503,
-                                headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"ready": False, "problems": problems, "degraded": degraded},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         return {"ready": True, "degraded": degraded}
 
-    @app.get("/metrics", tags=["health"], response_class=Response,
-             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
     def prometheus_metrics():
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)

@@ -1,6 +1,7 @@
 """The routes' dependencies, as typed aliases: `demo: DemoDep` is the read model of the app serving the
 request, `viewer: PhotoViewerDep` whether the caller may see photo links. Each app keeps its own state
 (app.state.web, a WebState), so two apps in one process never share a summary, a lock or a token."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ from .views import Demo
 class WebState:
     """What the routes of one app share: the read model, the summary's tallies, who may see photos,
     and the reset's lock (one reset at a time)."""
+
     demo: Demo
     photo_access: PhotoAccess
     summary: Summary = dataclasses.field(default_factory=Summary)
@@ -46,8 +48,9 @@ def photo_viewer(request: Request) -> None:
     try:
         request.app.state.web.photo_access.check(request.scope, request.headers.get("authorization"))
     except PhotoDenied as e:
-        raise HTTPException(e.status, e.reason, headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'}
-                            if e.status == 401 else None) from None
+        raise HTTPException(
+            e.status, e.reason, headers={"WWW-Authenticate": 'Bearer realm="frauddemo"'} if e.status == 401 else None
+        ) from None
 
 
 WebStateDep = Annotated[WebState, Depends(web_state)]

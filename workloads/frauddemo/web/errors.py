@@ -1,4 +1,5 @@
 """Errors the routes raise beyond HTTPException: a store that is down or refuses writes (503)."""
+
 from __future__ import annotations
 
 import redis

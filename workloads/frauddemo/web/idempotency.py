@@ -2,6 +2,7 @@
 (a local record, `fd:idem:<sha256 of the key>`, never replicated) and replayed for the same key and
 body; the same key with another body is refused (422), and while the first request runs a second one
 with its key gets 409."""
+
 from __future__ import annotations
 
 import hashlib

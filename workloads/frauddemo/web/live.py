@@ -1,4 +1,5 @@
 """GET /api/events: server-sent events, one XREAD loop per store tailing its event streams."""
+
 from __future__ import annotations
 
 import asyncio
@@ -62,7 +63,7 @@ async def event_stream(request: Request, demo, wanted: set[str]):
                 break
             try:
                 kind, ev = await asyncio.wait_for(q.get(), timeout=15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
             yield f"event: {kind}\ndata: {json.dumps(ev)}\n\n"

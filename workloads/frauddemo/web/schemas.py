@@ -1,4 +1,5 @@
 """Request bodies and error answers of the API, and the limits they enforce."""
+
 from __future__ import annotations
 
 import base64
@@ -19,16 +20,22 @@ STREAM_OF = {"purchase": PURCHASES, "return": RETURNS, "verdict": VERDICTS, "ale
 
 class Problem(BaseModel):
     """Every error: a reason, or (bad fields) one entry per field with its location."""
+
     detail: str | list[dict]
 
 
 def error_responses(*codes: int) -> dict:
     """OpenAPI `responses` for these error statuses, each with its Problem body and what it means."""
-    why = {400: "the body cannot be parsed at all (not UTF-8 JSON)",
-           401: "the API token is missing or wrong (only when one is configured)",
-           404: "no such store, receipt, attempt, alert or photo", 409: "a conflicting request is in progress",
-           413: "the body or the photo is too large", 422: "the request is malformed, with the reason",
-           429: "too many POSTs from this client (Retry-After)", 503: "a store is unreachable (Retry-After)"}
+    why = {
+        400: "the body cannot be parsed at all (not UTF-8 JSON)",
+        401: "the API token is missing or wrong (only when one is configured)",
+        404: "no such store, receipt, attempt, alert or photo",
+        409: "a conflicting request is in progress",
+        413: "the body or the photo is too large",
+        422: "the request is malformed, with the reason",
+        429: "too many POSTs from this client (Retry-After)",
+        503: "a store is unreachable (Retry-After)",
+    }
     return {c: {"model": Problem, "description": why[c]} for c in codes}
 
 

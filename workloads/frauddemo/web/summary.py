@@ -1,5 +1,6 @@
 """GET /api/summary: the dashboard's summary strip, counted from every store's event streams, read
 incrementally (each call reads only what the streams got since the last one)."""
+
 from __future__ import annotations
 
 import collections
@@ -123,9 +124,15 @@ class Summary:
             held = sum(1 for d in t.alerts.values() if d == REVIEW)
             blocked = sum(1 for d in t.alerts.values() if d == BLOCK)
             protected = t.cents["held"] + t.cents["blocked"]
-            stores[name] = {"up": up.get(name, False), "purchases": t.purchases, "returns": t.returns,
-                            "alerts": len(t.alerts), "frauds_held": held, "frauds_blocked": blocked,
-                            "value_protected_cents": protected}
+            stores[name] = {
+                "up": up.get(name, False),
+                "purchases": t.purchases,
+                "returns": t.returns,
+                "alerts": len(t.alerts),
+                "frauds_held": held,
+                "frauds_blocked": blocked,
+                "value_protected_cents": protected,
+            }
             total.update(purchases=t.purchases, returns=t.returns, alerts=len(t.alerts))
             frauds.update(held=held, blocked=blocked)
             cents.update(t.cents)
@@ -139,12 +146,15 @@ class Summary:
             return round(latencies[min(len(latencies) - 1, max(0, math.ceil(p * len(latencies)) - 1))], 3)
 
         return {
-            "purchases": total["purchases"], "returns": total["returns"], "alerts": total["alerts"],
+            "purchases": total["purchases"],
+            "returns": total["returns"],
+            "alerts": total["alerts"],
             "frauds": {"held": frauds["held"], "blocked": frauds["blocked"]},
             "refunds": {k: {"count": count[k], "cents": cents[k]} for k in ("refunded", "held", "blocked", "refused")},
             "value_protected_cents": cents["held"] + cents["blocked"],
             "detection_latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "samples": len(latencies)},
-            "stores": stores, "complete": complete,
+            "stores": stores,
+            "complete": complete,
             # changes whenever a store is reset: a page showing older data starts over
             "generation": ",".join(_text(t.token) for t in (self._tallies.get(n) for n in names) if t),
         }

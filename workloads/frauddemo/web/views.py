@@ -1,5 +1,6 @@
 """The API's read model: what the listings, stories and alerts are read from, across every reachable
 store (a store that stops answering is dropped from the pool and skipped)."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ class Demo:
                 return out
         return None
 
-    def recent(self, stream: str, limit: int, before: int | None, store: str | None, keep,
-               bigger_scan: bool = False) -> tuple[list[dict], int | None]:
+    def recent(
+        self, stream: str, limit: int, before: int | None, store: str | None, keep, bigger_scan: bool = False
+    ) -> tuple[list[dict], int | None]:
         """Newest events of `stream` across the stores (or one), merged by commit clock."""
         names = [store] if store else self.names
         if store and store not in self.names:
@@ -73,7 +75,7 @@ class Demo:
             except (redis.RedisError, OSError):
                 self.stores.drop(name)
                 continue
-            for eid, fields in rows:
+            for _eid, fields in rows:
                 ev = {k.decode(): v.decode() for k, v in fields.items()}
                 ev["store"] = name
                 if before is None or int(ev.get("c", 0)) < before:
@@ -135,31 +137,54 @@ class Demo:
         return {
             "receipt": story.receipt.to_dict() if story.receipt else None,
             "purchase_photo": photo_urls(story.receipt.photo) if story.receipt and photos else None,
-            "attempts": [{**a.to_dict(), "photo_urls": photo_urls(a.photo) if photos else None,
-                          "verdict": verdicts.get(a.id),
-                          "alert": alert_id(a.id) if verdicts.get(a.id, {}).get("decision") in ("review", "block")
-                          else None} for a in attempts],
-            "replicated": presence, "unreachable": story.unreachable,
+            "attempts": [
+                {
+                    **a.to_dict(),
+                    "photo_urls": photo_urls(a.photo) if photos else None,
+                    "verdict": verdicts.get(a.id),
+                    "alert": alert_id(a.id) if verdicts.get(a.id, {}).get("decision") in ("review", "block") else None,
+                }
+                for a in attempts
+            ],
+            "replicated": presence,
+            "unreachable": story.unreachable,
         }
 
 
 def verdict_view(raw) -> dict:
     f, clock = decode_hash(raw)
     reasons = json.loads(f.get("reasons") or "[]")
-    return {"decision": f.get("decision"), "score": int(f.get("score", 0)), "reasons": reasons,
-            "photo": json.loads(f["photo"]) if f.get("photo") else None, "outcome": f.get("outcome"),
-            "escalated_from": f.get("escalated_from"), "decided_us": clock}
+    return {
+        "decision": f.get("decision"),
+        "score": int(f.get("score", 0)),
+        "reasons": reasons,
+        "photo": json.loads(f["photo"]) if f.get("photo") else None,
+        "outcome": f.get("outcome"),
+        "escalated_from": f.get("escalated_from"),
+        "decided_us": clock,
+    }
 
 
 def alert_view(raw) -> dict:
     f, clock = decode_hash(raw)
     reasons = json.loads(f.get("reasons") or "[]")
-    return {"alert": f.get("alert"), "attempt": f.get("attempt"), "receipt": f.get("receipt"),
-            "store": f.get("store"), "customer": f.get("customer"), "terminal": f.get("terminal"),
-            "amount_cents": int(f.get("amount", 0)), "score": int(f.get("score", 0)),
-            "decision": f.get("decision"), "reason": f.get("reason"), "codes": [r["code"] for r in reasons],
-            "reasons": reasons, "attempts": json.loads(f.get("attempts") or "[]"),
-            "paid_before_alert": f.get("paid") == "1", "created_us": clock}
+    return {
+        "alert": f.get("alert"),
+        "attempt": f.get("attempt"),
+        "receipt": f.get("receipt"),
+        "store": f.get("store"),
+        "customer": f.get("customer"),
+        "terminal": f.get("terminal"),
+        "amount_cents": int(f.get("amount", 0)),
+        "score": int(f.get("score", 0)),
+        "decision": f.get("decision"),
+        "reason": f.get("reason"),
+        "codes": [r["code"] for r in reasons],
+        "reasons": reasons,
+        "attempts": json.loads(f.get("attempts") or "[]"),
+        "paid_before_alert": f.get("paid") == "1",
+        "created_us": clock,
+    }
 
 
 def photo_urls(sha: str) -> dict | None:
@@ -169,14 +194,26 @@ def photo_urls(sha: str) -> dict | None:
 
 
 def purchase_item(e: dict) -> dict:
-    return {"receipt": e["rcpt"], "store": e["store"], "customer": e.get("customer"),
-            "amount_cents": int(e.get("amount", 0)), "committed_us": int(e["c"])}
+    return {
+        "receipt": e["rcpt"],
+        "store": e["store"],
+        "customer": e.get("customer"),
+        "amount_cents": int(e.get("amount", 0)),
+        "committed_us": int(e["c"]),
+    }
 
 
 def return_item(e: dict) -> dict:
-    return {"attempt": e["att"], "receipt": e["rcpt"], "store": e["store"], "customer": e.get("customer"),
-            "amount_cents": int(e.get("amount", 0)), "photo": e.get("photo") == "1",
-            "local_decision": e.get("decision"), "committed_us": int(e["c"])}
+    return {
+        "attempt": e["att"],
+        "receipt": e["rcpt"],
+        "store": e["store"],
+        "customer": e.get("customer"),
+        "amount_cents": int(e.get("amount", 0)),
+        "photo": e.get("photo") == "1",
+        "local_decision": e.get("decision"),
+        "committed_us": int(e["c"]),
+    }
 
 
 def photo_gone() -> str:

@@ -1,4 +1,5 @@
 """Alerts: the listing (each alert once, in its newest state) and one alert beside its receipt's story."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query
@@ -11,9 +12,15 @@ router = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
 
 
 @router.get("/alerts")
-def alerts(demo: DemoDep, store_: str | None = Query(None, alias="store"), decision: str | None = None,
-           reason: str | None = None, receipt: str | None = None,
-           limit: int = Query(50, ge=1, le=PAGE_MAX), before: int | None = Query(None, ge=0)):
+def alerts(
+    demo: DemoDep,
+    store_: str | None = Query(None, alias="store"),
+    decision: str | None = None,
+    reason: str | None = None,
+    receipt: str | None = None,
+    limit: int = Query(50, ge=1, le=PAGE_MAX),
+    before: int | None = Query(None, ge=0),
+):
     seen = set()
 
     def keep(e):
@@ -25,8 +32,9 @@ def alerts(demo: DemoDep, store_: str | None = Query(None, alias="store"), decis
     items, nxt = demo.recent(ALERTS, limit, before, store_, keep, bigger_scan=True)
     full = demo.alerts([(e["store"], e["alert"]) for e in items])
     out = [full[e["alert"]] for e in items if e["alert"] in full]
-    out = [a for a in out if (decision is None or a["decision"] == decision)
-           and (reason is None or reason in a["codes"])]
+    out = [
+        a for a in out if (decision is None or a["decision"] == decision) and (reason is None or reason in a["codes"])
+    ]
     return {"items": out, "next_before": nxt}
 
 

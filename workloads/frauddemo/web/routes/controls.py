@@ -1,4 +1,5 @@
 """The demo's controls: partition or heal the link, the hacked POS on or off, Scenario 1, the reset."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException

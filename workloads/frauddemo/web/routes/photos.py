@@ -1,5 +1,6 @@
 """Photos, private: only for an authorised viewer (photos/access.py), each kept a while
 (FRAUDDEMO_PHOTO_TTL), from the first store that holds it."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
@@ -9,10 +10,19 @@ from ..schemas import ERRORS, JPEG, SHA_HEX, Problem, error_responses
 from ..views import photo_gone
 
 router = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
-PHOTO_ROUTE = {"response_class": Response, "dependencies": [Depends(photo_viewer)],
-               "responses": {**JPEG, **error_responses(401), 403: {"model": Problem, "description":
-                             "a wrong token, or photos asked for without a token over a non-loopback "
-                             "address (photos are private)"}}}
+PHOTO_ROUTE = {
+    "response_class": Response,
+    "dependencies": [Depends(photo_viewer)],
+    "responses": {
+        **JPEG,
+        **error_responses(401),
+        403: {
+            "model": Problem,
+            "description": "a wrong token, or photos asked for without a token over a non-loopback "
+            "address (photos are private)",
+        },
+    },
+}
 CACHE = {"Cache-Control": "private, max-age=86400"}
 
 

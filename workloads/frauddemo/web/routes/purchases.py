@@ -1,4 +1,5 @@
 """Purchases: the listing, a receipt's whole story, and a purchase at a store's web till."""
+
 from __future__ import annotations
 
 import random
@@ -18,10 +19,16 @@ router = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
 
 
 @router.get("/purchases")
-def purchases(demo: DemoDep, store_: str | None = Query(None, alias="store"), customer: str | None = None,
-              limit: int = Query(50, ge=1, le=PAGE_MAX), before: int | None = Query(None, ge=0)):
-    items, nxt = demo.recent(PURCHASES, limit, before, store_,
-                             lambda e: customer is None or e.get("customer") == customer)
+def purchases(
+    demo: DemoDep,
+    store_: str | None = Query(None, alias="store"),
+    customer: str | None = None,
+    limit: int = Query(50, ge=1, le=PAGE_MAX),
+    before: int | None = Query(None, ge=0),
+):
+    items, nxt = demo.recent(
+        PURCHASES, limit, before, store_, lambda e: customer is None or e.get("customer") == customer
+    )
     return {"items": [purchase_item(e) for e in items], "next_before": nxt}
 
 
@@ -53,4 +60,5 @@ def purchase_create(body: PurchaseIn, demo: DemoDep, idempotency_key: str | None
             raise HTTPException(422, str(e)) from None
         except PhotoRejected as e:  # not an image, truncated, empty, a pixel bomb: nothing written
             raise photo_refused(e, too_large=(TOO_LARGE,)) from None
+
     return guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make), body.store)

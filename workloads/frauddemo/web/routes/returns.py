@@ -1,5 +1,6 @@
 """Return attempts: the listing with the detector's verdicts, one attempt, and a return at a store's
 web till (the store decides locally and records the attempt)."""
+
 from __future__ import annotations
 
 import random
@@ -19,12 +20,21 @@ router = APIRouter(prefix="/api", tags=["api"], responses=ERRORS)
 
 
 @router.get("/returns")
-def returns(demo: DemoDep, store_: str | None = Query(None, alias="store"), decision: str | None = None,
-            receipt: str | None = None, limit: int = Query(50, ge=1, le=PAGE_MAX),
-            before: int | None = Query(None, ge=0)):
-    items, nxt = demo.recent(RETURNS, limit, before, store_,
-                             lambda e: (decision is None or e.get("decision") == decision)
-                             and (receipt is None or e.get("rcpt") == receipt))
+def returns(
+    demo: DemoDep,
+    store_: str | None = Query(None, alias="store"),
+    decision: str | None = None,
+    receipt: str | None = None,
+    limit: int = Query(50, ge=1, le=PAGE_MAX),
+    before: int | None = Query(None, ge=0),
+):
+    items, nxt = demo.recent(
+        RETURNS,
+        limit,
+        before,
+        store_,
+        lambda e: (decision is None or e.get("decision") == decision) and (receipt is None or e.get("rcpt") == receipt),
+    )
     verdicts = demo.verdicts([(e["store"], e["att"]) for e in items])
     return {"items": [{**return_item(e), "verdict": verdicts.get(e["att"])} for e in items], "next_before": nxt}
 
@@ -36,8 +46,11 @@ def return_get(demo: DemoDep, viewer: PhotoViewerDep, attempt: str = Path(patter
     if attempt not in found:
         raise HTTPException(404, f"no store knows return attempt {attempt[:80]!r}")
     a = found[attempt]
-    return {**a.to_dict(), "verdict": demo.verdicts([(a.store, a.id)]).get(a.id),
-            "photo_urls": photo_urls(a.photo) if viewer else None}
+    return {
+        **a.to_dict(),
+        "verdict": demo.verdicts([(a.store, a.id)]).get(a.id),
+        "photo_urls": photo_urls(a.photo) if viewer else None,
+    }
 
 
 @router.post("/returns", status_code=201, responses=POST_ERRORS)
@@ -59,4 +72,5 @@ def return_create(body: ReturnIn, demo: DemoDep, idempotency_key: str | None = H
             raise HTTPException(422, str(e)) from None
         except PhotoRejected as e:
             raise photo_refused(e) from None
+
     return guard(lambda: idempotent(s, idempotency_key, body.model_dump(), make), body.store)

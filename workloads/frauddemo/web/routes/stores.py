@@ -1,4 +1,5 @@
 """The stores and the links between them, the catalogue, and the dashboard's summary."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
