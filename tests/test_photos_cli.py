@@ -11,7 +11,7 @@ from frauddemo.photos.camera import render
 
 
 def run(capsys, *argv):
-    code = cli.main(list(argv))
+    code = cli.main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -109,3 +109,22 @@ def test_bench_reports_every_figure_the_issue_names():
     assert r["bad_inputs_total"] >= 8 and r["bad_inputs_rejected"] == r["bad_inputs_total"]
     assert r["replay_flag_rate"] > r["baseline"]["replay_flag_rate"]
     json.dumps(r)  # serialisable as it is
+
+
+def test_people_get_one_line_per_photo_machines_json(tmp_path, capsys):
+    """Without --json each verb prints one readable line (issue 19: the photo verbs printed raw JSON)."""
+    p, same, other = tmp_path / "p.jpg", tmp_path / "same.jpg", tmp_path / "other.jpg"
+    assert cli.main(["photo", "capture", "--synthetic", "11", "--seed", "1", "--out", str(p)]) == 0
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and line.startswith(f"{p}: usable, a face of ") and "{" not in line
+    cli.main(["photo", "capture", "--synthetic", "11", "--seed", "2", "--out", str(same)])
+    cli.main(["photo", "capture", "--synthetic", "12", "--seed", "2", "--out", str(other)])
+    capsys.readouterr()
+    cli.main(["photo", "compare", str(p), str(p)])
+    replay = capsys.readouterr().out
+    assert "copy of an earlier photo (a replay)" in replay and replay.count("\n") == 1
+    cli.main(["photo", "compare", str(p), str(other)])
+    assert "similarity" in capsys.readouterr().out
+    cli.main(["photo", "verify", "--photo", str(same), "--against", str(p)])
+    out = capsys.readouterr().out
+    assert out.startswith("usable, a face of ") and "verdict: " in out and out.count("\n") == 1

@@ -4,8 +4,8 @@ Wiring (in frauddemo/cli.py): `photos.cli.add_commands(sub)`; each verb sets `fn
 parent CLI's convention.
 Sources, for every verb that takes one photo: --photo PATH, --camera N (a webcam, opened only while
 capturing) or --synthetic ID (the procedural customer ID; --seed picks the capture).
-Output is one JSON object on stdout. Exit status: 0 usable / match, 1 rejected / mismatch / review,
-2 camera or file errors.
+Output is one readable line on stdout, or one JSON object with --json. Exit status: 0 usable / match,
+1 rejected / mismatch / review, 2 camera or file errors.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     cap = verbs.add_parser("capture", help="take one photo and save it as a JPEG")
     _source_args(cap, required=False)
     cap.add_argument("--out", type=Path, help="where to write it (default photo-<sha8>.jpg)")
+    _json_arg(cap)
     cap.set_defaults(fn=cmd_capture)
 
     v = verbs.add_parser("verify", help="check one photo: decode, face, quality, embedding")
@@ -36,6 +37,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
         "--against", type=Path, metavar="PURCHASE", help="also compare it with this purchase photo and give the verdict"
     )
     _threshold_args(v)
+    _json_arg(v)
     v.set_defaults(fn=cmd_verify)
 
     c = verbs.add_parser("compare", help="verdict on a return photo against a purchase photo")
@@ -45,6 +47,7 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
         "--earlier", type=Path, nargs="*", default=[], help="earlier photos of the same receipt, for replay detection"
     )
     _threshold_args(c)
+    _json_arg(c)
     c.set_defaults(fn=cmd_compare)
     return photo
 
@@ -55,6 +58,10 @@ def _source_args(p, required: bool) -> None:
     g.add_argument("--camera", type=int, metavar="N", help="webcam index for cv2.VideoCapture(N)")
     g.add_argument("--synthetic", type=int, metavar="ID", help="a procedural customer")
     p.add_argument("--seed", type=int, default=0, help="capture seed for --synthetic")
+
+
+def _json_arg(p) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a line (for machines)")
 
 
 def _threshold_args(p) -> None:
@@ -87,9 +94,45 @@ def _read(path: Path) -> bytes:
     return FileCamera(path).capture()
 
 
-def _print(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+def _print(obj: dict, args) -> None:
+    if getattr(args, "json", False):
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(_line(obj))
+
+
+def _line(obj: dict) -> str:
+    """One line for people: what the photo is, then the verdict against a purchase photo if any."""
+    parts = []
+    if obj.get("file"):
+        parts.append(f"{obj['file']}:")
+    if "usable" in obj:
+        if obj["usable"]:
+            x, y, w, h = obj["face"]
+            q = obj["quality"]
+            parts.append(
+                f"usable, a face of {w}x{h} px at ({x}, {y}), brightness {q['brightness']}, sharpness "
+                f"{q['sharpness']}, eyes {'found' if q['eyes_found'] else 'not found'}"
+            )
+        else:
+            parts.append(f"not usable ({obj['rejected']}: {obj['detail']})")
+    v = obj.get("verdict") if isinstance(obj.get("verdict"), dict) else (obj if "verdict" in obj else None)
+    if v is not None:
+        words = {
+            ver.MATCH: "the same person",
+            ver.MISMATCH: "not the same person",
+            ver.REVIEW: "unsure: a person decides",
+        }
+        text = words.get(v["verdict"], v["verdict"])
+        if v.get("replay"):
+            text = f"{'an' if v['replay'][:1] in 'aeiou' else 'a'} {v['replay']} copy of an earlier photo (a replay)"
+        elif v.get("similarity") is not None:
+            text += f", similarity {v['similarity']:.3f}"
+        parts.append(("verdict: " if "usable" in obj else "") + text)
+        if v.get("reasons"):
+            parts.append("(" + "; ".join(v["reasons"]) + ")")
+    return " ".join(parts)
 
 
 def _describe(data: bytes, cfg: ver.VerifyConfig) -> dict:
@@ -118,7 +161,7 @@ def cmd_capture(args) -> int:
     out = args.out or Path(f"photo-{ver.replay.sha256(data)[:8]}.jpg")
     out.write_bytes(data)
     info["file"] = str(out)
-    _print(info)
+    _print(info, args)
     return 0 if info["usable"] else 1
 
 
@@ -133,9 +176,9 @@ def cmd_verify(args) -> int:
     info = _describe(data, cfg)
     if purchase is not None:
         info["verdict"] = _verdict(purchase, data, [], cfg)
-        _print(info)
+        _print(info, args)
         return 0 if info["verdict"]["verdict"] == ver.MATCH else 1
-    _print(info)
+    _print(info, args)
     return 0 if info["usable"] else 1
 
 
@@ -148,7 +191,7 @@ def cmd_compare(args) -> int:
         print(f"frauddemo photo compare: {e}", file=sys.stderr)
         return 2
     v = _verdict(purchase, returned, earlier, cfg)
-    _print(v)
+    _print(v, args)
     return 0 if v["verdict"] == ver.MATCH else 1
 
 
