@@ -50,7 +50,7 @@ SEL = 'namespace="$namespace",service=~"$instance-(detector|syncers)"'
 STORE = SEL + ',store=~"$store"'
 RATE = "$__rate_interval"
 
-# Objectives the alerts hold the demo to (README, "Observability").
+# Objectives the alerts hold the demo to (docs/observability.md).
 LAG_OBJECTIVE_S = 0.5  # replication lag p99, per link, over 5 minutes
 BACKLOG_ALERT_OPS = 1000  # a link whose backlog is above this and still growing is down
 FRAUD_SPIKE_PER_MIN = 1.0  # alerts per minute at one store, and 3x its rate over the last hour

@@ -41,7 +41,7 @@ WRITE_FUNCTIONS = (
 )
 READ_FUNCTIONS = ("hmget", "hgetall", "xrevrange", "smembers", "get", "pttl")
 CONNECTION = ("auth", "hello", "ping", "client|setinfo")
-DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (README's key schema)
+DATA = ("h:*", "s:*", "x:*", "c:*", "b:*")  # replicated data (the key schema in docs/architecture.md)
 # What a till writes (retail.py, returns.py, photos/storage.py): receipts, return attempts and their gates,
 # the sets that index them, photos; it reads verdicts (was the refund paid?) but may not write one.
 # A till never writes an embedding (b:emb:*): it could pair a purchase photo with another face.
@@ -170,7 +170,7 @@ def load(admin) -> None:
 
 
 def roles_table() -> str:
-    """The README's table of roles (tests/test_acl.py checks the README holds exactly this)."""
+    """docs/security.md's table of roles (tests/test_acl.py checks it holds exactly this)."""
     rows = ["| Role | Used by | Commands | Keys (R read, W write) |", "|---|---|---|---|"]
     for r in ROLES.values():
         if r.name == ADMIN:

@@ -9,7 +9,7 @@ when it committed one), never a clock: two stores that had not heard of each oth
 concurrent, whatever their clocks say (a store's clock may be off), and the evidence each attempt
 carries decides between them, or a person does (`order`, `_concurrent_reasons`).
 
-Score: the sum of the weights of the rules that fire, capped at 100 (weights in README).
+Score: the sum of the weights of the rules that fire, capped at 100 (weights in docs/detection-and-api.md).
 Decision: block at or above the alert score (default 70) when at least one finding is a fact (HARD:
 no such receipt, an earlier allowed return, no photo, an exact copy of a photo, a bad signature);
 similarity and velocity are evidence, not facts, so on their own they only ever ask a person

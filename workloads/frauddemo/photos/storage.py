@@ -42,7 +42,7 @@ PHOTO_TTL_ENV = "FRAUDDEMO_PHOTO_TTL"
 # How long a photo is kept (every store: the TTL set at the photo's origin travels with the blob, as the
 # remaining PTTL, when a syncer copies it). Sized in hours for the demo: photos are ~80 % of a store's
 # growth (~50 KB each, ~160 KB/s per store at the default rate), so their retention decides whether a
-# day of the default rate fits the store's maxmemory (README, Benchmarks: bench memory): 30 min of photos
+# day of the default rate fits the store's maxmemory (docs/benchmarks.md: bench memory): 30 min of photos
 # is ~285 MB of the 2.25 GiB. Receipts outlive their photos: a return after the photo
 # expired is judged without a face match ("purchase photo expired").
 DEFAULT_PHOTO_TTL_MS = 30 * 60_000
