@@ -353,12 +353,15 @@ def test_make_demo_takes_a_port_and_installs_the_runtime_only(tmp_path):
     """`make demo PORT=N` passes the port on; a fresh venv gets `.` (not the test extras) with pip's
     output in a log, after one line saying that the first run installs."""
     root = Path(__file__).resolve().parent.parent
+    # as a user runs it: not as a sub-make of `make test` (which would print "Entering directory")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     plan = subprocess.run(
-        ["make", "-n", "demo", "PORT=8081", f"VENV={tmp_path / 'venv'}"],
+        ["make", "-n", "--no-print-directory", "demo", "PORT=8081", f"VENV={tmp_path / 'venv'}"],
         cwd=root,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.splitlines()

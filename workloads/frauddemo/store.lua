@@ -33,7 +33,7 @@ Local-only operations, accepted by fd_write and never logged:
             write when `key` already exists here, else an "h" (exactly-once creation at one store)
 ]]
 
-local VERSION = '18'
+local VERSION = '19'
 local EVENT_RETENTION = 200000
 local LOG = 'fd:log'
 
@@ -609,9 +609,14 @@ local function fd_blobs(keys, args)
   return n
 end
 
--- args: source replica, epoch, seq, id: the position a full resync started from.
+-- args: source replica, epoch, seq, id: the position a full resync started from; then optional
+-- field/value pairs kept beside it (reborn_epoch: the source came back empty under that epoch, and this
+-- store holds its earlier life).
 local function fd_checkpoint(keys, args)
-  rcall('HSET', 'fd:ckpt:' .. args[1], 'epoch', args[2], 'seq', args[3], 'id', args[4])
+  local kv = { 'epoch', args[2], 'seq', args[3], 'id', args[4] }
+  for i = 5, #args do kv[#kv + 1] = args[i] end
+  if #kv % 2 == 1 then return redis.error_reply('BADARGS fd_checkpoint wants field/value pairs') end
+  rcall('HSET', 'fd:ckpt:' .. args[1], spread(kv))
   return 1
 end
 

@@ -293,11 +293,13 @@ class Syncer:
         self._hold_while_paused()
         ckpt = dst.checkpoint(src.replica)
         if ckpt and ckpt.get("epoch") != src.epoch:
-            self._resync("the source was reset (new epoch)")
-        elif not ckpt and src.checkpoint(dst.replica).get("epoch", dst.epoch) != dst.epoch:
-            # The target came back on an empty disk (a new epoch) and the source had merged from its
-            # earlier life: the source's log holds only the source's own writes, so the target's own
-            # history, which the source holds as merged state, travels only in a full-state transfer.
+            # the target holds the source's earlier life: the checkpoint keeps saying so for the link back,
+            # which may not have seen the old epoch before this resync replaces it
+            reborn = ("reborn_epoch", src.epoch) if int(ckpt.get("seq", 0)) > 0 else ()
+            self._resync("the source was reset (new epoch)", reborn)
+        elif not ckpt and self._target_came_back_empty():
+            # The source's log holds only the source's own writes, so the target's own history, which
+            # the source holds as merged state, travels only in a full-state transfer.
             self._resync("the target came back empty; its earlier writes are here")
         reader = _Reader(src.r.connection_pool.get_connection(), self.cfg)
         merge_conn = dst.r.connection_pool.get_connection()
@@ -458,8 +460,17 @@ class Syncer:
             int(time.time() * 1000),
         )
 
-    def _resync(self, why: str) -> None:
-        """Full-state transfer from the source, then resume from the position taken before it."""
+    def _target_came_back_empty(self) -> bool:
+        """The target restarted on an empty disk (a new epoch) after the source had merged from its
+        earlier life: the source's checkpoint of the target is from another epoch, or (when the link the
+        other way got there first and moved that checkpoint on) that link marked the rebirth."""
+        src, dst = self.source, self.target
+        mine = src.checkpoint(dst.replica)
+        return mine.get("epoch", dst.epoch) != dst.epoch or mine.get("reborn_epoch") == dst.epoch
+
+    def _resync(self, why: str, mark: tuple[str, ...] = ()) -> None:
+        """Full-state transfer from the source, then resume from the position taken before it. `mark`:
+        field/value pairs the target's checkpoint keeps beside the position."""
         src, dst = self.source, self.target
         t0 = time.monotonic()
         self.stats.state = "resyncing"
@@ -469,7 +480,7 @@ class Syncer:
         step = self.cfg.resync_keys_per_call
         for i in range(0, len(keys), step):
             dst.r.fcall("fd_import", 0, src.export(keys[i : i + step]))
-        dst.r.fcall("fd_checkpoint", 0, src.replica, epoch, seq, sid)
+        dst.r.fcall("fd_checkpoint", 0, src.replica, epoch, seq, sid, *mark)
         self.stats.resyncs += 1
         self.stats.state = "up"
         metrics.SYNCER_RESYNCS.labels(**self.labels).inc()
