@@ -27,6 +27,7 @@ from frauddemo.servers import free_port
 from frauddemo.store import LIBRARY_CODE, Store, ops, pack_ops
 from frauddemo.till import HackedTill, Till, capture
 from frauddemo.web.app import create_app
+from frauddemo_testkit.processes import up_argv
 
 KEYS = TerminalKeys(bytes(range(32)))
 
@@ -326,21 +327,7 @@ def test_no_password_in_argv_environment_logs_or_stack_json(tmp_path):
     """`frauddemo up` as a user runs it: every role's password of every store stays in its 0600 file."""
     port, data = free_port(), tmp_path / "stack"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frauddemo",
-            "up",
-            "--headless",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(port),
-            "--rate",
-            "20",
-            "--duration",
-            "120",
-        ],
+        up_argv(port, data, "--rate", "20", "--duration", "120"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

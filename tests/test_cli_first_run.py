@@ -18,6 +18,7 @@ import pytest
 from conftest import wait_until
 from frauddemo.procs import alive
 from frauddemo.servers import free_port
+from frauddemo_testkit.processes import stop, up_argv
 
 PARTITIONED = "frauddemo: the stores are partitioned: heal the link first (frauddemo link heal)\n"
 
@@ -31,20 +32,7 @@ def _env(state: Path, **extra) -> dict:
 def _up(env: dict, port: int, *extra: str) -> subprocess.Popen:
     # no tills: the tests make their own traffic, and the machine is shared
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frauddemo",
-            "up",
-            "--headless",
-            "--port",
-            str(port),
-            "--rate",
-            "0",
-            "--hacked-rate",
-            "0",
-            *extra,
-        ],
+        up_argv(port, None, "--rate", "0", "--hacked-rate", "0", *extra),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -61,13 +49,7 @@ def _cli(env: dict, *args: str, timeout: float = 90) -> subprocess.CompletedProc
 def _stop(proc: subprocess.Popen, data: Path) -> None:
     """SIGTERM the supervisor, then make sure that it and every child it started are gone."""
     pids = _pids(data)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop(proc, 30)
     for pid in pids:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

@@ -12,7 +12,6 @@ import json
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import yaml
 from conftest import wait_until
 from frauddemo.local import stack_ready
 from frauddemo.servers import free_port
+from frauddemo_testkit.processes import stop, up_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -48,16 +48,6 @@ def binary(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} not found: install Debian's prometheus package (.ci/run does)"
     return path
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def get(url: str, **params):
@@ -87,23 +77,7 @@ class Live:
         log = open(self.tmp / "up.log", "w")
         self.procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "frauddemo",
-                    "up",
-                    "--headless",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.tmp / "stack"),
-                    "--duration",
-                    "900",
-                    "--rate",
-                    "5",
-                    "--hacked-rate",
-                    "0.5",
-                ],
+                up_argv(self.port, self.tmp / "stack", "--duration", "900", "--rate", "5", "--hacked-rate", "0.5"),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -167,7 +141,7 @@ class Live:
 
     def close(self) -> None:
         for p in reversed(self.procs):
-            stop(p)
+            stop(p, 20)
 
 
 @pytest.fixture(scope="module")

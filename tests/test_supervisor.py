@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import httpx
 import pytest
@@ -13,26 +12,14 @@ from conftest import wait_until
 from frauddemo.local import stack_ready
 from frauddemo.procs import alive
 from frauddemo.servers import free_port
+from frauddemo_testkit.processes import up_argv
 
 
 def _up(tmp_path, *extra):
     port = free_port()
     data = tmp_path / "stack"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frauddemo",
-            "up",
-            "--headless",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(port),
-            "--rate",
-            "20",
-            *extra,
-        ],
+        up_argv(port, data, "--rate", "20", *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from urllib.parse import urlsplit
@@ -25,21 +24,14 @@ import pytest
 from conftest import wait_until
 from frauddemo.local import stack_ready
 from frauddemo.servers import free_port
+from frauddemo_testkit.processes import CHROMIUM, CHROMIUM_FLAGS, stop, up_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "dashboard"
-CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *CHROMIUM_FLAGS,
     # the webcam test: a fake camera, permission granted without a prompt
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
@@ -57,23 +49,7 @@ class Stack:
     def start(self) -> None:
         self.log = open(self.tmp / "up.log", "w")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "frauddemo",
-                "up",
-                "--headless",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.tmp / "stack"),
-                "--duration",
-                "900",
-                "--rate",
-                "1",
-                "--hacked-rate",
-                "0.3",
-            ],
+            up_argv(self.port, self.tmp / "stack", "--duration", "900", "--rate", "1", "--hacked-rate", "0.3"),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -93,13 +69,8 @@ class Stack:
         return next(p["pid"] for p in stack["processes"] if p["name"] == name)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            stop(self.proc, 30)
         if self.proc and (self.tmp / "up.log").exists():
             self.log.close()
             print("--- up.log (tail) ---\n" + "\n".join((self.tmp / "up.log").read_text().splitlines()[-20:]))

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 
 from frauddemo.servers import free_port
 from frauddemo_testkit.kubecluster import BIN, LocalCluster
+from frauddemo_testkit.processes import CHROMIUM, CHROMIUM_FLAGS, stop
 from frauddemo_testkit.testing import wait_for
 
 SOAK_S = float(os.environ.get("FRAUDDEMO_REAL_PODS_SOAK_S", "180"))
@@ -42,17 +42,7 @@ NODE = ROOT / "tools" / "node.sh"
 NS = "frauddemo"
 FD = "retail"
 BRIDGE = "fdnode0"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+FLAGS = CHROMIUM_FLAGS
 
 
 def _skip_or_fail(msg: str):
@@ -235,9 +225,7 @@ class Real:
 
     def stop_forwards(self) -> None:
         for p in self.forwards:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(10)
+            stop(p, 10, group=True)
         self.forwards.clear()
 
 
@@ -638,12 +626,7 @@ def test_prometheus_scrapes_the_pods_found_through_the_api_server_and_fills_the_
         ] == []
     finally:
         discovery.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop(proc, 20, group=True)
         log.close()
         print("--- prometheus.log (tail)\n" + "\n".join((tmp_path / "prometheus.log").read_text().splitlines()[-20:]))
 
