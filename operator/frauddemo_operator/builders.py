@@ -332,52 +332,32 @@ def store_configmap(owner: Owner, store: Store) -> Obj:
     }
 
 
+def _opaque_secret(meta: Obj) -> Obj:
+    """A Secret with no data yet: the reconciler writes its generated contents."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
+
+
 def terminal_secret_manifest(owner: Owner) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(owner, terminal_secret(owner.name), "terminal-key"),
-    }
+    return _opaque_secret(metadata(owner, terminal_secret(owner.name), "terminal-key"))
 
 
 def api_token_secret_manifest(owner: Owner) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(owner, api_token_secret(owner.name), "detector"),
-    }
+    return _opaque_secret(metadata(owner, api_token_secret(owner.name), "detector"))
 
 
 def store_secret_manifest(owner: Owner, store: Store) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name}),
-    }
+    return _opaque_secret(metadata(owner, store_secret(owner.name, store.name), "store", {L_STORE: store.name}))
 
 
 def role_secret_manifest(owner: Owner, store: Store, role: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(
-            owner, role_secret(owner.name, store.name, role), "store", {L_STORE: store.name, L_ROLE: role}
-        ),
-    }
+    return _opaque_secret(
+        metadata(owner, role_secret(owner.name, store.name, role), "store", {L_STORE: store.name, L_ROLE: role})
+    )
 
 
 def acl_secret_manifest(owner: Owner, store: Store) -> Obj:
     """Its data is the ACL file rendered from the role Secrets (the reconciler keeps it in step)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(owner, acl_secret(owner.name, store.name), "store-acl", {L_STORE: store.name}),
-    }
+    return _opaque_secret(metadata(owner, acl_secret(owner.name, store.name), "store-acl", {L_STORE: store.name}))
 
 
 def store_agent_container(spec: Spec, fd: str, store: str) -> Obj:
