@@ -6,7 +6,8 @@ file's own bytes for a file), which is exactly what the POS uploads and the veri
 The synthetic camera draws a customer from an identity seed. The identity fixes the geometry (face
 shape, eyes, brows, nose, mouth, ears, marks), skin tone and hair; each capture varies lighting on a
 shaded height map, expression, pose, framing, background, clothing and the camera's response. The
-capture ranges are a frozen dataclass so tests and the benchmark can ask for harder or easier ones.
+capture ranges are a frozen dataclass so tests and the benchmark can ask for harder or easier ones
+(`background_seed` fixes the background: one till's camera facing the same wall for everyone).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class CaptureRanges:
     light_x/light_y are components of the unit vector towards the light (z towards the camera), so
     (0.6, -0.5) is 52 degrees off axis. color_temp scales red up and blue down (or the reverse) by up
     to that fraction. The issue names no expression range: smile, eye opening, brow raise and mouth
-    opening are ours, from a frown to a broad open smile."""
+    opening are ours, from a frown to a broad open smile.
+
+    background_seed: None draws a new shop background for every capture; a number fixes one backdrop,
+    the same behind every capture and every customer drawn with it (a till's camera facing one wall).
+    The camera's response (gain, white balance, gamma, noise, blur) still varies per capture."""
 
     light_x: tuple[float, float] = (-0.6, 0.6)
     light_y: tuple[float, float] = (-0.5, 0.1)
@@ -61,6 +66,7 @@ class CaptureRanges:
     eye_open: tuple[float, float] = (0.65, 1.1)
     brow_raise_px: tuple[float, float] = (-5.0, 7.0)
     mouth_open: tuple[float, float] = (0.0, 0.5)
+    background_seed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,6 +401,14 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(bg, (0, 0), float(rng.uniform(0.8, 3.0)))
 
 
+@functools.lru_cache(maxsize=4)
+def _fixed_background(seed: int) -> np.ndarray:
+    """The backdrop of CaptureRanges.background_seed: the same pixels for every capture (read-only)."""
+    bg = _background(np.random.default_rng([0xBA6, int(seed)]))
+    bg.setflags(write=False)
+    return bg
+
+
 def _clothing(rng: np.random.Generator, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A colour and pattern for this capture's clothes (returns the albedo values and their mask)."""
     base = rng.uniform(20, 235, 3).astype(np.float32)
@@ -473,7 +487,8 @@ def render(identity: int, capture_seed: int, ranges: CaptureRanges = CaptureRang
     M[1, 2] += ty - HEAD_CY
     warped = cv2.warpAffine(person, M, (FRAME_W, FRAME_H), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpAffine(mask, M, (FRAME_W, FRAME_H), flags=cv2.INTER_LINEAR)[..., None]
-    frame = _background(rng) * (1 - alpha) + warped * alpha
+    bg = _background(rng) if ranges.background_seed is None else _fixed_background(ranges.background_seed)
+    frame = bg * (1 - alpha) + warped * alpha
 
     # Camera response: optics blur, gain, white balance, gamma, sensor noise, JPEG.
     if e["blur"] > 0.05:
