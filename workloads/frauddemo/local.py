@@ -27,7 +27,7 @@ from . import acl
 from .config import ConfigError, check_name
 from .procs import child_preexec
 from .secretfiles import write_secret
-from .servers import ServerSpec, find_server, free_port, server_env
+from .servers import MALLOC_ENV, ServerSpec, find_server, free_port, server_env
 from .store import Store
 
 log = logging.getLogger("frauddemo.up")
@@ -200,6 +200,7 @@ class Supervisor:
         self.rate, self.hacked_rate = rate, hacked_rate
         self.backoff_min, self.backoff_max = backoff  # `frauddemo chaos` restarts faster than a demo
         self.children: list[Child] = []
+        self.store_env: dict[str, dict[str, str]] = {}  # a store's extra environment (restart_store)
         self.stopping = False
         self.lock = DataDirLock(self.data_dir)
 
@@ -211,6 +212,12 @@ class Supervisor:
         env.pop("FRAUDDEMO_TERMINAL_KEY", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def _server_env(self, name: str) -> dict:
+        """Store `name`'s server environment: the stack's, its extra (restart_store), its allocator
+        preloaded unless the extra says FRAUDDEMO_SERVER_MALLOC=libc."""
+        env = {**self._env(), **self.store_env.get(name, {})}
+        return env if env.get(MALLOC_ENV) == "libc" else server_env(self.binary, env)
 
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "frauddemo", *args]
@@ -252,7 +259,7 @@ class Supervisor:
                     f"store-{n}",
                     "store",
                     spec.argv(),
-                    server_env(spec.binary, env),
+                    self._server_env(n),
                     url=spec.url,
                     password_file=str(spec.password_file),
                     users={r: str(spec.role_password_file(r)) for r in acl.CLIENT_ROLES},
@@ -448,6 +455,21 @@ class Supervisor:
                 break
             self.poll()
             time.sleep(0.2)
+
+    def restart_store(self, name: str, env: dict[str, str] | None = None) -> int:
+        """Stop store `name`'s server (SIGTERM: a clean shutdown, its data kept in its AOF) for poll() to
+        start it again, on the same data dir and port, with `env` over the stack's environment from now
+        on (None: the stack's own again). Returns the pid stopped."""
+        (child,) = [c for c in self.children if c.name == f"store-{name}"]
+        if env:
+            self.store_env[name] = dict(env)
+        else:
+            self.store_env.pop(name, None)
+        child.env = self._server_env(name)
+        if child.proc is None:
+            raise ConfigError(f"store {name} was never started")
+        child.proc.terminate()
+        return child.proc.pid
 
     def retire(self, roles: tuple[str, ...]) -> None:
         """Stop the children of these roles for good (SIGTERM, then SIGKILL after the grace)."""
