@@ -7,8 +7,13 @@ tills at every store, faults are injected at random (seeded) from `<data-dir>/st
   pause_store    SIGSTOP a store for longer than the tills' socket timeout, then SIGCONT
   partition      set `fd:pause:<source>` on the target of one link (its syncer holds), then delete it
   kill_syncer, kill_detector, kill_pos   SIGKILL one such process (restarted by the supervisor)
-Each kind gets the same number of faults, spread over the run with a random offset each; a store
-takes one store fault at a time, so faults of different targets overlap freely.
+  clock_skew     restart a store (SIGTERM, its AOF reloaded) with its clock `skew_s` off, ahead or behind
+                 (libfaketime), for `skew_hold_s`, then restart it with the true clock; skipped with a
+                 reason in the report when libfaketime is not installed, refused when asked for by name
+Each kind gets the same number of faults (clock_skew its own, fewer: `skews_per_s`), spread over the
+run with a random offset each; a store takes one store fault at a time, so faults of different targets
+overlap freely. While a clock is off, a share of the tills' steps are window races (a receipt returned
+at two stores at once, the accomplice's honest-looking return first): what a clock would order wrongly.
 
 Acknowledged: a till call that returned success (a receipt or an attempt id back from the store's
 fd_write). The stores run with `appendfsync always` here (the default `--fsync`): the server writes
@@ -30,7 +35,9 @@ Ground truth of fraud (each the attempt of a receipt this process bought, acknow
   concurrent-return                                two tills of one store return a receipt at the same
                                                    moment: the one beside the refund (or held return)
                                                    is the fraud; two approvals are a double refund
-Every fraud needs exactly one alert (`h:alert:al-<attempt>` on every store). Duplicated alerts are
+Every fraud needs exactly one alert (`h:alert:al-<attempt>` on every store); no honest attempt (every
+other one: legitimate returns, the accomplice's, the first of two concurrent ones) may be blocked
+(`honest_blocked`; `attempts_during_skew` says how many attempts were acknowledged while a clock was off). Duplicated alerts are
 alert events repeated in the stores' `fd:ev:alerts` streams (same alert id and decision): what a
 person watching the dashboard would be shown twice.
 
@@ -96,8 +103,27 @@ from .faces import usable_captures
 
 log = logging.getLogger("frauddemo.chaos")
 
-KINDS = ("kill_store", "kill_syncer", "kill_detector", "kill_pos", "pause_store", "partition", "restart_store")
-STORE_KINDS = ("kill_store", "pause_store", "restart_store")
+KINDS = (
+    "kill_store",
+    "kill_syncer",
+    "kill_detector",
+    "kill_pos",
+    "pause_store",
+    "partition",
+    "restart_store",
+    "clock_skew",
+)
+STORE_KINDS = ("kill_store", "pause_store", "restart_store", "clock_skew")
+# libfaketime (tools/system-deps.sh installs it): where Debian and Ubuntu put it, or $FRAUDDEMO_FAKETIME_LIB
+FAKETIME_ENV = "FRAUDDEMO_FAKETIME_LIB"
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+SKEW_RACE_P = 0.3  # while a clock is off, the share of till steps that are window races (two stores)
+SKEW_START_S = 30.0  # a server that does not come back with its clock off in this long is restarted true
 # the hacked till's attacks in chaos (mismatched photos and same-store double returns are left to the benches)
 HACKED_MODES = (
     AttackMode.NO_PHOTO,
@@ -128,10 +154,14 @@ class ChaosConfig:
     pos_rate: float = 2.0  # the supervisor's own POS processes (kill_pos targets)
     hacked_pos_rate: float = 0.2
     backoff: tuple[float, float] = (0.1, 0.4)  # the supervisor's restart backoff
+    skew_s: float = 30.0  # clock_skew: how far off a store's clock runs (ahead or behind, seeded)
+    skew_hold_s: tuple[float, float] = (2.0, 4.0)  # clock_skew: how long it runs so
+    skews_per_s: float = 0.05  # clock_skew faults (each holds a store for seconds): 6 in 120 s
+    kinds: tuple[str, ...] | None = None  # the fault kinds injected (None: every kind that can run here)
     data_dir: str | None = None
 
     def resolved(self) -> ChaosConfig:
-        for name in ("duration", "faults_per_s", "tx_rate", "till_timeout_s", "settle_s"):
+        for name in ("duration", "faults_per_s", "skews_per_s", "tx_rate", "till_timeout_s", "settle_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {v!r}")
@@ -147,7 +177,49 @@ class ChaosConfig:
             raise ConfigError(f"--data-dir {self.data_dir} is not empty: chaos checks a fresh stack")
         if self.pause_s[0] <= self.till_timeout_s:
             raise ConfigError("a store pause must last longer than the tills' socket timeout")
+        if isinstance(self.skew_s, bool) or not isinstance(self.skew_s, (int, float)) or not 0 < self.skew_s < 1e8:
+            raise ConfigError(f"skew-s must be a positive number of seconds, got {self.skew_s!r}")
+        if not 0 < self.skew_hold_s[0] <= self.skew_hold_s[1]:
+            raise ConfigError("the clock skew's length must be a positive range")
+        if self.kinds is not None:
+            unknown = [k for k in self.kinds if k not in KINDS]
+            if unknown or not self.kinds:
+                raise ConfigError(f"unknown fault kinds {unknown}: choose from {', '.join(KINDS)}")
+            if "clock_skew" in self.kinds and faketime_lib() is None:
+                raise ConfigError(f"clock_skew needs {SKIP_CLOCK_SKEW}")
         return self
+
+    def active_kinds(self) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The kinds this run injects, and the kinds it skips with the reason (clock_skew without
+        libfaketime, when no kinds were asked for)."""
+        if self.kinds is not None:
+            return tuple(dict.fromkeys(self.kinds)), {}
+        if faketime_lib() is None:
+            return tuple(k for k in KINDS if k != "clock_skew"), {"clock_skew": f"skipped: it needs {SKIP_CLOCK_SKEW}"}
+        return KINDS, {}
+
+
+SKIP_CLOCK_SKEW = (
+    f"libfaketime, not found at {FAKETIME_LIBS[0]} or the like (tools/system-deps.sh installs it; "
+    f"${FAKETIME_ENV} names another path)"
+)
+
+
+def faketime_lib() -> str | None:
+    """libfaketime's path, or None when it is not installed."""
+    env = os.environ.get(FAKETIME_ENV)
+    return next((p for p in ((env,) if env else FAKETIME_LIBS) if os.path.isfile(p)), None)
+
+
+def faketime_env(lib: str, skew_s: float) -> dict[str, str]:
+    """A store server's extra environment for a clock `skew_s` seconds off (negative: behind). The
+    allocator stays libc's: libfaketime and a preloaded mimalloc crash together."""
+    return {
+        "LD_PRELOAD": lib,
+        "FAKETIME": f"{skew_s:+g}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # the server's timers keep time; its wall clock is off
+        "FRAUDDEMO_SERVER_MALLOC": "libc",
+    }
 
 
 # -- the stack -------------------------------------------------------------------------------------------
@@ -186,13 +258,55 @@ def running(proc: dict) -> bool:
 
 
 # -- faults ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Skew:
+    """One clock_skew fault: the store, how far off its clock was meant to run, what was measured, and
+    the window (monotonic seconds) from the fault's restart until the store ran with the true clock again."""
+
+    store: str
+    skew_s: float
+    start: float
+    end: float | None = None
+    server_offset_s: float | None = None  # the skewed server's TIME minus this machine's clock
+    link_skew_s: float | None = None  # the syncer's link status (clock_skew_us) at the other store, at the heal
+    healed_offset_s: float | None = None  # the server's offset again once back with the true clock
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t and (self.end is None or t <= self.end)
+
+    def report(self) -> dict:
+        return {
+            "store": self.store,
+            "skew_s": self.skew_s,
+            "server_offset_s": _ms(self.server_offset_s),
+            "link_skew_s": _ms(self.link_skew_s),
+            "healed_offset_s": _ms(self.healed_offset_s),
+            "window_s": _ms(None if self.end is None else self.end - self.start),
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def server_offset_s(r: redis.Redis) -> float:
+    """The server's clock minus this machine's, its TIME placed at the middle of the round trip."""
+    t0 = time.time()
+    sec, usec = r.time()
+    return sec + usec / 1e6 - (t0 + time.time()) / 2
+
+
 class Injector:
     """Schedules and injects the faults, heals them, and keeps the supervisor polled (one thread)."""
 
-    def __init__(self, sup: Supervisor, cfg: ChaosConfig, rng: random.Random):
-        self.sup, self.cfg, self.rng = sup, cfg, rng
-        self.counts = collections.Counter({k: 0 for k in KINDS})
-        self.store_busy: dict[str, str] = {}  # store -> "paused" | "down:<old pid>"
+    def __init__(self, sup: Supervisor, cfg: ChaosConfig, rng: random.Random, kinds: tuple[str, ...] = KINDS):
+        self.sup, self.cfg, self.rng, self.kinds = sup, cfg, rng, kinds
+        self.counts = collections.Counter({k: 0 for k in kinds})
+        self.faketime = faketime_lib() if "clock_skew" in kinds else None
+        self.skews: list[Skew] = []
+        self.skewed: set[str] = set()  # stores whose server runs with its clock off now (read by the tills)
+        self.healing = False  # heal_all: a clock skew now heals as soon as its server is up
+        self.store_busy: dict[str, str] = {}  # store -> "paused" | "down:<old pid>" | "skew:<old pid>" | "skewed"
         self.partitioned: set[tuple[str, str]] = set()
         self.heals: list = []  # heap of (due, seq, kind, target)
         self.seq = 0
@@ -204,10 +318,15 @@ class Injector:
 
     def plan(self, t0: float) -> list[tuple[float, str]]:
         """Every kind's faults spread evenly over the run but its last 5%, each at a random point of
-        its slot (a fault whose target is busy waits for it, so the end leaves room for late ones)."""
-        n = max(1, round(self.cfg.duration * self.cfg.faults_per_s))
-        slot = self.cfg.duration * 0.95 / n
-        due = [(t0 + (i + self.rng.random()) * slot, k) for k in KINDS for i in range(n)]
+        its slot (a fault whose target is busy waits for it, so the end leaves room for late ones).
+        clock_skew, which holds its store for seconds, has its own rate."""
+        due = []
+        for k in self.kinds:
+            n = max(
+                1, round(self.cfg.duration * (self.cfg.skews_per_s if k == "clock_skew" else self.cfg.faults_per_s))
+            )
+            slot = self.cfg.duration * 0.95 / n
+            due += [(t0 + (i + self.rng.random()) * slot, k) for i in range(n)]
         return sorted(due)
 
     def run(self, t0: float, stop: threading.Event) -> None:
@@ -243,17 +362,57 @@ class Injector:
             heapq.heappush(self.heals, item)
         stack = read_stack(self.sup.data_dir)
         for name, state in list(self.store_busy.items()):
-            if state.startswith("down:"):
-                p = stack[f"store-{name}"]
-                if str(p["pid"]) != state[5:] and running(p) and self._ping(name):
-                    del self.store_busy[name]
-                    self.last_heal = time.monotonic()
+            if not state.startswith(("down:", "skew:")):
+                continue
+            p = stack[f"store-{name}"]
+            if state.startswith("skew:") and now - self._open_skew(name).start > SKEW_START_S:
+                log.error(
+                    "store %s did not come back with its clock off within %g s: restarting it with the true "
+                    "clock (its log: %s)",
+                    name,
+                    SKEW_START_S,
+                    p["log"],
+                )
+                self.store_busy[name] = f"down:{self.sup.restart_store(name, None)}"
+            elif str(p["pid"]) != state[5:] and running(p) and self._ping(name):
+                if state.startswith("skew:"):
+                    self._skewed(name)
+                else:
+                    self._back(name)
+
+    def _back(self, name: str) -> None:
+        """A store a fault (or a clock skew's heal) restarted answers again."""
+        del self.store_busy[name]
+        self.last_heal = time.monotonic()
+        sk = next((sk for sk in self.skews if sk.store == name and sk.end is None), None)
+        if sk is not None:  # back with the true clock
+            sk.end = self.last_heal
+            self.skewed.discard(name)
+            try:
+                sk.healed_offset_s = server_offset_s(self.admin[name])
+            except (redis.RedisError, OSError):
+                pass
 
     def _ping(self, store: str) -> bool:
         try:
             return bool(self.admin[store].ping())
         except (redis.RedisError, OSError):
             return False
+
+    def _open_skew(self, name: str) -> Skew:
+        return next(sk for sk in self.skews if sk.store == name and sk.end is None)
+
+    def _skewed(self, name: str) -> None:
+        """The store's server is back with its clock off: measure it, hold it so for a while."""
+        sk = self._open_skew(name)
+        try:
+            sk.server_offset_s = server_offset_s(self.admin[name])
+        except (redis.RedisError, OSError):
+            return  # not answering yet: measured at the next tick
+        self.store_busy[name] = "skewed"
+        self.skewed.add(name)
+        log.info("store %s runs with its clock %+.3f s off (asked %+g s)", name, sk.server_offset_s, sk.skew_s)
+        self._later(0.0 if self.healing else self.rng.uniform(*self.cfg.skew_hold_s), "clock_skew", name)
 
     def _later(self, seconds: float, kind: str, target) -> None:
         self.seq += 1
@@ -272,6 +431,12 @@ class Injector:
                 os.kill(pid, signal.SIGSTOP)
                 self.store_busy[name] = "paused"
                 self._later(self.rng.uniform(*self.cfg.pause_s), "pause_store", (name, pid))
+            elif kind == "clock_skew":
+                if self.faketime is None:  # ChaosConfig.active_kinds leaves the kind out without it
+                    raise ConfigError(f"clock_skew needs {SKIP_CLOCK_SKEW}")
+                skew = self.rng.choice((-1, 1)) * self.cfg.skew_s
+                self.skews.append(Skew(name, skew, time.monotonic()))
+                self.store_busy[name] = f"skew:{self.sup.restart_store(name, faketime_env(self.faketime, skew))}"
             else:
                 os.kill(pid, signal.SIGKILL if kind == "kill_store" else signal.SIGTERM)
                 self.store_busy[name] = f"down:{pid}"
@@ -301,7 +466,18 @@ class Injector:
         return True
 
     def heal(self, kind: str, target) -> bool:
-        if kind == "pause_store":
+        if kind == "clock_skew":
+            name = target
+            sk = self._open_skew(name)
+            other = next(n for n in self.sup.store_names if n != name)
+            try:  # the link from the skewed store, as its syncer last measured it (at the other store)
+                raw = self.admin[other].hget(f"fd:link:{name}", "clock_skew_us")
+                sk.link_skew_s = int(raw) / 1e6 if raw is not None else None
+            except (redis.RedisError, OSError, ValueError):
+                pass
+            self.skewed.discard(name)
+            self.store_busy[name] = f"down:{self.sup.restart_store(name, None)}"
+        elif kind == "pause_store":
             name, pid = target
             try:
                 os.kill(pid, signal.SIGCONT)
@@ -324,6 +500,7 @@ class Injector:
     def heal_all(self, timeout: float = 60.0) -> float:
         """Continue, heal and restart everything now; the moment the last fault ended."""
         deadline = time.monotonic() + timeout
+        self.healing = True
         self.heals = [(0.0, s, k, t) for _, s, k, t in self.heals]
         heapq.heapify(self.heals)
         while True:
@@ -367,13 +544,22 @@ class Attempt:
     decision: str
     kind: str  # legit | accomplice | a fraud kind
     fraud: bool
+    at: float = 0.0  # monotonic seconds when the store acknowledged it
 
 
 class Driver:
     """Till threads, one per store, recording every acknowledged purchase and return attempt."""
 
-    def __init__(self, cfg: ChaosConfig, stores: dict[str, Store], keys: TerminalKeys, photos: list[list[bytes]]):
+    def __init__(
+        self,
+        cfg: ChaosConfig,
+        stores: dict[str, Store],
+        keys: TerminalKeys,
+        photos: list[list[bytes]],
+        skewed: set[str] | None = None,
+    ):
         self.cfg, self.stores, self.photos = cfg, stores, photos
+        self.skewed = skewed if skewed is not None else set()  # stores whose clock is off now (the injector's)
         self.names = sorted(stores)
         self.tills = {n: Till(s, keys, f"{n}-chaos-1") for n, s in stores.items()}
         self.hacked = {n: HackedTill(s, keys, f"{n}-chaos-9") for n, s in stores.items()}
@@ -427,7 +613,7 @@ class Driver:
 
     def _attempt(self, aid: str, receipt: str, store: str, decision: str, kind: str, fraud: bool) -> None:
         with self.lock:
-            self.attempts[aid] = Attempt(receipt, store, decision, kind, fraud)
+            self.attempts[aid] = Attempt(receipt, store, decision, kind, fraud, time.monotonic())
 
     # one step of each kind
     def purchase(self, here: str, rng: random.Random) -> None:
@@ -502,8 +688,8 @@ class Driver:
         if errors:
             raise errors[0]
 
-    def hacked_step(self, here: str, rng: random.Random) -> None:
-        mode = rng.choice(HACKED_MODES)
+    def hacked_step(self, here: str, rng: random.Random, mode: AttackMode | None = None) -> None:
+        mode = mode or rng.choice(HACKED_MODES)
         till = self.hacked[here]
         if mode == AttackMode.UNKNOWN_RECEIPT:
             customer = f"chaos-{rng.randrange(self.cfg.customers):05d}"
@@ -557,7 +743,12 @@ class Driver:
             u = rng.random()
             step = next(fn for p, fn in steps if u < p)
             try:
-                step(here, rng)
+                if self.skewed and rng.random() < SKEW_RACE_P:
+                    # a store's clock is off: a receipt returned at two stores at once, honest first
+                    # (the accomplice) and a hacked refund second, is what a clock would order wrongly
+                    self.hacked_step(here, rng, AttackMode.WINDOW_RACE)
+                else:
+                    step(here, rng)
                 self.stop.wait(rng.expovariate(rate))
             except (redis.RedisError, OSError, StoreError) as e:
                 with self.lock:
@@ -678,6 +869,32 @@ def missing_alerts(stores: dict[str, Store], frauds: list[str]) -> list[str]:
     return sorted(missing)
 
 
+def blocked(stores: dict[str, Store], aids: list[str]) -> list[str]:
+    """The attempts among `aids` whose verdict is block (at the first store: they are identical)."""
+    first = next(iter(stores.values()))
+    pipe = first.r.pipeline(transaction=False)
+    for aid in aids:
+        pipe.hget(verdict_key(aid), "decision")
+    return [aid for aid, d in zip(aids, pipe.execute()) if d == b"block"]
+
+
+def skew_traffic(drv: Driver, skews: list[Skew]) -> dict:
+    """What the tills did while a store's clock was off: attempts acknowledged at any store, at the
+    skewed one, and receipts returned at two stores (a clock would order those)."""
+    during = {a: x for a, x in drv.attempts.items() if any(sk.covers(x.at) for sk in skews)}
+    stores_of: dict[str, set[str]] = collections.defaultdict(set)
+    for x in during.values():
+        stores_of[x.receipt].add(x.store)
+    return {
+        "attempts_during_skew": len(during),
+        "attempts_at_skewed_store": sum(
+            any(sk.store == x.store and sk.covers(x.at) for sk in skews) for x in during.values()
+        ),
+        "double_returns_during_skew": sum(len(s) > 1 for s in stores_of.values()),
+        "ids": set(during),
+    }
+
+
 def missed_verdicts(stores: dict[str, Store], missed: list[str]) -> dict[str, dict]:
     """What the detector decided for each missed fraud (empty: never judged), to say why it was missed."""
     first = next(iter(stores.values()))
@@ -693,10 +910,16 @@ def differences(stores: dict[str, Store]) -> list[str]:
 
 # -- the run ----------------------------------------------------------------------------------------------
 def passed(result: dict) -> bool:
-    """The run's claims hold: nothing acknowledged lost, every fraud alerted exactly once, no visible
-    double refund, the stores converged and identical."""
+    """The run's claims hold: nothing acknowledged lost, every fraud alerted exactly once, no honest
+    attempt blocked, no visible double refund, the stores converged and identical."""
     return (
-        not (result["lost"] or result["missed_frauds"] or result["duplicated_alerts"] or result["double_refunds"])
+        not (
+            result["lost"]
+            or result["missed_frauds"]
+            or result["duplicated_alerts"]
+            or result["double_refunds"]
+            or result["honest_blocked"]
+        )
         and result["identical"]
         and result["converge_s"] is not None
     )
@@ -705,6 +928,10 @@ def passed(result: dict) -> bool:
 def run(cfg: ChaosConfig, progress=None) -> dict:
     cfg = cfg.resolved()
     say = progress or (lambda msg: None)
+    kinds, skipped = cfg.active_kinds()
+    for kind, why in skipped.items():
+        log.warning("fault kind %s %s", kind, why)
+        say(f"fault kind {kind} {why}")
     rng = random.Random(cfg.seed)
     with concurrent.futures.ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         photos = list(pool.map(usable_captures, range(cfg.faces)))
@@ -736,8 +963,8 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
                 retry=Retry(NoBackoff(), 0),
             )
         admin = {n: Store.connect(s.url, s.password) for n, s in sup.servers.items()}
-        drv = Driver(cfg, clients, keys, photos)
-        inj = Injector(sup, cfg, rng)
+        inj = Injector(sup, cfg, rng, kinds)
+        drv = Driver(cfg, clients, keys, photos, skewed=inj.skewed)
         say(f"stack up ({len(stack)} processes); {cfg.duration:g} s of faults")
         t0 = time.monotonic()
         drv.start(cfg.seed)
@@ -796,6 +1023,9 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
         dup = sorted(f"{a}/{d}" for (a, d), n in events.items() if n > 1)
         repeated = repeated_writes(admin)
         by_kind = collections.Counter(x.kind for x in drv.attempts.values() if x.fraud)
+        honest = sorted(a for a, x in drv.attempts.items() if not x.fraud)
+        honest_blocked = blocked(admin, honest)
+        skew = skew_traffic(drv, inj.skews)
         return {
             "seed": cfg.seed,
             "duration_s": round(faults_s, 1),
@@ -803,6 +1033,7 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "fsync": cfg.fsync,
             "faults": dict(inj.counts),
             "faults_total": sum(inj.counts.values()),
+            "skipped_kinds": skipped,
             "acknowledged": len(drv.purchases) + len(drv.attempts),
             "acknowledged_purchases": len(drv.purchases),
             "acknowledged_returns": len(drv.attempts),
@@ -819,6 +1050,17 @@ def run(cfg: ChaosConfig, progress=None) -> dict:
             "alerts": len({a for a, _ in events}),
             "duplicated_alerts": len(dup),
             "duplicated_ids": dup[:MAX_IDS],
+            "honest_attempts": len(honest),
+            "honest_blocked": len(honest_blocked),
+            "honest_blocked_ids": honest_blocked[:MAX_IDS],
+            "honest_blocked_by_kind": dict(
+                sorted(collections.Counter(drv.attempts[a].kind for a in honest_blocked).items())
+            ),
+            "honest_blocked_during_skew": sum(a in skew["ids"] for a in honest_blocked),
+            "clock_skews": [sk.report() for sk in inj.skews[:MAX_IDS]],
+            "attempts_during_skew": skew["attempts_during_skew"],
+            "attempts_at_skewed_store": skew["attempts_at_skewed_store"],
+            "double_returns_during_skew": skew["double_returns_during_skew"],
             "double_refunds": len(drv.double_refunds),
             "double_refund_receipts": drv.double_refunds[:MAX_IDS],
             "visible_double_returns": by_kind.get("double-return-visible", 0),
