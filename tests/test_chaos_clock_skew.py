@@ -78,3 +78,26 @@ def test_without_libfaketime_clock_skew_is_skipped_with_a_reason_or_refused_by_n
 def test_bad_clock_skew_settings_are_refused(kw, message):
     with pytest.raises(ConfigError, match=message):
         ChaosConfig(**kw).resolved()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kinds", "bogus"], "unknown fault kinds ['bogus']"),
+        (["--skew-s", "-3"], "skew-s must be a positive number"),
+        (["--skews-per-s", "0"], "skews-per-s must be a positive number"),
+    ],
+)
+def test_cli_refuses_bad_clock_skew_options(args, message):
+    """The command line's chaos options reach the same checks: a clear message, exit 2, no stack started."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "frauddemo", "chaos", "--duration", "5", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr

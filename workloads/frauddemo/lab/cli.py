@@ -84,7 +84,17 @@ def cmd_chaos(a) -> int:
     from .chaos import ChaosConfig, passed, run
 
     stores = tuple(s.strip() for s in a.stores.split(",") if s.strip())
-    cfg = ChaosConfig(duration=a.duration, seed=a.seed, stores=stores, fsync=a.fsync, data_dir=a.data_dir)
+    kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip()) if a.kinds else None
+    cfg = ChaosConfig(
+        duration=a.duration,
+        seed=a.seed,
+        stores=stores,
+        fsync=a.fsync,
+        data_dir=a.data_dir,
+        kinds=kinds,
+        skew_s=a.skew_s,
+        skews_per_s=a.skews_per_s,
+    )
     result = run(cfg, progress=_progress)
     print(json.dumps(result) if a.json else json.dumps(result, indent=2))
     return 0 if passed(result) else 1
@@ -104,6 +114,9 @@ def add_commands(sub) -> None:
         "--fsync", choices=("always", "everysec"), default="always", help="the stores' AOF fsync policy for the run"
     )
     ch.add_argument("--data-dir", help="where the stack lives (default: a new temp dir, removed after)")
+    ch.add_argument("--kinds", help="comma-separated fault kinds to inject (default: every kind that can run here)")
+    ch.add_argument("--skew-s", type=float, default=30.0, help="clock_skew: seconds a store's clock runs off")
+    ch.add_argument("--skews-per-s", type=float, default=0.05, help="clock_skew faults per second of the run")
     ch.add_argument("--json", action="store_true")
     ch.set_defaults(fn=cmd_chaos)
 
