@@ -90,6 +90,9 @@ def test_every_rate_follows_from_its_counts(figures):
     _consistent(look["accepted_by_verifier"])
     assert figures["lookalike_accept_rate"] == look["accepted_by_verifier"]["value"]
     assert look["victims"] == 6 and look["pool"] <= 12
+    base = look["baseline_plain_hog"]  # the same attack on the verifier without its face model, same run
+    _consistent(base["accepted"])
+    assert base["accepted"]["n"] == look["victims"] and base["match_threshold"] == 0.951
     for kind, r in figures["replay_recall_by_attack"].items():
         _consistent(r)
         assert (

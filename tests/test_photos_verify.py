@@ -71,7 +71,7 @@ def test_genuine_pairs_score_above_impostor_pairs_by_a_clear_margin(scores):
     margin = gen.mean() - imp.mean()
     assert margin > 6 * np.sqrt(gen.var() / len(gen) + imp.var() / len(imp))
     auc = (gen[:, None] > imp[None, :]).mean()
-    assert auc > 0.97
+    assert auc > 0.99  # plain HOG cosine: ~0.98; the face model: ~0.9999
 
 
 def test_equal_error_rate_on_the_small_set(scores):
@@ -80,7 +80,7 @@ def test_equal_error_rate_on_the_small_set(scores):
     far = np.array([(imp >= t).mean() for t in ths])
     frr = np.array([(gen < t).mean() for t in ths])
     k = np.argmin(np.abs(far - frr))
-    assert (far[k] + frr[k]) / 2 < 0.08
+    assert (far[k] + frr[k]) / 2 < 0.03  # plain HOG cosine: ~0.05; the face model: ~0.002
 
 
 def test_alignment_search_improves_on_plain_cosine(synthetic):
@@ -88,7 +88,7 @@ def test_alignment_search_improves_on_plain_cosine(synthetic):
     gains = []
     for (i, c), (_, a) in synthetic.items():
         if c and isinstance(a, ver.Analysis) and i in purchases:
-            plain = float(a.vector @ purchases[i].vector)
+            plain = float(ver.cosines(a.vector, purchases[i].vector)[0])  # the face model's, without search
             gains.append(ver.similarity(a, purchases[i].vector) - plain)
     assert min(gains) >= 0 and np.mean(gains) > 0.003
 

@@ -16,11 +16,11 @@ similarity and velocity are evidence, not facts, so on their own they only ever 
 (review at or above the review score, default 40). Else allow. Every review or block is an alert.
 
 Value at stake: a face verifier that ships with the code can be searched offline for the customer's
-closest lookalike (issue 17: the classical verifier matches ~40-50% of such lookalikes at a 5% false
-reject rate, see `frauddemo bench photo`). So a refund of at least `high_value_cents` is not allowed on a
-face match alone unless the similarity reaches `confident_similarity` (set where <= 10% of screened
-lookalikes reach it on the calibration identities): below that, a person looks (`high_value_unsure`).
-Set high_value_cents to 0 to ask for every unconfident refund, or very high to turn the rule off.
+closest lookalike (plain HOG cosine matched ~50% of such lookalikes, the face model a few percent, see
+`frauddemo bench photo`). So a refund of at least `high_value_cents` is not allowed on a face match
+alone unless the similarity reaches `confident_similarity` (set where <= 10% of screened lookalikes
+reach it on the calibration identities): below that, a person looks (`high_value_unsure`). Set
+high_value_cents to 0 to ask for every unconfident refund, or very high to turn the rule off.
 """
 
 from __future__ import annotations

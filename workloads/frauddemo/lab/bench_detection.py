@@ -405,7 +405,7 @@ class Bench:
             cfg = ver.VerifyConfig()
             for i in victims:
                 emb = ver.Embedding.from_bytes(enrolled_embs[actions[i][3]])
-                top = np.argsort(-(mat @ emb.vector))[:10]
+                top = np.argsort(-ver.cosines(mat, emb.vector, cfg))[:10]
                 j = max((members[k] for k in top), key=lambda m: ver.similarity(m[1], emb.vector, cfg))[0]
                 out[i] = render(j, 1 + self.rng.randrange(1000)).jpeg  # a fresh capture of the lookalike
         for i, act in enumerate(actions):

@@ -131,11 +131,22 @@ def lookalike_scores(victims: dict, pool: dict, cfg, screen_top: int = 10) -> li
     mat = np.array([pool[j][0].vector for j in ids])
     out = []
     for emb in victims.values():
-        top = np.argsort(-(mat @ emb.vector))[:screen_top]
+        top = np.argsort(-ver.cosines(mat, emb.vector, cfg))[:screen_top]
         best = max((ids[k] for k in top), key=lambda j: ver.similarity(pool[j][0], emb.vector, cfg))
         fresh = _analyse(pool[best][1], cfg)
         out.append(ver.similarity(fresh, emb.vector, cfg) if fresh is not None else -1.0)
     return out
+
+
+def _plain_hog_lookalikes(victims: dict, pool: dict, cfg) -> dict:
+    """The same attack, in the same run, against the verifier without its face model (plain HOG cosine
+    at its own equal-error threshold): what the model buys."""
+    hog = cfg.for_model("hog")
+    look = np.array(lookalike_scores(victims, pool, hog))
+    return {
+        "match_threshold": hog.match_threshold,
+        "accepted": rate(int(np.sum(look >= hog.match_threshold)), len(look)),
+    }
 
 
 def _calibrate(n_ids, n_caps, n_imp, offset, n_victims, pool_n, pool_offset, cfg) -> dict:
@@ -197,7 +208,7 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
     purchases = {i: analyses[(i, 0)].embedding for i in ids if (i, 0) in analyses}
 
     # Return photos: verified against their own purchase photo, timed end to end.
-    genuine, genuine_plain, verify_ms, verify_cpu_ms, verdicts = [], [], [], [], {}
+    genuine, genuine_plain, genuine_hog, verify_ms, verify_cpu_ms, verdicts = [], [], [], [], [], {}
     for i in ids:
         for c in range(1, n_caps):
             w0, c0 = time.perf_counter(), time.thread_time()
@@ -213,7 +224,8 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
             verify_ms.append((time.perf_counter() - w0) * 1e3)
             verify_cpu_ms.append((time.thread_time() - c0) * 1e3)
             genuine.append(v.similarity)
-            genuine_plain.append(float(a.vector @ purchases[i].vector))
+            genuine_plain.append(float(ver.cosines(a.vector, purchases[i].vector, cfg)[0]))
+            genuine_hog.append(float(a.vector @ purchases[i].vector))
             verdicts[v.verdict] = verdicts.get(v.verdict, 0) + 1
 
     # Detection: a usable face whose box holds both true eye centres.
@@ -227,7 +239,7 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
     detection = [detected(k) for k in caps]
 
     # Impostors: each return photo against purchase photos of other customers.
-    impostor, impostor_plain, imp_verdicts = [], [], {}
+    impostor, impostor_plain, impostor_hog, imp_verdicts = [], [], [], {}
     for (i, c), a in analyses.items():
         if c == 0:
             continue
@@ -236,12 +248,14 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
             e = purchases[int(j)]
             s = ver.similarity(a, e.vector, cfg)
             impostor.append(s)
-            impostor_plain.append(float(a.vector @ e.vector))
+            impostor_plain.append(float(ver.cosines(a.vector, e.vector, cfg)[0]))
+            impostor_hog.append(float(a.vector @ e.vector))
             v = ver.MATCH if s >= cfg.match_threshold else ver.MISMATCH if s < cfg.mismatch_threshold else ver.REVIEW
             imp_verdicts[v] = imp_verdicts.get(v, 0) + 1
     gen, imp = np.array(genuine), np.array(impostor)
     rates = _rates(gen, imp)
     plain = _rates(np.array(genuine_plain), np.array(impostor_plain))
+    hog = _rates(np.array(genuine_hog), np.array(impostor_hog))
 
     # Replays of each purchase photo, checked the way a return photo is.
     flagged, by_kind, md5_caught, copies = 0, {}, 0, 0
@@ -332,6 +346,10 @@ def _run(n_ids, n_caps, n_imp, offset, cfg, started) -> dict:
                 "eer": round(plain["eer"], 4),
                 "far_at_frr_5pct": round(plain["far_at_frr_5pct"], 4),
             },
+            "plain_hog_no_face_model": {  # the descriptor's cosine, no model, no search
+                "eer": round(hog["eer"], 4),
+                "far_at_frr_5pct": round(hog["far_at_frr_5pct"], 4),
+            },
         },
         "duration_s": round(time.perf_counter() - started, 1),
         "_state": {
@@ -387,6 +405,7 @@ def _held_out(st: dict, cal: dict, n_victims: int, cfg: ver.VerifyConfig) -> dic
         "confident_similarity": conf,
         "genuine_below_confident_similarity": rate(int(np.sum(gen < conf)), len(gen)),
         "random_impostor_accept": rate(int(np.sum(imp >= cfg.match_threshold)), len(imp)),
+        "baseline_plain_hog": _plain_hog_lookalikes(victims, pool, cfg),
         "note": "the face score alone cannot tell a screened lookalike from the customer; detection.py "
         "asks a person above a refund value (high_value_cents) unless the score is confident",
     }

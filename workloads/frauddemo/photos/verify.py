@@ -10,8 +10,9 @@ Pipeline (all OpenCV 4.x, one thread):
 The purchase photo's embedding (the HOG vector of its aligned face) is computed once, when it is
 stored. A return photo is compared to it with a small alignment search: the probe's normalised face
 is re-warped in scale, shift and rotation steps while the similarity rises (hill climbing). Eye
-detection is only good to a couple of pixels; the search takes up that slack and is what brings the
-equal error rate down from about 5% to under 3% on the synthetic camera.
+detection is only good to a couple of pixels; the search takes up that slack. Similarity is the cosine
+of the two descriptors projected by the face model (face_model.py, a learned discriminant projection:
+equal error rate ~0.5% on the synthetic camera against ~4% for plain HOG cosine).
 
 Every threshold is in `VerifyConfig`: values learned on synthetic faces do not carry over to a real
 webcam, so deployments set their own.
@@ -30,7 +31,7 @@ import msgpack
 import numpy as np
 
 from . import decode as dec
-from . import replay
+from . import face_model, replay
 from .decode import Limits, PhotoRejected
 
 # Rejection kinds added by the verifier (decode.py has the decode-time ones).
@@ -43,6 +44,10 @@ TOO_BLURRY = "too_blurry"
 MISSING = "missing"
 
 MATCH, MISMATCH, REVIEW = "match", "mismatch", "review"
+# (match, mismatch) thresholds of each face model on the synthetic camera. The model's: about 2% of
+# genuine captures below the match threshold, no random impostor above the mismatch one (`frauddemo
+# bench photo`, calibration identities). Plain HOG cosine: its equal-error point (~2.4% either way).
+THRESHOLDS = {face_model.DEFAULT: (0.69, 0.62), face_model.PLAIN: (0.951, 0.940)}
 
 # Aligned face geometry: an 80x88 crop with the eyes at 25% / 75% across and 30% down.
 CROP_W, CROP_H = 80, 88
@@ -80,17 +85,22 @@ class VerifyConfig:
     max_brightness: float = 215.0
     max_clipped: float = 0.2  # fraction of face pixels at <=4 or >=251
     min_sharpness: float = 1.75  # see sharpness(): synthetic captures >= 1.89, blur sigma 5 px <= 1.63
-    # comparison: between the two thresholds the verdict is "review". Set from the synthetic camera at
-    # its equal-error point (~0.951: about 2.4% of genuine pairs below it, 2.4% of impostors above); at
-    # 0.955 one customer in ten waited for a review. A real webcam needs its own.
-    match_threshold: float = 0.951
-    mismatch_threshold: float = 0.940
+    # comparison, in the face model's space: between the two thresholds the verdict is "review"
+    # (THRESHOLDS; `for_model` picks another model with its own). A real webcam needs its own.
+    model: str = face_model.DEFAULT
+    match_threshold: float = THRESHOLDS[face_model.DEFAULT][0]
+    mismatch_threshold: float = THRESHOLDS[face_model.DEFAULT][1]
     search_rounds: int = 3
     search_steps: tuple[float, float, float, float] = (0.03, 1.0, 1.0, 2.0)  # scale, dx, dy, degrees
     # replay: a fingerprint match (replay.match_score, mirror-aware) at or above this is a near copy. Set
     # above every genuine new capture of identities 20000-20079 (477 pairs: max 0.737, 99.9% 0.722);
     # the benchmark reports it on disjoint identities.
     near_copy_score: float = 0.75
+
+    def for_model(self, name: str) -> VerifyConfig:
+        """This configuration with face model `name` and that model's default thresholds."""
+        match, mismatch = THRESHOLDS[name]
+        return dataclasses.replace(self, model=name, match_threshold=match, mismatch_threshold=mismatch)
 
     @classmethod
     def from_env(cls, environ=None, prefix: str = "FRAUDDEMO_PHOTO_") -> VerifyConfig:
@@ -107,9 +117,16 @@ class VerifyConfig:
                         changes[f.name] = int(raw) if f.type == "int" else float(raw)
                     except ValueError:
                         raise ValueError(f"{prefix}{f.name.upper()}={raw!r} is not a {f.type}") from None
+                elif raw is not None and f.name == "model":
+                    if raw not in face_model.MODELS:
+                        raise ValueError(f"{prefix}MODEL={raw!r}: choose from {', '.join(face_model.MODELS)}")
+                    changes[f.name] = raw
             return dataclasses.replace(obj, **changes)
 
-        cfg = pick(cls, cls())
+        base = cls()
+        if env.get(prefix + "MODEL") in face_model.MODELS:  # the model's thresholds, unless set below
+            base = base.for_model(env[prefix + "MODEL"])
+        cfg = pick(cls, base)
         return dataclasses.replace(cfg, limits=pick(Limits, cfg.limits))
 
 
@@ -425,10 +442,26 @@ def _analyze_face(grey, sha, fp, cfg, t0, t1) -> Analysis:
     return Analysis(sha, fp, box, eyes, eyes_found, quality, normalised, vector, timings)
 
 
+def _space(cfg: VerifyConfig):
+    """The function taking a HOG vector to the space faces are compared in (the face model's)."""
+    model = face_model.load(cfg.model)
+    return model.project if model is not None else (lambda v: v)
+
+
+def cosines(vectors: np.ndarray, gallery: np.ndarray, cfg: VerifyConfig = VerifyConfig()) -> np.ndarray:
+    """Similarity of HOG vectors (rows) to a gallery HOG vector without the alignment search: a cheap
+    first screen of many faces."""
+    to_space = _space(cfg)
+    return to_space(np.atleast_2d(vectors)) @ to_space(gallery)
+
+
 def similarity(probe: Analysis, gallery: np.ndarray, cfg: VerifyConfig = VerifyConfig()) -> float:
-    """Cosine similarity after a hill-climbing search over small re-warps of the probe's face."""
+    """Cosine similarity in the face model's space after a hill-climbing search over small re-warps of
+    the probe's face. `gallery` is the purchase photo's HOG vector."""
+    to_space = _space(cfg)
+    gallery = to_space(gallery)
     p = np.array([1.0, 0.0, 0.0, 0.0])
-    best = float(probe.vector @ gallery)
+    best = float(to_space(probe.vector) @ gallery)
     steps = cfg.search_steps
     for _ in range(cfg.search_rounds):
         moved = False
@@ -436,7 +469,7 @@ def similarity(probe: Analysis, gallery: np.ndarray, cfg: VerifyConfig = VerifyC
             for sign in (-1.0, 1.0):
                 q = p.copy()
                 q[k] += sign * steps[k]
-                s = float(view(probe.normalised, *q) @ gallery)
+                s = float(to_space(view(probe.normalised, *q)) @ gallery)
                 if s > best:
                     best, p, moved = s, q, True
         if not moved:
