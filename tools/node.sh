@@ -5,8 +5,11 @@
 #
 #   tools/node.sh check   the machine's prerequisites, one line per missing one (exit 1 if any)
 #   tools/node.sh up      check, then: the pause image, the pods' bridge and CNI config, containerd,
-#                         the kubelet's certificates and config, the kubelet (and kube-proxy when built)
-#   tools/node.sh down    stop all of it: pods, kubelet, kube-proxy, containerd, bridge, rules (idempotent)
+#                         the kubelet's certificates and config, the kubelet (and kube-proxy when built),
+#                         CoreDNS, and kube-router's NetworkPolicy controller (NODE_NETWORK_POLICY=0: not)
+#   tools/node.sh down    stop all of it: pods, kubelet, kube-proxy, kube-router, containerd, bridge, rules,
+#                         ipsets (idempotent)
+#   tools/node.sh build   build kube-router (the NetworkPolicy controller) from its Go module, once
 #   tools/node.sh status  what runs
 #   tools/node.sh reclaim what a node that was killed rather than stopped left behind (up does it first)
 #   tools/node.sh cni-test  without a cluster: a container on the pod network through the CNI plugins
@@ -14,7 +17,8 @@
 # Pods get addresses from POD_CIDR (10.88.0.0/16) on the bridge fdnode0, which holds the gateway 10.88.0.1;
 # that address is also the node's InternalIP and where the kubelet listens (10250), so nothing listens on
 # or leaves through the machine's network interfaces: pod traffic is not masqueraded and a FORWARD rule
-# drops whatever from the pod network is not for the pod network.
+# (in the mangle table, so that no ACCEPT of the filter table comes first) drops whatever from the pod
+# network is not for the pod network.
 #
 # Reads (from tools/cluster.sh): .cluster/kubeconfig (the API server's address), .cluster/pki/ca.crt and
 # ca.key (signs the kubelet's and kube-proxy's client certificates), .tools/bin/kubelet and kube-proxy.
@@ -34,6 +38,7 @@ NODE_IP=${NODE_IP:-10.88.0.1}
 BRIDGE=${NODE_BRIDGE:-fdnode0}
 CLUSTER_DNS=${CLUSTER_DNS:-10.96.0.10}
 CLUSTER_DOMAIN=${CLUSTER_DOMAIN:-cluster.local}
+SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/16}
 CNI_NETWORK=frauddemo-pods
 GUARD_CHAIN=FRAUDDEMO-NODE
 PAUSE_IMAGE=localhost/frauddemo-pause:1.0
@@ -88,6 +93,20 @@ check_prereqs() {
     fi
     grep -qw overlay /proc/filesystems || { say "MISSING overlay file system (containerd's overlayfs snapshotter)"; nmiss=$((nmiss + 1)); }
     command -v iptables >/dev/null || { say "MISSING iptables (kube-proxy, the CNI portmap plugin, the FORWARD guard)"; nmiss=$((nmiss + 1)); }
+    if [ "$NETWORK_POLICY" = 1 ]; then
+        command -v ipset >/dev/null || { say "MISSING ipset (kube-router's NetworkPolicy sets; or NODE_NETWORK_POLICY=0)"; nmiss=$((nmiss + 1)); }
+        # the kernel's ip_set and the iptables set match, with a real set and a real rule (then removed)
+        if command -v ipset >/dev/null && command -v iptables >/dev/null; then
+            ipset destroy FRAUDDEMO-PROBE 2>/dev/null || true
+            if ! { ipset create FRAUDDEMO-PROBE hash:ip timeout 0 && ipset add FRAUDDEMO-PROBE 192.0.2.1 &&
+                iptables -t filter -N FRAUDDEMO-PROBE && iptables -t filter -A FRAUDDEMO-PROBE -m set --match-set FRAUDDEMO-PROBE dst -j RETURN; } >/dev/null 2>&1; then
+                say "MISSING kernel support for ipsets (ip_set, hash:ip) or iptables -m set (xt_set): kube-router needs both; or NODE_NETWORK_POLICY=0"
+                nmiss=$((nmiss + 1))
+            fi
+            iptables -t filter -F FRAUDDEMO-PROBE 2>/dev/null && iptables -t filter -X FRAUDDEMO-PROBE 2>/dev/null || true
+            ipset destroy FRAUDDEMO-PROBE 2>/dev/null || true
+        fi
+    fi
     if [ "${NEED_CLUSTER:-0}" = 1 ]; then
         for s in "$ADMIN_KUBECONFIG" "$CA_CRT" "$CA_KEY" "$BIN_DIR/kubelet"; do
             [ -e "$s" ] || { say "MISSING $s (tools/cluster.sh, make cluster)"; nmiss=$((nmiss + 1)); }
@@ -151,13 +170,17 @@ network_up() {
   ]
 }
 EOF
+    # Cluster DNS (dns_up) answers at its Service address itself, on the bridge: pods reach it without
+    # kube-proxy's DNAT, as a cluster IP (which kube-router's policies let through; see dns_up).
+    ip addr replace "$CLUSTER_DNS/32" dev "$BRIDGE"
     # The pod network stays on this machine: forwarded traffic from or to it that is not pod to pod
-    # is dropped (Service traffic is DNATed to a pod before FORWARD, so it passes).
-    iptables -N "$GUARD_CHAIN" 2>/dev/null || iptables -F "$GUARD_CHAIN"
-    iptables -A "$GUARD_CHAIN" -s "$POD_CIDR" -d "$POD_CIDR" -j RETURN
-    iptables -A "$GUARD_CHAIN" -s "$POD_CIDR" -j DROP
-    iptables -A "$GUARD_CHAIN" -d "$POD_CIDR" -j DROP
-    iptables -C FORWARD -j "$GUARD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$GUARD_CHAIN"
+    # is dropped (Service traffic is DNATed to a pod before FORWARD, so it passes). In the mangle table,
+    # which the kernel runs before the filter table, where kube-proxy and kube-router ACCEPT traffic.
+    iptables -t mangle -N "$GUARD_CHAIN" 2>/dev/null || iptables -t mangle -F "$GUARD_CHAIN"
+    iptables -t mangle -A "$GUARD_CHAIN" -s "$POD_CIDR" -d "$POD_CIDR" -j RETURN
+    iptables -t mangle -A "$GUARD_CHAIN" -s "$POD_CIDR" -j DROP
+    iptables -t mangle -A "$GUARD_CHAIN" -d "$POD_CIDR" -j DROP
+    iptables -t mangle -C FORWARD -j "$GUARD_CHAIN" 2>/dev/null || iptables -t mangle -I FORWARD 1 -j "$GUARD_CHAIN"
     # The API server reaches the kubelet (logs, exec, port-forward) at the node's Hostname address first;
     # where the host name resolves to 127.0.0.1 (/etc/hosts here), that lands on loopback, where the
     # kubelet does not listen: this machine's own connections to 127.0.0.1:10250 go to it instead.
@@ -208,11 +231,15 @@ api_from_pods_down() {
 }
 
 # Cluster DNS: CoreDNS (.tools/bin/coredns, built by make cluster-tools from tools/coredns) as a process on
-# the node address, serving cluster.local (and the reverse zones) from the API server, and nothing else: it
+# the node, serving cluster.local (and the reverse zones) from the API server, and nothing else: it
 # forwards no query, so none leaves the machine. The kubelet gives pods nameserver $CLUSTER_DNS; the Service
-# kube-system/kube-dns holds that address, with an EndpointSlice to $NODE_IP:53, which kube-proxy DNATs to.
-# CoreDNS authenticates as system:coredns (a certificate from the cluster CA) with the RBAC CoreDNS' own
-# deployment manifests give it.
+# kube-system/kube-dns holds that address (so no other Service gets it) and CoreDNS answers there itself
+# (network_up puts it on the bridge): the Service is labelled for another proxy, so kube-proxy leaves it
+# alone. Pods under a default-deny NetworkPolicy that allows DNS to pods (namespaceSelector: {}) thus still
+# resolve: kube-router lets pods reach cluster IPs on the node, where a DNAT to the node's own address
+# would be traffic to the host, which such a policy refuses. Its EndpointSlice to $NODE_IP:53 tells
+# readers where CoreDNS runs. CoreDNS authenticates as system:coredns (a certificate from the cluster CA)
+# with the RBAC CoreDNS' own deployment manifests give it.
 DNS_SLICE=kube-dns-frauddemo-node
 dns_up() {
     [ -x "$BIN_DIR/coredns" ] || { say "no $BIN_DIR/coredns (make cluster-tools): pods have no cluster DNS"; return 0; }
@@ -241,7 +268,11 @@ kind: Service
 metadata:
   name: kube-dns
   namespace: kube-system
-  labels: {k8s-app: kube-dns, kubernetes.io/name: CoreDNS, app.kubernetes.io/managed-by: frauddemo-node}
+  labels:
+    k8s-app: kube-dns
+    kubernetes.io/name: CoreDNS
+    app.kubernetes.io/managed-by: frauddemo-node
+    service.kubernetes.io/service-proxy-name: frauddemo-node-coredns
 spec:
   clusterIP: $CLUSTER_DNS
   ports:
@@ -262,7 +293,7 @@ ports:
 EOF
     write_if_changed "$NODE_DIR/Corefile" <<EOF
 $CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
-    bind $NODE_IP
+    bind $NODE_IP $CLUSTER_DNS
     errors
     ready $NODE_IP:8181
     kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
@@ -293,6 +324,134 @@ dns_down() {
     if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ]; then
         kubectl_admin delete endpointslice -n kube-system "$DNS_SLICE" --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
         kubectl_admin delete service -n kube-system kube-dns --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
+    fi
+}
+
+# --- NetworkPolicy enforcement ---------------------------------------------------------------------------
+
+# kube-router's network policy controller (its firewall alone: no routing, no service proxy) runs as a
+# process on the node and enforces the NetworkPolicies of the pods here, with iptables chains (KUBE-ROUTER-*,
+# KUBE-POD-FW-*, KUBE-NWPLCY-*) and ipsets (KUBE-SRC-*, KUBE-DST-*) on the traffic that crosses the bridge
+# (br_netfilter). NODE_NETWORK_POLICY=0 runs the node without it (no policy is enforced then).
+NETWORK_POLICY=${NODE_NETWORK_POLICY:-1}
+# The only version the Go module proxy serves here. Its go.mod pins dependencies with published
+# vulnerabilities (x/net's HTTP/2, protobuf, grpc, docker's client): the build raises those below; the Go
+# checksum database checks every module.
+KUBE_ROUTER_VERSION=v2.1.0
+KUBE_ROUTER_DEPS=(golang.org/x/net@v0.63.0 golang.org/x/crypto@v0.59.0 golang.org/x/oauth2@v0.38.0
+    google.golang.org/grpc@v1.85.0 google.golang.org/protobuf@v1.36.12 github.com/golang/protobuf@v1.5.4
+    github.com/docker/docker@v25.0.6+incompatible)
+KUBE_ROUTER_PKG=github.com/cloudnativelabs/kube-router/v2
+
+# Builds .tools/bin/kube-router from its Go module once per machine, cached (like tools/cluster-tools.sh's
+# binaries) under a key of the version and the raised dependencies.
+build_policy_controller() {
+    local key cache src t0
+    key=$(printf '%s\n' "$KUBE_ROUTER_VERSION" "${KUBE_ROUTER_DEPS[@]}" | sha256sum | cut -c1-12)
+    cache=${FRAUDDEMO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/frauddemo/cluster-tools}/kube-router-$KUBE_ROUTER_VERSION-$key
+    mkdir -p "$cache" "$BIN_DIR"
+    if [ ! -x "$cache/kube-router" ]; then
+        command -v go >/dev/null || fail "Go is not installed: it builds kube-router (NetworkPolicy enforcement); NODE_NETWORK_POLICY=0 runs the node without it"
+        say "building kube-router $KUBE_ROUTER_VERSION from its Go module into $cache (once; minutes on 2 cores)"
+        t0=$SECONDS
+        src=$cache/src
+        rm -rf "$src" && mkdir -p "$src"
+        if ! (cd "$src" && go mod init frauddemo.local/kube-router-build &&
+            go get "$KUBE_ROUTER_PKG/cmd/kube-router@$KUBE_ROUTER_VERSION" "${KUBE_ROUTER_DEPS[@]}" &&
+            nice -n 10 go build -trimpath -o "$cache/.partial-kube-router" \
+                -ldflags "-s -w -X $KUBE_ROUTER_PKG/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+                "$KUBE_ROUTER_PKG/cmd/kube-router" &&
+            mv "$cache/.partial-kube-router" "$cache/kube-router") >"$cache/build.log" 2>&1; then
+            tail -30 "$cache/build.log" >&2
+            fail "building kube-router failed (whole log: $cache/build.log)"
+        fi
+        say "kube-router built in $((SECONDS - t0)) s"
+    fi
+    ln -sfn "$cache/kube-router" "$BIN_DIR/kube-router"
+}
+
+# kube-router as system:kube-router (a certificate from the cluster CA) with what its network policy
+# controller reads (its informers also list Services, Endpoints and EndpointSlices); started once the Node
+# is registered (it reads its own Node's address), ready when its top-level chains are in place.
+policy_up() {
+    if [ "$NETWORK_POLICY" != 1 ]; then
+        say "NODE_NETWORK_POLICY=$NETWORK_POLICY: no NetworkPolicy controller, policies are not enforced on this node"
+        return 0
+    fi
+    build_policy_controller
+    issue_cert kube-router "/CN=system:kube-router" client
+    write_kubeconfig "$NODE_DIR/kube-router.kubeconfig" system:kube-router \
+        "$NODE_DIR/pki/kube-router.crt" "$NODE_DIR/pki/kube-router.key"
+    kubectl_admin apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:kube-router", labels: {app.kubernetes.io/managed-by: frauddemo-node}}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes, services, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:kube-router", labels: {app.kubernetes.io/managed-by: frauddemo-node}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}]
+EOF
+    # no health or metrics port: nothing listens
+    start_daemon kube-router "$BIN_DIR/kube-router" \
+        --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+        --kubeconfig="$NODE_DIR/kube-router.kubeconfig" --hostname-override="$NODE_NAME" \
+        --service-cluster-ip-range="$SERVICE_CIDR" --enable-ipv4=true --enable-ipv6=false \
+        --health-port=0 --metrics-port=0 --v=1
+    local _
+    for _ in $(seq 1 150); do
+        if iptables -t filter -L KUBE-ROUTER-FORWARD -n >/dev/null 2>&1 &&
+            iptables -t filter -L KUBE-NWPLCY-DEFAULT -n >/dev/null 2>&1; then
+            say "kube-router enforces NetworkPolicies on this node ($("$BIN_DIR/kube-router" --version 2>&1 | head -1))"
+            return 0
+        fi
+        kill -0 "$(cat "$NODE_DIR/kube-router.pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    tail -n 20 "$NODE_DIR/kube-router.log" >&2
+    fail "kube-router did not set up its chains (log $NODE_DIR/kube-router.log); NODE_NETWORK_POLICY=0 runs the node without it"
+}
+
+# kube-router's chains (the jumps to them first) and ipsets, whether it stopped or was killed.
+policy_rules_down() {
+    local ipt chain n chains c set
+    for ipt in iptables ip6tables; do
+        command -v "$ipt" >/dev/null || continue
+        for chain in INPUT FORWARD OUTPUT; do
+            while n=$("$ipt" -t filter -L "$chain" -n --line-numbers 2>/dev/null |
+                awk '$2 ~ /^KUBE-ROUTER-(INPUT|FORWARD|OUTPUT)$/ {print $1; exit}') && [ -n "$n" ]; do
+                "$ipt" -t filter -D "$chain" "$n"
+            done
+        done
+        chains=$("$ipt-save" -t filter 2>/dev/null | awk '/^:KUBE-(ROUTER-|POD-FW-|NWPLCY-)/ {print substr($1, 2)}')
+        for c in $chains; do "$ipt" -t filter -F "$c"; done
+        for c in $chains; do "$ipt" -t filter -X "$c"; done
+        [ -z "$chains" ] || say "$ipt: kube-router's $(echo "$chains" | wc -l) chains deleted"
+    done
+    command -v ipset >/dev/null || return 0
+    n=0
+    for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?KUBE-(SRC|DST)-'); do
+        ipset destroy "$set" && n=$((n + 1))
+    done
+    [ "$n" = 0 ] || say "kube-router's $n ipsets destroyed"
+}
+
+policy_down() {
+    stop_daemon kube-router
+    policy_rules_down
+    if [ -x "$BIN_DIR/kubectl" ] && [ -f "$ADMIN_KUBECONFIG" ]; then
+        kubectl_admin delete clusterrolebinding,clusterrole "system:kube-router" --ignore-not-found --request-timeout=10s >/dev/null 2>&1 || true
     fi
 }
 
@@ -353,10 +512,13 @@ network_down() {
     if ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link delete "$BRIDGE" && say "bridge $BRIDGE deleted"
     fi
-    if iptables -L "$GUARD_CHAIN" -n >/dev/null 2>&1; then
-        while iptables -D FORWARD -j "$GUARD_CHAIN" 2>/dev/null; do :; done
-        iptables -F "$GUARD_CHAIN" && iptables -X "$GUARD_CHAIN"
-    fi
+    local t
+    for t in mangle filter; do # filter: where nodes of before held it
+        if iptables -t "$t" -L "$GUARD_CHAIN" -n >/dev/null 2>&1; then
+            while iptables -t "$t" -D FORWARD -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+            iptables -t "$t" -F "$GUARD_CHAIN" && iptables -t "$t" -X "$GUARD_CHAIN"
+        fi
+    done
     if iptables -t nat -L "$GUARD_CHAIN-LO" -n >/dev/null 2>&1; then
         while iptables -t nat -D OUTPUT -j "$GUARD_CHAIN-LO" 2>/dev/null; do :; done
         iptables -t nat -F "$GUARD_CHAIN-LO" && iptables -t nat -X "$GUARD_CHAIN-LO"
@@ -569,6 +731,7 @@ cmd_up() {
         cmd_reclaim
     fi
     install_packages containerd runc containernetworking-plugins buildah iptables openssl gcc libc6-dev socat curl
+    [ "$NETWORK_POLICY" != 1 ] || install_packages ipset
     local n=0
     NEED_CLUSTER=1 check_prereqs 1 || n=$?
     [ "$n" = 0 ] || fail "$n prerequisite(s) missing (above): not starting the node"
@@ -581,6 +744,7 @@ cmd_up() {
     kube_proxy_up
     dns_up
     wait_node_ready
+    policy_up
     say "up: node $NODE_NAME (InternalIP $NODE_IP, pods $POD_CIDR on $BRIDGE); tools/node.sh down stops it"
 }
 
@@ -593,6 +757,7 @@ cmd_down() {
     fi
     stop_daemon kubelet
     stop_daemon kube-proxy
+    policy_down
     dns_down
     api_from_pods_down
     if [ -x "$BIN_DIR/kube-proxy" ] && [ -f "$NODE_DIR/kube-proxy.yaml" ]; then
@@ -651,7 +816,7 @@ sys.exit(0 if any(ipaddress.ip_interface(a).ip in net for a in sys.stdin.read().
 
 cmd_status() {
     local name
-    for name in kubelet kube-proxy coredns; do
+    for name in kubelet kube-proxy coredns kube-router; do
         if [ -f "$NODE_DIR/$name.pid" ] && kill -0 "$(cat "$NODE_DIR/$name.pid")" 2>/dev/null; then
             echo "$name: running (pid $(cat "$NODE_DIR/$name.pid"))"
         else
@@ -733,5 +898,6 @@ case "${1:-}" in
     status) cmd_status ;;
     reclaim) cmd_reclaim ;;
     cni-test) cmd_cni_test ;;
-    *) echo "usage: $0 check|up|down|status|reclaim|cni-test" >&2; exit 2 ;;
+    build) build_policy_controller ;;
+    *) echo "usage: $0 check|up|down|status|reclaim|cni-test|build" >&2; exit 2 ;;
 esac
