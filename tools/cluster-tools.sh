@@ -95,4 +95,6 @@ if [ ! -x "$dns_cache/coredns" ]; then
   echo "$((SECONDS - t0)) s"
 fi
 ln -sfn "$dns_cache/coredns" .tools/bin/coredns
+# kube-router's network policy controller for the real node: built and cached by node.sh itself.
+tools/node.sh build
 echo "cluster-tools: Kubernetes $KUBE_VERSION ($("$cache/kube-apiserver" --version 2>/dev/null | awk '{print $2}')), etcd $("$cache/etcd" --version | awk '/etcd Version/ {print $3}'), kwok $KWOK_VERSION, coredns $COREDNS_VERSION in .tools/bin"
