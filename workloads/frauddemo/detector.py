@@ -197,6 +197,7 @@ class Detector:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.stores = StoreSet(refs, socket_timeout=5, connect_timeout=2)
         self._lock = threading.Lock()
+        self._store_returns = 0  # how many times a store came back after its reader lost it
         self.inbox: queue.Queue = queue.Queue(maxsize=64)
         self.stop = threading.Event()
         self.processed = 0
@@ -213,6 +214,7 @@ class Detector:
         """Pull one store's events into the inbox; its own pending ones first, then new ones."""
         backoff = 0.2
         last_claim = 0.0
+        failed = False
         while not self.stop.is_set():
             try:
                 # A dedicated connection: XREADGROUP blocks it.
@@ -227,12 +229,20 @@ class Detector:
                         if "BUSYGROUP" not in str(e):
                             raise
                 metrics.DETECTOR_UP.labels(name).set(1)
+                if failed:  # back: what was judged without this store is judged again now (every reader)
+                    failed = False
+                    with self._lock:
+                        self._store_returns += 1
                 # Own pending entries first (after a restart under the same name), a page at a time:
-                # an entry left pending on purpose (judged without some store) is not read again here
-                # but claimed once idle.
+                # an entry left pending on purpose (judged without some store) is read again when a
+                # store comes back, else claimed once idle.
                 cursors = {s: "0" for s in STREAMS}
                 pending = True
+                seen_returns = self._store_returns
                 while not self.stop.is_set():
+                    if self._store_returns != seen_returns:
+                        seen_returns = self._store_returns
+                        cursors, pending = {s: "0" for s in STREAMS}, True
                     res = conn.xreadgroup(GROUP, self.name, cursors, count=BATCH, block=None if pending else 500)
                     got = [(s.decode(), entries) for s, entries in res or [] if entries]
                     if pending and not got:
@@ -249,6 +259,7 @@ class Detector:
                         self._claim(conn, name)
                 backoff = 0.2
             except (redis.RedisError, OSError) as e:
+                failed = True
                 metrics.DETECTOR_UP.labels(name).set(0)
                 log.warning("store %s: %s; retrying in %.1f s", name, e, backoff)
                 self.stores.drop(name)
