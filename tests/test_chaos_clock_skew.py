@@ -33,7 +33,7 @@ def test_a_store_with_its_clock_off_blocks_no_honest_attempt(tmp_path):
     for s in skews:  # the server really ran with its clock that far off, ahead or behind
         assert abs(s["skew_s"]) == SKEW_S
         assert s["server_offset_s"] is not None and abs(s["server_offset_s"] - s["skew_s"]) < 2, s
-        assert s["window_s"] is not None and s["window_s"] >= 2, s
+        assert s["window_s"] is not None and s["window_s"] > 0, s  # the hold (2-4 s) less the restart, under load
         assert s["healed_offset_s"] is not None and abs(s["healed_offset_s"]) < 2, s  # the true clock again
     # the syncers measured it too (their link status, published every 0.5 s once reconnected)
     assert any(s["link_skew_s"] is not None and abs(s["link_skew_s"] - s["skew_s"]) < 2 for s in skews), skews
