@@ -401,12 +401,10 @@ class Bench:
                     )
                     if a is not None
                 ]
-            mat = np.array([a.vector for _, a in members])
             cfg = ver.VerifyConfig()
             for i in victims:
                 emb = ver.Embedding.from_bytes(enrolled_embs[actions[i][3]])
-                top = np.argsort(-ver.cosines(mat, emb.vector, cfg))[:10]
-                j = max((members[k] for k in top), key=lambda m: ver.similarity(m[1], emb.vector, cfg))[0]
+                j = attacks.best_lookalike(emb.vector, members, cfg)
                 out[i] = render(j, 1 + self.rng.randrange(1000)).jpeg  # a fresh capture of the lookalike
         for i, act in enumerate(actions):
             if act[0] != "fraud" or act[1] not in ("mirrored-replay", "reshot-replay", "cross-receipt-replay"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..photos import verify as ver
+
 
 def _enc(img: np.ndarray, rng: np.random.Generator, q: tuple[int, int] = (60, 95)) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*q))])
@@ -116,3 +118,12 @@ KINDS = {
 def replays(jpeg: bytes, rng: np.random.Generator, kinds=None) -> dict[str, bytes]:
     img = decode(jpeg)
     return {k: KINDS[k](img, rng) for k in (kinds or KINDS)}
+
+
+def best_lookalike(gallery: np.ndarray, candidates: list, cfg: ver.VerifyConfig, screen_top: int = 10):
+    """The lookalike attacker's pick among `candidates` ((id, Analysis) of their screening photos) for
+    the victim's purchase embedding vector `gallery`, with the shipped verifier: a cheap cosine screen,
+    then the full similarity search for the best `screen_top`. Returns the chosen id."""
+    mat = np.array([a.vector for _, a in candidates])
+    top = np.argsort(-ver.cosines(mat, gallery, cfg))[:screen_top]
+    return max((candidates[k] for k in top), key=lambda c: ver.similarity(c[1], gallery, cfg))[0]

@@ -127,12 +127,10 @@ def lookalike_scores(victims: dict, pool: dict, cfg, screen_top: int = 10) -> li
     """For each victim embedding: the attacker ranks the pool by the verifier's score against it
     (cosine first, the full search for the best `screen_top`), then presents a fresh capture of the
     best; the score the server gives that capture."""
-    ids = list(pool)
-    mat = np.array([pool[j][0].vector for j in ids])
+    candidates = [(j, pool[j][0]) for j in pool]
     out = []
     for emb in victims.values():
-        top = np.argsort(-ver.cosines(mat, emb.vector, cfg))[:screen_top]
-        best = max((ids[k] for k in top), key=lambda j: ver.similarity(pool[j][0], emb.vector, cfg))
+        best = attacks.best_lookalike(emb.vector, candidates, cfg, screen_top)
         fresh = _analyse(pool[best][1], cfg)
         out.append(ver.similarity(fresh, emb.vector, cfg) if fresh is not None else -1.0)
     return out
