@@ -56,3 +56,21 @@ def test_pool_follows_the_quota_or_workers(monkeypatch):
     monkeypatch.setattr(detector, "cgroup_cpus", lambda *a: 64.0)
     assert Detector(refs).workers <= len(os.sched_getaffinity(0))  # never more than it may run on
     assert Detector(refs, workers=3).workers == 3  # --workers (the operator's, from the limit) wins
+
+
+def _threads_env():
+    return {v: os.environ.get(v) for v in detector.SINGLE_THREAD_ENV}
+
+
+def test_photo_workers_run_their_numeric_libraries_on_one_thread(monkeypatch):
+    """A worker per CPU whose matrix library also starts a thread per CPU spins against the other
+    workers: each worker's BLAS/OpenMP is told to use one thread, unless the operator said otherwise."""
+    for var in detector.SINGLE_THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the operator's own setting is kept
+    d = Detector([StoreRef("a", "redis://127.0.0.1:1/0", None)], workers=1)
+    try:
+        seen = d.pool().submit(_threads_env).result(timeout=120)
+    finally:
+        d.pool().shutdown()
+    assert seen == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
