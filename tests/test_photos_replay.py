@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from frauddemo.lab import photo_attacks as attacks
 from frauddemo.lab import samples
 from frauddemo.photos import replay
 from frauddemo.photos import verify as ver
-from frauddemo.photos.camera import render
+from frauddemo.photos.camera import CaptureRanges, SyntheticCamera, render
+from frauddemo.photos.decode import PhotoRejected
 
 IDS = range(100, 112)
 
@@ -77,3 +79,71 @@ def test_near_copy_threshold_is_configurable(purchases):
     data = samples.replay_copies(jpeg, np.random.default_rng(0))["brightened"]
     assert ver.verify(data, emb, (), ver.VerifyConfig(near_copy_score=1.01)).replay is None
     assert ver.verify(data, emb).replay == "near"
+
+
+# A till whose camera faces one wall: the wall is most of the frame, in every capture.
+WALL = CaptureRanges(background_seed=9)
+WALL_IDS = range(300, 306)
+
+
+def _usable(cam):
+    for _ in range(10):
+        jpeg = cam.capture()
+        try:
+            return jpeg, ver.embed(jpeg)
+        except PhotoRejected:
+            continue
+    raise RuntimeError("no usable capture")
+
+
+@pytest.fixture(scope="module")
+def at_the_wall():
+    out = {}
+    for i in WALL_IDS:
+        cam = SyntheticCamera(i, seed=1, ranges=WALL)
+        out[i] = (*_usable(cam), [cam.capture() for _ in range(2)])
+    return out
+
+
+def _score(jpeg, emb):
+    return ver.verify(jpeg, emb, (), ver.VerifyConfig(near_copy_score=replay.NEAR_COPY_SCORE)).replay_score
+
+
+def test_new_captures_at_the_same_wall_are_not_near_copies(at_the_wall):
+    scores = [_score(r, emb) for _, emb, returns in at_the_wall.values() for r in returns]
+    flagged = [s for s in scores if s >= replay.NEAR_COPY_SCORE]
+    assert len(flagged) <= 1, scores  # measured: 2.3 % of such pairs (the whole frame alone: 44 %)
+
+
+def test_copies_taken_at_the_same_wall_are_near_copies(at_the_wall):
+    rng = np.random.default_rng(5)
+    missed = []
+    for i, (jpeg, emb, _) in at_the_wall.items():
+        for kind, data in attacks.replays(jpeg, rng).items():
+            s = _score(data, emb)
+            if s is None or s < replay.NEAR_COPY_SCORE:
+                missed.append((i, kind, s))
+    assert len(missed) <= 1, missed  # 6 x 9 copies; measured >= 95.5 % caught for every kind
+
+
+def test_the_person_must_match_where_the_wall_does(at_the_wall):
+    """Aligned on the wall (identity), a new capture's wall correlates highly but its person does not:
+    the score is the lower of the two."""
+    _, emb, returns = at_the_wall[WALL_IDS[0]]
+    a = ver.analyze(returns[0])
+    whole = replay.copy_score(a.fingerprint, emb.fingerprint)
+    both = replay.copy_score(a.fingerprint, emb.fingerprint, None, emb.eyes)
+    assert both <= whole
+    mask = replay.person_mask(emb.eyes)
+    assert mask is not None and 0.15 < mask.mean() < 0.7
+    assert replay.person_mask((10.0, 10.0, 10.2, 10.0)) is None  # eyes too close to place anyone
+
+
+def test_a_crop_scores_as_a_copy_not_lowered_by_its_edge(purchases):
+    """The warped picture's edge (interpolated with what lies outside it) is left out of the overlap."""
+    jpeg, emb = purchases[IDS[5]]
+    img = attacks.decode(jpeg)
+    h, w = img.shape[:2]
+    crop = img[int(h * 0.1) : h - int(h * 0.1), int(w * 0.12) : w - int(w * 0.08)]
+    a = ver.analyze(attacks._enc(crop, np.random.default_rng(0)))
+    assert replay.match_score(a.fingerprint, emb.fingerprint, a.print_eyes, emb.eyes) > 0.97
