@@ -48,8 +48,8 @@ PRINT_W, PRINT_H = 48, 36
 PRINT_CENTRE = 0.1  # a tenth of each side is left out: crops of up to that much still overlap
 PRINT_BLUR = 1.0
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
-# The near-copy threshold these scores were calibrated for (verify.VerifyConfig.near_copy_score should
-# follow it): see the module docstring.
+# The near-copy threshold these scores were calibrated for (the default of
+# verify.VerifyConfig.near_copy_score): see the module docstring.
 NEAR_COPY_SCORE = 0.88
 _YY, _XX = np.mgrid[0:PRINT_H, 0:PRINT_W].astype(np.float32)
 

@@ -93,10 +93,9 @@ class VerifyConfig:
     mismatch_threshold: float = THRESHOLDS[face_model.DEFAULT][1]
     search_rounds: int = 3
     search_steps: tuple[float, float, float, float] = (0.03, 1.0, 1.0, 2.0)  # scale, dx, dy, degrees
-    # replay: a fingerprint match (replay.match_score, mirror-aware) at or above this is a near copy. Set
-    # above every genuine new capture of identities 20000-20079 (477 pairs: max 0.737, 99.9% 0.722);
-    # the benchmark reports it on disjoint identities.
-    near_copy_score: float = 0.75
+    # replay: a fingerprint match (replay.match_score: whole frame and person, mirror-aware) at or above
+    # this is a near copy; calibrated in replay.py (fixed till walls included), one number for both.
+    near_copy_score: float = replay.NEAR_COPY_SCORE
 
     def for_model(self, name: str) -> VerifyConfig:
         """This configuration with face model `name` and that model's default thresholds."""
