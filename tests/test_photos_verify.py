@@ -239,3 +239,29 @@ def test_lfw_faces_are_described_after_upscaling():
         except PhotoRejected:
             pass
     assert found >= 12
+
+
+# -- the brightness floor (VerifyConfig.min_brightness, set by verification accuracy per brightness) --
+@pytest.mark.parametrize("identity, capture, gain", [(13, 1, 0.45), (16, 2, 0.4), (21, 2, 0.4)])
+def test_a_dark_but_usable_genuine_photo_is_accepted(identity, capture, gain):
+    purchase = ver.embed(render(identity, 0).jpeg)
+    dark = render(identity, capture, gain=gain).jpeg  # poor light: below the camera's usual gain range
+    a = ver.analyze(dark)
+    assert ver.VerifyConfig().min_brightness <= a.quality["brightness"] < 45  # the former floor rejected it
+    v = ver.verify(dark, purchase)
+    assert v.rejected is None and v.verdict == ver.MATCH
+
+
+def test_a_dark_photo_does_not_match_another_customer():
+    dark = render(13, 1, gain=0.45).jpeg
+    for other in (16, 21):
+        v = ver.verify(dark, ver.embed(render(other, 0).jpeg))
+        assert v.rejected is None and v.verdict == ver.MISMATCH
+
+
+def test_a_photo_too_dark_to_compare_is_rejected():
+    with pytest.raises(PhotoRejected) as e:  # a face is found, but far below the floor
+        ver.analyze(render(13, 3, gain=0.2).jpeg)
+    assert e.value.kind == ver.TOO_DARK and "face brightness" in str(e.value)
+    v = ver.verify(render(14, 4, gain=0.1).jpeg, ver.embed(render(14, 0).jpeg))  # no face in a dark frame
+    assert v.verdict == ver.REVIEW and v.rejected == ver.TOO_DARK and "frame mean" in v.reasons[0]
