@@ -38,6 +38,7 @@ def figures():
             lookalike_pool=12,
             ceiling_rates=(4, 8),
             ceiling_step_s=2.0,
+            ceiling_min_returns=10,
             verdict_timeout_s=120,
         )
     finally:
@@ -83,6 +84,9 @@ def test_throughput_is_a_ceiling_and_rules_count_judged_returns(figures):
     out, _ = figures
     steps = out["ceiling_steps"]
     assert steps and steps[0]["offered_tx_per_s"] == 4
+    assert out["ceiling_min_returns_per_step"] == 10
+    # a step lasts long enough to offer that many returns (2 s at 4 tx/s would offer 4)
+    assert steps[0]["step_s"] >= 4.0 and steps[0]["returns"] >= 1
     held = [s for s in steps if s["held"]]
     assert out["throughput_tx_per_s"] == (held[-1]["achieved_tx_per_s"] if held else 0.0)
     assert out["rules_returns_judged"] <= 60
