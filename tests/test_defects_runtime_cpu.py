@@ -1,9 +1,12 @@
 """Issue 16, item 4: the detector's photo pool follows the cgroup CPU quota, not the node's cores."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
+import frauddemo
 from frauddemo import detector
 from frauddemo.config import StoreRef
 from frauddemo.detector import Detector, cgroup_cpus, cpu_limit
@@ -59,13 +62,13 @@ def test_pool_follows_the_quota_or_workers(monkeypatch):
 
 
 def _threads_env():
-    return {v: os.environ.get(v) for v in detector.SINGLE_THREAD_ENV}
+    return {v: os.environ.get(v) for v in frauddemo.SINGLE_THREAD_ENV}
 
 
 def test_photo_workers_run_their_numeric_libraries_on_one_thread(monkeypatch):
     """A worker per CPU whose matrix library also starts a thread per CPU spins against the other
     workers: each worker's BLAS/OpenMP is told to use one thread, unless the operator said otherwise."""
-    for var in detector.SINGLE_THREAD_ENV:
+    for var in frauddemo.SINGLE_THREAD_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the operator's own setting is kept
     d = Detector([StoreRef("a", "redis://127.0.0.1:1/0", None)], workers=1)
@@ -74,3 +77,13 @@ def test_photo_workers_run_their_numeric_libraries_on_one_thread(monkeypatch):
     finally:
         d.pool().shutdown()
     assert seen == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
+
+
+def test_every_frauddemo_process_runs_numerics_on_one_thread():
+    """The API (a till's photo check), the detector's own process and the lab's tills load numpy through
+    the package, which sets the thread counts first (an operator's own setting kept)."""
+    env = {k: v for k, v in os.environ.items() if k not in frauddemo.SINGLE_THREAD_ENV}
+    env["MKL_NUM_THREADS"] = "2"
+    code = "import frauddemo.photos.verify, os; print([os.environ.get(v) for v in frauddemo.SINGLE_THREAD_ENV])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "['1', '1', '2']"

@@ -27,7 +27,7 @@ import time
 
 import redis
 
-from . import metrics
+from . import metrics, single_threaded_numerics
 from .config import StoreRef
 from .detection import ALLOW, BLOCK, RANK, REVIEW, WEIGHTS, DetectionConfig, Judgement, judge_receipt
 from .photos import index as photo_index
@@ -60,12 +60,6 @@ BATCH = 256
 CLAIM_IDLE_MS = 30_000
 JUDGES = 4  # batches judged at once
 EMBEDDING_CACHE = 4096  # derived embeddings kept in this process (~1 KB each)
-# A photo worker is one process per CPU: its numeric libraries must not start threads of their own. The face
-# model's projection (a matrix product, ~30 per verification) otherwise runs on all cores in each worker, and
-# the workers' threads spin against each other and against the readers: measured on 2 busy cores, one
-# verification took 110-250 ms of CPU with the default threads and ~30 ms with one. A library reads these
-# when it loads, so they are set for the workers' environment before they start (an operator's own is kept).
-SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cgroup_cpus(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
@@ -545,8 +539,7 @@ class Detector:
 
     def pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
-            for var in SINGLE_THREAD_ENV:  # inherited by the spawned workers
-                os.environ.setdefault(var, "1")
+            single_threaded_numerics()  # again: the spawned workers inherit it even if numpy came first here
             # spawn, not fork: this process has threads (readers, redis connections) by now
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers,
