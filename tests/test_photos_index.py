@@ -116,3 +116,21 @@ def test_a_photo_replayed_on_another_receipt_is_found_store_wide(demo):
     honest = demo["till_a"].return_(p1["receipt"], capture(cust, rng)).attempt
     hv = verdict(demo["a"], honest.id)
     assert json.loads(hv["photo"]).get("replay") is None
+
+
+def test_photos_already_compared_are_not_matched_again_but_exact_copies_still_count(stores, purchases):
+    """The detector's worker has matched the return photo against its receipt's purchase photo
+    (verify); the store-wide check leaves that photo out of its fingerprint matches (their cost is on
+    the verdict's path), yet the same bytes under another tag are still an exact copy."""
+    (_, st) = stores("a")["a"]
+    jpeg = purchases[IDS[2]]
+    bought = replay.sha256(jpeg)
+    st.write_many([index.add_ops(bought, "p:r-1", "cust-7", None, ver.replay_print(jpeg))])
+    copy = ver.replay_print(attacks.mirror(attacks.decode(jpeg), np.random.default_rng(2)))
+    copy_sha = "0" * 64
+    sts = {"a": st}
+    near = index.check(sts, copy_sha, copy, "cust-7", "t:x", ver.VerifyConfig().near_copy_score)
+    assert near is not None and near["replay"] == "near" and near["replay_of"] == bought
+    assert index.check(sts, copy_sha, copy, "cust-7", "t:x", 0.0, compared=frozenset([bought])) is None
+    exact = index.check(sts, bought, copy, "cust-7", "t:x", 0.99, compared=frozenset([bought]))
+    assert exact is not None and exact["replay"] == "exact"

@@ -133,9 +133,12 @@ def check(
     near_score: float,
     home: Store | None = None,
     cfg: ver.VerifyConfig = ver.VerifyConfig(),
+    compared: frozenset[str] = frozenset(),
 ) -> dict | None:
     """The best earlier use of this photo (or of a copy of it) anywhere: {"replay": "exact"|"near",
-    "replay_score", "replay_of": sha, "replay_tag": tag}, or None. `own_tag`: this attempt's entry."""
+    "replay_score", "replay_of": sha, "replay_tag": tag}, or None. `own_tag`: this attempt's entry;
+    `compared`: photos the caller has already matched this one against (verify() does the receipt's
+    purchase photo), not matched again: a match costs ~20 ms of CPU on the verdict's path."""
     fp, eyes, fhash = replay.unpack_print(prnt) if prnt else (None, None, None)
     keys = ([customer_key(customer)] if customer else []) + (band_keys(fhash) if fhash is not None else [])
     sets = _members(stores, keys) if keys else []
@@ -148,7 +151,8 @@ def check(
             continue
         if s == sha:
             return {"replay": "exact", "replay_score": 1.0, "replay_of": s, "replay_tag": tag}
-        tags.setdefault(s, tag)
+        if s not in compared:
+            tags.setdefault(s, tag)
     if fp is None:
         return None
     mine = sorted({m.partition("|")[0] for m in cust} & set(tags))[:MAX_CUSTOMER]
@@ -201,7 +205,9 @@ def judge_hook(stores: Mapping[str, Store], todo, out: dict, cfg: ver.VerifyConf
         prnt = p.pop("print", None)
         home = stores.get(a.store)
         try:
-            hit = check(stores, a.photo, prnt, a.customer, f"t:{a.id}", cfg.near_copy_score, home, cfg)
+            bought = story.receipt.photo if story.receipt is not None else None
+            seen = frozenset([bought]) if bought and p.get("replay_score") is not None else frozenset()
+            hit = check(stores, a.photo, prnt, a.customer, f"t:{a.id}", cfg.near_copy_score, home, cfg, seen)
             if hit and (p.get("replay") is None or (hit["replay"] == "exact" and p.get("replay") == "near")):
                 p.update(hit)
                 p["replay_scope"] = "same receipt" if hit["replay_tag"] == f"p:{a.receipt}" else "store-wide"
