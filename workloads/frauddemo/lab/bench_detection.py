@@ -633,7 +633,7 @@ def _verdict_ms(store: Store, aid: str, attempt_clock: int) -> float | None:
 def ceiling(
     b: Bench,
     receipts: list,
-    rates=(4, 8, 16, 32, 64),
+    rates=(2, 4, 8, 16, 32, 64),
     step_s: float = 5.0,
     p99_ms: float = 100.0,
     tills: int = 4,
@@ -819,7 +819,7 @@ def run(
     face_per_mode: int = 100,
     hard_per_case: int = 100,
     lookalike_pool: int = 300,
-    ceiling_rates=(4, 8, 16, 32, 64),
+    ceiling_rates=(2, 4, 8, 16, 32, 64),
     ceiling_step_s: float = 5.0,
     ceiling_min_returns: int = 100,
     verdict_timeout_s: float = 180,
