@@ -539,7 +539,7 @@ class Detector:
 
     def pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
-            single_threaded_numerics()  # again: the spawned workers inherit it even if numpy came first here
+            single_threaded_numerics()  # again, in case the environment changed since the import
             # spawn, not fork: this process has threads (readers, redis connections) by now
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers,
