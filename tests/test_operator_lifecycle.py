@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frauddemo_operator import builders, models
+from frauddemo_operator import builders, handlers, models
 from frauddemo_testkit.testing import TWO_STORES, wait_for
 
 pytest_plugins = ("frauddemo_testkit.pytest_plugin",)
@@ -55,9 +55,9 @@ def test_create_makes_every_child_and_reports_ready(kube_cluster, kube_ns):
     for plural in ("configmaps", "statefulsets", "deployments", "services"):
         for obj in kube_cluster.emu.list(plural, kube_ns):
             assert not any(p in str(obj) for p in pw.values()), obj["metadata"]["name"]
-    # no finalizer: deletion is left to the garbage collector (and `helm uninstall` of the chart's sample
-    # cannot leave it stuck in Terminating once the operator is gone)
-    assert not kube_cluster.fd(kube_ns, "demo")["metadata"].get("finalizers")
+    # kopf's finalizer, which its timers require: the operator removes it on deletion (the delete test),
+    # and the chart's pre-delete hook deletes FraudDemos while the operator still runs
+    assert kube_cluster.fd(kube_ns, "demo")["metadata"].get("finalizers") == [handlers.FINALIZER]
     # a Normal event says what was done
     assert any(e.get("reason") == "Provisioned" for e in kube_cluster.events(kube_ns))
 

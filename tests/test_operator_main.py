@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime
 import socket
+import time
 
 import httpx
 import pytest
@@ -128,8 +129,16 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
         )
         peering = wait_for(lambda: kube_cluster.emu.list(PEERINGS, kube_ns)[0].get("status"), what="peering heartbeat")
         assert peering[op.runtime.identity]["priority"] == 5
-        assert not op.runtime.paused
-        # a live peer with a higher priority appears: kopf pauses, and so does the background work
+        st = op.runtime.demos[(kube_ns, "demo")]
+
+        def polling() -> bool:
+            """The detector-figures timer (every 0.25 s here) still reads the detector."""
+            before = st.polled_at
+            time.sleep(1.0)
+            return st.polled_at is not None and st.polled_at != before
+
+        wait_for(polling, 10, interval=0, what="the detector-figures timer running")
+        # a live peer with a higher priority appears: kopf pauses, its timers too
         now = datetime.datetime.now(datetime.UTC).isoformat()
         kube_cluster.emu.patch(
             PEERINGS,
@@ -137,11 +146,38 @@ def test_namespaced_peering_operator_with_liveness(kube_cluster, kube_ns, tmp_pa
             "frauddemo-test",
             {"status": {"someone-else": {"priority": 9, "lifetime": 60, "lastseen": now}}},
         )
-        wait_for(lambda: op.runtime.paused, what="paused for a higher-priority peer")
+        wait_for(lambda: not polling(), 10, interval=0, what="the timers paused for a higher-priority peer")
+        assert not polling()
         kube_cluster.emu.patch(PEERINGS, kube_ns, "frauddemo-test", {"status": {"someone-else": None}})
-        wait_for(lambda: not op.runtime.paused, what="resumed")
+        wait_for(polling, 10, interval=0, what="the timers resumed")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_the_resync_timer_reconciles_until_the_fraud_demo_is_deleted(kube_cluster, kube_ns):
+    """A full resync every resync_seconds (a kopf timer per FraudDemo); deleting the FraudDemo stops its
+    timers, and the operator removes kopf's finalizer, so it goes away."""
+    settings = dataclasses.replace(kube_cluster.op.settings, namespaces=(kube_ns,), resync_seconds=0.3)
+    with OperatorThread(settings) as op:
+        calls: list[tuple] = []
+        real = op.runtime.resync
+
+        async def counting(namespace, name):
+            result = await real(namespace, name)
+            calls.append((namespace, name, result))
+            return result
+
+        op.runtime.resync = counting
+        kube_cluster.apply_fd(kube_ns, "demo", TWO_STORES)
+        kube_cluster.wait_phase(kube_ns, "demo", "Ready")
+        wait_for(lambda: sum(1 for c in calls if c[2] is not None) >= 2, 10, what="two resyncs")
+        assert {c[:2] for c in calls} == {(kube_ns, "demo")}
+        assert not any(c[2].changed for c in calls if c[2] is not None)  # nothing drifted
+        kube_cluster.delete_fd(kube_ns, "demo")
+        wait_for(lambda: kube_cluster.fd(kube_ns, "demo") is None, 10, what="the FraudDemo gone")
+        n = len(calls)
+        time.sleep(1.0)
+        assert len(calls) == n  # its timers stopped
 
 
 def test_credentials_come_from_kubernetes_asyncio(kube_cluster, tmp_path):

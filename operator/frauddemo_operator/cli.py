@@ -1,4 +1,5 @@
-"""The `frauddemo operator` verb. Wire it with `frauddemo_operator.cli.add_commands(subparsers)`."""
+"""The `frauddemo operator` and `frauddemo delete-demos` verbs. Wire them with
+`frauddemo_operator.cli.add_commands(subparsers)`."""
 
 from __future__ import annotations
 
@@ -42,6 +43,26 @@ def add_commands(subparsers) -> None:
     p.add_argument("--context", help="kubeconfig context (env CONTEXT)")
     p.set_defaults(fn=cmd_operator)
 
+    d = subparsers.add_parser(
+        "delete-demos",
+        help="delete the FraudDemos of namespaces and wait until they are gone (the chart's pre-delete hook)",
+        description="Delete every FraudDemo in the given namespaces and wait until each one is gone: the operator "
+        "removes its finalizer, the garbage collector their children. The chart runs it before `helm uninstall` "
+        "deletes the operator. Fails (exit 1), naming what is left and why, when the timeout is up.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument(
+        "--namespace", action="append", dest="namespaces", metavar="NS", default=[], help="a namespace (repeatable)"
+    )
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the FraudDemos to be gone")
+    d.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (env FRAUDDEMO_OPERATOR_KUBECONFIG); default: $KUBECONFIG, "
+        "~/.kube/config, or the in-cluster service account",
+    )
+    d.add_argument("--context", help="kubeconfig context (env FRAUDDEMO_OPERATOR_CONTEXT)")
+    d.set_defaults(fn=cmd_delete_demos)
+
 
 def settings_from_args(args: argparse.Namespace, env=None) -> Settings:
     s = Settings.from_env(env)
@@ -67,3 +88,17 @@ def cmd_operator(args: argparse.Namespace) -> int:
     from .main import run
 
     return run(settings_from_args(args))
+
+
+def cmd_delete_demos(args: argparse.Namespace, env=None) -> int:
+    import sys
+
+    from . import uninstall
+
+    s = Settings.from_env(env)
+    try:
+        uninstall.check(args.namespaces, args.timeout)
+    except ValueError as e:
+        print(f"frauddemo delete-demos: error: {e}", file=sys.stderr)
+        return 2
+    return uninstall.run(args.namespaces, args.timeout, args.kubeconfig or s.kubeconfig, args.context or s.context)

@@ -15,7 +15,8 @@ from .settings import Settings
 
 FD = (crd.GROUP, crd.VERSION, crd.PLURAL)
 MANAGED = {builders.L_MANAGED_BY: builders.MANAGER}
-FINALIZER = "frauddemo.io/finalizer"  # kopf's name for one, should a handler ever need it (none does)
+# kopf puts it on every FraudDemo (its timers require one) and removes it once their timers have stopped.
+FINALIZER = "frauddemo.io/finalizer"
 
 
 def _ref(namespace: str, name: str, uid: str) -> dict:
@@ -123,11 +124,23 @@ async def child_event(type, body, memo: kopf.Memo, logger, **_) -> None:
             kopf.event(_ref(st.namespace, st.name, st.uid), type="Normal", reason="Repaired", message=message)
 
 
+async def detector_figures(name, namespace, memo: kopf.Memo, **_) -> None:
+    await memo.runtime.poll_demo(namespace, name)
+
+
+async def resync(name, namespace, memo: kopf.Memo, **_) -> None:
+    await memo.runtime.resync(namespace, name)
+
+
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
-    """Every handler, registered for one operator. The periodic work (the detector's figures, a full
-    resync) is the runtime's background task, not kopf timers: kopf puts a finalizer on every object with
-    a timer, and a FraudDemo installed by the chart would then outlive `helm uninstall` (which deletes the
-    operator and its RBAC before the custom resources), stuck in Terminating."""
+    """Every handler, registered for one operator. The periodic work is two kopf timers per FraudDemo:
+    its detector's figures every `stats_seconds` (on a fixed grid: `sharp`) and a full resync every
+    `resync_seconds` (counted from the end of the previous one), each first `interval` seconds after the
+    FraudDemo is seen (it was just reconciled). kopf stops them while a peer holds the peering and when
+    the FraudDemo is deleted. kopf requires a finalizer on every object with a timer (FINALIZER, removed
+    once the timers have stopped): the chart's pre-delete hook (`frauddemo delete-demos`) therefore
+    deletes the FraudDemos while the operator and its RBAC still exist, or `helm uninstall` would leave
+    the chart's sample stuck in Terminating."""
     reg = kopf.OperatorRegistry()
     kopf.on.startup(registry=reg)(configure)
     kopf.on.cleanup(registry=reg)(cleanup)
@@ -137,6 +150,21 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.resume(*FD, registry=reg)(reconcile)
     kopf.on.create(*FD, registry=reg)(reconcile)
     kopf.on.update(*FD, field="spec", registry=reg)(reconcile)
+    kopf.timer(
+        *FD,
+        id="detector-figures",
+        interval=settings.stats_seconds,
+        initial_delay=settings.stats_seconds,
+        sharp=True,
+        registry=reg,
+    )(detector_figures)
+    kopf.timer(
+        *FD,
+        id="resync",
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        registry=reg,
+    )(resync)
     for kind in kube.CHILD_KINDS.values():
         kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=reg, id=f"child-{kind.plural}")(
             child_event

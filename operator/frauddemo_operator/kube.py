@@ -62,8 +62,6 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 FRAUDDEMO = Kind(crd.API_VERSION, crd.KIND, crd.PLURAL)
-KOPFPEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
-CLUSTERKOPFPEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 
 CHILD_KINDS: dict[str, Kind] = {
     k.kind: k for k in (SECRET, CONFIGMAP, SERVICE, STATEFULSET, DEPLOYMENT, NETWORKPOLICY, SERVICEMONITOR)
@@ -83,8 +81,8 @@ CALLS: list[tuple[str, str, list[str]]] = [
     ("networking.k8s.io", "networkpolicies", ["get", "list", "watch", "create", "patch", "delete"]),
     ("monitoring.coreos.com", "servicemonitors", ["get", "list", "watch", "create", "patch", "delete"]),
     # discovery (non-resource URLs /api, /apis, /version are open to authenticated users by default)
-    ("kopf.dev", "kopfpeerings", ["get", "list", "watch", "patch"]),  # only with peering, namespaced
-    ("kopf.dev", "clusterkopfpeerings", ["get", "list", "watch", "patch"]),  # only with peering, cluster-wide
+    ("kopf.dev", "kopfpeerings", ["list", "watch", "patch"]),  # only with peering, namespaced
+    ("kopf.dev", "clusterkopfpeerings", ["list", "watch", "patch"]),  # only with peering, cluster-wide
 ]
 
 

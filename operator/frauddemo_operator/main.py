@@ -38,7 +38,8 @@ async def operate(
 
 
 class QuietEventHandlers(logging.Filter):
-    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child."""
+    """Drop kopf's "Handler 'child-…' succeeded" line, logged for every watch event of every child, and
+    its "Timer '…' succeeded" line, logged at every tick of every FraudDemo's timers."""
 
     QUIET = ("'child-", "'demo_event'", "'peering'")
 
@@ -46,7 +47,11 @@ class QuietEventHandlers(logging.Filter):
         if record.levelno > logging.INFO:
             return True
         msg = record.getMessage()
-        return not (msg.startswith("Handler '") and msg.endswith("' succeeded.") and any(q in msg for q in self.QUIET))
+        if not msg.endswith("' succeeded."):
+            return True
+        if msg.startswith("Timer '"):
+            return False
+        return not (msg.startswith("Handler '") and any(q in msg for q in self.QUIET))
 
 
 def run(settings: Settings | None = None) -> int:

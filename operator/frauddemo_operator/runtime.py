@@ -122,7 +122,6 @@ class Runtime:
     def __init__(self, settings: Settings, identity: str | None = None):
         self.settings = settings
         self.identity = identity or f"frauddemo-operator@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
-        self.paused = False  # a higher- or same-priority peer is alive (kopf pauses too)
         self.demos: dict[tuple[str, str], DemoState] = {}
         self.kube: kube.Kube | None = None
         self.reconciler: Reconciler | None = None
@@ -131,7 +130,6 @@ class Runtime:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._retrying: set[tuple[str, str]] = set()
-        self._loop_task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
         self._dashboard_template: str | None = None
         self.started = asyncio.Event()
@@ -151,13 +149,12 @@ class Runtime:
         if self.settings.dashboard_file:
             with open(self.settings.dashboard_file) as f:
                 self._dashboard_template = f.read()
-        self._loop_task = asyncio.create_task(self._background(), name="frauddemo-background")
         self.started.set()
 
     async def stop(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        tasks = [t for t in [self._loop_task, *self._tasks] if t is not None]
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -498,76 +495,21 @@ class Runtime:
             st.written = clean
             return clean
 
-    # --- peering -----------------------------------------------------------------------------------
+    # --- periodic work (kopf timers, one per FraudDemo): the detector's figures, a full resync ---------
 
-    async def check_peering(self) -> None:
-        """Pause the background work while kopf is paused: read the peering objects directly (kopf
-        pauses its watch streams when a peer takes over, so a handler would not hear of it)."""
-        if self.settings.clusterwide:
-            refs = [(kube.CLUSTERKOPFPEERING, None)]
-        else:
-            refs = [(kube.KOPFPEERING, ns) for ns in self.settings.namespaces]
-        blocking: list[str] = []
-        for kind, ns in refs:
-            try:
-                body = await self.kube.get(kind, ns, self.settings.peering)
-            except kube.ApiError as e:
-                log.warning("cannot read the peering object: %s", e)
-                continue
-            if body is not None:
-                blocking += self.blocking_peers(body)
-        if bool(blocking) != self.paused:
-            log.info("background work %s (peers: %s)", "paused" if blocking else "resumed", blocking or "none")
-        self.paused = bool(blocking)
-
-    def blocking_peers(self, body: dict) -> list[str]:
-        """kopf's own rule: another live peer with the same or a higher priority pauses this one."""
-        now = datetime.datetime.now(datetime.UTC)
-        out = []
-        for ident, info in (body.get("status") or {}).items():
-            if ident == self.identity or not isinstance(info, dict):
-                continue
-            try:
-                seen = datetime.datetime.fromisoformat(str(info.get("lastseen")))
-            except ValueError:
-                continue
-            if seen.tzinfo is None:
-                seen = seen.replace(tzinfo=datetime.UTC)
-            alive = seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now
-            if alive and int(info.get("priority", 0)) >= self.settings.priority:
-                out.append(ident)
-        return out
-
-    # --- background: the detector's figures, and a periodic full resync ---------------------------
-
-    async def _background(self) -> None:
-        s = self.settings
-        next_stats = time.monotonic() + s.stats_seconds
-        next_resync = time.monotonic() + s.resync_seconds
-        while True:
-            await asyncio.sleep(max(0.05, min(next_stats, next_resync) - time.monotonic()))
-            now = time.monotonic()
-            if not self.settings.standalone:
-                await self.check_peering()
-            if self.paused:
-                continue
-            if now >= next_stats:
-                next_stats = now + s.stats_seconds
-                await self._poll_detectors()
-            if now >= next_resync:
-                next_resync = now + s.resync_seconds
-                await self._resync()
-
-    async def _poll_detectors(self) -> None:
-        jobs = []
-        for st in list(self.demos.values()):
-            det = st.workloads.get(("Deployment", builders.detector_name(st.name)))
-            if st.reconciled_spec is not None and det is not None and det.ready > 0:
-                jobs.append(self.poll_detector(st))
-            elif st.detector is not None:
-                st.detector = None
-                self.request_status(st.key)
-        await asyncio.gather(*jobs, return_exceptions=True)
+    async def poll_demo(self, namespace: str, name: str) -> status.DetectorStats | None:
+        """Read this FraudDemo's detector figures into its status, once its detector is ready (forget
+        them when it is not)."""
+        st = self.demos.get((namespace, name))
+        if st is None or st.deleting:
+            return None
+        det = st.workloads.get(("Deployment", builders.detector_name(st.name)))
+        if st.reconciled_spec is not None and det is not None and det.ready > 0:
+            return await self.poll_detector(st)
+        if st.detector is not None:
+            st.detector = None
+            self.request_status(st.key)
+        return None
 
     async def poll_detector(self, st: DemoState) -> status.DetectorStats | None:
         url = self.settings.detector_url.format(name=st.name, namespace=st.namespace).rstrip("/") + "/api/status"
@@ -583,13 +525,18 @@ class Runtime:
             self.request_status(st.key)
         return stats
 
-    async def _resync(self) -> None:
-        for st in list(self.demos.values()):
-            if st.deleting or st.reconciled_generation is None or st.spec() is None:
-                continue
-            try:
-                result = await self.reconcile(st.namespace, st.name, st.body(), fresh=False)
-                if result.changed:
-                    log.info("resync of %s/%s: %s", st.namespace, st.name, result.summary())
-            except (kube.ApiError, models.InvalidSpec) as e:
-                log.warning("resync of %s/%s failed: %s", st.namespace, st.name, e)
+    async def resync(self, namespace: str, name: str) -> Result | None:
+        """Reconcile this FraudDemo in full (a safety net: events drive the normal work). Skipped while it
+        is being deleted, before its first reconcile, or while its spec makes no sense; failures are logged
+        and left to the next resync (or the event handlers' retries)."""
+        st = self.demos.get((namespace, name))
+        if st is None or st.deleting or st.reconciled_generation is None or st.spec() is None:
+            return None
+        try:
+            result = await self.reconcile(st.namespace, st.name, st.body(), fresh=False)
+        except (kube.ApiError, models.InvalidSpec) as e:
+            log.warning("resync of %s/%s failed: %s", st.namespace, st.name, e)
+            return None
+        if result.changed:
+            log.info("resync of %s/%s: %s", st.namespace, st.name, result.summary())
+        return result
