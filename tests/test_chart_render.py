@@ -41,6 +41,7 @@ SWITCHES = {
     "monitoring.prometheusRule.enabled": (False, True),
     "sample.enabled": (False, True),
     "sample.nodePort": (30080, 0),
+    "uninstallHook.enabled": (True, False),
 }
 EXISTING_SA = {"serviceAccount.name": "existing-operator"}
 
@@ -84,6 +85,12 @@ def expected_kinds(values: dict) -> dict[str, int]:
         kinds[crd.KIND] = 1
         if v["sample.nodePort"]:
             kinds["Service"] = 1
+    # the pre-delete hook: a Job, its ServiceAccount, a Role and RoleBinding per namespace it cleans
+    served = v["operator.clusterWide"] or NAMESPACE in (values.get("operator.watchNamespaces") or [NAMESPACE])
+    cleaned = len({NAMESPACE} if served or v["sample.enabled"] else set())
+    if v["uninstallHook.enabled"] and v["rbac.create"] and cleaned:
+        for kind, n in (("Job", 1), ("ServiceAccount", 1), ("Role", cleaned), ("RoleBinding", cleaned)):
+            kinds[kind] = kinds.get(kind, 0) + n
     return kinds
 
 

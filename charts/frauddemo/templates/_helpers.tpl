@@ -108,3 +108,19 @@ standalone (one replica, Recreate).
   resources: [servicemonitors]
   verbs: [get, list, watch, create, patch, delete]
 {{- end -}}
+
+{{/*
+The namespaces whose FraudDemos the pre-delete hook deletes (a JSON list): the release's own namespace
+when the operator serves it, and the sample's.
+*/}}
+{{- define "frauddemo.uninstallNamespaces" -}}
+{{- $out := list -}}
+{{- $served := include "frauddemo.watchNamespaces" . | fromJsonArray -}}
+{{- if or .Values.operator.clusterWide (has .Release.Namespace $served) -}}
+{{- $out = append $out .Release.Namespace -}}
+{{- end -}}
+{{- if .Values.sample.enabled -}}
+{{- $out = append $out (.Values.sample.namespace | default .Release.Namespace) -}}
+{{- end -}}
+{{- toJson ($out | uniq) -}}
+{{- end -}}
