@@ -105,6 +105,30 @@ def test_an_unreachable_api_is_an_error_not_a_hang(tmp_path, capsys):
         f"clusters: [{{name: x, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
         "users: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\n"
     )
-    args = parse("--namespace", "shop", "--timeout", "5", "--kubeconfig", str(kc))
-    assert args.fn(args) == 1
+    args = parse("--namespace", "shop", "--timeout", "2", "--kubeconfig", str(kc))
+    t0 = time.monotonic()
+    assert args.fn(args) == 1  # retried (a transient error) until the timeout, then reported
+    assert time.monotonic() - t0 < 10
     assert "frauddemo delete-demos: error:" in capsys.readouterr().err
+
+
+def test_a_transient_api_error_is_retried_and_no_crd_means_nothing_to_delete(tmp_path, capsys):
+    with EmulatorThread() as emu:
+        args = parse("--namespace", "shop", "--timeout", "10", "--kubeconfig", emu.kubeconfig(tmp_path / "kc"))
+        assert args.fn(args) == 0  # no FraudDemo CRD: nothing to delete
+        assert "0 FraudDemo(s) deleted in shop" in capsys.readouterr().out
+        with httpx.Client(base_url=emu.url, timeout=30) as http:
+            assert (
+                http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd.load()).status_code == 201
+            )
+            body = {"apiVersion": crd.API_VERSION, "kind": crd.KIND, "metadata": {"name": "x"}, "spec": TWO_STORES}
+            assert http.post(FD_PATH.format(ns="shop"), json=body).status_code == 201
+        emu.fail("GET", "frauddemos", 503, times=2)
+        mark = len(emu.requests())
+        assert args.fn(args) == 0
+        out = capsys.readouterr().out
+        assert "listing FraudDemos in shop failed (503" in out and "FraudDemo shop/x is gone" in out
+        # what it asked the API for is what the chart's hook Role grants (uninstall.CALLS)
+        calls = {(m, p.split("?")[0].rsplit("/", 1)[-1]) for m, p, *_ in emu.requests()[mark:] if "/frauddemos" in p}
+        assert calls == {("GET", "frauddemos"), ("DELETE", "x")}
+        assert uninstall.CALLS == [(crd.GROUP, "frauddemos", ["list", "delete"])]

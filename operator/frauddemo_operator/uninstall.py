@@ -74,9 +74,24 @@ async def delete_demos(
     seconds with the ones left and why, kube.ApiError when the API refuses."""
     namespaces = check(namespaces, timeout)
     deadline = time.monotonic() + timeout
+
+    async def listed(ns: str) -> list[dict]:
+        """The FraudDemos of a namespace; none without the CRD; a transient API error is retried until
+        the deadline."""
+        while True:
+            try:
+                return await client.list(kube.FRAUDDEMO, ns)
+            except kube.NotFound:
+                return []
+            except kube.ApiError as e:
+                if not e.transient or time.monotonic() >= deadline:
+                    raise
+                say(f"listing FraudDemos in {ns} failed ({e}); again")
+                await asyncio.sleep(poll)
+
     pending: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
     for ns in namespaces:
-        for fd in await client.list(kube.FRAUDDEMO, ns):
+        for fd in await listed(ns):
             meta = fd["metadata"]
             key = (ns, meta["name"])
             if await client.delete(kube.FRAUDDEMO, ns, meta["name"]):
@@ -86,7 +101,7 @@ async def delete_demos(
     while True:
         left: dict[tuple[str, str], dict] = {}
         for ns in sorted({ns for ns, _ in pending}):
-            for fd in await client.list(kube.FRAUDDEMO, ns):
+            for fd in await listed(ns):
                 key = (ns, fd["metadata"]["name"])
                 if pending.get(key) == fd["metadata"].get("uid"):
                     left[key] = fd
