@@ -134,3 +134,29 @@ def test_photos_already_compared_are_not_matched_again_but_exact_copies_still_co
     assert index.check(sts, copy_sha, copy, "cust-7", "t:x", 0.0, compared=frozenset([bought])) is None
     exact = index.check(sts, bought, copy, "cust-7", "t:x", 0.99, compared=frozenset([bought]))
     assert exact is not None and exact["replay"] == "exact"
+
+
+def test_a_purchase_photo_is_described_before_any_return_needs_it(demo):
+    """The detector works out a new purchase photo's print and embedding when it reads the purchase,
+    so a return of the receipt does not derive them on its verdict's path."""
+    cust = "cust-00043"
+    p = demo["till_a"].purchase(cust, {"shirt": 1}, capture(cust, random.Random(5)))
+    key = index.PRINT_PREFIX + p["photo"]
+    wait_until(lambda: demo["a"].get_blob(key), 30, what="the purchase photo's print")
+    stored = replay.unpack_print(demo["a"].get_blob(key))
+    expected = replay.unpack_print(ver.replay_print(demo["a"].get_blob("b:photo:" + p["photo"])))
+    assert stored[0] == expected[0] and stored[2] == expected[2]
+
+
+def test_alignment_starts_only_where_frames_already_correlate(purchases):
+    """A copy correlates where its alignment starts (from the eyes); two captures with different
+    backgrounds mostly do not, and are not worth an alignment: the gate lowers no copy's score."""
+    jpeg = purchases[IDS[3]]
+    a = ver.analyze(jpeg)
+    warp = replay._eye_warp(a.print_eyes, a.print_eyes)
+    for kind in ("crop", "rotate", "zoom", "mirror"):
+        c = ver.analyze(attacks.KINDS[kind](attacks.decode(jpeg), np.random.default_rng(3)))
+        assert replay.match_score(c.fingerprint, a.fingerprint, c.print_eyes, a.print_eyes) >= replay.NEAR_COPY_SCORE
+    other = ver.analyze(render(IDS[3], 4).jpeg)
+    assert replay.start_score(a.fingerprint, a.fingerprint, warp) > 0.99
+    assert replay.start_score(other.fingerprint, a.fingerprint, warp) < replay.NEAR_COPY_SCORE

@@ -146,6 +146,9 @@ HARD_CASES = (
     "poor-light",
     "fixed-background",
 )
+# The honest first return of a receipt a fraudster returns too (double returns, window race, partition):
+# its own case, not "plain": when the two attempts are concurrent both are held for review by design.
+VICTIM = "victim-first-return"
 REPLAY_KINDS = ("mirror", "crop", "zoom", "rotate", "reencode", "relight", "perspective", "reshoot")
 POOL_OFFSET = 70_000
 
@@ -310,20 +313,22 @@ class Bench:
             for _ in range(per_mode):
                 rid, _, c = pool.pop()
                 i = rng.randrange(len(actions) // 2)
-                actions.insert(i, ("legit", first, rid, c))
+                actions.insert(i, ("legit", first, rid, c, VICTIM))
                 j = rng.randrange(i + 20, len(actions) + 1)
                 actions.insert(j, ("fraud", mode, rid, c, rng.random() < 0.25))
         window = []
         for _ in range(per_mode):
             rid, _, c = pool.pop()
-            window.append([("legit", "a", rid, c), ("fraud", AttackMode.WINDOW_RACE, rid, c, rng.random() < 0.25)])
+            window.append(
+                [("legit", "a", rid, c, VICTIM), ("fraud", AttackMode.WINDOW_RACE, rid, c, rng.random() < 0.25)]
+            )
         for pair in window:
             i = rng.randrange(len(actions) + 1)
             actions[i:i] = pair
         block = [("partition", True)]
         for _ in range(per_mode):
             rid, _, c = pool.pop()
-            block += [("legit", "a", rid, c), ("fraud", AttackMode.PARTITION, rid, c, False)]
+            block += [("legit", "a", rid, c, VICTIM), ("fraud", AttackMode.PARTITION, rid, c, False)]
             rid, store, c = pool.pop()
             block.append(("legit", store, rid, c))
         block.append(("partition", False))

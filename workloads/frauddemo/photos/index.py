@@ -115,7 +115,7 @@ def prints(
         if p is None:
             continue
         out[s] = replay.unpack_print(p)
-        writes.append([ops.blob(PRINT_PREFIX + s, p, ttl_ms=print_ttl_ms())])
+        writes.append(print_writes(p, s))
     if writes and home is not None:
         try:
             home.write_many(writes)
@@ -174,24 +174,38 @@ def check(
     return best if best is not None and best["replay_score"] >= near_score else None
 
 
-def index_purchase_events(store: Store, entries) -> int:
-    """Index the purchase photos of these purchase events (read from `store`, written to it)."""
+def index_purchase_events(store: Store, entries) -> list[str]:
+    """Index the purchase photos of these purchase events (read from `store`, written to it); returns
+    the photos indexed (sha256)."""
     rids = [f[b"rcpt"].decode() for _, f in entries if f and f.get(b"rcpt")]
     if not rids:
-        return 0
+        return []
     try:
         pipe = store.r.pipeline(transaction=False)
         for rid in rids:
             pipe.hmget(f"h:rcpt:{rid}", "photo", "customer")
-        writes = [
-            add_ops(p.decode(), f"p:{rid}", (c or b"").decode()) for rid, (p, c) in zip(rids, pipe.execute()) if p and c
-        ]
-        if writes:
-            store.write_many(writes)
-        return len(writes)
+        found = [(rid, p.decode(), c.decode()) for rid, (p, c) in zip(rids, pipe.execute()) if p and c]
+        if found:
+            store.write_many([add_ops(sha, f"p:{rid}", c) for rid, sha, c in found])
+        return [sha for _, sha, _ in found]
     except Exception as e:  # evidence only: the judge also indexes a receipt's photo when it is returned
         log.warning("purchase photos not indexed at store %s: %s", store.replica, e)
-        return 0
+        return []
+
+
+def unprinted(store: Store, shas: list[str]) -> dict[str, bytes]:
+    """Of these photos, those whose print is not stored yet: sha -> the photo's bytes (from `store`)."""
+    if not shas:
+        return {}
+    printed = store.r.mget([PRINT_PREFIX + s for s in shas])
+    todo = [s for s, p in zip(shas, printed) if p is None]
+    photos = store.r.mget([PHOTO_PREFIX + s for s in todo]) if todo else []
+    return {s: p for s, p in zip(todo, photos) if p is not None}
+
+
+def print_writes(prnt: bytes | None, sha: str) -> list:
+    """The write storing a photo's print (none for a photo that could not be decoded)."""
+    return [ops.blob(PRINT_PREFIX + sha, prnt, ttl_ms=print_ttl_ms())] if prnt is not None else []
 
 
 def judge_hook(stores: Mapping[str, Store], todo, out: dict, cfg: ver.VerifyConfig) -> None:

@@ -592,11 +592,17 @@ def verify(
 
 def replay_print(photo: bytes, cfg: VerifyConfig = VerifyConfig()) -> bytes | None:
     """A stored photo's replay print (fingerprint, eyes, face hash); None when it cannot be decoded."""
+    return describe_stored(photo, cfg)[0]
+
+
+def describe_stored(photo: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[bytes | None, bytes | None]:
+    """A stored photo's replay print and embedding (bytes) from one analysis: the print is None when
+    the photo cannot be decoded, the embedding when it shows no usable face."""
     try:
         a = analyze(photo, cfg)
-        return replay.pack_print(a.fingerprint, a.print_eyes, a.face_hash)
     except PhotoRejected as e:
-        return replay.pack_print(e.fingerprint) if e.fingerprint is not None else None
+        return (replay.pack_print(e.fingerprint) if e.fingerprint is not None else None), None
+    return replay.pack_print(a.fingerprint, a.print_eyes, a.face_hash), a.embedding.to_bytes()
 
 
 def embed(photo: bytes, cfg: VerifyConfig = VerifyConfig()) -> Embedding:
