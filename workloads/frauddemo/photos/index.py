@@ -16,7 +16,8 @@ is a weak proposer (measured: a copy's hash moves 6-12 bits, so the 16-bit bands
 customer's own photos are always all checked, which is what catches a photo replayed on another
 receipt of the same customer.
 Entries are written by the detector: a purchase photo's membership when it reads the purchase event
-(its print when it is first needed), a return photo's membership, bands and print when it first
+(its print, and the detector's cached embedding, worked out then by a photo worker with room; else
+when first needed), a return photo's membership, bands and print when it first
 judges the attempt.
 """
 
