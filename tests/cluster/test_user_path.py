@@ -2,13 +2,19 @@
 the chart's ServiceAccount (so the real authorizer enforces the chart's RBAC), `kubectl` against the
 CRD, the real garbage collector, password rotation, no perpetual drift (counted in the audit log),
 a missing RBAC rule reported on the FraudDemo, a killed operator converging, `helm upgrade` and
-`helm uninstall`. The operator runs from the installed wheel, as its image would run it.
+`helm uninstall` with its pre-delete hook. The operator runs from the installed wheel, as its image would
+run it; so does the hook's Job (`frauddemo delete-demos`, as the hook's ServiceAccount): its pod is kept off
+the kwok nodes (which would mark it Succeeded without running anything), and the test plays its kubelet.
 
 The tests in this module share one install and run in order."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import datetime
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -16,6 +22,7 @@ import yaml
 
 from frauddemo import acl
 from frauddemo_operator import builders, crd, models
+from frauddemo_operator.handlers import FINALIZER
 from frauddemo_testkit.kubecluster import OperatorProcess, chart_operator_env
 from frauddemo_testkit.testing import wait_for
 
@@ -24,6 +31,8 @@ RELEASE = "frauddemo"
 CHILD_RESOURCES = ("secrets", "configmaps", "services", "statefulsets", "deployments", "networkpolicies")
 TWO_STORES = {"stores": [{"name": "a"}, {"name": "b"}]}
 RESYNC_S = 15  # the operator's full reconcile every 15 s here, so the quiet window spans several
+# The uninstall hook's pod goes to no node (none has this label): the test runs its command instead.
+HOOK_RUNNER = ("--set", "uninstallHook.nodeSelector.frauddemo-test/hook-runner=test-process")
 
 
 class Install:
@@ -70,7 +79,17 @@ def install(cluster, wheel_venv, tmp_path_factory):
     inst = Install(cluster, wheel_venv, tmp_path_factory.mktemp("install"))
     cluster.kubectl("create", "namespace", NS)
     cluster.helm(
-        "install", RELEASE, "charts/frauddemo", "-n", NS, "--set", "sample.enabled=true", "--wait", "--timeout", "120s"
+        "install",
+        RELEASE,
+        "charts/frauddemo",
+        "-n",
+        NS,
+        "--set",
+        "sample.enabled=true",
+        *HOOK_RUNNER,
+        "--wait",
+        "--timeout",
+        "120s",
     )
     (dep,) = cluster.get("deployment", "-n", NS, "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
     inst.deployment = dep["metadata"]["name"]
@@ -302,19 +321,34 @@ def test_helm_upgrade_then_uninstall_leaves_nothing(install):
         "sample.enabled=true",
         "--set",
         "operator.logLevel=DEBUG",
+        *HOOK_RUNNER,
         "--wait",
         "--timeout",
         "120s",
     )
     assert chart_operator_env(install.c, NS, install.deployment)["FRAUDDEMO_OPERATOR_LOG_LEVEL"] == "DEBUG"
     install.wait_ready(name)
-    install.c.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "120s")
+    assert install.fd(name)["metadata"]["finalizers"] == [FINALIZER]  # kopf's, for the operator's timers
+    since = time.time()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        uninstalling = pool.submit(install.c.helm, "uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "120s")
+        hook, hook_user = run_hook_pod(install)
+        assert hook.returncode == 0, (
+            f"{hook.stdout}\n{hook.stderr}\n--- operator log:\n{install.operator.output()[-3000:]}"
+        )
+        # the operator, still there with its RBAC, let the sample go: the hook can only list and delete
+        assert f"FraudDemo {NS}/{name} is gone" in hook.stdout, hook.stdout
+        assert install.c.kubectl("get", "deployment", install.deployment, "-n", NS, check=False).returncode == 0
+        uninstalling.result(180)
+    writes = install.c.writes_by(hook_user, since, subresource=None)
+    assert {(w["verb"], w["objectRef"].get("resource")) for w in writes} == {("delete", "frauddemos")}, writes
     install.operator.stop()  # its ServiceAccount is gone; so is its token's validity
 
     def empty() -> list[str]:
         left = []
         for res in (
             "fd",
+            "jobs",
             "deployments",
             "statefulsets",
             "replicasets",
@@ -340,3 +374,54 @@ def test_helm_upgrade_then_uninstall_leaves_nothing(install):
         raise AssertionError(f"left behind: {empty()}") from None
     # Helm never deletes a chart's CRDs (crds/): deleting one would delete every FraudDemo in the cluster.
     assert install.c.kubectl("get", "crd", f"{crd.PLURAL}.{crd.GROUP}", check=False).returncode == 0
+
+
+def run_hook_pod(install: Install) -> tuple[subprocess.CompletedProcess, str]:
+    """Play the kubelet of the uninstall hook's pod: run its container's command from the installed wheel
+    as its ServiceAccount (a TokenRequest token, as the pod's projected one), then report the exit code in
+    the pod's status, so that the Job controller, and helm, see the Job finish as it did."""
+
+    def pending_hook_pod():
+        pods = install.c.get("pods", "-n", NS, "-l", "app.kubernetes.io/component=uninstall-hook")["items"]
+        return pods[0] if pods else None
+
+    pod = wait_for(pending_hook_pod, 60, 0.5, what="the uninstall hook's pod")
+    spec = pod["spec"]
+    assert not spec.get("nodeName") and pod["status"].get("phase") == "Pending", pod["status"]
+    (c,) = spec["containers"]
+    sa = spec["serviceAccountName"]
+    kubeconfig = install.c.token_kubeconfig(NS, sa, install.tmp / "hook.kubeconfig")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FRAUDDEMO_") and k != "KUBECONFIG"},
+        **{e["name"]: e["value"] for e in c.get("env", []) if "value" in e},
+        "FRAUDDEMO_OPERATOR_KUBECONFIG": str(kubeconfig),
+    }
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    proc = subprocess.run([install.frauddemo, *c["args"]], env=env, capture_output=True, text=True, timeout=300)
+    finished = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    terminated = {
+        "exitCode": proc.returncode,
+        "reason": "Completed" if proc.returncode == 0 else "Error",
+        "startedAt": started,
+        "finishedAt": finished,
+    }
+    status = {
+        "phase": "Succeeded" if proc.returncode == 0 else "Failed",
+        "startTime": started,
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    name = pod["metadata"]["name"]
+    install.c.kubectl(
+        "patch", "pod", name, "-n", NS, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status})
+    )
+    return proc, f"system:serviceaccount:{NS}:{sa}"
