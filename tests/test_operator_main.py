@@ -220,6 +220,8 @@ def test_per_event_handler_successes_are_not_logged():
 
     assert not f.filter(rec("Handler 'child-deployments' succeeded."))
     assert not f.filter(rec("Handler 'demo_event' succeeded."))
+    assert not f.filter(rec("Timer 'detector-figures' succeeded."))  # every tick of every FraudDemo
+    assert f.filter(rec("Timer 'resync' failed with an exception. Will retry.", logging.ERROR))
     assert f.filter(rec("Handler 'reconcile' succeeded."))
     assert f.filter(rec("Handler 'child-deployments' succeeded.", logging.WARNING))
     assert f.filter(rec("Reconciled: 3 patched"))
