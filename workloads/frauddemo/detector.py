@@ -58,6 +58,7 @@ GROUP = "detectors"
 STREAMS = (PURCHASES, RETURNS)
 BATCH = 256
 CLAIM_IDLE_MS = 30_000
+RECONNECT_MAX_S = 1.0  # a reader's longest wait between attempts to reach its store (one connect a second)
 JUDGES = 4  # batches judged at once
 EMBEDDING_CACHE = 4096  # derived embeddings kept in this process (~1 KB each)
 
@@ -261,12 +262,14 @@ class Detector:
                         self._claim(conn, name)
                 backoff = 0.2
             except (redis.RedisError, OSError) as e:
+                # Logged once per outage; retried at least every RECONNECT_MAX_S: what a store took
+                # while the detector could not see it (a partition's double return) waits no longer.
+                (log.debug if failed else log.warning)("store %s: %s; retrying until it answers", name, e)
                 failed = True
                 metrics.DETECTOR_UP.labels(name).set(0)
-                log.warning("store %s: %s; retrying in %.1f s", name, e, backoff)
                 self.stores.drop(name)
                 self.stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
         metrics.DETECTOR_UP.labels(name).set(0)
 
     def _wait_drained(self) -> None:

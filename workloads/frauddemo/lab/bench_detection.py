@@ -60,7 +60,7 @@ from ..photos import replay
 from ..photos import verify as ver
 from ..photos.camera import CaptureRanges, SyntheticCamera, render
 from ..photos.decode import PhotoRejected
-from ..photos.storage import EMB_PREFIX, PHOTO_PREFIX
+from ..photos.storage import PHOTO_PREFIX
 from ..retail import (
     LABELS,
     LEGIT,
@@ -848,10 +848,8 @@ def run(
             purchase_photos = dict(zip(b.customers, pool.map(enrol, b.customers, chunksize=16)))
         enrol_imgs = {c: jpeg for c, (jpeg, _) in purchase_photos.items()}
         enrolled = {c: replay.sha256(jpeg) for c, jpeg in enrol_imgs.items()}
-        blobs = [
-            [ops.blob(PHOTO_PREFIX + enrolled[c], jpeg), ops.blob(EMB_PREFIX + enrolled[c], emb)]
-            for c, (jpeg, emb) in purchase_photos.items()
-        ]
+        # The photos only, as a till stores them: the detector works out their embeddings and prints.
+        blobs = [[ops.blob(PHOTO_PREFIX + enrolled[c], jpeg)] for c, (jpeg, _) in purchase_photos.items()]
         for i in range(0, len(blobs), 200):
             b.stores["a"].write_many(blobs[i : i + 200])
         b.wait_replicated()
