@@ -5,7 +5,8 @@ detection service with its photo pool); this process plays the tills through the
 POS processes use. Labels travel in each store's `fd:ev:labels` stream, which only this benchmark
 reads. Photos are rendered before the clock starts (the synthetic camera stands for a physical one);
 each customer's purchase photo is enrolled once and reused for their purchases, every return photo
-is a fresh capture.
+is a fresh capture. Photos are stored as tills store them (no embedding beside them): the detector
+derives what it needs.
 
 Labelled run: purchases, then returns at a paced rate, >= 10% of them fraud spread over the eight
 attack modes (a quarter of the hacked attempts from a rogue, unsigned terminal; the partition mode's all
@@ -34,7 +35,9 @@ Issue 17 additions (every earlier key kept):
     whose camera failed (no photo; detection.DetectionConfig.camera_failure decides), poor light, and a
     till whose camera faces one fixed wall (`fixed-background`: the purchase photo and the return photo
     taken there, one identical backdrop behind every customer of the case: two photos sharing it must not
-    pass for copies or for one face);
+    pass for copies or for one face); the honest first return of a receipt a fraudster returns too
+    (double returns, window race, partition) is its own case (VICTIM), not a plain one: when the two
+    attempts are concurrent, both ask a person by design;
   - every rate with its 95% Wilson interval; an attempt the detector never judged counts as missed
     (decision "none"), never dropped; `rules_throughput_tx_per_s` counts judged returns only;
   - `throughput_tx_per_s` is a ceiling: the mixed load (purchases with photos and returns) is offered
