@@ -517,13 +517,14 @@ class Detector:
     def _purchase_described(self, store: str, sha: str, fut: concurrent.futures.Future) -> None:
         """The pool's callback: cache the embedding; the print is written by the next batch (no store
         round trip on the pool's own thread, which hands back every verification)."""
-        try:
-            prnt, emb = fut.result()
-        except Exception as e:  # a cache only: a return derives what is missing
-            log.warning("purchase photo %s not described: %s", sha[:12], e)
-            prnt, emb = None, None
-        else:
-            self._remember(sha, emb)
+        prnt = None
+        if not fut.cancelled():  # cancelled: the detector is stopping
+            try:
+                prnt, emb = fut.result()
+            except Exception as e:  # a cache only: a return derives what is missing
+                log.warning("purchase photo %s not described: %s", sha[:12], e)
+            else:
+                self._remember(sha, emb)
         with self._lock:
             self._describing.discard(sha)
             if prnt is not None:
