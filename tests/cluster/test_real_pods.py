@@ -9,7 +9,9 @@ Through the detector Service (kubectl port-forward): Scenario 1 (`frauddemo scen
 deleted (no op lost or merged twice, by the stores' own checkpoint witness), a store pod deleted (its data
 is an emptyDir in the sample: it comes back empty and resynchronises from its peer), a store scaled, the
 passwords rotated while the demo trades, and a short soak (no restart, no OOM kill, store memory within
-its limit). Everything is removed afterwards: no process, bridge, network namespace or iptables rule.
+its limit). Last, `helm uninstall`, whose pre-delete hook runs in the operator image and lets the sample
+go before the operator leaves. Everything is removed afterwards: no process, bridge, network namespace
+or iptables rule.
 
 Needs root, buildah and what tools/node.sh check lists; without them it is skipped, except under CI=true.
 """
@@ -798,3 +800,27 @@ def test_soak_no_restart_no_oom_memory_within_limit(demo):
     assert not demo.oom_kills(), demo.oom_kills()
     assert all(v["writable"] and v["memory"]["used_ratio"] < 0.9 for v in st["stores"].values()), st
     assert demo.all_ready()
+
+
+def test_helm_uninstall_runs_its_hook_in_the_image_and_leaves_nothing(demo):
+    """The module's last test: `helm uninstall` runs the pre-delete hook's Job in the operator image on
+    the real node; it deletes the sample while the operator still runs (kopf's finalizer let go), then
+    helm removes the operator, its RBAC and the hook's own objects. Without the hook the sample would stay
+    in Terminating: the operator and its RBAC go first."""
+    demo.stop_forwards()
+    demo.c.helm("uninstall", "frauddemo", "-n", NS, "--wait", "--timeout", "240s")
+    assert not demo.c.get("fd", "-n", NS)["items"], "a FraudDemo outlived helm uninstall"
+
+    def left() -> list[str]:
+        out = []
+        for res in ("jobs", "deployments", "statefulsets", "pods", "serviceaccounts", "roles", "rolebindings"):
+            for obj in demo.c.get(res, "-n", NS)["items"]:
+                if res == "serviceaccounts" and obj["metadata"]["name"] == "default":
+                    continue
+                out.append(f"{res}/{obj['metadata']['name']}")
+        return out
+
+    try:
+        wait_for(lambda: not left(), 180, 2, what=f"nothing left in {NS}")
+    except AssertionError:
+        raise AssertionError(f"left in {NS} after helm uninstall: {left()}") from None
