@@ -160,3 +160,19 @@ def test_alignment_starts_only_where_frames_already_correlate(purchases):
     other = ver.analyze(render(IDS[3], 4).jpeg)
     assert replay.start_score(a.fingerprint, a.fingerprint, warp) > 0.99
     assert replay.start_score(other.fingerprint, a.fingerprint, warp) < replay.NEAR_COPY_SCORE
+
+
+def test_prints_derived_on_the_verdict_path_are_bounded_and_stored_once(stores, purchases):
+    """Other people's photos only propose candidates: at most `derive_max` of their missing prints are
+    derived per check (a full analysis each), and what is derived is stored, so never twice."""
+    (_, st) = stores("a")["a"]
+    shas = []
+    for i in IDS[:3]:
+        jpeg = purchases[i]
+        sha = replay.sha256(jpeg)
+        st.write_many([[index.ops.blob("b:photo:" + sha, jpeg)]])
+        shas.append(sha)
+    got = index.prints({"a": st}, shas, st, derive_max=1)
+    assert len(got) == 1
+    assert sum(st.get_blob(index.PRINT_PREFIX + s) is not None for s in shas) == 1
+    assert len(index.prints({"a": st}, shas, st, derive_max=1)) == 2  # the stored one, and one more

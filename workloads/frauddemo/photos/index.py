@@ -39,6 +39,7 @@ BANDS = 4
 MAX_CUSTOMER = 64  # candidates from the customer's own photos
 MAX_FACE = 16  # candidates from close face hashes
 FACE_MAX_BITS = 12  # a face-hash candidate further than this is not worth a match
+OTHERS_DERIVED = 2  # prints of other people's photos derived per check (the customer's own: all)
 
 
 def print_ttl_ms() -> int:
@@ -97,10 +98,15 @@ def _first(stores: Mapping[str, Store], keys: list[str]) -> dict[str, bytes]:
 
 
 def prints(
-    stores: Mapping[str, Store], shas: list[str], home: Store | None = None, cfg: ver.VerifyConfig = ver.VerifyConfig()
+    stores: Mapping[str, Store],
+    shas: list[str],
+    home: Store | None = None,
+    cfg: ver.VerifyConfig = ver.VerifyConfig(),
+    derive_max: int | None = None,
 ) -> dict[str, tuple]:
     """sha -> (fingerprint, eyes, face hash): stored prints, else derived from the stored photo (and
-    written to `home`, once: the blob is immutable)."""
+    written to `home`, once: the blob is immutable). A derivation is a full analysis (~11 ms): at most
+    `derive_max` of them (None: all), the others are left out this time."""
     raw = _first(stores, [PRINT_PREFIX + s for s in shas])
     out, derive = {}, []
     for s in shas:
@@ -108,6 +114,7 @@ def prints(
             out[s] = replay.unpack_print(raw[PRINT_PREFIX + s])
         except (KeyError, ValueError, TypeError):
             derive.append(s)
+    derive = derive[:derive_max]
     photos = _first(stores, [PHOTO_PREFIX + s for s in derive])
     writes = []
     for s in derive:
@@ -160,7 +167,10 @@ def check(
     others = [s for s in tags if s not in mine]
     got = prints(stores, mine, home, cfg)
     if fhash is not None and others:
-        op = prints(stores, others[: MAX_FACE * 4], None, cfg) if others else {}
+        # Other people's photos only ever propose a candidate: a print missing here (a purchase photo
+        # the detector had no room to describe) costs a full analysis on the verdict's path, so only
+        # a few are derived per check (and stored, so never twice); the others wait for a later one.
+        op = prints(stores, others[: MAX_FACE * 4], home, cfg, derive_max=OTHERS_DERIVED)
         near = sorted((replay.hamming(fhash, h), s) for s, (_, _, h) in op.items() if h is not None)
         for d, s in near[:MAX_FACE]:
             if d <= FACE_MAX_BITS:
