@@ -35,12 +35,7 @@ def add_commands(subparsers) -> None:
         metavar="URL",
         help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz; '' disables (env LIVENESS)",
     )
-    p.add_argument(
-        "--kubeconfig",
-        help="kubeconfig file (env KUBECONFIG); default: $KUBECONFIG, "
-        "~/.kube/config, or the in-cluster service account",
-    )
-    p.add_argument("--context", help="kubeconfig context (env CONTEXT)")
+    add_kube_flags(p, "KUBECONFIG", "CONTEXT")
     p.set_defaults(fn=cmd_operator)
 
     d = subparsers.add_parser(
@@ -55,13 +50,18 @@ def add_commands(subparsers) -> None:
         "--namespace", action="append", dest="namespaces", metavar="NS", default=[], help="a namespace (repeatable)"
     )
     d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the FraudDemos to be gone")
-    d.add_argument(
+    add_kube_flags(d, "FRAUDDEMO_OPERATOR_KUBECONFIG", "FRAUDDEMO_OPERATOR_CONTEXT")
+    d.set_defaults(fn=cmd_delete_demos)
+
+
+def add_kube_flags(p: argparse.ArgumentParser, kubeconfig_env: str, context_env: str) -> None:
+    """--kubeconfig and --context, with the environment variables that stand in for them."""
+    p.add_argument(
         "--kubeconfig",
-        help="kubeconfig file (env FRAUDDEMO_OPERATOR_KUBECONFIG); default: $KUBECONFIG, "
+        help=f"kubeconfig file (env {kubeconfig_env}); default: $KUBECONFIG, "
         "~/.kube/config, or the in-cluster service account",
     )
-    d.add_argument("--context", help="kubeconfig context (env FRAUDDEMO_OPERATOR_CONTEXT)")
-    d.set_defaults(fn=cmd_delete_demos)
+    p.add_argument("--context", help=f"kubeconfig context (env {context_env})")
 
 
 def settings_from_args(args: argparse.Namespace, env=None) -> Settings:
