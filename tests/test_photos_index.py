@@ -163,16 +163,49 @@ def test_alignment_starts_only_where_frames_already_correlate(purchases):
 
 
 def test_prints_derived_on_the_verdict_path_are_bounded_and_stored_once(stores, purchases):
-    """Other people's photos only propose candidates: at most `derive_max` of their missing prints are
-    derived per check (a full analysis each), and what is derived is stored, so never twice."""
+    """Other people's photos only propose candidates: at most OTHERS_DERIVED of their missing prints
+    are derived per check (a full analysis each), and what is derived is stored, so never twice; the
+    customer's own photos are all derived."""
     (_, st) = stores("a")["a"]
-    shas = []
-    for i in IDS[:3]:
-        jpeg = purchases[i]
-        sha = replay.sha256(jpeg)
-        st.write_many([[index.ops.blob("b:photo:" + sha, jpeg)]])
-        shas.append(sha)
-    got = index.prints({"a": st}, shas, st, derive_max=1)
-    assert len(got) == 1
-    assert sum(st.get_blob(index.PRINT_PREFIX + s) is not None for s in shas) == 1
-    assert len(index.prints({"a": st}, shas, st, derive_max=1)) == 2  # the stored one, and one more
+    jpegs = {replay.sha256(purchases[i]): purchases[i] for i in IDS}
+    probe = ver.replay_print(render(IDS[0], 9).jpeg)
+    fhash = replay.unpack_print(probe)[2]
+    for k, (sha, jpeg) in enumerate(jpegs.items()):
+        # the first two are the customer's; the others share the probe's face hash bands (as if alike)
+        st.write_many(
+            [
+                [index.ops.blob("b:photo:" + sha, jpeg)],
+                index.add_ops(sha, f"p:r-{k}", "cust-7" if k < 2 else f"cust-{k}", fhash if k >= 2 else None),
+            ]
+        )
+    stored = lambda: sum(st.get_blob(index.PRINT_PREFIX + s) is not None for s in jpegs)  # noqa: E731
+    _, _, cands = index.gather({"a": st}, "0" * 64, probe, "cust-7", "t:x")
+    kinds = [k for _, k, _ in cands]
+    assert kinds.count(index.PHOTO) == 2 and kinds.count(index.OTHER) == index.OTHERS_DERIVED
+    index.check({"a": st}, "0" * 64, probe, "cust-7", "t:x", 0.99, st)
+    assert stored() == 2 + index.OTHERS_DERIVED
+    index.check({"a": st}, "0" * 64, probe, "cust-7", "t:x", 0.99, st)
+    assert stored() == min(len(jpegs), 2 + 2 * index.OTHERS_DERIVED)
+
+
+def test_matches_split_among_workers_find_what_one_finds(stores, purchases):
+    """The detector hands a check's matches to its photo workers in parts; the best match is the one
+    an inline check finds."""
+    import concurrent.futures
+
+    (_, st) = stores("a")["a"]
+    jpeg = purchases[IDS[4]]
+    bought = replay.sha256(jpeg)
+    writes = [index.add_ops(bought, "p:r-0", "cust-8", None, ver.replay_print(jpeg))]
+    for c in range(1, 9):  # the customer's other photos: new captures
+        other = render(IDS[4], c).jpeg
+        writes.append(index.add_ops(replay.sha256(other), f"p:r-{c}", "cust-8", None, ver.replay_print(other)))
+    st.write_many(writes)
+    copy = ver.replay_print(attacks.rotate(attacks.decode(jpeg), np.random.default_rng(5)))
+    near = ver.VerifyConfig().near_copy_score
+    inline = index.check({"a": st}, "0" * 64, copy, "cust-8", "t:x", near)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        c = index.Check({"a": st}, "0" * 64, copy, "cust-8", "t:x", submit=ex.submit, parts=2)
+        assert len(c.futures) == 2
+        split = c.result(near)
+    assert inline is not None and inline["replay_of"] == bought and split == inline

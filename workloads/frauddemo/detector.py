@@ -489,7 +489,8 @@ class Detector:
             for sha, emb in p.pop("embeddings").items():
                 self._remember(sha, emb)
             out[aid] = p
-        photo_index.judge_hook(stores, [t for t in todo if t[0].id in futures], out, self.verify_cfg)
+        verified = [t for t in todo if t[0].id in futures]
+        photo_index.judge_hook(stores, verified, out, self.verify_cfg, self.pool().submit, self.workers)
         return out
 
     def _describe_purchase_photos(self, store: str, shas: list[str]) -> None:

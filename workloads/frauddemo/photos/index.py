@@ -18,11 +18,14 @@ receipt of the same customer.
 Entries are written by the detector: a purchase photo's membership when it reads the purchase event
 (its print, and the detector's cached embedding, worked out then by a photo worker with room; else
 when first needed), a return photo's membership, bands and print when it first
-judges the attempt.
+judges the attempt. The check's store reads (`gather`) run in the detector's process, its matches
+(`match`: ~1.5 ms each on one core, an analysis first where a print is missing) in its photo workers,
+split among them, so one verdict's matches run side by side and off the process that reads events.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Mapping
 
@@ -97,39 +100,147 @@ def _first(stores: Mapping[str, Store], keys: list[str]) -> dict[str, bytes]:
     return found
 
 
-def prints(
+# What a candidate brings to the match (index.match): its stored print, or the photo itself when no
+# print is stored yet (a purchase photo the detector had no room to describe), the print then derived
+# where the match runs; OTHER: another person's photo, matched only if its face hash is close.
+PRINT, PHOTO, OTHER = "print", "photo", "other"
+_COST_MS = {PRINT: 1.5, PHOTO: 12.0, OTHER: 12.0}  # on one core: a match; an analysis and a match
+
+
+def gather(
     stores: Mapping[str, Store],
-    shas: list[str],
-    home: Store | None = None,
-    cfg: ver.VerifyConfig = ver.VerifyConfig(),
-    derive_max: int | None = None,
-) -> dict[str, tuple]:
-    """sha -> (fingerprint, eyes, face hash): stored prints, else derived from the stored photo (and
-    written to `home`, once: the blob is immutable). A derivation is a full analysis (~11 ms): at most
-    `derive_max` of them (None: all), the others are left out this time."""
-    raw = _first(stores, [PRINT_PREFIX + s for s in shas])
-    out, derive = {}, []
-    for s in shas:
+    sha: str,
+    prnt: bytes | None,
+    customer: str,
+    own_tag: str,
+    compared: frozenset[str] = frozenset(),
+) -> tuple[dict | None, dict[str, str], list[tuple[str, str, bytes]]]:
+    """The store reads of a check: (an exact hit or None, tag per candidate photo, candidates as
+    (sha, PRINT | PHOTO | OTHER, bytes)). `compared`: photos already matched against (left out)."""
+    fp, _, fhash = replay.unpack_print(prnt) if prnt else (None, None, None)
+    keys = ([customer_key(customer)] if customer else []) + (band_keys(fhash) if fhash is not None else [])
+    sets = _members(stores, keys) if keys else []
+    cust = sets[0] if customer else set()
+    face = set().union(*sets[1 if customer else 0 :]) if fhash is not None else set()
+    tags: dict[str, str] = {}
+    for m in sorted(cust | face):
+        s, _, tag = m.partition("|")
+        if tag == own_tag:
+            continue
+        if s == sha:
+            return {"replay": "exact", "replay_score": 1.0, "replay_of": s, "replay_tag": tag}, {}, []
+        if s not in compared:
+            tags.setdefault(s, tag)
+    if fp is None:
+        return None, {}, []
+    mine = sorted({m.partition("|")[0] for m in cust} & set(tags))[:MAX_CUSTOMER]
+    others = [s for s in tags if s not in mine][: MAX_FACE * 4] if fhash is not None else []
+    raw = _first(stores, [PRINT_PREFIX + s for s in mine + others])
+    out, derive, near = [], [], []
+    for s in mine + others:
         try:
-            out[s] = replay.unpack_print(raw[PRINT_PREFIX + s])
+            h = replay.unpack_print(raw[PRINT_PREFIX + s])[2]
         except (KeyError, ValueError, TypeError):
             derive.append(s)
-    derive = derive[:derive_max]
-    photos = _first(stores, [PHOTO_PREFIX + s for s in derive])
-    writes = []
-    for s in derive:
-        jpeg = photos.get(PHOTO_PREFIX + s)
-        p = ver.replay_print(jpeg, cfg) if jpeg is not None else None
-        if p is None:
             continue
-        out[s] = replay.unpack_print(p)
-        writes.append(print_writes(p, s))
-    if writes and home is not None:
-        try:
-            home.write_many(writes)
-        except Exception as e:  # a cache: the next judgement derives it again
-            log.warning("photo prints not stored: %s", e)
-    return out
+        if s in mine:
+            out.append((s, PRINT, raw[PRINT_PREFIX + s]))
+        elif h is not None and replay.hamming(fhash, h) <= FACE_MAX_BITS:
+            near.append((replay.hamming(fhash, h), s))
+    out += [(s, PRINT, raw[PRINT_PREFIX + s]) for _, s in sorted(near)[:MAX_FACE]]
+    # Other people's photos only ever propose a candidate: a missing print costs an analysis, so only
+    # a few are derived per check (and stored, so never twice); the others wait for a later check.
+    derive = [s for s in derive if s in mine] + [s for s in derive if s not in mine][:OTHERS_DERIVED]
+    photos = _first(stores, [PHOTO_PREFIX + s for s in derive])
+    out += [(s, PHOTO if s in mine else OTHER, photos[PHOTO_PREFIX + s]) for s in derive if PHOTO_PREFIX + s in photos]
+    return None, tags, out
+
+
+def match(prnt: bytes, candidates: list[tuple[str, str, bytes]], cfg: ver.VerifyConfig = ver.VerifyConfig()):
+    """The CPU of a check, run where the CPU is (a photo worker): the best (score, sha) of these
+    candidates for the photo of print `prnt` (None without one), and the prints derived here
+    (sha -> print) for the caller to store."""
+    fp, eyes, fhash = replay.unpack_print(prnt)
+    best, derived = None, {}
+    for s, kind, data in candidates:
+        if kind != PRINT:
+            data = ver.replay_print(data, cfg)
+            if data is None:
+                continue
+            derived[s] = data
+        efp, eeyes, h = replay.unpack_print(data)
+        if kind == OTHER and (fhash is None or h is None or replay.hamming(fhash, h) > FACE_MAX_BITS):
+            continue
+        score = replay.match_score(fp, efp, eyes, eeyes)
+        if best is None or score > best[0]:
+            best = (score, s)
+    return best, derived
+
+
+def _split(candidates: list, parts: int) -> list[list]:
+    """Candidates in at most `parts` chunks of about equal cost, none much cheaper than a task's round
+    trip to a worker."""
+    cost = sum(_COST_MS[k] for _, k, _ in candidates)
+    n = max(1, min(parts, int(cost // 6)))
+    chunks, load = [[] for _ in range(n)], [0.0] * n
+    for c in sorted(candidates, key=lambda c: -_COST_MS[c[1]]):
+        i = load.index(min(load))
+        chunks[i].append(c)
+        load[i] += _COST_MS[c[1]]
+    return [c for c in chunks if c]
+
+
+def _inline(fn, *args) -> concurrent.futures.Future:
+    f = concurrent.futures.Future()
+    try:
+        f.set_result(fn(*args))
+    except Exception as e:
+        f.set_exception(e)
+    return f
+
+
+class Check:
+    """One photo's check against the store-wide index, its matches running as tasks given to `submit`
+    (a process pool's, or inline): `begin` reads the stores and hands out the matches; `result` waits
+    for them and stores the prints derived on the way (at `home`)."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, Store],
+        sha: str,
+        prnt: bytes | None,
+        customer: str,
+        own_tag: str,
+        cfg: ver.VerifyConfig = ver.VerifyConfig(),
+        compared: frozenset[str] = frozenset(),
+        submit=_inline,
+        parts: int = 1,
+    ):
+        self.hit, self.tags, candidates = gather(stores, sha, prnt, customer, own_tag, compared)
+        self.futures = [submit(match, prnt, c, cfg) for c in _split(candidates, parts)] if candidates else []
+
+    def result(self, near_score: float, home: Store | None = None) -> dict | None:
+        if self.hit is not None:
+            return self.hit
+        best, writes = None, []
+        for f in self.futures:
+            got, derived = f.result()
+            writes += [print_writes(p, s) for s, p in derived.items()]
+            if got is not None and (best is None or got[0] > best[0]):
+                best = got
+        if writes and home is not None:
+            try:
+                home.write_many(writes)
+            except Exception as e:  # a cache: the next check derives them again
+                log.warning("photo prints not stored: %s", e)
+        if best is None or best[0] < near_score:
+            return None
+        return {
+            "replay": "near",
+            "replay_score": round(best[0], 4),
+            "replay_of": best[1],
+            "replay_tag": self.tags[best[1]],
+        }
 
 
 def check(
@@ -146,43 +257,8 @@ def check(
     """The best earlier use of this photo (or of a copy of it) anywhere: {"replay": "exact"|"near",
     "replay_score", "replay_of": sha, "replay_tag": tag}, or None. `own_tag`: this attempt's entry;
     `compared`: photos the caller has already matched this one against (verify() does the receipt's
-    purchase photo), not matched again: a match costs ~20 ms of CPU on the verdict's path."""
-    fp, eyes, fhash = replay.unpack_print(prnt) if prnt else (None, None, None)
-    keys = ([customer_key(customer)] if customer else []) + (band_keys(fhash) if fhash is not None else [])
-    sets = _members(stores, keys) if keys else []
-    cust = sets[0] if customer else set()
-    face = set().union(*sets[1 if customer else 0 :]) if fhash is not None else set()
-    tags: dict[str, str] = {}
-    for m in sorted(cust | face):
-        s, _, tag = m.partition("|")
-        if tag == own_tag:
-            continue
-        if s == sha:
-            return {"replay": "exact", "replay_score": 1.0, "replay_of": s, "replay_tag": tag}
-        if s not in compared:
-            tags.setdefault(s, tag)
-    if fp is None:
-        return None
-    mine = sorted({m.partition("|")[0] for m in cust} & set(tags))[:MAX_CUSTOMER]
-    others = [s for s in tags if s not in mine]
-    got = prints(stores, mine, home, cfg)
-    if fhash is not None and others:
-        # Other people's photos only ever propose a candidate: a print missing here (a purchase photo
-        # the detector had no room to describe) costs a full analysis on the verdict's path, so only
-        # a few are derived per check (and stored, so never twice); the others wait for a later one.
-        op = prints(stores, others[: MAX_FACE * 4], home, cfg, derive_max=OTHERS_DERIVED)
-        near = sorted((replay.hamming(fhash, h), s) for s, (_, _, h) in op.items() if h is not None)
-        for d, s in near[:MAX_FACE]:
-            if d <= FACE_MAX_BITS:
-                got[s] = op[s]
-    best = None
-    for s, (efp, eeyes, _) in got.items():
-        if len(efp) != len(fp):
-            continue
-        score = replay.match_score(fp, efp, eyes, eeyes)
-        if best is None or score > best["replay_score"]:
-            best = {"replay": "near", "replay_score": round(score, 4), "replay_of": s, "replay_tag": tags[s]}
-    return best if best is not None and best["replay_score"] >= near_score else None
+    purchase photo), not matched again. Inline; the detector runs the matches in its photo workers."""
+    return Check(stores, sha, prnt, customer, own_tag, cfg, compared).result(near_score, home)
 
 
 def index_purchase_events(store: Store, entries) -> list[str]:
@@ -219,20 +295,31 @@ def print_writes(prnt: bytes | None, sha: str) -> list:
     return [ops.blob(PRINT_PREFIX + sha, prnt, ttl_ms=print_ttl_ms())] if prnt is not None else []
 
 
-def judge_hook(stores: Mapping[str, Store], todo, out: dict, cfg: ver.VerifyConfig) -> None:
+def judge_hook(
+    stores: Mapping[str, Store], todo, out: dict, cfg: ver.VerifyConfig, submit=_inline, parts: int = 1
+) -> None:
     """For the detector: each newly verified return photo (`todo`: (attempt, story); `out`: attempt id
     -> photo verdict dict) is checked against the store-wide index and recorded in it at the attempt's
-    store. A store-wide replay found here raises the verdict's `replay` (never lowers it)."""
+    store. A store-wide replay found here raises the verdict's `replay` (never lowers it). Every
+    check's matches are handed to `submit` (in up to `parts` tasks each) before any is waited for."""
+    checks = []
     for a, story in todo:
         p = out.get(a.id)
         if not p:
             continue
         prnt = p.pop("print", None)
-        home = stores.get(a.store)
         try:
             bought = story.receipt.photo if story.receipt is not None else None
             seen = frozenset([bought]) if bought and p.get("replay_score") is not None else frozenset()
-            hit = check(stores, a.photo, prnt, a.customer, f"t:{a.id}", cfg.near_copy_score, home, cfg, seen)
+            c = Check(stores, a.photo, prnt, a.customer, f"t:{a.id}", cfg, seen, submit, parts)
+        except Exception as e:  # the index is evidence, never a reason to leave an attempt unjudged
+            log.warning("photo index for attempt %s: %s", a.id, e)
+            c = None
+        checks.append((a, story, p, prnt, c))
+    for a, story, p, prnt, c in checks:
+        home = stores.get(a.store)
+        try:
+            hit = c.result(cfg.near_copy_score, home) if c is not None else None
             if hit and (p.get("replay") is None or (hit["replay"] == "exact" and p.get("replay") == "near")):
                 p.update(hit)
                 p["replay_scope"] = "same receipt" if hit["replay_tag"] == f"p:{a.receipt}" else "store-wide"
