@@ -75,7 +75,8 @@ class DetectionConfig:
     window_seconds: int = 300  # velocity window
     velocity_max: int = 3  # returns per customer within the window before the velocity rule fires
     high_value_cents: int = 20_000  # refunds from this value need a confident face match (or a person)
-    confident_similarity: float = 0.72  # `frauddemo bench photo`: calibration.confident_similarity (0.7173)
+    # At least `frauddemo bench photo`'s calibration.confident_similarity (0.6924 with hog-lda-v2, 0.7173 with v1)
+    confident_similarity: float = 0.72
     # A registered, correctly signing till that took no photo and held the refund itself (its camera
     # failed): "review" asks a person (the money was not paid); "block" treats it as any missing photo.
     camera_failure: str = "review"

@@ -7,10 +7,10 @@ along which people differ more than captures of one person do (PCA, then whiteni
 scatter, then the leading directions of the between-person scatter: Fisher's LDA). Cosine similarity in
 that space separates people far better than in HOG space; see docs/benchmarks.md for the figures.
 
-The training identities (10000-10599 by default) are disjoint from the ones the benches calibrate on
+The training identities (10000-12399 by default, six captures each) are disjoint from the ones the benches calibrate on
 (20000+), report on (50000+) and screen lookalikes from (70000+).
 
-    python -m frauddemo.lab.train_face_model [--out PATH] [--identities 600] [--workers 2]
+    python -m frauddemo.lab.train_face_model [--out PATH] [--identities 2400] [--captures 6] [--workers 2]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def fit(vectors: np.ndarray, labels: np.ndarray, pca_dims: int, dims: int) -> tu
 
 
 def train(
-    identities: int = 600, captures: int = 4, pca_dims: int = 300, dims: int = 150, workers: int = 2
+    identities: int = 2400, captures: int = 6, pca_dims: int = 300, dims: int = 150, workers: int = 2
 ) -> face_model.FaceModel:
     """Render and describe `captures` photos of each training identity, then fit the projection."""
     jobs = [(i, captures) for i in range(FIRST_IDENTITY, FIRST_IDENTITY + identities)]
@@ -81,8 +81,8 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m frauddemo.lab.train_face_model", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=face_model.path(face_model.DEFAULT))
-    p.add_argument("--identities", type=int, default=600)
-    p.add_argument("--captures", type=int, default=4)
+    p.add_argument("--identities", type=int, default=2400)
+    p.add_argument("--captures", type=int, default=6)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     if a.identities < 10 or a.captures < 2 or a.workers < 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT = "hog-lda-v1"
+DEFAULT = "hog-lda-v2"
 PLAIN = "hog"
 MODELS = (DEFAULT, PLAIN)
 _DIR = Path(__file__).parent / "models"
