@@ -209,3 +209,10 @@ def test_matches_split_among_workers_find_what_one_finds(stores, purchases):
         assert len(c.futures) == 2
         split = c.result(near)
     assert inline is not None and inline["replay_of"] == bought and split == inline
+
+    def busy_pool(*_):
+        raise AssertionError("a check with a few cheap matches waited for the workers")
+
+    st.write_many([index.add_ops(bought, "p:r-9", "cust-9")])  # one photo of this customer: one match
+    few = index.Check({"a": st}, "0" * 64, copy, "cust-9", "t:x", submit=busy_pool, parts=2)
+    assert few.result(near)["replay_of"] == bought

@@ -20,7 +20,8 @@ Entries are written by the detector: a purchase photo's membership when it reads
 when first needed), a return photo's membership, bands and print when it first
 judges the attempt. The check's store reads (`gather`) run in the detector's process, its matches
 (`match`: ~1.5 ms each on one core, an analysis first where a print is missing) in its photo workers,
-split among them, so one verdict's matches run side by side and off the process that reads events.
+split among them, so one verdict's matches run side by side and off the process that reads events
+(a check with only a few cheap matches runs them itself: INLINE_MS).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def _first(stores: Mapping[str, Store], keys: list[str]) -> dict[str, bytes]:
 # where the match runs; OTHER: another person's photo, matched only if its face hash is close.
 PRINT, PHOTO, OTHER = "print", "photo", "other"
 _COST_MS = {PRINT: 1.5, PHOTO: 12.0, OTHER: 12.0}  # on one core: a match; an analysis and a match
+# A check whose matches cost less than this in all runs them itself: a task in the workers waits its
+# turn behind every verification handed to them meanwhile, which under load costs more than a few matches.
+INLINE_MS = 6.0
 
 
 def gather(
@@ -157,8 +161,8 @@ def gather(
 
 
 def match(prnt: bytes, candidates: list[tuple[str, str, bytes]], cfg: ver.VerifyConfig = ver.VerifyConfig()):
-    """The CPU of a check, run where the CPU is (a photo worker): the best (score, sha) of these
-    candidates for the photo of print `prnt` (None without one), and the prints derived here
+    """The CPU of a check, run in a photo worker: the best (score, sha) of these candidates for the
+    photo of print `prnt` (None when none could be matched), and the prints derived on the way
     (sha -> print) for the caller to store."""
     fp, eyes, fhash = replay.unpack_print(prnt)
     best, derived = None, {}
@@ -178,12 +182,12 @@ def match(prnt: bytes, candidates: list[tuple[str, str, bytes]], cfg: ver.Verify
 
 
 def _split(candidates: list, parts: int) -> list[list]:
-    """Candidates in at most `parts` chunks of about equal cost, none much cheaper than a task's round
-    trip to a worker."""
+    """Candidates in at most `parts` chunks of about equal cost, each worth a task in a worker
+    (INLINE_MS); none when all of them together are not."""
     cost = sum(_COST_MS[k] for _, k, _ in candidates)
-    n = max(1, min(parts, int(cost // 6)))
+    n = min(parts, int(cost // INLINE_MS))
     chunks, load = [[] for _ in range(n)], [0.0] * n
-    for c in sorted(candidates, key=lambda c: -_COST_MS[c[1]]):
+    for c in sorted(candidates, key=lambda c: -_COST_MS[c[1]]) if n else ():
         i = load.index(min(load))
         chunks[i].append(c)
         load[i] += _COST_MS[c[1]]
@@ -200,9 +204,9 @@ def _inline(fn, *args) -> concurrent.futures.Future:
 
 
 class Check:
-    """One photo's check against the store-wide index, its matches running as tasks given to `submit`
-    (a process pool's, or inline): `begin` reads the stores and hands out the matches; `result` waits
-    for them and stores the prints derived on the way (at `home`)."""
+    """One photo's check against the store-wide index: made, it has read the stores and handed its
+    matches to `submit` (a process pool's, in up to `parts` tasks; a few cheap ones run here at once);
+    `result` waits for them and stores the prints derived on the way (at `home`)."""
 
     def __init__(
         self,
@@ -217,7 +221,10 @@ class Check:
         parts: int = 1,
     ):
         self.hit, self.tags, candidates = gather(stores, sha, prnt, customer, own_tag, compared)
-        self.futures = [submit(match, prnt, c, cfg) for c in _split(candidates, parts)] if candidates else []
+        chunks = _split(candidates, parts)
+        if candidates and not chunks:
+            chunks, submit = [candidates], _inline
+        self.futures = [submit(match, prnt, c, cfg) for c in chunks]
 
     def result(self, near_score: float, home: Store | None = None) -> dict | None:
         if self.hit is not None:
