@@ -138,25 +138,26 @@ def gather(
     if fp is None:
         return None, {}, []
     mine = sorted({m.partition("|")[0] for m in cust} & set(tags))[:MAX_CUSTOMER]
-    others = [s for s in tags if s not in mine][: MAX_FACE * 4] if fhash is not None else []
+    own = set(mine)
+    others = [s for s in tags if s not in own][: MAX_FACE * 4] if fhash is not None else []
     raw = _first(stores, [PRINT_PREFIX + s for s in mine + others])
-    out, derive, near = [], [], []
+    out, derive_mine, derive_others, near = [], [], [], []
     for s in mine + others:
         try:
             h = replay.unpack_print(raw[PRINT_PREFIX + s])[2]
         except (KeyError, ValueError, TypeError):
-            derive.append(s)
+            (derive_mine if s in own else derive_others).append(s)
             continue
-        if s in mine:
+        if s in own:
             out.append((s, PRINT, raw[PRINT_PREFIX + s]))
-        elif h is not None and replay.hamming(fhash, h) <= FACE_MAX_BITS:
-            near.append((replay.hamming(fhash, h), s))
+        elif h is not None and (d := replay.hamming(fhash, h)) <= FACE_MAX_BITS:
+            near.append((d, s))
     out += [(s, PRINT, raw[PRINT_PREFIX + s]) for _, s in sorted(near)[:MAX_FACE]]
     # Other people's photos only ever propose a candidate: a missing print costs an analysis, so only
     # a few are derived per check (and stored, so never twice); the others wait for a later check.
-    derive = [s for s in derive if s in mine] + [s for s in derive if s not in mine][:OTHERS_DERIVED]
-    photos = _first(stores, [PHOTO_PREFIX + s for s in derive])
-    out += [(s, PHOTO if s in mine else OTHER, photos[PHOTO_PREFIX + s]) for s in derive if PHOTO_PREFIX + s in photos]
+    derive = [(s, PHOTO) for s in derive_mine] + [(s, OTHER) for s in derive_others[:OTHERS_DERIVED]]
+    photos = _first(stores, [PHOTO_PREFIX + s for s, _ in derive])
+    out += [(s, kind, photos[PHOTO_PREFIX + s]) for s, kind in derive if PHOTO_PREFIX + s in photos]
     return None, tags, out
 
 
